@@ -1,0 +1,117 @@
+//! Dialogflow CX v3 through the official client.
+
+use super::payload::{reply_from_payload, reply_from_text};
+use super::{backoff_policy, endpoint_and_credentials, retry_policy, AgentError, AgentQuery, QueryInput};
+use crate::config::AgentSettings;
+use crate::reply::ReplyMessage;
+use google_cloud_dialogflow_cx_v3::client::Sessions;
+use google_cloud_dialogflow_cx_v3::model::{
+    response_message, DetectIntentRequest, EventInput, QueryParameters, ResponseMessage, TextInput,
+};
+use google_cloud_gax::options::RequestOptionsBuilder;
+use std::time::Duration;
+
+/// The channel whose channel-specific responses we send, as the Node sample did.
+pub const CHANNEL: &str = "TWILIO";
+
+#[derive(Clone, Debug)]
+pub struct CxAgent {
+    client: Sessions,
+    /// `projects/P/locations/L/agents/A`
+    agent_path: String,
+    language_code: String,
+    session_ttl: Option<google_cloud_wkt::Duration>,
+}
+
+impl CxAgent {
+    pub async fn connect(settings: &AgentSettings, agent_id: &str, session_ttl: Option<Duration>) -> Result<Self, AgentError> {
+        let client = endpoint_and_credentials(&settings.endpoint, Sessions::builder()).build().await?;
+        Ok(Self {
+            client,
+            agent_path: format!("projects/{}/locations/{}/agents/{agent_id}", settings.project, settings.location),
+            language_code: settings.language_code.clone(),
+            session_ttl: session_ttl.map(|ttl| google_cloud_wkt::Duration::clamp(ttl.as_secs() as i64, 0)),
+        })
+    }
+
+    pub async fn detect_intent(&self, query: &AgentQuery, budget: Duration) -> Result<Vec<ReplyMessage>, AgentError> {
+        let response = self
+            .client
+            .detect_intent()
+            .with_request(self.request(query))
+            .with_idempotency(true)
+            .with_retry_policy(retry_policy(budget))
+            .with_backoff_policy(backoff_policy())
+            .send()
+            .await?;
+        Ok(response
+            .query_result
+            .map(|result| replies(&result.response_messages))
+            .unwrap_or_default())
+    }
+
+    fn request(&self, query: &AgentQuery) -> DetectIntentRequest {
+        let input = google_cloud_dialogflow_cx_v3::model::QueryInput::new().set_language_code(&self.language_code);
+        let input = match &query.input {
+            QueryInput::Text(text) => input.set_text(TextInput::new().set_text(text)),
+            QueryInput::Event(event) => input.set_event(EventInput::new().set_event(event)),
+        };
+        let params = QueryParameters::new()
+            .set_channel(CHANNEL)
+            .set_payload(query.payload.clone())
+            .set_or_clear_session_ttl(self.session_ttl.clone());
+        DetectIntentRequest::new()
+            .set_session(format!("{}/sessions/{}", self.agent_path, query.session))
+            .set_query_input(input)
+            .set_query_params(params)
+    }
+}
+
+/// The messages to send: text responses and Twilio payloads of our channel or of no
+/// channel, in the agent's order. Other kinds (audio, handoff, …) mean nothing in a text
+/// message.
+fn replies(messages: &[ResponseMessage]) -> Vec<ReplyMessage> {
+    messages
+        .iter()
+        .filter(|m| m.channel.is_empty() || m.channel == CHANNEL)
+        .filter_map(|m| match m.message.as_ref()? {
+            response_message::Message::Text(text) => reply_from_text(&text.text),
+            response_message::Message::Payload(payload) => reply_from_payload(payload),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text(channel: &str, line: &str) -> ResponseMessage {
+        ResponseMessage::new()
+            .set_channel(channel)
+            .set_text(response_message::Text::new().set_text([line]))
+    }
+
+    #[test]
+    fn keeps_our_channel_and_channel_less_messages_in_order() {
+        let payload = match json!({"body": "menu", "media": "https://x/m.jpg"}) {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let messages = vec![
+            text("", "one"),
+            text("FACEBOOK", "not for us"),
+            ResponseMessage::new().set_channel(CHANNEL).set_payload(payload),
+            text(CHANNEL, "three"),
+        ];
+        assert_eq!(
+            replies(&messages),
+            vec![
+                ReplyMessage::text("one"),
+                ReplyMessage { body: "menu".into(), media: vec!["https://x/m.jpg".into()] },
+                ReplyMessage::text("three"),
+            ]
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! Dialogflow ES v2 through the official client.
+
+use super::payload::{reply_from_payload, reply_from_text};
+use super::{backoff_policy, endpoint_and_credentials, retry_policy, AgentError, AgentQuery, QueryInput};
+use crate::config::AgentSettings;
+use crate::reply::ReplyMessage;
+use google_cloud_dialogflow_v2::client::Sessions;
+use google_cloud_dialogflow_v2::model::intent::message::{Message, Platform};
+use google_cloud_dialogflow_v2::model::{intent, DetectIntentRequest, EventInput, QueryParameters, QueryResult, TextInput};
+use google_cloud_gax::options::RequestOptionsBuilder;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct EsAgent {
+    client: Sessions,
+    /// `projects/P/agent`, or `projects/P/locations/L/agent` for a regional agent.
+    agent_path: String,
+    language_code: String,
+}
+
+impl EsAgent {
+    pub async fn connect(settings: &AgentSettings) -> Result<Self, AgentError> {
+        let client = endpoint_and_credentials(&settings.endpoint, Sessions::builder()).build().await?;
+        let agent_path = match settings.location.as_str() {
+            "global" => format!("projects/{}/agent", settings.project),
+            location => format!("projects/{}/locations/{location}/agent", settings.project),
+        };
+        Ok(Self { client, agent_path, language_code: settings.language_code.clone() })
+    }
+
+    pub async fn detect_intent(&self, query: &AgentQuery, budget: Duration) -> Result<Vec<ReplyMessage>, AgentError> {
+        let response = self
+            .client
+            .detect_intent()
+            .with_request(self.request(query))
+            .with_idempotency(true)
+            .with_retry_policy(retry_policy(budget))
+            .with_backoff_policy(backoff_policy())
+            .send()
+            .await?;
+        Ok(response.query_result.map(|result| replies(&result)).unwrap_or_default())
+    }
+
+    fn request(&self, query: &AgentQuery) -> DetectIntentRequest {
+        let input = google_cloud_dialogflow_v2::model::QueryInput::new();
+        let input = match &query.input {
+            QueryInput::Text(text) => input.set_text(TextInput::new().set_text(text).set_language_code(&self.language_code)),
+            QueryInput::Event(event) => {
+                input.set_event(EventInput::new().set_name(event).set_language_code(&self.language_code))
+            }
+        };
+        DetectIntentRequest::new()
+            .set_session(format!("{}/sessions/{}", self.agent_path, query.session))
+            .set_query_input(input)
+            .set_query_params(QueryParameters::new().set_payload(query.payload.clone()))
+    }
+}
+
+/// Messages of the default platform, in order; other platforms' (Slack, Facebook, …) are
+/// for other integrations. An agent with only a `fulfillmentText` still answers.
+fn replies(result: &QueryResult) -> Vec<ReplyMessage> {
+    let messages: Vec<&intent::Message> = result
+        .fulfillment_messages
+        .iter()
+        .filter(|m| m.platform == Platform::Unspecified)
+        .collect();
+    if messages.is_empty() {
+        return reply_from_text(std::slice::from_ref(&result.fulfillment_text)).into_iter().collect();
+    }
+    messages
+        .into_iter()
+        .filter_map(|m| match m.message.as_ref()? {
+            Message::Text(text) => reply_from_text(&text.text),
+            Message::Payload(payload) => reply_from_payload(payload),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text(platform: Platform, line: &str) -> intent::Message {
+        intent::Message::new()
+            .set_platform(platform)
+            .set_text(intent::message::Text::new().set_text([line]))
+    }
+
+    #[test]
+    fn keeps_default_platform_messages_and_twilio_payloads() {
+        let payload = match json!({"twilio": {"body": "menu", "media": "https://x/m.jpg"}}) {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let result = QueryResult::new().set_fulfillment_text("one").set_fulfillment_messages([
+            text(Platform::Unspecified, "one"),
+            text(Platform::Slack, "slack only"),
+            intent::Message::new().set_payload(payload),
+        ]);
+        assert_eq!(
+            replies(&result),
+            vec![ReplyMessage::text("one"), ReplyMessage { body: "menu".into(), media: vec!["https://x/m.jpg".into()] }]
+        );
+    }
+
+    #[test]
+    fn falls_back_to_fulfillment_text() {
+        let result = QueryResult::new().set_fulfillment_text("hello");
+        assert_eq!(replies(&result), vec![ReplyMessage::text("hello")]);
+    }
+}

@@ -1,0 +1,407 @@
+//! The configuration: read once at start-up from the environment and a `.env` file,
+//! checked whole, and turned into typed settings.
+//!
+//! The variable names are those of the Node sample this bridge replaces, so its `.env`
+//! works unchanged. Every problem is reported at once, one line per variable, before
+//! any port is opened.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Where variables come from: the process environment over a `.env` file.
+pub type Vars = HashMap<String, String>;
+
+/// The process environment, over the `.env` file in `dir` if there is one.
+pub fn load_vars(dir: &Path) -> Result<Vars, String> {
+    let mut vars = Vars::new();
+    let dotenv = dir.join(".env");
+    if dotenv.is_file() {
+        let entries = dotenvy::from_path_iter(&dotenv).map_err(|e| format!("{}: {e}", dotenv.display()))?;
+        for entry in entries {
+            let (key, value) = entry.map_err(|e| format!("{}: {e}", dotenv.display()))?;
+            vars.insert(key, value);
+        }
+    }
+    vars.extend(std::env::vars());
+    Ok(vars)
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub port: u16,
+    pub twilio: TwilioSettings,
+    pub agent: AgentSettings,
+    /// What the user gets when the agent cannot answer.
+    pub fallback_message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    pub account_sid: String,
+    /// The auth token, then the secondary token during a rotation.
+    pub auth_tokens: Vec<Secret>,
+    /// The exact URL configured in Twilio, when the operator knows it.
+    pub webhook_url: Option<String>,
+    /// Whether `X-Forwarded-Proto`/`X-Forwarded-Host` describe the public URL.
+    pub trust_proxy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentKind {
+    Cx { agent_id: String, session_ttl: Option<Duration> },
+    Es,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Google's API over HTTPS, with Application Default Credentials.
+    Google { host: String },
+    /// A local emulator over plain HTTP, with no credentials.
+    Emulator { host: String },
+}
+
+impl Endpoint {
+    pub fn url(&self) -> String {
+        match self {
+            Endpoint::Google { host } => format!("https://{host}"),
+            Endpoint::Emulator { host } => format!("http://{host}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub kind: AgentKind,
+    pub project: String,
+    pub location: String,
+    pub language_code: String,
+    pub endpoint: Endpoint,
+    /// How long one webhook may wait for the agent, retries included. Twilio gives up on
+    /// a webhook after 15 s, so this stays well inside that.
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_FALLBACK_MESSAGE: &str = "Sorry, I can't answer right now. Please try again in a moment.";
+const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(14);
+
+/// All the problems found in a configuration, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Settings {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigErrors> {
+        let mut reader = Reader { vars, errors: Vec::new() };
+        let settings = reader.settings();
+        match settings {
+            Some(settings) if reader.errors.is_empty() => Ok(settings),
+            _ => Err(ConfigErrors(reader.errors)),
+        }
+    }
+}
+
+/// Reads variables and collects every problem instead of stopping at the first.
+struct Reader<'a> {
+    vars: &'a Vars,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn fail(&mut self, name: &str, problem: impl fmt::Display) {
+        self.errors.push(format!("{name}: {problem}"));
+    }
+
+    fn required(&mut self, name: &str) -> Option<String> {
+        let value = self.get(name).map(str::to_owned);
+        if value.is_none() {
+            self.fail(name, "is required but not set");
+        }
+        value
+    }
+
+    fn parsed<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.get(name)?;
+        match parse(raw) {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.fail(name, format!("{problem} (got {raw:?})"));
+                None
+            }
+        }
+    }
+
+    fn settings(&mut self) -> Option<Settings> {
+        let port = self.parsed("PORT", |v| v.parse::<u16>().map_err(|_| "must be a port number, 0-65535".to_owned()));
+        let twilio = self.twilio();
+        let agent = self.agent();
+        let fallback_message = self.get("FALLBACK_MESSAGE").unwrap_or(DEFAULT_FALLBACK_MESSAGE).to_owned();
+        Some(Settings { port: port.unwrap_or(8080), twilio: twilio?, agent: agent?, fallback_message })
+    }
+
+    fn twilio(&mut self) -> Option<TwilioSettings> {
+        let account_sid = self.required("TWILIO_ACCOUNT_SID");
+        if let Some(sid) = &account_sid {
+            if !is_sid(sid, "AC") {
+                self.fail("TWILIO_ACCOUNT_SID", "must be AC followed by 32 hexadecimal characters, as shown in the Twilio console");
+            }
+        }
+        let token = self.required("TWILIO_AUTH_TOKEN");
+        let secondary = self.get("TWILIO_AUTH_TOKEN_SECONDARY").map(Secret::new);
+        let webhook_url = self.parsed("TWILIO_WEBHOOK_URL", |v| {
+            if v.starts_with("https://") || v.starts_with("http://") {
+                Ok(v.to_owned())
+            } else {
+                Err("must be the full http(s):// URL configured in Twilio".to_owned())
+            }
+        });
+        let on_cloud_run = self.get("K_SERVICE").is_some();
+        let trust_proxy = self.parsed("TRUST_PROXY", parse_bool).unwrap_or(on_cloud_run);
+        let auth_tokens = std::iter::once(Secret::new(token?)).chain(secondary).collect();
+        Some(TwilioSettings { account_sid: account_sid?, auth_tokens, webhook_url, trust_proxy })
+    }
+
+    fn agent(&mut self) -> Option<AgentSettings> {
+        let project = self.get("GCP_PROJECT").or_else(|| self.get("GOOGLE_CLOUD_PROJECT")).map(str::to_owned);
+        if project.is_none() {
+            self.fail("GCP_PROJECT", "is required but not set (GOOGLE_CLOUD_PROJECT is also accepted)");
+        }
+        let location = self.get("AGENT_LOCATION").unwrap_or("global").to_owned();
+        if !is_resource_id(&location) {
+            self.fail("AGENT_LOCATION", format!("must be a location id such as global or us-central1 (got {location:?})"));
+        }
+        let kind = self.parsed("AGENT_TYPE", |v| match v.to_ascii_uppercase().as_str() {
+            "CX" => Ok(true),
+            "ES" => Ok(false),
+            _ => Err("must be CX or ES".to_owned()),
+        });
+        let session_ttl = self.parsed("SESSION_TTL", parse_duration);
+        let agent_id = match kind.unwrap_or(true) {
+            true => {
+                let agent_id = self.required("AGENT_ID");
+                if let Some(id) = &agent_id {
+                    if !is_resource_id(id) {
+                        self.fail("AGENT_ID", "must be the agent's id (the UUID in its console URL), not a name or path");
+                    }
+                }
+                Some(agent_id)
+            }
+            false => None,
+        };
+        let language_code = self.get("LANGUAGE_CODE").unwrap_or("en").to_owned();
+        let endpoint = match self.get("DIALOGFLOW_EMULATOR_HOST") {
+            Some(host) => Endpoint::Emulator { host: host.to_owned() },
+            None => Endpoint::Google {
+                host: match self.get("DF_ENDPOINT") {
+                    Some(host) => host.trim_start_matches("https://").trim_end_matches('/').to_owned(),
+                    None if location == "global" => "dialogflow.googleapis.com".to_owned(),
+                    None => format!("{location}-dialogflow.googleapis.com"),
+                },
+            },
+        };
+        let timeout = self
+            .parsed("AGENT_TIMEOUT", |v| {
+                let d = parse_duration(v)?;
+                if d > MAX_AGENT_TIMEOUT {
+                    Err(format!("must be at most {}s: Twilio waits 15s for the webhook", MAX_AGENT_TIMEOUT.as_secs()))
+                } else {
+                    Ok(d)
+                }
+            })
+            .unwrap_or(DEFAULT_AGENT_TIMEOUT);
+        let kind = match agent_id {
+            Some(agent_id) => AgentKind::Cx { agent_id: agent_id?, session_ttl },
+            None => AgentKind::Es,
+        };
+        Some(AgentSettings { kind, project: project?, location, language_code, endpoint, timeout })
+    }
+}
+
+fn is_sid(value: &str, prefix: &str) -> bool {
+    value.len() == 34 && value.starts_with(prefix) && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Ids that go into a resource path: no slashes or spaces that would change the path.
+fn is_resource_id(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("must be true or false".to_owned()),
+    }
+}
+
+/// `30m`, `12h`, `1h 30m`, `90s`, or a bare number of seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let duration = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(value).map_err(|e| format!("must be a duration such as 30m or 12h: {e}"))?,
+    };
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_seed_env_file_works_unchanged() {
+        let settings = Settings::from_vars(&vars(&[
+            ("AGENT_LOCATION", "us-central1"),
+            ("DF_ENDPOINT", "us-central1-dialogflow.googleapis.com"),
+            ("AGENT_TYPE", "CX"),
+            ("AGENT_ID", "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab"),
+            ("LANGUAGE_CODE", "en"),
+            ("SESSION_TTL", "12h"),
+            ("GCP_PROJECT", "my-project"),
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "token"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.port, 8080);
+        assert_eq!(
+            settings.agent.kind,
+            AgentKind::Cx {
+                agent_id: "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab".into(),
+                session_ttl: Some(Duration::from_secs(12 * 3600))
+            }
+        );
+        assert_eq!(settings.agent.endpoint.url(), "https://us-central1-dialogflow.googleapis.com");
+        assert!(!settings.twilio.trust_proxy);
+        assert_eq!(settings.fallback_message, DEFAULT_FALLBACK_MESSAGE);
+    }
+
+    #[test]
+    fn defaults_follow_the_location_and_cloud_run() {
+        let settings = Settings::from_vars(&vars(&[
+            ("AGENT_TYPE", "es"),
+            ("GOOGLE_CLOUD_PROJECT", "p"),
+            ("AGENT_LOCATION", "europe-west2"),
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_AUTH_TOKEN_SECONDARY", "next"),
+            ("K_SERVICE", "bridge"),
+            ("PORT", "9000"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.agent.kind, AgentKind::Es);
+        assert_eq!(settings.agent.endpoint.url(), "https://europe-west2-dialogflow.googleapis.com");
+        assert!(settings.twilio.trust_proxy);
+        assert_eq!(settings.port, 9000);
+        assert_eq!(settings.twilio.auth_tokens.len(), 2);
+    }
+
+    #[test]
+    fn the_emulator_host_wins_over_the_endpoint() {
+        let settings = Settings::from_vars(&vars(&[
+            ("AGENT_TYPE", "CX"),
+            ("AGENT_ID", "pizza"),
+            ("GCP_PROJECT", "p"),
+            ("DF_ENDPOINT", "dialogflow.googleapis.com"),
+            ("DIALOGFLOW_EMULATOR_HOST", "127.0.0.1:8085"),
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "token"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.agent.endpoint, Endpoint::Emulator { host: "127.0.0.1:8085".into() });
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_naming_the_variable() {
+        let errors = Settings::from_vars(&vars(&[
+            ("PORT", "eighty"),
+            ("AGENT_TYPE", "DX"),
+            ("SESSION_TTL", "forever"),
+            ("TWILIO_ACCOUNT_SID", "SK123"),
+            ("TRUST_PROXY", "maybe"),
+            ("TWILIO_WEBHOOK_URL", "example.com/hook"),
+            ("AGENT_TIMEOUT", "30s"),
+        ]))
+        .unwrap_err();
+        let names: Vec<&str> = errors.0.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "PORT",
+                "TWILIO_ACCOUNT_SID",
+                "TWILIO_AUTH_TOKEN",
+                "TWILIO_WEBHOOK_URL",
+                "TRUST_PROXY",
+                "GCP_PROJECT",
+                "AGENT_TYPE",
+                "SESSION_TTL",
+                "AGENT_ID",
+                "AGENT_TIMEOUT"
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let settings = Settings::from_vars(&vars(&[
+            ("AGENT_TYPE", "ES"),
+            ("GCP_PROJECT", "p"),
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "super-secret-token"),
+        ]))
+        .unwrap();
+        assert!(!format!("{settings:?}").contains("super-secret-token"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("3600"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("0s").is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! twilio-dialogflow: a bridge between Twilio Messaging (SMS, MMS, WhatsApp) and a
+//! Google Dialogflow CX or ES agent, with the tools to try it locally.
+//!
+//! See ARCHITECTURE.md for the map of the code.
+
+pub mod agent;
+pub mod config;
+pub mod reply;
+pub mod session;
+pub mod twilio;

@@ -1,0 +1,124 @@
+//! What the agent answered, as messages to send, shaped to Twilio's limits.
+//!
+//! A Twilio message carries at most 1600 characters of body and 10 media URLs
+//! (Twilio Messaging API reference). Rather than let Twilio refuse a long answer, we
+//! split it into several messages, at whitespace where we can, so that nothing the
+//! agent said is lost.
+
+/// Characters in one message's body.
+pub const MAX_BODY_CHARS: usize = 1600;
+/// Media URLs on one message.
+pub const MAX_MEDIA: usize = 10;
+
+/// One message to the user: text, media, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplyMessage {
+    pub body: String,
+    pub media: Vec<String>,
+}
+
+impl ReplyMessage {
+    pub fn text(body: impl Into<String>) -> Self {
+        Self { body: body.into(), media: Vec::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.trim().is_empty() && self.media.is_empty()
+    }
+}
+
+/// Splits every message that exceeds Twilio's limits into several that do not, in
+/// order; drops messages with nothing to say.
+pub fn fit_to_limits(messages: Vec<ReplyMessage>) -> Vec<ReplyMessage> {
+    messages
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .flat_map(split_message)
+        .collect()
+}
+
+fn split_message(message: ReplyMessage) -> Vec<ReplyMessage> {
+    let mut parts: Vec<ReplyMessage> = split_body(&message.body).into_iter().map(ReplyMessage::text).collect();
+    let mut media = message.media.chunks(MAX_MEDIA);
+    // The first batch of media goes with the last piece of text, so a long caption is
+    // followed by its picture; further media follow in messages of their own.
+    match (parts.last_mut(), media.next()) {
+        (Some(last), Some(first_batch)) => last.media = first_batch.to_vec(),
+        (None, Some(first_batch)) => parts.push(ReplyMessage { body: String::new(), media: first_batch.to_vec() }),
+        (_, None) => {}
+    }
+    parts.extend(media.map(|batch| ReplyMessage { body: String::new(), media: batch.to_vec() }));
+    parts
+}
+
+/// Splits `body` into pieces of at most [`MAX_BODY_CHARS`] characters whose
+/// concatenation is `body`. A piece ends after the last whitespace that fits, or, in a
+/// run with no whitespace at all, at the limit.
+pub fn split_body(body: &str) -> Vec<String> {
+    if body.trim().is_empty() {
+        return Vec::new();
+    }
+    let mut pieces = Vec::new();
+    let mut rest = body;
+    while rest.chars().count() > MAX_BODY_CHARS {
+        let limit = rest.char_indices().nth(MAX_BODY_CHARS).map_or(rest.len(), |(i, _)| i);
+        let window = &rest[..limit];
+        let cut = window
+            .char_indices()
+            .filter(|(_, c)| c.is_whitespace())
+            .map(|(i, c)| i + c.len_utf8())
+            .next_back()
+            .filter(|&i| i > 0)
+            .unwrap_or(limit);
+        pieces.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    pieces.push(rest.to_owned());
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_messages_pass_unchanged() {
+        let messages = vec![ReplyMessage::text("hi"), ReplyMessage::text("  "), ReplyMessage::text("there")];
+        assert_eq!(fit_to_limits(messages), vec![ReplyMessage::text("hi"), ReplyMessage::text("there")]);
+    }
+
+    #[test]
+    fn long_bodies_split_at_whitespace_losing_nothing() {
+        let word = "pizza ";
+        let body = word.repeat(700); // 4200 characters
+        let pieces = split_body(&body);
+        assert_eq!(pieces.len(), 3);
+        assert!(pieces.iter().all(|p| p.chars().count() <= MAX_BODY_CHARS));
+        assert!(pieces.iter().all(|p| p.ends_with(' ')), "cut after whitespace");
+        assert_eq!(pieces.concat(), body);
+    }
+
+    #[test]
+    fn a_run_without_whitespace_is_cut_at_the_limit_on_a_char_boundary() {
+        let body = "🍕".repeat(MAX_BODY_CHARS + 5);
+        let pieces = split_body(&body);
+        assert_eq!(pieces.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), vec![1600, 5]);
+        assert_eq!(pieces.concat(), body);
+    }
+
+    #[test]
+    fn many_media_are_spread_over_messages() {
+        let media: Vec<String> = (0..23).map(|i| format!("https://example.com/{i}.jpg")).collect();
+        let out = fit_to_limits(vec![ReplyMessage { body: "look".into(), media: media.clone() }]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].body, "look");
+        assert_eq!(out.iter().map(|m| m.media.len()).collect::<Vec<_>>(), vec![10, 10, 3]);
+        assert_eq!(out.into_iter().flat_map(|m| m.media).collect::<Vec<_>>(), media);
+    }
+
+    #[test]
+    fn media_only_message_is_kept() {
+        let out = fit_to_limits(vec![ReplyMessage { body: String::new(), media: vec!["https://x/1.png".into()] }]);
+        assert_eq!(out, vec![ReplyMessage { body: String::new(), media: vec!["https://x/1.png".into()] }]);
+    }
+}

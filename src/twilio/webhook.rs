@@ -1,0 +1,180 @@
+//! Twilio's incoming-message webhook: the form it posts, and the message we read from it.
+//!
+//! A webhook is read in two steps on purpose: [`FormParams::parse`] only decodes the
+//! body, so the signature can be checked over exactly what Twilio sent; only then does
+//! [`IncomingMessage::from_verified`] give the fields meaning.
+
+use thiserror::Error;
+
+/// The decoded `application/x-www-form-urlencoded` body, in the order it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormParams(Vec<(String, String)>);
+
+impl FormParams {
+    pub fn parse(body: &[u8]) -> Self {
+        Self(form_urlencoded::parse(body).into_owned().collect())
+    }
+
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        Self(pairs)
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// The first value of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn encode(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(self.0.iter())
+            .finish()
+    }
+}
+
+/// Why a signed webhook still cannot be handled.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WebhookError {
+    #[error("missing required parameter {0}")]
+    Missing(&'static str),
+    #[error("the webhook is for another Twilio account")]
+    WrongAccount,
+}
+
+/// One piece of media attached to an MMS or WhatsApp message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub url: String,
+    pub content_type: Option<String>,
+}
+
+/// A message a person sent to one of the account's numbers, read from a webhook whose
+/// signature has been checked.
+#[derive(Debug, Clone)]
+pub struct IncomingMessage {
+    /// Twilio's id of the message; the same on a re-delivery.
+    pub message_sid: Option<String>,
+    pub account_sid: String,
+    /// The sender: `+15551234567`, or `whatsapp:+15551234567` on WhatsApp.
+    pub from: String,
+    /// The number (or WhatsApp sender) the person wrote to.
+    pub to: String,
+    pub body: String,
+    pub media: Vec<Media>,
+    /// Every parameter of the webhook, handed to the agent as the query payload.
+    pub params: FormParams,
+}
+
+impl IncomingMessage {
+    /// Reads the message from a verified webhook of the account `expected_account_sid`.
+    pub fn from_verified(params: FormParams, expected_account_sid: &str) -> Result<Self, WebhookError> {
+        let required = |name: &'static str| {
+            params
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or(WebhookError::Missing(name))
+        };
+        let account_sid = required("AccountSid")?;
+        let from = required("From")?;
+        if account_sid != expected_account_sid {
+            return Err(WebhookError::WrongAccount);
+        }
+        let media = media_of(&params);
+        Ok(Self {
+            message_sid: params
+                .get("MessageSid")
+                .or_else(|| params.get("SmsMessageSid"))
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned),
+            account_sid,
+            from,
+            to: params.get("To").unwrap_or_default().to_owned(),
+            body: params.get("Body").unwrap_or_default().to_owned(),
+            media,
+            params,
+        })
+    }
+
+    /// `whatsapp` for WhatsApp, `sms` otherwise: safe to log, unlike the numbers.
+    pub fn channel(&self) -> &'static str {
+        if self.from.starts_with("whatsapp:") {
+            "whatsapp"
+        } else {
+            "sms"
+        }
+    }
+}
+
+/// `MediaUrl0..N` with their `MediaContentType0..N`. `NumMedia` says how many, but the
+/// URLs are what matter, so a missing or wrong count does not hide media.
+fn media_of(params: &FormParams) -> Vec<Media> {
+    let announced: usize = params.get("NumMedia").and_then(|n| n.parse().ok()).unwrap_or(0);
+    (0..announced.max(10).min(100))
+        .filter_map(|i| {
+            let url = params.get(&format!("MediaUrl{i}")).filter(|u| !u.is_empty())?;
+            Some(Media {
+                url: url.to_owned(),
+                content_type: params.get(&format!("MediaContentType{i}")).map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> FormParams {
+        FormParams::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn parses_plus_and_percent_escapes() {
+        let params = FormParams::parse(b"From=%2B15551234567&Body=hello+world+%26+more");
+        assert_eq!(params.get("From"), Some("+15551234567"));
+        assert_eq!(params.get("Body"), Some("hello world & more"));
+        assert_eq!(FormParams::parse(params.encode().as_bytes()), params);
+    }
+
+    #[test]
+    fn reads_a_whatsapp_image() {
+        let message = IncomingMessage::from_verified(
+            form(&[
+                ("AccountSid", "AC1"),
+                ("From", "whatsapp:+15551234567"),
+                ("To", "whatsapp:+14155238886"),
+                ("MessageSid", "MM1"),
+                ("NumMedia", "1"),
+                ("MediaUrl0", "https://api.twilio.com/media/1"),
+                ("MediaContentType0", "image/jpeg"),
+                ("Body", ""),
+            ]),
+            "AC1",
+        )
+        .unwrap();
+        assert_eq!(message.channel(), "whatsapp");
+        assert_eq!(message.message_sid.as_deref(), Some("MM1"));
+        assert_eq!(message.body, "");
+        assert_eq!(
+            message.media,
+            vec![Media {
+                url: "https://api.twilio.com/media/1".into(),
+                content_type: Some("image/jpeg".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn requires_sender_and_the_right_account() {
+        let missing_from = IncomingMessage::from_verified(form(&[("AccountSid", "AC1")]), "AC1");
+        assert_eq!(missing_from.unwrap_err(), WebhookError::Missing("From"));
+        let missing_account = IncomingMessage::from_verified(form(&[("From", "+1")]), "AC1");
+        assert_eq!(missing_account.unwrap_err(), WebhookError::Missing("AccountSid"));
+        let other = IncomingMessage::from_verified(form(&[("AccountSid", "AC2"), ("From", "+1")]), "AC1");
+        assert_eq!(other.unwrap_err(), WebhookError::WrongAccount);
+    }
+}
