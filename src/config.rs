@@ -18,7 +18,8 @@ pub fn load_vars(dir: &Path) -> Result<Vars, String> {
     let mut vars = Vars::new();
     let dotenv = dir.join(".env");
     if dotenv.is_file() {
-        let entries = dotenvy::from_path_iter(&dotenv).map_err(|e| format!("{}: {e}", dotenv.display()))?;
+        let entries =
+            dotenvy::from_path_iter(&dotenv).map_err(|e| format!("{}: {e}", dotenv.display()))?;
         for entry in entries {
             let (key, value) = entry.map_err(|e| format!("{}: {e}", dotenv.display()))?;
             vars.insert(key, value);
@@ -69,7 +70,10 @@ pub struct TwilioSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentKind {
-    Cx { agent_id: String, session_ttl: Option<Duration> },
+    Cx {
+        agent_id: String,
+        session_ttl: Option<Duration>,
+    },
     Es,
 }
 
@@ -102,7 +106,8 @@ pub struct AgentSettings {
     pub timeout: Duration,
 }
 
-pub const DEFAULT_FALLBACK_MESSAGE: &str = "Sorry, I can't answer right now. Please try again in a moment.";
+pub const DEFAULT_FALLBACK_MESSAGE: &str =
+    "Sorry, I can't answer right now. Please try again in a moment.";
 const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(14);
 
@@ -126,7 +131,10 @@ impl std::error::Error for ConfigErrors {}
 
 impl Settings {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigErrors> {
-        let mut reader = Reader { vars, errors: Vec::new() };
+        let mut reader = Reader {
+            vars,
+            errors: Vec::new(),
+        };
         let settings = reader.settings();
         match settings {
             Some(settings) if reader.errors.is_empty() => Ok(settings),
@@ -143,7 +151,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
     fn fail(&mut self, name: &str, problem: impl fmt::Display) {
@@ -158,7 +169,11 @@ impl Reader<'_> {
         value
     }
 
-    fn parsed<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    fn parsed<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let raw = self.get(name)?;
         match parse(raw) {
             Ok(value) => Some(value),
@@ -170,11 +185,22 @@ impl Reader<'_> {
     }
 
     fn settings(&mut self) -> Option<Settings> {
-        let port = self.parsed("PORT", |v| v.parse::<u16>().map_err(|_| "must be a port number, 0-65535".to_owned()));
+        let port = self.parsed("PORT", |v| {
+            v.parse::<u16>()
+                .map_err(|_| "must be a port number, 0-65535".to_owned())
+        });
         let twilio = self.twilio();
         let agent = self.agent();
-        let fallback_message = self.get("FALLBACK_MESSAGE").unwrap_or(DEFAULT_FALLBACK_MESSAGE).to_owned();
-        Some(Settings { port: port.unwrap_or(8080), twilio: twilio?, agent: agent?, fallback_message })
+        let fallback_message = self
+            .get("FALLBACK_MESSAGE")
+            .unwrap_or(DEFAULT_FALLBACK_MESSAGE)
+            .to_owned();
+        Some(Settings {
+            port: port.unwrap_or(8080),
+            twilio: twilio?,
+            agent: agent?,
+            fallback_message,
+        })
     }
 
     fn twilio(&mut self) -> Option<TwilioSettings> {
@@ -194,19 +220,37 @@ impl Reader<'_> {
             }
         });
         let on_cloud_run = self.get("K_SERVICE").is_some();
-        let trust_proxy = self.parsed("TRUST_PROXY", parse_bool).unwrap_or(on_cloud_run);
-        let auth_tokens = std::iter::once(Secret::new(token?)).chain(secondary).collect();
-        Some(TwilioSettings { account_sid: account_sid?, auth_tokens, webhook_url, trust_proxy })
+        let trust_proxy = self
+            .parsed("TRUST_PROXY", parse_bool)
+            .unwrap_or(on_cloud_run);
+        let auth_tokens = std::iter::once(Secret::new(token?))
+            .chain(secondary)
+            .collect();
+        Some(TwilioSettings {
+            account_sid: account_sid?,
+            auth_tokens,
+            webhook_url,
+            trust_proxy,
+        })
     }
 
     fn agent(&mut self) -> Option<AgentSettings> {
-        let project = self.get("GCP_PROJECT").or_else(|| self.get("GOOGLE_CLOUD_PROJECT")).map(str::to_owned);
+        let project = self
+            .get("GCP_PROJECT")
+            .or_else(|| self.get("GOOGLE_CLOUD_PROJECT"))
+            .map(str::to_owned);
         if project.is_none() {
-            self.fail("GCP_PROJECT", "is required but not set (GOOGLE_CLOUD_PROJECT is also accepted)");
+            self.fail(
+                "GCP_PROJECT",
+                "is required but not set (GOOGLE_CLOUD_PROJECT is also accepted)",
+            );
         }
         let location = self.get("AGENT_LOCATION").unwrap_or("global").to_owned();
         if !is_resource_id(&location) {
-            self.fail("AGENT_LOCATION", format!("must be a location id such as global or us-central1 (got {location:?})"));
+            self.fail(
+                "AGENT_LOCATION",
+                format!("must be a location id such as global or us-central1 (got {location:?})"),
+            );
         }
         let kind = self.parsed("AGENT_TYPE", |v| match v.to_ascii_uppercase().as_str() {
             "CX" => Ok(true),
@@ -228,10 +272,15 @@ impl Reader<'_> {
         };
         let language_code = self.get("LANGUAGE_CODE").unwrap_or("en").to_owned();
         let endpoint = match self.get("DIALOGFLOW_EMULATOR_HOST") {
-            Some(host) => Endpoint::Emulator { host: host.to_owned() },
+            Some(host) => Endpoint::Emulator {
+                host: host.to_owned(),
+            },
             None => Endpoint::Google {
                 host: match self.get("DF_ENDPOINT") {
-                    Some(host) => host.trim_start_matches("https://").trim_end_matches('/').to_owned(),
+                    Some(host) => host
+                        .trim_start_matches("https://")
+                        .trim_end_matches('/')
+                        .to_owned(),
                     None if location == "global" => "dialogflow.googleapis.com".to_owned(),
                     None => format!("{location}-dialogflow.googleapis.com"),
                 },
@@ -241,27 +290,45 @@ impl Reader<'_> {
             .parsed("AGENT_TIMEOUT", |v| {
                 let d = parse_duration(v)?;
                 if d > MAX_AGENT_TIMEOUT {
-                    Err(format!("must be at most {}s: Twilio waits 15s for the webhook", MAX_AGENT_TIMEOUT.as_secs()))
+                    Err(format!(
+                        "must be at most {}s: Twilio waits 15s for the webhook",
+                        MAX_AGENT_TIMEOUT.as_secs()
+                    ))
                 } else {
                     Ok(d)
                 }
             })
             .unwrap_or(DEFAULT_AGENT_TIMEOUT);
         let kind = match agent_id {
-            Some(agent_id) => AgentKind::Cx { agent_id: agent_id?, session_ttl },
+            Some(agent_id) => AgentKind::Cx {
+                agent_id: agent_id?,
+                session_ttl,
+            },
             None => AgentKind::Es,
         };
-        Some(AgentSettings { kind, project: project?, location, language_code, endpoint, timeout })
+        Some(AgentSettings {
+            kind,
+            project: project?,
+            location,
+            language_code,
+            endpoint,
+            timeout,
+        })
     }
 }
 
 fn is_sid(value: &str, prefix: &str) -> bool {
-    value.len() == 34 && value.starts_with(prefix) && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    value.len() == 34
+        && value.starts_with(prefix)
+        && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Ids that go into a resource path: no slashes or spaces that would change the path.
 fn is_resource_id(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -276,7 +343,8 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let duration = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => humantime::parse_duration(value).map_err(|e| format!("must be a duration such as 30m or 12h: {e}"))?,
+        Err(_) => humantime::parse_duration(value)
+            .map_err(|e| format!("must be a duration such as 30m or 12h: {e}"))?,
     };
     if duration.is_zero() {
         return Err("must be longer than zero".to_owned());
@@ -291,7 +359,10 @@ mod tests {
     pub const SID: &str = "AC0123456789abcdef0123456789abcdef";
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -316,7 +387,10 @@ mod tests {
                 session_ttl: Some(Duration::from_secs(12 * 3600))
             }
         );
-        assert_eq!(settings.agent.endpoint.url(), "https://us-central1-dialogflow.googleapis.com");
+        assert_eq!(
+            settings.agent.endpoint.url(),
+            "https://us-central1-dialogflow.googleapis.com"
+        );
         assert!(!settings.twilio.trust_proxy);
         assert_eq!(settings.fallback_message, DEFAULT_FALLBACK_MESSAGE);
     }
@@ -335,7 +409,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(settings.agent.kind, AgentKind::Es);
-        assert_eq!(settings.agent.endpoint.url(), "https://europe-west2-dialogflow.googleapis.com");
+        assert_eq!(
+            settings.agent.endpoint.url(),
+            "https://europe-west2-dialogflow.googleapis.com"
+        );
         assert!(settings.twilio.trust_proxy);
         assert_eq!(settings.port, 9000);
         assert_eq!(settings.twilio.auth_tokens.len(), 2);
@@ -353,7 +430,12 @@ mod tests {
             ("TWILIO_AUTH_TOKEN", "token"),
         ]))
         .unwrap();
-        assert_eq!(settings.agent.endpoint, Endpoint::Emulator { host: "127.0.0.1:8085".into() });
+        assert_eq!(
+            settings.agent.endpoint,
+            Endpoint::Emulator {
+                host: "127.0.0.1:8085".into()
+            }
+        );
     }
 
     #[test]
@@ -368,7 +450,11 @@ mod tests {
             ("AGENT_TIMEOUT", "30s"),
         ]))
         .unwrap_err();
-        let names: Vec<&str> = errors.0.iter().map(|l| l.split(':').next().unwrap()).collect();
+        let names: Vec<&str> = errors
+            .0
+            .iter()
+            .map(|l| l.split(':').next().unwrap())
+            .collect();
         assert_eq!(
             names,
             vec![

@@ -4,7 +4,11 @@
 //! See ARCHITECTURE.md for the map of the code.
 
 pub mod agent;
+pub mod chat;
 pub mod config;
+pub mod conversation;
+pub mod http;
+pub mod ledger;
 pub mod reply;
 pub mod session;
 pub mod twilio;

@@ -19,7 +19,10 @@ pub struct ReplyMessage {
 
 impl ReplyMessage {
     pub fn text(body: impl Into<String>) -> Self {
-        Self { body: body.into(), media: Vec::new() }
+        Self {
+            body: body.into(),
+            media: Vec::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -38,16 +41,25 @@ pub fn fit_to_limits(messages: Vec<ReplyMessage>) -> Vec<ReplyMessage> {
 }
 
 fn split_message(message: ReplyMessage) -> Vec<ReplyMessage> {
-    let mut parts: Vec<ReplyMessage> = split_body(&message.body).into_iter().map(ReplyMessage::text).collect();
+    let mut parts: Vec<ReplyMessage> = split_body(&message.body)
+        .into_iter()
+        .map(ReplyMessage::text)
+        .collect();
     let mut media = message.media.chunks(MAX_MEDIA);
     // The first batch of media goes with the last piece of text, so a long caption is
     // followed by its picture; further media follow in messages of their own.
     match (parts.last_mut(), media.next()) {
         (Some(last), Some(first_batch)) => last.media = first_batch.to_vec(),
-        (None, Some(first_batch)) => parts.push(ReplyMessage { body: String::new(), media: first_batch.to_vec() }),
+        (None, Some(first_batch)) => parts.push(ReplyMessage {
+            body: String::new(),
+            media: first_batch.to_vec(),
+        }),
         (_, None) => {}
     }
-    parts.extend(media.map(|batch| ReplyMessage { body: String::new(), media: batch.to_vec() }));
+    parts.extend(media.map(|batch| ReplyMessage {
+        body: String::new(),
+        media: batch.to_vec(),
+    }));
     parts
 }
 
@@ -61,7 +73,10 @@ pub fn split_body(body: &str) -> Vec<String> {
     let mut pieces = Vec::new();
     let mut rest = body;
     while rest.chars().count() > MAX_BODY_CHARS {
-        let limit = rest.char_indices().nth(MAX_BODY_CHARS).map_or(rest.len(), |(i, _)| i);
+        let limit = rest
+            .char_indices()
+            .nth(MAX_BODY_CHARS)
+            .map_or(rest.len(), |(i, _)| i);
         let window = &rest[..limit];
         let cut = window
             .char_indices()
@@ -83,8 +98,15 @@ mod tests {
 
     #[test]
     fn short_messages_pass_unchanged() {
-        let messages = vec![ReplyMessage::text("hi"), ReplyMessage::text("  "), ReplyMessage::text("there")];
-        assert_eq!(fit_to_limits(messages), vec![ReplyMessage::text("hi"), ReplyMessage::text("there")]);
+        let messages = vec![
+            ReplyMessage::text("hi"),
+            ReplyMessage::text("  "),
+            ReplyMessage::text("there"),
+        ];
+        assert_eq!(
+            fit_to_limits(messages),
+            vec![ReplyMessage::text("hi"), ReplyMessage::text("there")]
+        );
     }
 
     #[test]
@@ -94,7 +116,10 @@ mod tests {
         let pieces = split_body(&body);
         assert_eq!(pieces.len(), 3);
         assert!(pieces.iter().all(|p| p.chars().count() <= MAX_BODY_CHARS));
-        assert!(pieces.iter().all(|p| p.ends_with(' ')), "cut after whitespace");
+        assert!(
+            pieces.iter().all(|p| p.ends_with(' ')),
+            "cut after whitespace"
+        );
         assert_eq!(pieces.concat(), body);
     }
 
@@ -102,23 +127,46 @@ mod tests {
     fn a_run_without_whitespace_is_cut_at_the_limit_on_a_char_boundary() {
         let body = "🍕".repeat(MAX_BODY_CHARS + 5);
         let pieces = split_body(&body);
-        assert_eq!(pieces.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), vec![1600, 5]);
+        assert_eq!(
+            pieces.iter().map(|p| p.chars().count()).collect::<Vec<_>>(),
+            vec![1600, 5]
+        );
         assert_eq!(pieces.concat(), body);
     }
 
     #[test]
     fn many_media_are_spread_over_messages() {
-        let media: Vec<String> = (0..23).map(|i| format!("https://example.com/{i}.jpg")).collect();
-        let out = fit_to_limits(vec![ReplyMessage { body: "look".into(), media: media.clone() }]);
+        let media: Vec<String> = (0..23)
+            .map(|i| format!("https://example.com/{i}.jpg"))
+            .collect();
+        let out = fit_to_limits(vec![ReplyMessage {
+            body: "look".into(),
+            media: media.clone(),
+        }]);
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].body, "look");
-        assert_eq!(out.iter().map(|m| m.media.len()).collect::<Vec<_>>(), vec![10, 10, 3]);
-        assert_eq!(out.into_iter().flat_map(|m| m.media).collect::<Vec<_>>(), media);
+        assert_eq!(
+            out.iter().map(|m| m.media.len()).collect::<Vec<_>>(),
+            vec![10, 10, 3]
+        );
+        assert_eq!(
+            out.into_iter().flat_map(|m| m.media).collect::<Vec<_>>(),
+            media
+        );
     }
 
     #[test]
     fn media_only_message_is_kept() {
-        let out = fit_to_limits(vec![ReplyMessage { body: String::new(), media: vec!["https://x/1.png".into()] }]);
-        assert_eq!(out, vec![ReplyMessage { body: String::new(), media: vec!["https://x/1.png".into()] }]);
+        let out = fit_to_limits(vec![ReplyMessage {
+            body: String::new(),
+            media: vec!["https://x/1.png".into()],
+        }]);
+        assert_eq!(
+            out,
+            vec![ReplyMessage {
+                body: String::new(),
+                media: vec!["https://x/1.png".into()]
+            }]
+        );
     }
 }

@@ -43,18 +43,34 @@ mod tests {
 
     #[test]
     fn ids_are_stable_short_safe_and_hide_the_number() {
-        let id = SessionId::for_conversation("AC1", "whatsapp:+15551234567", "whatsapp:+14155238886");
-        assert_eq!(id, SessionId::for_conversation("AC1", "whatsapp:+15551234567", "whatsapp:+14155238886"));
+        let id =
+            SessionId::for_conversation("AC1", "whatsapp:+15551234567", "whatsapp:+14155238886");
+        assert_eq!(
+            id,
+            SessionId::for_conversation("AC1", "whatsapp:+15551234567", "whatsapp:+14155238886")
+        );
         assert_eq!(id.as_str().len(), 36);
-        assert!(id.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(id
+            .as_str()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert!(!id.as_str().contains("5551234567"));
     }
 
     #[test]
     fn each_sender_and_number_pair_is_its_own_session() {
         let a = SessionId::for_conversation("AC1", "+15551234567", "+18005550000");
-        assert_ne!(a, SessionId::for_conversation("AC1", "+15551234568", "+18005550000"));
-        assert_ne!(a, SessionId::for_conversation("AC1", "+15551234567", "+18005550001"));
-        assert_ne!(a, SessionId::for_conversation("AC2", "+15551234567", "+18005550000"));
+        assert_ne!(
+            a,
+            SessionId::for_conversation("AC1", "+15551234568", "+18005550000")
+        );
+        assert_ne!(
+            a,
+            SessionId::for_conversation("AC1", "+15551234567", "+18005550001")
+        );
+        assert_ne!(
+            a,
+            SessionId::for_conversation("AC2", "+15551234567", "+18005550000")
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Dialogflow CX v3 through the official client.
 
 use super::payload::{reply_from_payload, reply_from_text};
-use super::{backoff_policy, endpoint_and_credentials, retry_policy, AgentError, AgentQuery, QueryInput};
+use super::{
+    backoff_policy, endpoint_and_credentials, retry_policy, AgentError, AgentQuery, QueryInput,
+};
 use crate::config::AgentSettings;
 use crate::reply::ReplyMessage;
 use google_cloud_dialogflow_cx_v3::client::Sessions;
@@ -24,17 +26,31 @@ pub struct CxAgent {
 }
 
 impl CxAgent {
-    pub async fn connect(settings: &AgentSettings, agent_id: &str, session_ttl: Option<Duration>) -> Result<Self, AgentError> {
-        let client = endpoint_and_credentials(&settings.endpoint, Sessions::builder()).build().await?;
+    pub async fn connect(
+        settings: &AgentSettings,
+        agent_id: &str,
+        session_ttl: Option<Duration>,
+    ) -> Result<Self, AgentError> {
+        let client = endpoint_and_credentials(&settings.endpoint, Sessions::builder())
+            .build()
+            .await?;
         Ok(Self {
             client,
-            agent_path: format!("projects/{}/locations/{}/agents/{agent_id}", settings.project, settings.location),
+            agent_path: format!(
+                "projects/{}/locations/{}/agents/{agent_id}",
+                settings.project, settings.location
+            ),
             language_code: settings.language_code.clone(),
-            session_ttl: session_ttl.map(|ttl| google_cloud_wkt::Duration::clamp(ttl.as_secs() as i64, 0)),
+            session_ttl: session_ttl
+                .map(|ttl| google_cloud_wkt::Duration::clamp(ttl.as_secs() as i64, 0)),
         })
     }
 
-    pub async fn detect_intent(&self, query: &AgentQuery, budget: Duration) -> Result<Vec<ReplyMessage>, AgentError> {
+    pub async fn detect_intent(
+        &self,
+        query: &AgentQuery,
+        budget: Duration,
+    ) -> Result<Vec<ReplyMessage>, AgentError> {
         let response = self
             .client
             .detect_intent()
@@ -51,7 +67,8 @@ impl CxAgent {
     }
 
     fn request(&self, query: &AgentQuery) -> DetectIntentRequest {
-        let input = google_cloud_dialogflow_cx_v3::model::QueryInput::new().set_language_code(&self.language_code);
+        let input = google_cloud_dialogflow_cx_v3::model::QueryInput::new()
+            .set_language_code(&self.language_code);
         let input = match &query.input {
             QueryInput::Text(text) => input.set_text(TextInput::new().set_text(text)),
             QueryInput::Event(event) => input.set_event(EventInput::new().set_event(event)),
@@ -102,14 +119,19 @@ mod tests {
         let messages = vec![
             text("", "one"),
             text("FACEBOOK", "not for us"),
-            ResponseMessage::new().set_channel(CHANNEL).set_payload(payload),
+            ResponseMessage::new()
+                .set_channel(CHANNEL)
+                .set_payload(payload),
             text(CHANNEL, "three"),
         ];
         assert_eq!(
             replies(&messages),
             vec![
                 ReplyMessage::text("one"),
-                ReplyMessage { body: "menu".into(), media: vec!["https://x/m.jpg".into()] },
+                ReplyMessage {
+                    body: "menu".into(),
+                    media: vec!["https://x/m.jpg".into()]
+                },
                 ReplyMessage::text("three"),
             ]
         );

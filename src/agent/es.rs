@@ -1,12 +1,16 @@
 //! Dialogflow ES v2 through the official client.
 
 use super::payload::{reply_from_payload, reply_from_text};
-use super::{backoff_policy, endpoint_and_credentials, retry_policy, AgentError, AgentQuery, QueryInput};
+use super::{
+    backoff_policy, endpoint_and_credentials, retry_policy, AgentError, AgentQuery, QueryInput,
+};
 use crate::config::AgentSettings;
 use crate::reply::ReplyMessage;
 use google_cloud_dialogflow_v2::client::Sessions;
 use google_cloud_dialogflow_v2::model::intent::message::{Message, Platform};
-use google_cloud_dialogflow_v2::model::{intent, DetectIntentRequest, EventInput, QueryParameters, QueryResult, TextInput};
+use google_cloud_dialogflow_v2::model::{
+    intent, DetectIntentRequest, EventInput, QueryParameters, QueryResult, TextInput,
+};
 use google_cloud_gax::options::RequestOptionsBuilder;
 use std::time::Duration;
 
@@ -20,15 +24,25 @@ pub struct EsAgent {
 
 impl EsAgent {
     pub async fn connect(settings: &AgentSettings) -> Result<Self, AgentError> {
-        let client = endpoint_and_credentials(&settings.endpoint, Sessions::builder()).build().await?;
+        let client = endpoint_and_credentials(&settings.endpoint, Sessions::builder())
+            .build()
+            .await?;
         let agent_path = match settings.location.as_str() {
             "global" => format!("projects/{}/agent", settings.project),
             location => format!("projects/{}/locations/{location}/agent", settings.project),
         };
-        Ok(Self { client, agent_path, language_code: settings.language_code.clone() })
+        Ok(Self {
+            client,
+            agent_path,
+            language_code: settings.language_code.clone(),
+        })
     }
 
-    pub async fn detect_intent(&self, query: &AgentQuery, budget: Duration) -> Result<Vec<ReplyMessage>, AgentError> {
+    pub async fn detect_intent(
+        &self,
+        query: &AgentQuery,
+        budget: Duration,
+    ) -> Result<Vec<ReplyMessage>, AgentError> {
         let response = self
             .client
             .detect_intent()
@@ -38,16 +52,25 @@ impl EsAgent {
             .with_backoff_policy(backoff_policy())
             .send()
             .await?;
-        Ok(response.query_result.map(|result| replies(&result)).unwrap_or_default())
+        Ok(response
+            .query_result
+            .map(|result| replies(&result))
+            .unwrap_or_default())
     }
 
     fn request(&self, query: &AgentQuery) -> DetectIntentRequest {
         let input = google_cloud_dialogflow_v2::model::QueryInput::new();
         let input = match &query.input {
-            QueryInput::Text(text) => input.set_text(TextInput::new().set_text(text).set_language_code(&self.language_code)),
-            QueryInput::Event(event) => {
-                input.set_event(EventInput::new().set_name(event).set_language_code(&self.language_code))
-            }
+            QueryInput::Text(text) => input.set_text(
+                TextInput::new()
+                    .set_text(text)
+                    .set_language_code(&self.language_code),
+            ),
+            QueryInput::Event(event) => input.set_event(
+                EventInput::new()
+                    .set_name(event)
+                    .set_language_code(&self.language_code),
+            ),
         };
         DetectIntentRequest::new()
             .set_session(format!("{}/sessions/{}", self.agent_path, query.session))
@@ -65,7 +88,9 @@ fn replies(result: &QueryResult) -> Vec<ReplyMessage> {
         .filter(|m| m.platform == Platform::Unspecified)
         .collect();
     if messages.is_empty() {
-        return reply_from_text(std::slice::from_ref(&result.fulfillment_text)).into_iter().collect();
+        return reply_from_text(std::slice::from_ref(&result.fulfillment_text))
+            .into_iter()
+            .collect();
     }
     messages
         .into_iter()
@@ -94,14 +119,22 @@ mod tests {
             serde_json::Value::Object(map) => map,
             _ => unreachable!(),
         };
-        let result = QueryResult::new().set_fulfillment_text("one").set_fulfillment_messages([
-            text(Platform::Unspecified, "one"),
-            text(Platform::Slack, "slack only"),
-            intent::Message::new().set_payload(payload),
-        ]);
+        let result = QueryResult::new()
+            .set_fulfillment_text("one")
+            .set_fulfillment_messages([
+                text(Platform::Unspecified, "one"),
+                text(Platform::Slack, "slack only"),
+                intent::Message::new().set_payload(payload),
+            ]);
         assert_eq!(
             replies(&result),
-            vec![ReplyMessage::text("one"), ReplyMessage { body: "menu".into(), media: vec!["https://x/m.jpg".into()] }]
+            vec![
+                ReplyMessage::text("one"),
+                ReplyMessage {
+                    body: "menu".into(),
+                    media: vec!["https://x/m.jpg".into()]
+                }
+            ]
         );
     }
 

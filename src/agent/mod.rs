@@ -14,7 +14,9 @@ use crate::reply::ReplyMessage;
 use crate::session::SessionId;
 use google_cloud_gax::backoff_policy::BackoffPolicyArg;
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyArg, RetryPolicyExt, TooManyRequests};
+use google_cloud_gax::retry_policy::{
+    Aip194Strict, RetryPolicyArg, RetryPolicyExt, TooManyRequests,
+};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -81,10 +83,16 @@ impl Agent {
     /// Application Default Credentials; with the emulator it uses none.
     pub async fn connect(settings: &AgentSettings) -> Result<Self, AgentError> {
         let backend = match &settings.kind {
-            AgentKind::Cx { agent_id, session_ttl } => Backend::Cx(cx::CxAgent::connect(settings, agent_id, *session_ttl).await?),
+            AgentKind::Cx {
+                agent_id,
+                session_ttl,
+            } => Backend::Cx(cx::CxAgent::connect(settings, agent_id, *session_ttl).await?),
             AgentKind::Es => Backend::Es(es::EsAgent::connect(settings).await?),
         };
-        Ok(Self { backend, timeout: settings.timeout })
+        Ok(Self {
+            backend,
+            timeout: settings.timeout,
+        })
     }
 
     /// Asks the agent, retrying transient failures, and gives up after the configured
@@ -135,7 +143,9 @@ where
 /// Retries UNAVAILABLE (and transport failures before the request was sent), and
 /// RESOURCE_EXHAUSTED with backoff, for as long as the webhook can wait.
 fn retry_policy(budget: Duration) -> RetryPolicyArg {
-    TooManyRequests::new(Aip194Strict).with_time_limit(budget).into()
+    TooManyRequests::new(Aip194Strict)
+        .with_time_limit(budget)
+        .into()
 }
 
 fn backoff_policy() -> BackoffPolicyArg {

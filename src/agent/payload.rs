@@ -21,7 +21,11 @@ pub fn reply_from_payload(payload: &Map<String, Value>) -> Option<ReplyMessage> 
     };
     let media = match object.get("media") {
         Some(Value::String(url)) => vec![url.clone()],
-        Some(Value::Array(urls)) => urls.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(urls)) => urls
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     };
     let message = ReplyMessage { body, media };
@@ -51,20 +55,32 @@ mod tests {
     fn reads_cx_and_es_spellings() {
         let cx = object(json!({"body": "Menu", "media": "https://x/menu.jpg"}));
         let es = object(json!({"twilio": {"body": "Menu", "media": ["https://x/menu.jpg"]}}));
-        let want = ReplyMessage { body: "Menu".into(), media: vec!["https://x/menu.jpg".into()] };
+        let want = ReplyMessage {
+            body: "Menu".into(),
+            media: vec!["https://x/menu.jpg".into()],
+        };
         assert_eq!(reply_from_payload(&cx), Some(want.clone()));
         assert_eq!(reply_from_payload(&es), Some(want));
     }
 
     #[test]
     fn ignores_payloads_for_other_integrations() {
-        assert_eq!(reply_from_payload(&object(json!({"richContent": [[{"type": "chips"}]]}))), None);
-        assert_eq!(reply_from_payload(&object(json!({"body": 3, "media": {"url": "x"}}))), None);
+        assert_eq!(
+            reply_from_payload(&object(json!({"richContent": [[{"type": "chips"}]]}))),
+            None
+        );
+        assert_eq!(
+            reply_from_payload(&object(json!({"body": 3, "media": {"url": "x"}}))),
+            None
+        );
     }
 
     #[test]
     fn joins_text_lines() {
-        assert_eq!(reply_from_text(&["a".into(), "b".into()]), Some(ReplyMessage::text("a\nb")));
+        assert_eq!(
+            reply_from_text(&["a".into(), "b".into()]),
+            Some(ReplyMessage::text("a\nb"))
+        );
         assert_eq!(reply_from_text(&[]), None);
     }
 }

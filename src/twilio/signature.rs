@@ -27,7 +27,12 @@ pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> Stri
 ///
 /// The comparison is constant-time so that timing reveals nothing about the expected
 /// value.
-pub fn is_valid(auth_tokens: &[&str], url: &str, params: &[(String, String)], signature: &str) -> bool {
+pub fn is_valid(
+    auth_tokens: &[&str],
+    url: &str,
+    params: &[(String, String)],
+    signature: &str,
+) -> bool {
     let Ok(given) = BASE64.decode(signature.trim()) else {
         return false;
     };
@@ -145,7 +150,10 @@ mod tests {
 
     #[test]
     fn computes_the_sdk_vector() {
-        assert_eq!(compute(TOKEN, URL, &params()), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        assert_eq!(
+            compute(TOKEN, URL, &params()),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        );
     }
 
     #[test]
@@ -160,44 +168,92 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        assert_eq!(compute(TOKEN, URL, &repeated), "IK+Dwps556ElfBT0I3Rgjkr1wJU=");
+        assert_eq!(
+            compute(TOKEN, URL, &repeated),
+            "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+        );
     }
 
     #[test]
     fn accepts_sdk_vectors_over_url_variants() {
         let cases = [
             (URL, "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
-            ("https://MyCompany.com/myapp.php?foo=1&bar=2", "g9IN/x4Cft2g517EjYvEvM/W7LU="),
-            ("https://MyCompany.com:1234/myapp.php?foo=1&bar=2", "PCqOZm8cnu/L6+u5i5fuEd+Iac4="),
-            ("http://MyCompany.com/myapp.php?foo=1&bar=2", "XY7AlKOKL6im4yWyX84gldUrtis="),
-            ("http://username:password@MyCompany.com/myapp.php?foo=1&bar=2", "PJ08CxXr7KLPjEQCTc8LkUSMwSM="),
-            ("HTTP://username:password@MyCompany.com/myapp.php?foo=1&bar=2", "hy/l8pca+LFms4cvRdv8uiP6NGc="),
-            ("http://Username:Password@MyCompany.com/myapp.php?foo=1&bar=2", "SkTSKyDJH9kUlhItI0slbgZ1UsI="),
+            (
+                "https://MyCompany.com/myapp.php?foo=1&bar=2",
+                "g9IN/x4Cft2g517EjYvEvM/W7LU=",
+            ),
+            (
+                "https://MyCompany.com:1234/myapp.php?foo=1&bar=2",
+                "PCqOZm8cnu/L6+u5i5fuEd+Iac4=",
+            ),
+            (
+                "http://MyCompany.com/myapp.php?foo=1&bar=2",
+                "XY7AlKOKL6im4yWyX84gldUrtis=",
+            ),
+            (
+                "http://username:password@MyCompany.com/myapp.php?foo=1&bar=2",
+                "PJ08CxXr7KLPjEQCTc8LkUSMwSM=",
+            ),
+            (
+                "HTTP://username:password@MyCompany.com/myapp.php?foo=1&bar=2",
+                "hy/l8pca+LFms4cvRdv8uiP6NGc=",
+            ),
+            (
+                "http://Username:Password@MyCompany.com/myapp.php?foo=1&bar=2",
+                "SkTSKyDJH9kUlhItI0slbgZ1UsI=",
+            ),
             // Signed without the port Twilio was given: the port is removed.
-            ("https://mycompany.com:1234/myapp.php?foo=1&bar=2", "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
-            ("http://mycompany.com:1234/myapp.php?foo=1&bar=2", "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="),
+            (
+                "https://mycompany.com:1234/myapp.php?foo=1&bar=2",
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            ),
+            (
+                "http://mycompany.com:1234/myapp.php?foo=1&bar=2",
+                "Zmvh+3yNM1Phv2jhDCwEM3q5ebU=",
+            ),
             // Signed with the scheme's default port: the port is added.
             (URL, "kvajT1Ptam85bY51eRf/AJRuM3w="),
-            ("http://mycompany.com/myapp.php?foo=1&bar=2", "0ZXoZLH/DfblKGATFgpif+LLRf4="),
-            ("https://mycompany.com:1234/myapp.php?foo=1&bar=2", "CYn1h0gLBdNxDGkKJg6hYohgeD8="),
+            (
+                "http://mycompany.com/myapp.php?foo=1&bar=2",
+                "0ZXoZLH/DfblKGATFgpif+LLRf4=",
+            ),
+            (
+                "https://mycompany.com:1234/myapp.php?foo=1&bar=2",
+                "CYn1h0gLBdNxDGkKJg6hYohgeD8=",
+            ),
         ];
         for (url, signature) in cases {
-            assert!(is_valid(&[TOKEN], url, &params(), signature), "{url} with {signature}");
+            assert!(
+                is_valid(&[TOKEN], url, &params(), signature),
+                "{url} with {signature}"
+            );
         }
     }
 
     #[test]
     fn rejects_sdk_negative_vectors() {
         let cases = [
-            ("https://MyCompany.com/myapp.php?foo=1&bar=2", "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
-            ("https://MyCompany.com:1234/myapp.php?foo=1&bar=2", "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
-            ("http://MyCompany.com/myapp.php?foo=1&bar=2", "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
+            (
+                "https://MyCompany.com/myapp.php?foo=1&bar=2",
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            ),
+            (
+                "https://MyCompany.com:1234/myapp.php?foo=1&bar=2",
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            ),
+            (
+                "http://MyCompany.com/myapp.php?foo=1&bar=2",
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            ),
             (URL, "NOTRSOYDt4T1cUTdK1PDd93/VVr8B8="),
             (URL, "FAIL"),
             (URL, ""),
         ];
         for (url, signature) in cases {
-            assert!(!is_valid(&[TOKEN], url, &params(), signature), "{url} with {signature}");
+            assert!(
+                !is_valid(&[TOKEN], url, &params(), signature),
+                "{url} with {signature}"
+            );
         }
     }
 

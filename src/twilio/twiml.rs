@@ -42,7 +42,10 @@ fn push_element(xml: &mut String, name: &str, text: &str) {
 /// must not make the whole reply unreadable, so they are dropped.
 fn xml_chars(text: &str) -> String {
     text.chars()
-        .filter(|&c| matches!(c, '\t' | '\n' | '\r') || !(c.is_control() && (c as u32) < 0x20) && c != '\u{FFFE}' && c != '\u{FFFF}')
+        .filter(|&c| {
+            matches!(c, '\t' | '\n' | '\r')
+                || !(c.is_control() && (c as u32) < 0x20) && c != '\u{FFFE}' && c != '\u{FFFF}'
+        })
         .collect()
 }
 
@@ -52,14 +55,20 @@ mod tests {
 
     #[test]
     fn nothing_to_say_is_an_empty_response() {
-        assert_eq!(render(&[]), r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#);
+        assert_eq!(
+            render(&[]),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#
+        );
     }
 
     #[test]
     fn escapes_what_the_agent_says() {
         let xml = render(&[
             ReplyMessage::text("Fish & <chips> \"for\" 'you' 🍟\u{0}"),
-            ReplyMessage { body: String::new(), media: vec!["https://x.test/a.jpg?w=1&h=2".into()] },
+            ReplyMessage {
+                body: String::new(),
+                media: vec!["https://x.test/a.jpg?w=1&h=2".into()],
+            },
         ]);
         assert_eq!(
             xml,

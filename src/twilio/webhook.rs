@@ -25,7 +25,10 @@ impl FormParams {
 
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn encode(&self) -> String {
@@ -70,7 +73,10 @@ pub struct IncomingMessage {
 
 impl IncomingMessage {
     /// Reads the message from a verified webhook of the account `expected_account_sid`.
-    pub fn from_verified(params: FormParams, expected_account_sid: &str) -> Result<Self, WebhookError> {
+    pub fn from_verified(
+        params: FormParams,
+        expected_account_sid: &str,
+    ) -> Result<Self, WebhookError> {
         let required = |name: &'static str| {
             params
                 .get(name)
@@ -112,13 +118,20 @@ impl IncomingMessage {
 /// `MediaUrl0..N` with their `MediaContentType0..N`. `NumMedia` says how many, but the
 /// URLs are what matter, so a missing or wrong count does not hide media.
 fn media_of(params: &FormParams) -> Vec<Media> {
-    let announced: usize = params.get("NumMedia").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let announced: usize = params
+        .get("NumMedia")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     (0..announced.max(10).min(100))
         .filter_map(|i| {
-            let url = params.get(&format!("MediaUrl{i}")).filter(|u| !u.is_empty())?;
+            let url = params
+                .get(&format!("MediaUrl{i}"))
+                .filter(|u| !u.is_empty())?;
             Some(Media {
                 url: url.to_owned(),
-                content_type: params.get(&format!("MediaContentType{i}")).map(str::to_owned),
+                content_type: params
+                    .get(&format!("MediaContentType{i}"))
+                    .map(str::to_owned),
             })
         })
         .collect()
@@ -129,7 +142,12 @@ mod tests {
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> FormParams {
-        FormParams::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        FormParams::from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -173,8 +191,12 @@ mod tests {
         let missing_from = IncomingMessage::from_verified(form(&[("AccountSid", "AC1")]), "AC1");
         assert_eq!(missing_from.unwrap_err(), WebhookError::Missing("From"));
         let missing_account = IncomingMessage::from_verified(form(&[("From", "+1")]), "AC1");
-        assert_eq!(missing_account.unwrap_err(), WebhookError::Missing("AccountSid"));
-        let other = IncomingMessage::from_verified(form(&[("AccountSid", "AC2"), ("From", "+1")]), "AC1");
+        assert_eq!(
+            missing_account.unwrap_err(),
+            WebhookError::Missing("AccountSid")
+        );
+        let other =
+            IncomingMessage::from_verified(form(&[("AccountSid", "AC2"), ("From", "+1")]), "AC1");
         assert_eq!(other.unwrap_err(), WebhookError::WrongAccount);
     }
 }

@@ -1,0 +1,119 @@
+//! The bridge's HTTP server: the router, its shared state, and how it starts and stops.
+
+mod public_url;
+mod rejection;
+mod webhook;
+
+use crate::agent::Agent;
+use crate::config::{Settings, TwilioSettings};
+use crate::conversation::Conversations;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use public_url::public_url;
+pub use rejection::Rejection;
+
+/// Twilio's webhooks are a few KiB; anything far larger is not from Twilio.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub twilio: TwilioSettings,
+    pub conversations: Arc<Conversations>,
+}
+
+impl AppState {
+    /// Connects to the agent described by `settings`.
+    pub async fn connect(settings: &Settings) -> Result<Arc<Self>, crate::agent::AgentError> {
+        let agent = Agent::connect(&settings.agent).await?;
+        Ok(Arc::new(Self {
+            twilio: settings.twilio.clone(),
+            conversations: Conversations::new(agent, settings.fallback_message.clone()),
+        }))
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", post(webhook::incoming))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and
+/// lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A bridge running on a background task, for tests and the demo.
+pub struct RunningBridge {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningBridge {
+    pub async fn start(settings: &Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        let addr = listener.local_addr()?;
+        let state = AppState::connect(settings).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, stop, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Stops like SIGTERM does: no new connections, requests in flight finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Cloud Run sends before stopping an instance).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,59 @@
+//! Why a webhook was refused, and the HTTP answer for each reason, in one place.
+//!
+//! Every refusal is a 4xx with a one-line reason, and happens before the agent is
+//! asked anything.
+
+use crate::twilio::webhook::WebhookError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Rejection {
+    #[error("expected Content-Type application/x-www-form-urlencoded")]
+    NotAForm,
+    #[error("missing X-Twilio-Signature header")]
+    MissingSignature,
+    #[error("X-Twilio-Signature does not match this request")]
+    BadSignature,
+    #[error("cannot tell the URL Twilio called: no Host header")]
+    NoHost,
+    #[error("{0}")]
+    Webhook(#[from] WebhookError),
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Rejection::MissingSignature | Rejection::BadSignature => StatusCode::FORBIDDEN,
+            Rejection::Webhook(WebhookError::WrongAccount) => StatusCode::FORBIDDEN,
+            Rejection::NoHost | Rejection::Webhook(WebhookError::Missing(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+
+    /// A short, stable label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::NotAForm => "not_a_form",
+            Rejection::MissingSignature => "missing_signature",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::NoHost => "no_host",
+            Rejection::Webhook(WebhookError::WrongAccount) => "wrong_account",
+            Rejection::Webhook(WebhookError::Missing(_)) => "missing_parameter",
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        tracing::warn!(
+            outcome = "rejected",
+            reason = self.label(),
+            "webhook refused: {self}"
+        );
+        (self.status(), format!("{self}\n")).into_response()
+    }
+}

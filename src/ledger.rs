@@ -1,0 +1,220 @@
+//! Remembers which messages have been handled, so that a message Twilio delivers twice
+//! is answered once.
+//!
+//! Twilio may re-deliver a webhook with the same `MessageSid` (after a timeout or a
+//! network error on its side). The first delivery claims the id and does the work; a
+//! repeat, arriving while the work is still in flight or after it is done, waits for
+//! and shares the same outcome. If the first delivery gives up without an outcome, its
+//! claim is withdrawn so that a later repeat can try again. Entries are kept for a
+//! fixed time and their number is bounded, so memory stays flat.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+type Slot<T> = watch::Receiver<Option<T>>;
+
+/// A bounded, time-limited record of outcomes by message id.
+#[derive(Debug)]
+pub struct Ledger<T> {
+    inner: Mutex<Inner<T>>,
+    ttl: Duration,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct Inner<T> {
+    /// Each slot with the time it was claimed, which tells its entry in `claimed`
+    /// from an older one for the same id.
+    slots: HashMap<String, (Instant, Slot<T>)>,
+    /// Ids in the order they were claimed, to expire the oldest first.
+    claimed: VecDeque<(Instant, String)>,
+}
+
+/// The result of claiming a message id.
+pub enum Claim<T> {
+    /// This delivery is the first: do the work and [`Completion::complete`] it.
+    First(Completion<T>),
+    /// Another delivery has the id; [`Repeat::outcome`] waits for its result.
+    Repeat(Repeat<T>),
+}
+
+impl<T: Clone + Send + Sync + 'static> Ledger<T> {
+    pub fn new(ttl: Duration, capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                slots: HashMap::new(),
+                claimed: VecDeque::new(),
+            }),
+            ttl,
+            capacity,
+        })
+    }
+
+    pub fn claim(self: &Arc<Self>, id: &str) -> Claim<T> {
+        self.claim_at(id, Instant::now())
+    }
+
+    fn claim_at(self: &Arc<Self>, id: &str, now: Instant) -> Claim<T> {
+        let mut inner = self.lock();
+        inner.forget_older_than(now, self.ttl);
+        if let Some((_, slot)) = inner.slots.get(id) {
+            return Claim::Repeat(Repeat { slot: slot.clone() });
+        }
+        inner.make_room(self.capacity);
+        let (sender, receiver) = watch::channel(None);
+        inner.slots.insert(id.to_owned(), (now, receiver));
+        inner.claimed.push_back((now, id.to_owned()));
+        Claim::First(Completion {
+            ledger: Arc::clone(self),
+            id: id.to_owned(),
+            sender: Some(sender),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Ledger<T> {
+    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+        // The map stays consistent whatever a panicking holder did: every change is a
+        // single insert or remove.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn withdraw(&self, id: &str) {
+        self.lock().slots.remove(id);
+    }
+}
+
+impl<T> Inner<T> {
+    fn forget_older_than(&mut self, now: Instant, ttl: Duration) {
+        while self
+            .claimed
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= ttl)
+        {
+            self.forget_oldest();
+        }
+    }
+
+    fn make_room(&mut self, capacity: usize) {
+        while self.claimed.len() >= capacity.max(1) {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((claimed_at, id)) = self.claimed.pop_front() {
+            if self.slots.get(&id).is_some_and(|(at, _)| *at == claimed_at) {
+                self.slots.remove(&id);
+            }
+        }
+    }
+}
+
+/// The first delivery's duty to record an outcome.
+pub struct Completion<T> {
+    ledger: Arc<Ledger<T>>,
+    id: String,
+    sender: Option<watch::Sender<Option<T>>>,
+}
+
+impl<T> Completion<T> {
+    pub fn complete(mut self, outcome: T) {
+        if let Some(sender) = self.sender.take() {
+            sender.send_replace(Some(outcome));
+        }
+    }
+}
+
+impl<T> Drop for Completion<T> {
+    fn drop(&mut self) {
+        // Dropped without an outcome: let a later delivery try again.
+        if self.sender.take().is_some() {
+            self.ledger.withdraw(&self.id);
+        }
+    }
+}
+
+/// A repeated delivery, waiting for the first one's outcome.
+pub struct Repeat<T> {
+    slot: Slot<T>,
+}
+
+impl<T: Clone> Repeat<T> {
+    /// The first delivery's outcome, or `None` if it gave up without one.
+    pub async fn outcome(mut self) -> Option<T> {
+        match self.slot.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_repeat_in_flight_gets_the_first_outcome() {
+        let ledger = Ledger::<u32>::new(Duration::from_secs(60), 100);
+        let Claim::First(first) = ledger.claim("SM1") else {
+            panic!("first claim")
+        };
+        let Claim::Repeat(repeat) = ledger.claim("SM1") else {
+            panic!("repeat claim")
+        };
+        let waiting = tokio::spawn(repeat.outcome());
+        first.complete(7);
+        assert_eq!(waiting.await.unwrap(), Some(7));
+        let Claim::Repeat(late) = ledger.claim("SM1") else {
+            panic!("late repeat")
+        };
+        assert_eq!(late.outcome().await, Some(7));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_claim_can_be_retried() {
+        let ledger = Ledger::<u32>::new(Duration::from_secs(60), 100);
+        let Claim::First(first) = ledger.claim("SM1") else {
+            panic!("first claim")
+        };
+        let Claim::Repeat(repeat) = ledger.claim("SM1") else {
+            panic!("repeat claim")
+        };
+        drop(first);
+        assert_eq!(repeat.outcome().await, None);
+        assert!(matches!(ledger.claim("SM1"), Claim::First(_)));
+    }
+
+    #[test]
+    fn entries_expire_by_age_and_by_count() {
+        let ledger = Ledger::<u32>::new(Duration::from_secs(60), 3);
+        let start = Instant::now();
+        for id in ["a", "b", "c"] {
+            let Claim::First(c) = ledger.claim_at(id, start) else {
+                panic!()
+            };
+            c.complete(1);
+        }
+        // A fourth id pushes out the oldest.
+        let Claim::First(d) = ledger.claim_at("d", start) else {
+            panic!()
+        };
+        d.complete(1);
+        assert_eq!(ledger.len(), 3);
+        assert!(matches!(ledger.claim_at("b", start), Claim::Repeat(_)));
+        // After the time limit, everything older is forgotten.
+        let later = ledger.claim_at("b", start + Duration::from_secs(61));
+        assert!(matches!(later, Claim::First(_)));
+        assert_eq!(ledger.len(), 1);
+    }
+}
