@@ -55,6 +55,35 @@ pub struct Settings {
     pub agent: AgentSettings,
     /// What the user gets when the agent cannot answer.
     pub fallback_message: String,
+    pub replies: ReplySettings,
+}
+
+/// How replies reach the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// In the webhook's answer, as TwiML (the Node sample's way).
+    Twiml,
+    /// Always through the Messages API; the webhook is answered at once.
+    Api,
+    /// In the webhook's answer if the agent is back within the deadline, else through
+    /// the Messages API.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplySettings {
+    pub mode: ReplyMode,
+    /// In `auto` mode, how long the webhook waits for the agent before answering empty.
+    pub deadline: Duration,
+    pub api_base_url: String,
+    /// The account SID, or an API key SID.
+    pub api_username: String,
+    /// The auth token, or the API key's secret.
+    pub api_password: Secret,
+    /// Send from this Messaging Service instead of the number the user wrote to.
+    pub messaging_service_sid: Option<String>,
+    /// How long, after SIGTERM, replies still owed may take to be sent.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +139,13 @@ pub const DEFAULT_FALLBACK_MESSAGE: &str =
     "Sorry, I can't answer right now. Please try again in a moment.";
 const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(14);
+/// When replies may go through the API, the agent may take as long as CX allows a
+/// webhook (30 s), plus a margin.
+const DEFAULT_AGENT_TIMEOUT_API: Duration = Duration::from_secs(35);
+const MAX_AGENT_TIMEOUT_API: Duration = Duration::from_secs(120);
+const DEFAULT_REPLY_DEADLINE: Duration = Duration::from_secs(10);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
 
 /// All the problems found in a configuration, one line each.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +226,16 @@ impl Reader<'_> {
                 .map_err(|_| "must be a port number, 0-65535".to_owned())
         });
         let twilio = self.twilio();
-        let agent = self.agent();
+        let mode = self
+            .parsed("REPLY_MODE", |v| match v.to_ascii_lowercase().as_str() {
+                "twiml" => Ok(ReplyMode::Twiml),
+                "api" => Ok(ReplyMode::Api),
+                "auto" => Ok(ReplyMode::Auto),
+                _ => Err("must be twiml, api or auto".to_owned()),
+            })
+            .unwrap_or(ReplyMode::Auto);
+        let agent = self.agent(mode);
+        let replies = self.replies(mode);
         let fallback_message = self
             .get("FALLBACK_MESSAGE")
             .unwrap_or(DEFAULT_FALLBACK_MESSAGE)
@@ -200,6 +245,7 @@ impl Reader<'_> {
             twilio: twilio?,
             agent: agent?,
             fallback_message,
+            replies: replies?,
         })
     }
 
@@ -234,7 +280,81 @@ impl Reader<'_> {
         })
     }
 
-    fn agent(&mut self) -> Option<AgentSettings> {
+    fn replies(&mut self, mode: ReplyMode) -> Option<ReplySettings> {
+        let deadline = self
+            .parsed("REPLY_DEADLINE", |v| {
+                let d = parse_duration(v)?;
+                if d > MAX_AGENT_TIMEOUT {
+                    return Err(format!(
+                        "must be at most {}s: Twilio waits 15s for the webhook",
+                        MAX_AGENT_TIMEOUT.as_secs()
+                    ));
+                }
+                Ok(d)
+            })
+            .unwrap_or(DEFAULT_REPLY_DEADLINE);
+        let api_base_url = self
+            .parsed("TWILIO_API_BASE_URL", |v| {
+                if v.starts_with("https://") || v.starts_with("http://") {
+                    Ok(v.trim_end_matches('/').to_owned())
+                } else {
+                    Err("must be an http(s):// URL".to_owned())
+                }
+            })
+            .unwrap_or_else(|| DEFAULT_TWILIO_API_BASE_URL.to_owned());
+        let key_sid = self.get("TWILIO_API_KEY_SID").map(str::to_owned);
+        let key_secret = self.get("TWILIO_API_KEY_SECRET").map(Secret::new);
+        let (api_username, api_password) = match (key_sid, key_secret) {
+            (Some(sid), Some(secret)) => {
+                if !is_sid(&sid, "SK") {
+                    self.fail(
+                        "TWILIO_API_KEY_SID",
+                        "must be SK followed by 32 hexadecimal characters",
+                    );
+                }
+                (Some(sid), Some(secret))
+            }
+            (None, None) => (
+                self.get("TWILIO_ACCOUNT_SID").map(str::to_owned),
+                self.get("TWILIO_AUTH_TOKEN").map(Secret::new),
+            ),
+            (Some(_), None) => {
+                self.fail(
+                    "TWILIO_API_KEY_SECRET",
+                    "is required with TWILIO_API_KEY_SID",
+                );
+                (None, None)
+            }
+            (None, Some(_)) => {
+                self.fail(
+                    "TWILIO_API_KEY_SID",
+                    "is required with TWILIO_API_KEY_SECRET",
+                );
+                (None, None)
+            }
+        };
+        let messaging_service_sid = self.parsed("TWILIO_MESSAGING_SERVICE_SID", |v| {
+            if is_sid(v, "MG") {
+                Ok(v.to_owned())
+            } else {
+                Err("must be MG followed by 32 hexadecimal characters".to_owned())
+            }
+        });
+        let shutdown_grace = self
+            .parsed("SHUTDOWN_GRACE", parse_duration)
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+        Some(ReplySettings {
+            mode,
+            deadline,
+            api_base_url,
+            api_username: api_username?,
+            api_password: api_password?,
+            messaging_service_sid,
+            shutdown_grace,
+        })
+    }
+
+    fn agent(&mut self, mode: ReplyMode) -> Option<AgentSettings> {
         let project = self
             .get("GCP_PROJECT")
             .or_else(|| self.get("GOOGLE_CLOUD_PROJECT"))
@@ -286,19 +406,28 @@ impl Reader<'_> {
                 },
             },
         };
+        let (default_timeout, max_timeout, why) = match mode {
+            ReplyMode::Twiml => (
+                DEFAULT_AGENT_TIMEOUT,
+                MAX_AGENT_TIMEOUT,
+                "with REPLY_MODE=twiml Twilio waits 15s for the webhook",
+            ),
+            ReplyMode::Api | ReplyMode::Auto => (
+                DEFAULT_AGENT_TIMEOUT_API,
+                MAX_AGENT_TIMEOUT_API,
+                "longer is not a conversation",
+            ),
+        };
         let timeout = self
             .parsed("AGENT_TIMEOUT", |v| {
                 let d = parse_duration(v)?;
-                if d > MAX_AGENT_TIMEOUT {
-                    Err(format!(
-                        "must be at most {}s: Twilio waits 15s for the webhook",
-                        MAX_AGENT_TIMEOUT.as_secs()
-                    ))
+                if d > max_timeout {
+                    Err(format!("must be at most {}s: {why}", max_timeout.as_secs()))
                 } else {
                     Ok(d)
                 }
             })
-            .unwrap_or(DEFAULT_AGENT_TIMEOUT);
+            .unwrap_or(default_timeout);
         let kind = match agent_id {
             Some(agent_id) => AgentKind::Cx {
                 agent_id: agent_id?,
@@ -448,6 +577,8 @@ mod tests {
             ("TRUST_PROXY", "maybe"),
             ("TWILIO_WEBHOOK_URL", "example.com/hook"),
             ("AGENT_TIMEOUT", "30s"),
+            ("REPLY_MODE", "twiml"),
+            ("TWILIO_API_KEY_SID", "SK1"),
         ]))
         .unwrap_err();
         let names: Vec<&str> = errors
@@ -467,7 +598,8 @@ mod tests {
                 "AGENT_TYPE",
                 "SESSION_TTL",
                 "AGENT_ID",
-                "AGENT_TIMEOUT"
+                "AGENT_TIMEOUT",
+                "TWILIO_API_KEY_SECRET"
             ]
         );
     }

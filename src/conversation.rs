@@ -5,13 +5,15 @@
 //! gives back the messages to send. It knows nothing of HTTP or TwiML.
 
 use crate::agent::{Agent, AgentQuery, QueryInput, MEDIA_EVENT};
-use crate::ledger::{Claim, Ledger};
+use crate::ledger::{Claim, Completion, Ledger, Repeat};
+use crate::outbox::{Outbox, Recipient};
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
 use crate::twilio::webhook::IncomingMessage;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// Dialogflow refuses text queries longer than this (CX and ES `TextInput.text`).
 pub const MAX_QUERY_CHARS: usize = 256;
@@ -30,6 +32,8 @@ pub enum Outcome {
     Fallback(String),
     /// Nothing to ask: no text and no media.
     Empty,
+    /// The webhook was answered before the agent; the replies follow through the API.
+    Queued,
 }
 
 impl Outcome {
@@ -38,14 +42,26 @@ impl Outcome {
             Outcome::Answered => "answered",
             Outcome::Fallback(_) => "fallback",
             Outcome::Empty => "empty",
+            Outcome::Queued => "queued",
         }
     }
+}
+
+/// Which way the replies travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// In the webhook's TwiML answer.
+    Webhook,
+    /// Through the Messages API, after the webhook was answered.
+    Api,
 }
 
 /// What became of one message.
 #[derive(Debug, Clone)]
 pub struct Handled {
-    pub messages: Arc<Vec<ReplyMessage>>,
+    /// What the agent (or the fallback) said.
+    pub replies: Arc<Vec<ReplyMessage>>,
+    pub route: Route,
     pub outcome: Outcome,
     /// Time spent waiting for the agent, retries included.
     pub agent_latency: Option<Duration>,
@@ -54,61 +70,235 @@ pub struct Handled {
     pub duplicate: bool,
 }
 
+impl Handled {
+    /// The messages the webhook's answer carries: none when they go through the API.
+    pub fn webhook_replies(&self) -> &[ReplyMessage] {
+        match self.route {
+            Route::Webhook => &self.replies,
+            Route::Api => &[],
+        }
+    }
+
+    fn queued(session: SessionId, duplicate: bool) -> Self {
+        Handled {
+            replies: Arc::default(),
+            route: Route::Api,
+            outcome: Outcome::Queued,
+            agent_latency: None,
+            session,
+            duplicate,
+        }
+    }
+}
+
+/// How replies reach the user, and what sends them when not in the webhook's answer.
+pub enum Delivery {
+    Twiml,
+    Api(Arc<Outbox>),
+    Auto {
+        deadline: Duration,
+        outbox: Arc<Outbox>,
+    },
+}
+
 /// Answers incoming messages with the agent.
 pub struct Conversations {
     agent: Agent,
     fallback_message: String,
+    delivery: Delivery,
     handled: Arc<Ledger<Handled>>,
 }
 
 impl Conversations {
-    pub fn new(agent: Agent, fallback_message: String) -> Arc<Self> {
+    pub fn new(agent: Agent, fallback_message: String, delivery: Delivery) -> Arc<Self> {
         Arc::new(Self {
             agent,
             fallback_message,
+            delivery,
             handled: Ledger::new(REMEMBER_FOR, REMEMBER_AT_MOST),
         })
     }
 
-    /// Answers `message`, asking the agent at most once per `MessageSid`.
-    pub async fn handle(self: &Arc<Self>, message: IncomingMessage) -> Handled {
+    /// The outbox, when replies may go through the API.
+    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
+        match &self.delivery {
+            Delivery::Twiml => None,
+            Delivery::Api(outbox) | Delivery::Auto { outbox, .. } => Some(outbox),
+        }
+    }
+
+    /// Answers `message`, asking the agent at most once per `MessageSid`. What comes
+    /// back is what the webhook should answer now.
+    ///
+    /// `status_callback` is where Twilio reports the delivery of replies sent through
+    /// the API.
+    pub async fn handle(
+        self: &Arc<Self>,
+        message: IncomingMessage,
+        status_callback: String,
+    ) -> Handled {
         let session = session_of(&message);
-        let Some(sid) = message.message_sid.clone() else {
-            return self.answer(message, session).await;
+        let completion = match message
+            .message_sid
+            .as_deref()
+            .map(|sid| self.handled.claim(sid))
+        {
+            Some(Claim::Repeat(repeat)) => return self.repeat(repeat, session).await,
+            Some(Claim::First(completion)) => Some(completion),
+            None => None,
         };
-        match self.handled.claim(&sid) {
-            Claim::First(completion) => {
-                // The work runs on its own task so that it finishes, and its outcome is
-                // remembered, even if Twilio hangs up on this request.
-                let this = Arc::clone(self);
-                let for_work = session.clone();
-                let work = tokio::spawn(async move {
-                    let handled = this.answer(message, for_work).await;
-                    completion.complete(handled.clone());
-                    handled
-                });
-                match work.await {
-                    Ok(handled) => handled,
-                    Err(panicked) => {
-                        tracing::error!(error = %panicked, "answering a message panicked");
-                        self.fallback(session, "PANIC".into(), None)
+        match &self.delivery {
+            Delivery::Twiml => self.answer_in_webhook(message, session, completion).await,
+            Delivery::Api(outbox) => {
+                self.queue(
+                    outbox,
+                    message,
+                    session.clone(),
+                    completion,
+                    None,
+                    status_callback,
+                );
+                Handled::queued(session, false)
+            }
+            Delivery::Auto { deadline, outbox } => {
+                let (answer, mut answered) = oneshot::channel();
+                self.queue(
+                    outbox,
+                    message,
+                    session.clone(),
+                    completion,
+                    Some(answer),
+                    status_callback,
+                );
+                match tokio::time::timeout(*deadline, &mut answered).await {
+                    Ok(Ok(handled)) => handled,
+                    Ok(Err(_)) => self.fallback(session, "ABANDONED".into(), None),
+                    Err(_) => {
+                        // Too late for the webhook. Closing first makes the hand-over
+                        // exact: either the answer is already here, or the queue's send
+                        // fails and the replies go through the API.
+                        answered.close();
+                        answered
+                            .try_recv()
+                            .unwrap_or_else(|_| Handled::queued(session, false))
                     }
                 }
             }
-            Claim::Repeat(repeat) => match repeat.outcome().await {
-                Some(first) => Handled {
-                    duplicate: true,
-                    ..first
-                },
-                None => self.fallback(session, "ABANDONED".into(), None),
-            },
         }
+    }
+
+    /// A re-delivery: the first delivery's outcome, never a second agent call or a
+    /// second set of messages.
+    async fn repeat(&self, repeat: Repeat<Handled>, session: SessionId) -> Handled {
+        let wait = match &self.delivery {
+            Delivery::Twiml => None,
+            Delivery::Api(_) => Some(Duration::ZERO),
+            Delivery::Auto { deadline, .. } => Some(*deadline),
+        };
+        let outcome = match wait {
+            None => repeat.outcome().await,
+            Some(wait) => tokio::time::timeout(wait, repeat.outcome())
+                .await
+                .ok()
+                .flatten(),
+        };
+        match outcome {
+            Some(first) => Handled {
+                duplicate: true,
+                ..first
+            },
+            None => Handled::queued(session, true),
+        }
+    }
+
+    async fn answer_in_webhook(
+        self: &Arc<Self>,
+        message: IncomingMessage,
+        session: SessionId,
+        completion: Option<Completion<Handled>>,
+    ) -> Handled {
+        // The work runs on its own task so that it finishes, and its outcome is
+        // remembered, even if Twilio hangs up on this request.
+        let this = Arc::clone(self);
+        let for_work = session.clone();
+        let work = tokio::spawn(async move {
+            let handled = this.answer(message, for_work).await;
+            if let Some(completion) = completion {
+                completion.complete(handled.clone());
+            }
+            handled
+        });
+        match work.await {
+            Ok(handled) => handled,
+            Err(panicked) => {
+                tracing::error!(error = %panicked, "answering a message panicked");
+                self.fallback(session, "PANIC".into(), None)
+            }
+        }
+    }
+
+    /// Queues the message on its conversation: the agent is asked after the messages
+    /// before it, and the replies go to the webhook still `waiting`, or else through
+    /// the API.
+    fn queue(
+        self: &Arc<Self>,
+        outbox: &Arc<Outbox>,
+        message: IncomingMessage,
+        session: SessionId,
+        completion: Option<Completion<Handled>>,
+        waiting: Option<oneshot::Sender<Handled>>,
+        status_callback: String,
+    ) {
+        let recipient = Recipient {
+            to: message.from.clone(),
+            our_number: message.to.clone(),
+            message_sid: message.message_sid.clone().unwrap_or_default(),
+            status_callback,
+        };
+        let message_sid = recipient.message_sid.clone();
+        let this = Arc::clone(self);
+        let sender = Arc::clone(outbox);
+        let for_work = session.clone();
+        let job = Box::pin(async move {
+            let handled = this.answer(message, for_work).await;
+            let handled = match waiting {
+                Some(webhook) => match webhook.send(handled.clone()) {
+                    Ok(()) => {
+                        if let Some(completion) = completion {
+                            completion.complete(handled);
+                        }
+                        return;
+                    }
+                    Err(handled) => handled,
+                },
+                None => handled,
+            };
+            let handled = Handled {
+                route: Route::Api,
+                ..handled
+            };
+            if let Some(completion) = completion {
+                completion.complete(handled.clone());
+            }
+            let sent = sender.send(&recipient, &handled.replies).await;
+            tracing::info!(
+                message_sid = %recipient.message_sid,
+                session = %handled.session,
+                outcome = handled.outcome.label(),
+                agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64),
+                sent,
+                replies = handled.replies.len(),
+                "replies sent through the Messages API"
+            );
+        });
+        outbox.enqueue(&session, &message_sid, job);
     }
 
     async fn answer(&self, message: IncomingMessage, session: SessionId) -> Handled {
         let Some(input) = query_input(&message) else {
             return Handled {
-                messages: Arc::default(),
+                replies: Arc::default(),
+                route: Route::Webhook,
                 outcome: Outcome::Empty,
                 agent_latency: None,
                 session,
@@ -125,7 +315,8 @@ impl Conversations {
         let latency = Some(started.elapsed());
         match result {
             Ok(replies) => Handled {
-                messages: Arc::new(fit_to_limits(replies)),
+                replies: Arc::new(fit_to_limits(replies)),
+                route: Route::Webhook,
                 outcome: Outcome::Answered,
                 agent_latency: latency,
                 session,
@@ -145,9 +336,10 @@ impl Conversations {
         agent_latency: Option<Duration>,
     ) -> Handled {
         Handled {
-            messages: Arc::new(fit_to_limits(vec![ReplyMessage::text(
+            replies: Arc::new(fit_to_limits(vec![ReplyMessage::text(
                 &self.fallback_message,
             )])),
+            route: Route::Webhook,
             outcome: Outcome::Fallback(reason),
             agent_latency,
             session,

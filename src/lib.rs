@@ -9,6 +9,8 @@ pub mod config;
 pub mod conversation;
 pub mod http;
 pub mod ledger;
+pub mod messages_emulator;
+pub mod outbox;
 pub mod reply;
 pub mod session;
 pub mod twilio;

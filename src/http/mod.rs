@@ -5,14 +5,17 @@ mod rejection;
 mod webhook;
 
 use crate::agent::Agent;
-use crate::config::{Settings, TwilioSettings};
-use crate::conversation::Conversations;
+use crate::config::{ReplyMode, ReplySettings, Settings, TwilioSettings};
+use crate::conversation::{Conversations, Delivery};
+use crate::outbox::Outbox;
+use crate::twilio::messages_api::{ApiCredentials, MessagesApi};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -26,15 +29,49 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub twilio: TwilioSettings,
     pub conversations: Arc<Conversations>,
+    /// How long replies still owed at shutdown may take.
+    pub shutdown_grace: Duration,
+}
+
+fn delivery(twilio: &TwilioSettings, replies: &ReplySettings) -> Result<Delivery, SetupError> {
+    let outbox = || -> Result<Arc<Outbox>, SetupError> {
+        let credentials = ApiCredentials {
+            account_sid: twilio.account_sid.clone(),
+            username: replies.api_username.clone(),
+            password: replies.api_password.clone(),
+        };
+        let api =
+            MessagesApi::new(&replies.api_base_url, credentials).map_err(SetupError::HttpClient)?;
+        Ok(Outbox::new(api, replies.messaging_service_sid.clone()))
+    };
+    Ok(match replies.mode {
+        ReplyMode::Twiml => Delivery::Twiml,
+        ReplyMode::Api => Delivery::Api(outbox()?),
+        ReplyMode::Auto => Delivery::Auto {
+            deadline: replies.deadline,
+            outbox: outbox()?,
+        },
+    })
+}
+
+/// Why the bridge could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
+    #[error("cannot create the HTTP client for Twilio's API: {0}")]
+    HttpClient(reqwest::Error),
 }
 
 impl AppState {
     /// Connects to the agent described by `settings`.
-    pub async fn connect(settings: &Settings) -> Result<Arc<Self>, crate::agent::AgentError> {
+    pub async fn connect(settings: &Settings) -> Result<Arc<Self>, SetupError> {
         let agent = Agent::connect(&settings.agent).await?;
+        let delivery = delivery(&settings.twilio, &settings.replies)?;
         Ok(Arc::new(Self {
             twilio: settings.twilio.clone(),
-            conversations: Conversations::new(agent, settings.fallback_message.clone()),
+            conversations: Conversations::new(agent, settings.fallback_message.clone(), delivery),
+            shutdown_grace: settings.replies.shutdown_grace,
         }))
     }
 }
@@ -42,6 +79,7 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(webhook::incoming))
+        .route("/status", post(webhook::status))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

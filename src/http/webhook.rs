@@ -7,6 +7,7 @@
 use super::public_url::public_url;
 use super::rejection::Rejection;
 use super::AppState;
+use crate::conversation::Outcome;
 use crate::twilio::signature;
 use crate::twilio::twiml;
 use crate::twilio::webhook::{FormParams, IncomingMessage};
@@ -22,15 +23,72 @@ pub async fn incoming(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    if !is_form(&headers) {
+    let (params, url) = verified_form(&state, &uri, &headers, &body)?;
+    let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)?;
+    let message_sid = message.message_sid.clone().unwrap_or_default();
+    let channel = message.channel();
+    let handled = state
+        .conversations
+        .handle(message, status_callback_url(&url))
+        .await;
+    tracing::info!(
+        message_sid = %message_sid,
+        channel,
+        session = %handled.session,
+        outcome = handled.outcome.label(),
+        fallback_reason = match &handled.outcome {
+            Outcome::Fallback(reason) => reason.as_str(),
+            _ => "",
+        },
+        duplicate = handled.duplicate,
+        agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64),
+        replies = handled.webhook_replies().len(),
+        "webhook handled"
+    );
+    Ok(twiml_response(handled.webhook_replies()))
+}
+
+/// `POST /status`: Twilio's status callback for the replies sent through the API.
+/// Delivery failures are logged with Twilio's error code; nothing else is kept.
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    let (params, _) = verified_form(&state, &uri, &headers, &body)?;
+    let message_status = params.get("MessageStatus").unwrap_or_default();
+    let message_sid = params.get("MessageSid").unwrap_or_default();
+    if matches!(message_status, "undelivered" | "failed") {
+        tracing::warn!(
+            message_sid,
+            message_status,
+            twilio_error = params.get("ErrorCode").unwrap_or_default(),
+            "a reply was not delivered"
+        );
+    } else {
+        tracing::debug!(message_sid, message_status, "reply status");
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// The form of a request that Twilio signed, and the URL it signed; before this,
+/// nothing reads the form.
+fn verified_form(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(FormParams, String), Rejection> {
+    if !is_form(headers) {
         return Err(Rejection::NotAForm);
     }
     let signature = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok())
         .ok_or(Rejection::MissingSignature)?;
-    let url = public_url(&state.twilio, &headers, &uri).ok_or(Rejection::NoHost)?;
-    let params = FormParams::parse(&body);
+    let url = public_url(&state.twilio, headers, uri).ok_or(Rejection::NoHost)?;
+    let params = FormParams::parse(body);
     let tokens: Vec<&str> = state
         .twilio
         .auth_tokens
@@ -40,30 +98,27 @@ pub async fn incoming(
     if !signature::is_valid(&tokens, &url, params.pairs(), signature) {
         return Err(Rejection::BadSignature);
     }
-    let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)?;
-    let message_sid = message.message_sid.clone().unwrap_or_default();
-    let channel = message.channel();
-    let handled = state.conversations.handle(message).await;
-    tracing::info!(
-        message_sid = %message_sid,
-        channel,
-        session = %handled.session,
-        outcome = handled.outcome.label(),
-        fallback_reason = match &handled.outcome {
-            crate::conversation::Outcome::Fallback(reason) => reason.as_str(),
-            _ => "",
-        },
-        duplicate = handled.duplicate,
-        agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64),
-        replies = handled.messages.len(),
-        "webhook handled"
-    );
-    Ok((
+    Ok((params, url))
+}
+
+fn twiml_response(replies: &[crate::reply::ReplyMessage]) -> Response {
+    (
         StatusCode::OK,
         [(header::CONTENT_TYPE, twiml::CONTENT_TYPE)],
-        twiml::render(&handled.messages),
+        twiml::render(replies),
     )
-        .into_response())
+        .into_response()
+}
+
+/// The status callback beside the webhook: `https://host/prefix/` gives
+/// `https://host/prefix/status`.
+fn status_callback_url(webhook_url: &str) -> String {
+    let without_query = webhook_url.split(['?', '#']).next().unwrap_or(webhook_url);
+    let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
+    match without_query[scheme_end..].rfind('/') {
+        Some(slash) => format!("{}status", &without_query[..scheme_end + slash + 1]),
+        None => format!("{without_query}/status"),
+    }
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -75,4 +130,29 @@ fn is_form(headers: &HeaderMap) -> bool {
             mime.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_callback_url;
+
+    #[test]
+    fn the_status_callback_sits_beside_the_webhook() {
+        assert_eq!(
+            status_callback_url("https://h.example/"),
+            "https://h.example/status"
+        );
+        assert_eq!(
+            status_callback_url("https://h.example/bot/?a=1"),
+            "https://h.example/bot/status"
+        );
+        assert_eq!(
+            status_callback_url("https://h.example/twilio"),
+            "https://h.example/status"
+        );
+        assert_eq!(
+            status_callback_url("https://h.example"),
+            "https://h.example/status"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Everything that speaks Twilio's side of the wire: webhook signatures, the webhook's
 //! form, and TwiML.
 
+pub mod messages_api;
 pub mod signature;
 pub mod twiml;
 pub mod webhook;

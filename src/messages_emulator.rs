@@ -1,0 +1,242 @@
+//! A local stand-in for Twilio's Messages API, for tests and the demo: it accepts
+//! `POST /2010-04-01/Accounts/{Sid}/Messages.json` as Twilio does (Basic auth, form
+//! fields, Twilio's error JSON) and records what it was asked to send.
+//!
+//! It can be told to fail the next few requests with a given status, to show what the
+//! bridge does when Twilio is down or throttling.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// One message the bridge asked Twilio to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub account_sid: String,
+    pub to: String,
+    pub from: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub body: String,
+    pub media: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    sent: Vec<SentMessage>,
+    /// Statuses to answer the next requests with, before accepting again.
+    failures: Vec<u16>,
+    attempts: usize,
+}
+
+#[derive(Clone)]
+struct Shared {
+    username: String,
+    password: String,
+    recorded: Arc<Mutex<Recorded>>,
+    changed: Arc<Notify>,
+}
+
+/// A running fake Messages API.
+pub struct MessagesEmulator {
+    addr: SocketAddr,
+    shared: Shared,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl MessagesEmulator {
+    /// Serves on `listener`, accepting Basic auth `username:password`.
+    pub fn start(listener: TcpListener, username: &str, password: &str) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let shared = Shared {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            recorded: Arc::default(),
+            changed: Arc::default(),
+        };
+        let app = Router::new()
+            .route(
+                "/2010-04-01/Accounts/{account}/Messages.json",
+                post(create_message),
+            )
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { addr, shared, task })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The messages accepted so far, in the order they arrived.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.lock().sent.clone()
+    }
+
+    /// Requests received, accepted or not.
+    pub fn attempts(&self) -> usize {
+        self.lock().attempts
+    }
+
+    /// Answer the next requests with these HTTP statuses (e.g. 500, 429) in turn.
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.lock().failures.extend_from_slice(statuses);
+    }
+
+    /// Waits until at least `count` messages were accepted.
+    pub async fn wait_for(&self, count: usize) -> Vec<SentMessage> {
+        loop {
+            let notified = self.shared.changed.notified();
+            let sent = self.sent();
+            if sent.len() >= count {
+                return sent;
+            }
+            notified.await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.shared
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for MessagesEmulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
+    let body = json!({
+        "code": code,
+        "message": message,
+        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+        "status": status.as_u16(),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn create_message(
+    State(shared): State<Shared>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let account = account.trim_end_matches(".json").to_owned();
+    let failure = {
+        let mut recorded = shared
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        recorded.attempts += 1;
+        (!recorded.failures.is_empty()).then(|| recorded.failures.remove(0))
+    };
+    shared.changed.notify_waiters();
+    if let Some(status) = failure {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return twilio_error(
+            status,
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                20429
+            } else {
+                20500
+            },
+            "Injected failure",
+        );
+    }
+    if !authorized(&headers, &shared.username, &shared.password) {
+        return twilio_error(
+            StatusCode::UNAUTHORIZED,
+            20003,
+            "Authentication Error - invalid username",
+        );
+    }
+    let mut to = None;
+    let mut from = None;
+    let mut service = None;
+    let mut text = String::new();
+    let mut media = Vec::new();
+    for (name, value) in form_urlencoded::parse(body.as_bytes()).into_owned() {
+        match name.as_str() {
+            "To" => to = Some(value),
+            "From" => from = Some(value),
+            "MessagingServiceSid" => service = Some(value),
+            "Body" => text = value,
+            "MediaUrl" => media.push(value),
+            _ => {}
+        }
+    }
+    let Some(to) = to else {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21604,
+            "A 'To' phone number is required.",
+        );
+    };
+    if from.is_none() && service.is_none() {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21603,
+            "A 'From' phone number is required.",
+        );
+    }
+    if text.is_empty() && media.is_empty() {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21619,
+            "A text message body or media urls must be specified.",
+        );
+    }
+    let sid = {
+        let mut recorded = shared
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        recorded.sent.push(SentMessage {
+            account_sid: account.clone(),
+            to: to.clone(),
+            from: from.clone(),
+            messaging_service_sid: service.clone(),
+            body: text.clone(),
+            media,
+        });
+        format!("SM{:032x}", recorded.sent.len())
+    };
+    shared.changed.notify_waiters();
+    let answer = json!({
+        "sid": sid,
+        "account_sid": account,
+        "to": to,
+        "from": from,
+        "messaging_service_sid": service,
+        "body": text,
+        "status": "queued",
+        "num_media": "0",
+        "api_version": "2010-04-01",
+    });
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+fn authorized(headers: &HeaderMap, username: &str, password: &str) -> bool {
+    let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Ok(decoded) = BASE64.decode(encoded.trim()) else {
+        return false;
+    };
+    decoded == format!("{username}:{password}").as_bytes()
+}
