@@ -7,6 +7,8 @@ pub mod agent;
 pub mod chat;
 pub mod config;
 pub mod conversation;
+pub mod demo;
+pub mod emulator;
 pub mod http;
 pub mod ledger;
 pub mod messages_emulator;

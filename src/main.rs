@@ -1,1 +1,154 @@
-fn main() {}
+//! The `twilio-dialogflow` command: a thin layer over the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use twilio_dialogflow::{chat, config, demo, emulator, http};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Bridge Twilio Messaging (SMS, MMS, WhatsApp) to a Dialogflow CX or ES agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge: configured by the environment and a .env file (see README).
+    Serve,
+    /// Run a local Dialogflow emulator that answers from an agent file.
+    Emulator {
+        /// The agent file (YAML or JSON); see docs/agent-file.md.
+        #[arg(long, default_value = "examples/agents/pizza.yaml")]
+        agent: PathBuf,
+        #[arg(long, default_value_t = 8085)]
+        port: u16,
+    },
+    /// A terminal phone: each line typed is sent to a bridge as a signed Twilio webhook.
+    Chat {
+        /// The bridge's webhook URL, exactly as configured in Twilio.
+        #[arg(
+            long,
+            env = "TWILIO_WEBHOOK_URL",
+            default_value = "http://127.0.0.1:8080/"
+        )]
+        url: String,
+        /// The sender: a phone number, or whatsapp:+number.
+        #[arg(long, default_value = "+15555550100")]
+        from: String,
+        /// The number written to.
+        #[arg(long, default_value = "+15555550199")]
+        to: String,
+        /// Send this one picture (MMS) with the first message.
+        #[arg(long)]
+        media: Option<String>,
+        #[arg(long, env = "TWILIO_ACCOUNT_SID", hide_env_values = true)]
+        account_sid: String,
+        #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+        auth_token: String,
+    },
+    /// Start an emulated agent and the bridge, and play a conversation through them.
+    Demo {
+        /// Drop into the terminal phone after the scripted conversation.
+        #[arg(long)]
+        interactive: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo and the phone print a conversation; only errors should interrupt it.
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Chat { .. });
+    init_logging(if quiet { "error" } else { "info" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => serve().await,
+        Command::Emulator { agent, port } => {
+            emulator::run(&agent, port).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chat {
+            url,
+            from,
+            to,
+            media,
+            account_sid,
+            auth_token,
+        } => {
+            let phone = chat::Phone::new(&url, &account_sid, &auth_token, &from, &to)?;
+            if let Some(media) = media {
+                let reply = phone
+                    .send(&chat::Outgoing {
+                        media: vec![media],
+                        ..Default::default()
+                    })
+                    .await?;
+                println!("{}", chat::show(&reply));
+            }
+            chat::run(&phone, std::io::IsTerminal::is_terminal(&std::io::stdin())).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { interactive } => {
+            demo::run(interactive).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<ExitCode> {
+    let dir = std::env::current_dir().context("cannot read the working directory")?;
+    let vars = config::load_vars(&dir).map_err(anyhow::Error::msg)?;
+    let settings = match config::Settings::from_vars(&vars) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            for line in &errors.0 {
+                eprintln!("configuration error: {line}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let state = http::AppState::connect(&settings)
+        .await
+        .context("cannot set up the Dialogflow client")?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
+        .await
+        .with_context(|| format!("cannot listen on port {}", settings.port))?;
+    tracing::info!(port = settings.port, agent = ?settings.agent.kind, endpoint = %settings.agent.endpoint.url(), "bridge listening");
+    http::serve(listener, state, http::shutdown_signal())
+        .await
+        .context("the server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -27,6 +27,7 @@ pub struct SentMessage {
     pub messaging_service_sid: Option<String>,
     pub body: String,
     pub media: Vec<String>,
+    pub status_callback: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +168,7 @@ async fn create_message(
     let mut service = None;
     let mut text = String::new();
     let mut media = Vec::new();
+    let mut status_callback = None;
     for (name, value) in form_urlencoded::parse(body.as_bytes()).into_owned() {
         match name.as_str() {
             "To" => to = Some(value),
@@ -174,6 +176,7 @@ async fn create_message(
             "MessagingServiceSid" => service = Some(value),
             "Body" => text = value,
             "MediaUrl" => media.push(value),
+            "StatusCallback" => status_callback = Some(value),
             _ => {}
         }
     }
@@ -210,6 +213,7 @@ async fn create_message(
             messaging_service_sid: service.clone(),
             body: text.clone(),
             media,
+            status_callback,
         });
         format!("SM{:032x}", recorded.sent.len())
     };

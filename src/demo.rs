@@ -1,0 +1,183 @@
+//! `twilio-dialogflow demo`: the whole path on one machine, with no phone and no cloud.
+//!
+//! Starts the Dialogflow emulator with the sample agent, a stand-in for Twilio's
+//! Messages API and the bridge, each on a free local port, then plays a conversation
+//! through real HTTP and real signatures and prints it as the phone would show it.
+
+use crate::chat::{self, Outgoing, Phone, PhoneReply};
+use crate::config::Settings;
+use crate::emulator::{AgentDefinition, Emulator};
+use crate::http::RunningBridge;
+use crate::messages_emulator::MessagesEmulator;
+use anyhow::Context;
+use std::collections::HashMap;
+use tokio::net::TcpListener;
+
+/// The sample agent, built in so that the demo runs from any directory.
+pub const SAMPLE_AGENT: &str = include_str!("../examples/agents/pizza.yaml");
+
+const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+const USER: &str = "+15555550100";
+const OUR_NUMBER: &str = "+15555550199";
+
+/// One step of the script.
+enum Step {
+    Say(&'static str),
+    Picture(&'static str),
+    Forged(&'static str),
+    Redelivered(&'static str),
+}
+
+const SCRIPT: &[(&str, Step)] = &[
+    ("A greeting", Step::Say("hi")),
+    (
+        "A multi-turn order; the agent keeps size and topping in the session",
+        Step::Say("I'd like to order a pizza"),
+    ),
+    ("", Step::Say("large")),
+    ("", Step::Say("pepperoni")),
+    ("", Step::Say("confirm")),
+    (
+        "A rich reply: a custom payload with media for the TWILIO channel",
+        Step::Say("menu"),
+    ),
+    (
+        "A picture with no words: sent to the agent as the twilio_media event",
+        Step::Picture("https://demo.twilio.com/owl.png"),
+    ),
+    (
+        "Something the agent does not know: its fallback",
+        Step::Say("what's the weather like?"),
+    ),
+    (
+        "The agent fails (UNAVAILABLE, retried until the deadline): the bridge's FALLBACK_MESSAGE",
+        Step::Say("break"),
+    ),
+    (
+        "Twilio re-delivers a message: the agent is asked once, the reply is the same",
+        Step::Redelivered("hello"),
+    ),
+    (
+        "A webhook signed with the wrong auth token: refused before the agent sees it",
+        Step::Forged("hi"),
+    ),
+];
+
+pub async fn run(interactive: bool) -> anyhow::Result<()> {
+    let agent = AgentDefinition::from_yaml_str(SAMPLE_AGENT)?;
+    let auth_token = format!("demo-{:x}", std::process::id());
+    let emulator = Emulator::start(agent.clone(), TcpListener::bind("127.0.0.1:0").await?).await?;
+    let twilio = MessagesEmulator::start(
+        TcpListener::bind("127.0.0.1:0").await?,
+        ACCOUNT_SID,
+        &auth_token,
+    )?;
+    let vars: HashMap<String, String> = [
+        ("AGENT_TYPE", "CX"),
+        ("AGENT_ID", agent.agent_id()),
+        ("AGENT_LOCATION", agent.location()),
+        ("GCP_PROJECT", agent.project()),
+        ("LANGUAGE_CODE", "en"),
+        ("SESSION_TTL", "30m"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", &auth_token),
+        ("AGENT_TIMEOUT", "3s"),
+        ("DIALOGFLOW_EMULATOR_HOST", &emulator.addr().to_string()),
+        ("TWILIO_API_BASE_URL", &twilio.base_url()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let settings =
+        Settings::from_vars(&vars).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+    let bridge = RunningBridge::start(&settings, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let phone = Phone::new(&bridge.url(), ACCOUNT_SID, &auth_token, USER, OUR_NUMBER)?;
+
+    println!("twilio-dialogflow demo");
+    println!(
+        "  Dialogflow CX emulator, agent '{}': http://{}",
+        agent.agent_id(),
+        emulator.addr()
+    );
+    println!("  bridge (the Twilio webhook):     {}", bridge.url());
+    println!(
+        "  Texting {OUR_NUMBER} from {USER}; every message is a webhook signed as Twilio signs it."
+    );
+    for (title, step) in SCRIPT {
+        if !title.is_empty() {
+            println!("\n# {title}");
+        }
+        play(&phone, step).await?;
+    }
+    println!(
+        "\nThe agent received {} detectIntent requests (retries included).",
+        emulator.requests().len()
+    );
+    if interactive {
+        println!("\nYour turn. Type a message; /media URL [text] sends a picture; /quit ends.");
+        chat::run(&phone, true).await?;
+    } else {
+        println!("Try it yourself: twilio-dialogflow demo --interactive");
+    }
+    bridge.shutdown().await?;
+    emulator.shutdown().await;
+    Ok(())
+}
+
+async fn play(phone: &Phone, step: &Step) -> anyhow::Result<()> {
+    let reply = match step {
+        Step::Say(text) => {
+            println!("> {text}");
+            phone
+                .send(&Outgoing {
+                    body: text.to_string(),
+                    ..Default::default()
+                })
+                .await?
+        }
+        Step::Picture(url) => {
+            println!("> [picture] {url}");
+            phone
+                .send(&Outgoing {
+                    media: vec![url.to_string()],
+                    ..Default::default()
+                })
+                .await?
+        }
+        Step::Forged(text) => {
+            println!("> {text}   (signed with a wrong token)");
+            let forger = Phone::new(
+                &phone.url,
+                &phone.account_sid,
+                "not-the-auth-token",
+                &phone.from,
+                &phone.to,
+            )?;
+            forger
+                .send(&Outgoing {
+                    body: text.to_string(),
+                    ..Default::default()
+                })
+                .await?
+        }
+        Step::Redelivered(text) => {
+            let message = Outgoing {
+                body: text.to_string(),
+                message_sid: Some("SM0000000000000000000000000000demo".into()),
+                ..Default::default()
+            };
+            println!("> {text}");
+            let first = phone.send(&message).await?;
+            println!("{}", chat::show(&first));
+            println!("> {text}   (the same MessageSid, delivered again)");
+            phone.send(&message).await.context("re-delivery")?
+        }
+    };
+    println!("{}", chat::show(&reply));
+    if let PhoneReply::Messages(messages) = &reply {
+        if messages.is_empty() {
+            println!("  (the reply follows through the Messages API)");
+        }
+    }
+    Ok(())
+}

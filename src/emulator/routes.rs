@@ -1,0 +1,487 @@
+//! The HTTP side of the emulator: which URL is which method, and the detectIntent
+//! handler for CX v3 and ES v2.
+
+use super::agent_file::{AgentDefinition, Intent, Reply};
+use super::matcher;
+use super::sessions::{Sessions, DEFAULT_TTL};
+use super::wire::{self, EnumEncoding, GoogleError, Query};
+use super::RecordedRequest;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+pub struct Shared {
+    pub agent: AgentDefinition,
+    pub sessions: Sessions,
+    pub recorded: Mutex<Vec<RecordedRequest>>,
+    /// For each intent, how many more matches fail (`fail_first`).
+    failures_left: Vec<AtomicU32>,
+    responses: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(agent: AgentDefinition) -> Arc<Self> {
+        let failures_left = agent
+            .intents
+            .iter()
+            .map(|i| AtomicU32::new(i.fail_first.unwrap_or(u32::MAX)))
+            .collect();
+        Arc::new(Self {
+            agent,
+            sessions: Sessions::default(),
+            recorded: Mutex::default(),
+            failures_left,
+            responses: AtomicU64::new(0),
+        })
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    // The `:detectIntent` verb sits inside the last path segment, which axum's path
+    // patterns cannot split; every request goes through one handler that reads the path.
+    Router::new().fallback(handle).with_state(shared)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Cx,
+    Es,
+}
+
+/// A detectIntent URL, taken apart.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    api: Api,
+    project: String,
+    location: String,
+    agent_id: Option<String>,
+    session: String,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let (resource, verb) = path.rsplit_once(':')?;
+    if verb != "detectIntent" {
+        return None;
+    }
+    let segments: Vec<&str> = resource.trim_start_matches('/').split('/').collect();
+    let session = resource
+        .trim_start_matches('/')
+        .split_once('/')?
+        .1
+        .to_owned();
+    match segments.as_slice() {
+        ["v3", "projects", p, "locations", l, "agents", a, "sessions", _]
+        | ["v3", "projects", p, "locations", l, "agents", a, "environments", _, "sessions", _] => {
+            Some(Target {
+                api: Api::Cx,
+                project: p.to_string(),
+                location: l.to_string(),
+                agent_id: Some(a.to_string()),
+                session,
+            })
+        }
+        ["v2", "projects", p, "agent", "sessions", _]
+        | ["v2", "projects", p, "agent", "environments", _, "users", _, "sessions", _] => {
+            Some(Target {
+                api: Api::Es,
+                project: p.to_string(),
+                location: "global".into(),
+                agent_id: None,
+                session,
+            })
+        }
+        ["v2", "projects", p, "locations", l, "agent", "sessions", _]
+        | ["v2", "projects", p, "locations", l, "agent", "environments", _, "users", _, "sessions", _] => {
+            Some(Target {
+                api: Api::Es,
+                project: p.to_string(),
+                location: l.to_string(),
+                agent_id: None,
+                session,
+            })
+        }
+        _ => None,
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let query = uri.query().unwrap_or_default().to_owned();
+    let target = match parse_path(&path) {
+        Some(target) if method == Method::POST => target,
+        _ => {
+            return GoogleError::not_found(format!("Method not found: {method} {path}"))
+                .into_response()
+        }
+    };
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(error) => {
+            return GoogleError::invalid_argument(format!("Invalid JSON payload received. {error}"))
+                .into_response()
+        }
+    };
+    shared
+        .recorded
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(RecordedRequest {
+            path,
+            query: query.clone(),
+            body: body.clone(),
+        });
+    match detect_intent(&shared, &target, &body, EnumEncoding::from_query(&query)).await {
+        Ok(response) => Json(response).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn detect_intent(
+    shared: &Shared,
+    target: &Target,
+    body: &Value,
+    enums: EnumEncoding,
+) -> Result<Value, GoogleError> {
+    let agent = &shared.agent;
+    let known = target.project == agent.project
+        && target.location == agent.location
+        && target
+            .agent_id
+            .as_deref()
+            .is_none_or(|id| id == agent.agent_id);
+    if !known {
+        let name = match target.api {
+            Api::Cx => format!(
+                "projects/{}/locations/{}/agents/{}",
+                target.project,
+                target.location,
+                target.agent_id.as_deref().unwrap_or_default()
+            ),
+            Api::Es => format!("projects/{}/agent", target.project),
+        };
+        return Err(GoogleError::not_found(format!(
+            "com.google.apps.framework.request.NotFoundException: Agent '{name}' does not exist."
+        )));
+    }
+    let (query, language) = wire::read_query(body)?;
+    let params = body.get("queryParams");
+    let channel = params
+        .and_then(|p| p.get("channel"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ttl = params
+        .and_then(|p| p.get("sessionTtl"))
+        .and_then(wire::read_duration)
+        .unwrap_or(DEFAULT_TTL);
+    let matched = match &query {
+        Query::Text(text) => matcher::match_text(&agent.intents, text),
+        Query::Event(event) => matcher::match_event(&agent.intents, event).map(|i| (i, 1.0)),
+    };
+    let intent = matched.map(|(index, _)| (index, &agent.intents[index]));
+    if let Some((index, intent)) = intent {
+        if let Some(delay) = intent.delay_ms {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if let Some(error) = &intent.error {
+            let failing = shared.failures_left[index]
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok();
+            if failing {
+                return Err(GoogleError::new(
+                    error.code,
+                    &error.status,
+                    error.message.clone(),
+                ));
+            }
+        }
+    }
+    let request_parameters = params
+        .and_then(|p| p.get("parameters"))
+        .and_then(Value::as_object)
+        .cloned();
+    let parameters = shared
+        .sessions
+        .update(&target.session, ttl, Instant::now(), |session| {
+            session.extend(request_parameters.unwrap_or_default());
+            if let (Some((_, intent)), Query::Text(text)) = (intent, &query) {
+                if let Some(capture) = &intent.capture {
+                    if let Some(value) = matcher::capture(&capture.values, text) {
+                        session.insert(capture.parameter.clone(), json!(value));
+                    }
+                }
+            }
+            session.clone()
+        });
+    let replies: &[Reply] = match intent {
+        Some((_, intent)) => &intent.replies,
+        None if matches!(query, Query::Event(_)) => &[],
+        None => &agent.fallback.replies,
+    };
+    let response_id = format!(
+        "emulator-{:016x}",
+        shared.responses.fetch_add(1, Ordering::Relaxed)
+    );
+    let language = language.unwrap_or_else(|| agent.language.clone());
+    let confidence = matched.map_or(1.0, |(_, c)| c);
+    Ok(match target.api {
+        Api::Cx => cx_response(
+            agent,
+            response_id,
+            &query,
+            &language,
+            intent,
+            confidence,
+            replies,
+            channel,
+            &parameters,
+            enums,
+        ),
+        Api::Es => es_response(
+            agent,
+            response_id,
+            &query,
+            &language,
+            intent,
+            confidence,
+            replies,
+            &parameters,
+            enums,
+        ),
+    })
+}
+
+/// A stable, UUID-shaped id for the intent at `index`.
+fn intent_id(index: usize) -> String {
+    format!("{index:08x}-0000-4000-8000-{index:012x}")
+}
+
+/// Replaces `$session.params.NAME` with the parameter's value, or nothing.
+fn fill(template: &str, parameters: &Map<String, Value>) -> String {
+    const MARK: &str = "$session.params.";
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + MARK.len()..];
+        let end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(after.len());
+        match parameters.get(&after[..end]) {
+            Some(Value::String(value)) => out.push_str(value),
+            Some(other) => out.push_str(&other.to_string()),
+            None => {}
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cx_response(
+    agent: &AgentDefinition,
+    response_id: String,
+    query: &Query,
+    language: &str,
+    intent: Option<(usize, &Intent)>,
+    confidence: f32,
+    replies: &[Reply],
+    channel: &str,
+    parameters: &Map<String, Value>,
+    enums: EnumEncoding,
+) -> Value {
+    let agent_name = format!(
+        "projects/{}/locations/{}/agents/{}",
+        agent.project, agent.location, agent.agent_id
+    );
+    let messages: Vec<Value> = replies
+        .iter()
+        .filter(|r| r.platform.is_none())
+        .filter(|r| r.channel.as_deref().is_none_or(|c| c == channel))
+        .map(|reply| {
+            let mut message = Map::new();
+            if let Some(text) = &reply.text {
+                message.insert("text".into(), json!({"text": [fill(text, parameters)]}));
+            } else if let Some(payload) = &reply.payload {
+                message.insert("payload".into(), Value::Object(payload.clone()));
+            }
+            if let Some(channel) = &reply.channel {
+                message.insert("channel".into(), json!(channel));
+            }
+            message.insert("responseType".into(), enums.write(HANDLER.0, HANDLER.1));
+            Value::Object(message)
+        })
+        .collect();
+    let (match_type, intent_json) = match (intent, query) {
+        (Some((index, intent)), Query::Text(_)) => (
+            wire::MATCH_INTENT,
+            Some(
+                json!({"name": format!("{agent_name}/intents/{}", intent_id(index)), "displayName": intent.name}),
+            ),
+        ),
+        (Some((index, intent)), Query::Event(_)) => (
+            wire::MATCH_EVENT,
+            Some(
+                json!({"name": format!("{agent_name}/intents/{}", intent_id(index)), "displayName": intent.name}),
+            ),
+        ),
+        (None, Query::Event(_)) => (wire::MATCH_EVENT, None),
+        (None, Query::Text(_)) => (wire::MATCH_NO_MATCH, None),
+    };
+    let mut result = Map::new();
+    match query {
+        Query::Text(text) => result.insert("text".into(), json!(text)),
+        Query::Event(event) => result.insert("triggerEvent".into(), json!(event)),
+    };
+    result.insert("languageCode".into(), json!(language));
+    result.insert("parameters".into(), Value::Object(parameters.clone()));
+    result.insert("responseMessages".into(), Value::Array(messages));
+    result.insert(
+        "currentPage".into(),
+        json!({"name": format!("{agent_name}/flows/00000000-0000-0000-0000-000000000000/pages/START_PAGE"), "displayName": "Start Page"}),
+    );
+    let mut matched =
+        json!({"matchType": enums.write(match_type.0, match_type.1), "confidence": confidence});
+    if let Some(intent_json) = &intent_json {
+        result.insert("intent".into(), intent_json.clone());
+        result.insert("intentDetectionConfidence".into(), json!(confidence));
+        matched["intent"] = intent_json.clone();
+    }
+    result.insert("match".into(), matched);
+    json!({"responseId": response_id, "queryResult": result})
+}
+
+const HANDLER: (&str, i32) = wire::HANDLER_PROMPT;
+
+#[allow(clippy::too_many_arguments)]
+fn es_response(
+    agent: &AgentDefinition,
+    response_id: String,
+    query: &Query,
+    language: &str,
+    intent: Option<(usize, &Intent)>,
+    confidence: f32,
+    replies: &[Reply],
+    parameters: &Map<String, Value>,
+    enums: EnumEncoding,
+) -> Value {
+    let agent_name = match agent.location.as_str() {
+        "global" => format!("projects/{}/agent", agent.project),
+        location => format!("projects/{}/locations/{location}/agent", agent.project),
+    };
+    let messages: Vec<Value> = replies
+        .iter()
+        .filter(|r| r.channel.is_none())
+        .map(|reply| {
+            let mut message = Map::new();
+            if let Some(text) = &reply.text {
+                message.insert("text".into(), json!({"text": [fill(text, parameters)]}));
+            } else if let Some(payload) = &reply.payload {
+                message.insert("payload".into(), Value::Object(payload.clone()));
+            }
+            // PLATFORM_UNSPECIFIED is the default value, which proto3 JSON leaves out.
+            if let Some(platform) = &reply.platform {
+                let number = wire::platform_number(platform).unwrap_or(0);
+                if number != 0 {
+                    message.insert("platform".into(), enums.write(platform, number));
+                }
+            }
+            Value::Object(message)
+        })
+        .collect();
+    let fulfillment_text = replies
+        .iter()
+        .find(|r| {
+            r.channel.is_none()
+                && r.platform
+                    .as_deref()
+                    .is_none_or(|p| p == "PLATFORM_UNSPECIFIED")
+        })
+        .and_then(|r| r.text.as_deref())
+        .map(|t| fill(t, parameters))
+        .unwrap_or_default();
+    let query_text = match query {
+        Query::Text(text) => text.clone(),
+        Query::Event(event) => event.clone(),
+    };
+    let mut result = json!({
+        "queryText": query_text,
+        "languageCode": language,
+        "parameters": parameters,
+        "allRequiredParamsPresent": true,
+        "fulfillmentText": fulfillment_text,
+        "fulfillmentMessages": messages,
+    });
+    match intent {
+        Some((index, intent)) => {
+            result["intent"] = json!({"name": format!("{agent_name}/intents/{}", intent_id(index)), "displayName": intent.name});
+            result["intentDetectionConfidence"] = json!(confidence);
+        }
+        None if matches!(query, Query::Text(_)) => {
+            result["intent"] = json!({"name": format!("{agent_name}/intents/{}", intent_id(usize::MAX >> 16)), "displayName": "Default Fallback Intent", "isFallback": true});
+            result["intentDetectionConfidence"] = json!(1.0);
+        }
+        None => {}
+    }
+    json!({"responseId": response_id, "queryResult": result})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_detect_intent_path() {
+        let cx = parse_path("/v3/projects/p/locations/global/agents/a/sessions/s1:detectIntent")
+            .unwrap();
+        assert_eq!(
+            (cx.api, cx.agent_id.as_deref(), cx.session.as_str()),
+            (
+                Api::Cx,
+                Some("a"),
+                "projects/p/locations/global/agents/a/sessions/s1"
+            )
+        );
+        let env = parse_path(
+            "/v3/projects/p/locations/l/agents/a/environments/e/sessions/s:detectIntent",
+        )
+        .unwrap();
+        assert_eq!(env.location, "l");
+        let es = parse_path("/v2/projects/p/agent/sessions/s:detectIntent").unwrap();
+        assert_eq!((es.api, es.location.as_str()), (Api::Es, "global"));
+        let regional =
+            parse_path("/v2/projects/p/locations/europe-west2/agent/sessions/s:detectIntent")
+                .unwrap();
+        assert_eq!(regional.location, "europe-west2");
+        assert!(parse_path("/v2/projects/p/agent/sessions/s:streamingDetectIntent").is_none());
+        assert!(parse_path("/v2/projects/p/agent/intents").is_none());
+    }
+
+    #[test]
+    fn fills_session_parameters() {
+        let mut params = Map::new();
+        params.insert("size".into(), json!("large"));
+        params.insert("count".into(), json!(2));
+        assert_eq!(
+            fill("A $session.params.size pizza", &params),
+            "A large pizza"
+        );
+        assert_eq!(
+            fill("$session.params.count, $session.params.missing.", &params),
+            "2, ."
+        );
+    }
+}

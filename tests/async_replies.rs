@@ -1,0 +1,239 @@
+//! Replies that cannot wait for the webhook: sent through Twilio's Messages API
+//! (the local emulator of it), in order, once.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use twilio_dialogflow::chat::{Outgoing, Phone};
+use twilio_dialogflow::messages_emulator::SentMessage;
+
+const EMPTY: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+fn mode(mode: &'static str) -> impl FnOnce(&mut std::collections::HashMap<String, String>) {
+    move |vars| {
+        vars.insert("REPLY_MODE".into(), mode.into());
+        vars.insert("REPLY_DEADLINE".into(), "1s".into());
+        vars.insert("AGENT_TIMEOUT".into(), "35s".into());
+    }
+}
+
+/// The raw TwiML answer, and how long it took.
+async fn webhook(stack: &Stack, message: &Outgoing) -> (String, Duration) {
+    let (params, signature) = stack.phone.webhook(message);
+    let started = Instant::now();
+    let (status, body) = post(
+        &stack.bridge.url(),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-twilio-signature", &signature),
+        ],
+        params.encode(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    (body, started.elapsed())
+}
+
+fn says(text: &str) -> Outgoing {
+    Outgoing {
+        body: text.into(),
+        ..Default::default()
+    }
+}
+
+fn bodies(sent: &[SentMessage]) -> Vec<&str> {
+    sent.iter().map(|m| m.body.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_slow_agents_reply_still_reaches_the_user_through_the_api() {
+    let stack = start("CX", mode("auto")).await;
+    // The agent takes 20 s; Twilio would give up on the webhook after 15 s.
+    let (twiml, took) = webhook(&stack, &says("glacial")).await;
+    assert_eq!(twiml, EMPTY);
+    assert!(
+        took < Duration::from_secs(3),
+        "the webhook answered within the deadline, took {took:?}"
+    );
+    let sent = stack.twilio.wait_for(2).await;
+    assert_eq!(
+        bodies(&sent),
+        vec!["Sorry for the wait", "Here is your answer"]
+    );
+    let first = &sent[0];
+    assert_eq!(first.to, USER);
+    assert_eq!(first.from.as_deref(), Some(OUR_NUMBER));
+    assert_eq!(first.account_sid, ACCOUNT_SID);
+    assert_eq!(
+        first.status_callback.as_deref(),
+        Some(format!("{}status", stack.bridge.url()).as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_quick_agent_answers_in_the_webhook_in_auto_mode() {
+    let stack = start("CX", mode("auto")).await;
+    let (twiml, _) = webhook(&stack, &says("hi")).await;
+    assert!(
+        twiml.contains("<Body>Hello from the agent</Body>"),
+        "{twiml}"
+    );
+    assert!(stack.twilio.sent().is_empty());
+    assert_eq!(stack.twilio.attempts(), 0);
+}
+
+#[tokio::test]
+async fn api_mode_answers_the_webhook_at_once_and_sends_media_too() {
+    let stack = start("CX", mode("api")).await;
+    let (twiml, _) = webhook(&stack, &says("menu")).await;
+    assert_eq!(twiml, EMPTY);
+    let sent = stack.twilio.wait_for(2).await;
+    assert_eq!(bodies(&sent), vec!["Here is the menu", "Menu card"]);
+    assert_eq!(
+        sent[1].media,
+        vec![
+            "https://example.com/menu.jpg",
+            "https://example.com/drinks.jpg"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_messaging_service_can_send_the_replies() {
+    let stack = start("CX", |vars| {
+        mode("api")(vars);
+        vars.insert(
+            "TWILIO_MESSAGING_SERVICE_SID".into(),
+            "MG0123456789abcdef0123456789abcdef".into(),
+        );
+    })
+    .await;
+    webhook(&stack, &says("hi")).await;
+    let sent = stack.twilio.wait_for(1).await;
+    assert_eq!(sent[0].from, None);
+    assert_eq!(
+        sent[0].messaging_service_sid.as_deref(),
+        Some("MG0123456789abcdef0123456789abcdef")
+    );
+}
+
+#[tokio::test]
+async fn a_failing_messages_api_is_retried() {
+    let stack = start("CX", mode("api")).await;
+    stack.twilio.fail_next(&[500, 429]);
+    webhook(&stack, &says("hi")).await;
+    let sent = stack.twilio.wait_for(1).await;
+    assert_eq!(bodies(&sent), vec!["Hello from the agent"]);
+    assert_eq!(stack.twilio.attempts(), 3);
+}
+
+#[tokio::test]
+async fn a_messages_api_that_keeps_failing_is_given_up_on_and_the_next_reply_still_goes() {
+    let stack = start("CX", mode("api")).await;
+    stack.twilio.fail_next(&[503, 503, 503, 503]);
+    webhook(&stack, &says("hi")).await;
+    webhook(&stack, &says("tricky")).await;
+    let sent = stack.twilio.wait_for(1).await;
+    // Four tries for the first reply, then the second reply goes through.
+    assert_eq!(bodies(&sent), vec!["Fish & <chips> \"quoted\" 🍟"]);
+    assert_eq!(stack.twilio.attempts(), 5);
+}
+
+#[tokio::test]
+async fn a_redelivery_in_flight_makes_no_second_agent_call_nor_second_reply() {
+    let stack = start("CX", mode("auto")).await;
+    let message = Outgoing {
+        message_sid: Some("SM000000000000000000000000000000aa".into()),
+        ..says("slow")
+    };
+    let ((first, _), (second, _)) =
+        tokio::join!(webhook(&stack, &message), webhook(&stack, &message));
+    assert_eq!((first.as_str(), second.as_str()), (EMPTY, EMPTY));
+    let sent = stack.twilio.wait_for(1).await;
+    // A third delivery after the reply went out changes nothing either.
+    let (third, _) = webhook(&stack, &message).await;
+    assert_eq!(third, EMPTY);
+    assert_eq!(bodies(&sent), vec!["Finally"]);
+    assert_eq!(stack.agent_requests().len(), 1);
+    assert_eq!(stack.twilio.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn replies_of_one_conversation_keep_their_order_while_others_do_not_wait() {
+    let stack = start("CX", mode("api")).await;
+    // One person sends a question the agent is slow on, then a quick one.
+    webhook(&stack, &says("a bit slow")).await;
+    webhook(&stack, &says("hi")).await;
+    // Meanwhile someone else asks something quick.
+    let other = Phone::new(
+        &stack.bridge.url(),
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        "+15559990000",
+        OUR_NUMBER,
+    )
+    .unwrap();
+    let (params, signature) = other.webhook(&says("tricky"));
+    post(
+        &stack.bridge.url(),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-twilio-signature", &signature),
+        ],
+        params.encode(),
+    )
+    .await;
+    let sent = stack.twilio.wait_for(3).await;
+    let to_user: Vec<&str> = sent
+        .iter()
+        .filter(|m| m.to == USER)
+        .map(|m| m.body.as_str())
+        .collect();
+    assert_eq!(to_user, vec!["Slowly but surely", "Hello from the agent"]);
+    // The other conversation did not wait behind the slow one.
+    assert_eq!(sent[0].to, "+15559990000");
+}
+
+#[tokio::test]
+async fn shutdown_still_sends_the_replies_owed() {
+    let stack = start("CX", mode("api")).await;
+    webhook(&stack, &says("a bit slow")).await;
+    let Stack {
+        bridge,
+        twilio,
+        emulator,
+        ..
+    } = stack;
+    bridge.shutdown().await.unwrap();
+    drop(emulator);
+    // Shutdown returned only after the owed reply went out.
+    assert_eq!(bodies(&twilio.sent()), vec!["Slowly but surely"]);
+}
+
+#[tokio::test]
+async fn status_callbacks_are_signature_checked() {
+    let stack = start("CX", mode("api")).await;
+    let url = format!("{}status", stack.bridge.url());
+    let params: Vec<(String, String)> = [
+        ("MessageSid", "SM1"),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+        ("AccountSid", ACCOUNT_SID),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let signature = twilio_dialogflow::twilio::signature::compute(AUTH_TOKEN, &url, &params);
+    let body = twilio_dialogflow::twilio::webhook::FormParams::from_pairs(params).encode();
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let (status, _) = post(
+        &url,
+        &[form, ("x-twilio-signature", &signature)],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = post(&url, &[form, ("x-twilio-signature", "forged")], body).await;
+    assert_eq!(status, 403);
+}

@@ -1,0 +1,244 @@
+//! What the bridge refuses, and how it finds the URL Twilio signed. A refused webhook
+//! never reaches the agent.
+
+mod common;
+
+use common::*;
+use twilio_dialogflow::chat::{Outgoing, Phone, PhoneReply};
+use twilio_dialogflow::twilio::signature;
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+fn hi() -> Outgoing {
+    Outgoing {
+        body: "hi".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn health_check_answers() {
+    let stack = start("CX", |_| {}).await;
+    let response = reqwest::get(format!("{}healthz", stack.bridge.url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_webhook_without_signature_is_refused() {
+    let stack = start("CX", |_| {}).await;
+    let (params, _) = stack.phone.webhook(&hi());
+    let (status, reason) = post(&stack.bridge.url(), &[FORM], params.encode()).await;
+    assert_eq!(
+        (status, reason.trim()),
+        (403, "missing X-Twilio-Signature header")
+    );
+    assert!(stack.agent_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_tampered_webhook_is_refused() {
+    let stack = start("CX", |_| {}).await;
+    let (params, signature) = stack.phone.webhook(&hi());
+    let tampered = params.encode().replace("Body=hi", "Body=ho");
+    let (status, reason) = post(
+        &stack.bridge.url(),
+        &[FORM, ("x-twilio-signature", &signature)],
+        tampered,
+    )
+    .await;
+    assert_eq!(
+        (status, reason.trim()),
+        (403, "X-Twilio-Signature does not match this request")
+    );
+    assert!(stack.agent_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_webhook_signed_with_another_token_is_refused() {
+    let stack = start("CX", |_| {}).await;
+    let forger = Phone::new(
+        &stack.bridge.url(),
+        ACCOUNT_SID,
+        "not-the-token",
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap();
+    let reply = forger.send(&hi()).await.unwrap();
+    assert!(matches!(reply, PhoneReply::Refused { status: 403, .. }));
+    assert!(stack.agent_requests().is_empty());
+}
+
+#[tokio::test]
+async fn the_secondary_token_is_accepted_during_a_rotation() {
+    let stack = start("CX", |vars| {
+        vars.insert("TWILIO_AUTH_TOKEN_SECONDARY".into(), "next-token".into());
+    })
+    .await;
+    let rotated = Phone::new(
+        &stack.bridge.url(),
+        ACCOUNT_SID,
+        "next-token",
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap();
+    assert!(matches!(rotated.send(&hi()).await.unwrap(), PhoneReply::Messages(m) if m.len() == 1));
+}
+
+#[tokio::test]
+async fn another_accounts_webhook_is_refused() {
+    let stack = start("CX", |_| {}).await;
+    let other = Phone::new(
+        &stack.bridge.url(),
+        "ACffffffffffffffffffffffffffffffff",
+        AUTH_TOKEN,
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap();
+    let reply = other.send(&hi()).await.unwrap();
+    assert_eq!(
+        reply,
+        PhoneReply::Refused {
+            status: 403,
+            reason: "the webhook is for another Twilio account".into()
+        }
+    );
+    assert!(stack.agent_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_webhook_without_sender_is_refused() {
+    let stack = start("CX", |_| {}).await;
+    let url = stack.bridge.url();
+    let params = vec![
+        ("AccountSid".to_string(), ACCOUNT_SID.to_string()),
+        ("Body".to_string(), "hi".to_string()),
+    ];
+    let signature = signature::compute(AUTH_TOKEN, &url, &params);
+    let body = twilio_dialogflow::twilio::webhook::FormParams::from_pairs(params).encode();
+    let (status, reason) = post(&url, &[FORM, ("x-twilio-signature", &signature)], body).await;
+    assert_eq!(
+        (status, reason.trim()),
+        (400, "missing required parameter From")
+    );
+    assert!(stack.agent_requests().is_empty());
+}
+
+#[tokio::test]
+async fn only_forms_are_accepted() {
+    let stack = start("CX", |_| {}).await;
+    let (status, _) = post(
+        &stack.bridge.url(),
+        &[
+            ("content-type", "application/json"),
+            ("x-twilio-signature", "x"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 415);
+    assert!(stack.agent_requests().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let stack = start("CX", |_| {}).await;
+    let body = format!("Body={}", "a".repeat(70 * 1024));
+    let (status, _) = post(
+        &stack.bridge.url(),
+        &[FORM, ("x-twilio-signature", "x")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert!(stack.agent_requests().is_empty());
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_public_url_is_rebuilt() {
+    let stack = start("CX", |vars| {
+        vars.insert("TRUST_PROXY".into(), "true".into());
+    })
+    .await;
+    // Twilio called the public HTTPS URL; the proxy forwarded it to us over plain HTTP.
+    let public = Phone::new(
+        "https://bot.example.com/",
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap();
+    let (params, signature) = public.webhook(&hi());
+    let headers = [
+        FORM,
+        ("x-twilio-signature", signature.as_str()),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "bot.example.com"),
+    ];
+    let (status, body) = post(&stack.bridge.url(), &headers, params.encode()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello from the agent"));
+}
+
+#[tokio::test]
+async fn untrusted_forwarded_headers_are_ignored() {
+    let stack = start("CX", |vars| {
+        vars.insert("TRUST_PROXY".into(), "false".into());
+    })
+    .await;
+    let public = Phone::new(
+        "https://bot.example.com/",
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap();
+    let (params, signature) = public.webhook(&hi());
+    let headers = [
+        FORM,
+        ("x-twilio-signature", signature.as_str()),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "bot.example.com"),
+    ];
+    let (status, _) = post(&stack.bridge.url(), &headers, params.encode()).await;
+    assert_eq!(status, 403);
+    assert!(stack.agent_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_configured_webhook_url_is_what_signatures_are_checked_against() {
+    let stack = start("CX", |vars| {
+        vars.insert(
+            "TWILIO_WEBHOOK_URL".into(),
+            "https://bot.example.com/twilio".into(),
+        );
+    })
+    .await;
+    let public = Phone::new(
+        "https://bot.example.com/twilio",
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap();
+    let (params, signature) = public.webhook(&hi());
+    let (status, _) = post(
+        &stack.bridge.url(),
+        &[FORM, ("x-twilio-signature", &signature)],
+        params.encode(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A signature over the local URL no longer counts.
+    assert!(matches!(
+        stack.phone.send(&hi()).await.unwrap(),
+        PhoneReply::Refused { status: 403, .. }
+    ));
+}
