@@ -92,9 +92,17 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+    // Replies already owed are still sent; those that cannot be in the time left are
+    // named, so that nothing disappears silently.
+    if let Some(outbox) = state.conversations.outbox() {
+        for message_sid in outbox.drain(state.shutdown_grace).await {
+            tracing::error!(%message_sid, "shutting down: the reply to this message was not sent");
+        }
+    }
+    Ok(())
 }
 
 /// A bridge running on a background task, for tests and the demo.

@@ -170,6 +170,7 @@ pub async fn start(agent_type: &str, tweak: impl FnOnce(&mut HashMap<String, Str
         emulator,
         bridge,
         phone,
+        twilio,
     }
 }
 
