@@ -59,7 +59,10 @@ async fn answers_text_through_the_official_client() {
         .await
         .unwrap();
     let result = response.query_result.unwrap();
-    assert_eq!(result.intent.unwrap().display_name, "greeting");
+    assert_eq!(
+        result.r#match.clone().unwrap().intent.unwrap().display_name,
+        "greeting"
+    );
     assert_eq!(
         texts(&result.response_messages),
         vec!["Hi! I'm Pizzabot 🍕. Say 'order a pizza' to start, or 'menu' to see what we have."]

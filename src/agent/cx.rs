@@ -76,7 +76,7 @@ impl CxAgent {
         let params = QueryParameters::new()
             .set_channel(CHANNEL)
             .set_payload(query.payload.clone())
-            .set_or_clear_session_ttl(self.session_ttl.clone());
+            .set_or_clear_session_ttl(self.session_ttl);
         DetectIntentRequest::new()
             .set_session(format!("{}/sessions/{}", self.agent_path, query.session))
             .set_query_input(input)

@@ -122,7 +122,7 @@ fn media_of(params: &FormParams) -> Vec<Media> {
         .get("NumMedia")
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    (0..announced.max(10).min(100))
+    (0..announced.clamp(10, 100))
         .filter_map(|i| {
             let url = params
                 .get(&format!("MediaUrl{i}"))
