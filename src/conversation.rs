@@ -6,6 +6,7 @@
 
 use crate::agent::{Agent, AgentQuery, QueryInput, MEDIA_EVENT};
 use crate::ledger::{Claim, Completion, Ledger, Repeat};
+use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
@@ -107,15 +108,22 @@ pub struct Conversations {
     fallback_message: String,
     delivery: Delivery,
     handled: Arc<Ledger<Handled>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Conversations {
-    pub fn new(agent: Agent, fallback_message: String, delivery: Delivery) -> Arc<Self> {
+    pub fn new(
+        agent: Agent,
+        fallback_message: String,
+        delivery: Delivery,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             agent,
             fallback_message,
             delivery,
             handled: Ledger::new(REMEMBER_FOR, REMEMBER_AT_MOST),
+            metrics,
         })
     }
 
@@ -281,6 +289,8 @@ impl Conversations {
                 completion.complete(handled.clone());
             }
             let sent = sender.send(&recipient, &handled.replies).await;
+            this.metrics.replies_sent("api", sent);
+            this.metrics.replies_failed(handled.replies.len() - sent);
             tracing::info!(
                 message_sid = %recipient.message_sid,
                 session = %handled.session,
@@ -312,17 +322,22 @@ impl Conversations {
         };
         let started = Instant::now();
         let result = self.agent.detect_intent(&query).await;
-        let latency = Some(started.elapsed());
+        let elapsed = started.elapsed();
+        let latency = Some(elapsed);
         match result {
-            Ok(replies) => Handled {
-                replies: Arc::new(fit_to_limits(replies)),
-                route: Route::Webhook,
-                outcome: Outcome::Answered,
-                agent_latency: latency,
-                session,
-                duplicate: false,
-            },
+            Ok(replies) => {
+                self.metrics.agent_answered(elapsed);
+                Handled {
+                    replies: Arc::new(fit_to_limits(replies)),
+                    route: Route::Webhook,
+                    outcome: Outcome::Answered,
+                    agent_latency: latency,
+                    session,
+                    duplicate: false,
+                }
+            }
             Err(error) => {
+                self.metrics.agent_failed(elapsed, error.label());
                 tracing::warn!(session = %session, error = %error, "the agent could not answer; sending the fallback message");
                 self.fallback(session, error.label(), latency)
             }

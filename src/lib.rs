@@ -12,6 +12,7 @@ pub mod emulator;
 pub mod http;
 pub mod ledger;
 pub mod messages_emulator;
+pub mod metrics;
 pub mod outbox;
 pub mod reply;
 pub mod session;

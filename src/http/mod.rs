@@ -7,6 +7,7 @@ mod webhook;
 use crate::agent::Agent;
 use crate::config::{ReplyMode, ReplySettings, Settings, TwilioSettings};
 use crate::conversation::{Conversations, Delivery};
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::twilio::messages_api::{ApiCredentials, MessagesApi};
 use axum::extract::DefaultBodyLimit;
@@ -29,6 +30,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub twilio: TwilioSettings,
     pub conversations: Arc<Conversations>,
+    pub metrics: Arc<Metrics>,
     /// How long replies still owed at shutdown may take.
     pub shutdown_grace: Duration,
 }
@@ -68,9 +70,16 @@ impl AppState {
     pub async fn connect(settings: &Settings) -> Result<Arc<Self>, SetupError> {
         let agent = Agent::connect(&settings.agent).await?;
         let delivery = delivery(&settings.twilio, &settings.replies)?;
+        let metrics = Arc::new(Metrics::new());
         Ok(Arc::new(Self {
             twilio: settings.twilio.clone(),
-            conversations: Conversations::new(agent, settings.fallback_message.clone(), delivery),
+            conversations: Conversations::new(
+                agent,
+                settings.fallback_message.clone(),
+                delivery,
+                Arc::clone(&metrics),
+            ),
+            metrics,
             shutdown_grace: settings.replies.shutdown_grace,
         }))
     }
@@ -81,8 +90,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", post(webhook::incoming))
         .route("/status", post(webhook::status))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and

@@ -23,8 +23,11 @@ pub async fn incoming(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    let (params, url) = verified_form(&state, &uri, &headers, &body)?;
-    let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)?;
+    let (params, url) = verified_form(&state, &uri, &headers, &body)
+        .inspect_err(|r| state.metrics.webhook(r.label()))?;
+    let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)
+        .map_err(Rejection::from)
+        .inspect_err(|r| state.metrics.webhook(r.label()))?;
     let message_sid = message.message_sid.clone().unwrap_or_default();
     let channel = message.channel();
     let handled = state
@@ -45,6 +48,13 @@ pub async fn incoming(
         replies = handled.webhook_replies().len(),
         "webhook handled"
     );
+    state.metrics.webhook(handled.outcome.label());
+    state
+        .metrics
+        .replies_sent("webhook", handled.webhook_replies().len());
+    if handled.duplicate {
+        state.metrics.duplicate();
+    }
     Ok(twiml_response(handled.webhook_replies()))
 }
 

@@ -1,0 +1,133 @@
+//! Prometheus metrics, served on `GET /metrics` in the text exposition format.
+//!
+//! Counters by outcome rather than one per event kind keep the set small and the
+//! dashboards simple; label values come from fixed lists (outcomes, gRPC status names,
+//! rejection reasons), never from user input.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<Outcome, Counter>,
+    agent_latency: Histogram,
+    agent_errors: Family<Status, Counter>,
+    replies_sent: Family<Route, Counter>,
+    replies_failed: Counter,
+    duplicates: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("twilio_dialogflow");
+        let webhooks = Family::<Outcome, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Incoming-message webhooks by outcome (answered, fallback, empty, queued, or the reason for refusing them)",
+            webhooks.clone(),
+        );
+        // From 5 ms to about 40 s: a quick agent to a slow CX webhook.
+        let agent_latency = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0,
+        ]);
+        registry.register(
+            "agent_latency_seconds",
+            "Time waiting for Dialogflow per message, retries included",
+            agent_latency.clone(),
+        );
+        let agent_errors = Family::<Status, Counter>::default();
+        registry.register(
+            "agent_errors",
+            "Dialogflow calls that failed, by status",
+            agent_errors.clone(),
+        );
+        let replies_sent = Family::<Route, Counter>::default();
+        registry.register(
+            "replies_sent",
+            "Reply messages sent, by route (webhook TwiML or Messages API)",
+            replies_sent.clone(),
+        );
+        let replies_failed = Counter::default();
+        registry.register(
+            "replies_failed",
+            "Reply messages the Messages API did not accept",
+            replies_failed.clone(),
+        );
+        let duplicates = Counter::default();
+        registry.register(
+            "duplicates_suppressed",
+            "Re-delivered webhooks answered without asking the agent again",
+            duplicates.clone(),
+        );
+        Self {
+            registry,
+            webhooks,
+            agent_latency,
+            agent_errors,
+            replies_sent,
+            replies_failed,
+            duplicates,
+        }
+    }
+
+    pub fn webhook(&self, outcome: &'static str) {
+        self.webhooks.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn agent_answered(&self, latency: Duration) {
+        self.agent_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn agent_failed(&self, latency: Duration, status: String) {
+        self.agent_latency.observe(latency.as_secs_f64());
+        self.agent_errors.get_or_create(&Status { status }).inc();
+    }
+
+    pub fn replies_sent(&self, route: &'static str, count: usize) {
+        self.replies_sent
+            .get_or_create(&Route { route })
+            .inc_by(count as u64);
+    }
+
+    pub fn replies_failed(&self, count: usize) {
+        self.replies_failed.inc_by(count as u64);
+    }
+
+    pub fn duplicate(&self) {
+        self.duplicates.inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
