@@ -5,12 +5,14 @@
 
 pub mod agent;
 pub mod chat;
+pub mod check;
 pub mod config;
 pub mod conversation;
 pub mod demo;
 pub mod emulator;
 pub mod http;
 pub mod ledger;
+pub mod logging;
 pub mod messages_emulator;
 pub mod metrics;
 pub mod outbox;

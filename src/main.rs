@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use twilio_dialogflow::{chat, config, demo, emulator, http};
+use twilio_dialogflow::{chat, check, config, demo, emulator, http, logging};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,15 @@ enum Command {
         #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
         auth_token: String,
     },
+    /// Check the configuration as `serve` reads it, and ask the agent one question.
+    Check {
+        /// Only check the configuration; do not call the agent.
+        #[arg(long)]
+        offline: bool,
+        /// What to ask the agent.
+        #[arg(long, default_value = "hello")]
+        text: String,
+    },
     /// Start an emulated agent and the bridge, and play a conversation through them.
     Demo {
         /// Drop into the terminal phone after the scripted conversation.
@@ -62,8 +71,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the phone print a conversation; only errors should interrupt it.
-    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Chat { .. });
-    init_logging(if quiet { "error" } else { "info" });
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Chat { .. } | Command::Check { .. }
+    );
+    logging::init(
+        logging::LogFormat::from_env(),
+        if quiet { "error" } else { "info" },
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,6 +126,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             chat::run(&phone, std::io::IsTerminal::is_terminal(&std::io::stdin())).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check { offline, text } => {
+            let dir = std::env::current_dir().context("cannot read the working directory")?;
+            let vars = config::load_vars(&dir).map_err(anyhow::Error::msg)?;
+            let (verdict, report) = check::run(&vars, offline, &text).await;
+            print!("{report}");
+            Ok(ExitCode::from(verdict as u8))
+        }
         Command::Demo { interactive } => {
             demo::run(interactive).await?;
             Ok(ExitCode::SUCCESS)
@@ -141,14 +163,4 @@ async fn serve() -> anyhow::Result<ExitCode> {
         .await
         .context("the server failed")?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging(default_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -92,3 +92,99 @@ fn serve_names_every_bad_variable_before_listening() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn check(envs: &[(&str, String)], args: &[&str]) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "twilio-dialogflow-check-{}-{}",
+        std::process::id(),
+        args.len() + envs.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = Command::new(BIN)
+        .arg("check")
+        .args(args)
+        .current_dir(&dir)
+        .env_clear()
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn check_env(emulator_host: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("AGENT_TYPE", "CX".into()),
+        ("AGENT_ID", "test-agent".into()),
+        ("GCP_PROJECT", "test-project".into()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+        ("AGENT_TIMEOUT", "1s".into()),
+        ("DIALOGFLOW_EMULATOR_HOST", emulator_host),
+    ]
+}
+
+#[tokio::test]
+async fn check_asks_the_agent_and_shows_the_answer() {
+    let (emulator, _) = start_emulator(AGENT).await;
+    let host = emulator.addr().to_string();
+    let (code, out) =
+        tokio::task::spawn_blocking(move || check(&check_env(host), &["--text", "menu"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("configuration: ok"), "{out}");
+    assert!(
+        out.contains("< Here is the menu\n  < Menu card\n  < [media] https://example.com/menu.jpg"),
+        "{out}"
+    );
+    assert_eq!(
+        emulator.requests()[0].body["queryInput"]["text"]["text"],
+        "menu"
+    );
+}
+
+#[tokio::test]
+async fn check_reports_each_bad_setting() {
+    let mut env = check_env("127.0.0.1:9".into());
+    env.retain(|(k, _)| *k != "TWILIO_AUTH_TOKEN" && *k != "AGENT_ID");
+    env.push(("REPLY_MODE", "sometimes".into()));
+    env.push(("TWILIO_WEBHOOK_URL", "bot.example.com".into()));
+    let (code, out) = tokio::task::spawn_blocking(move || check(&env, &["--offline"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 2);
+    for name in [
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_WEBHOOK_URL",
+        "REPLY_MODE",
+        "AGENT_ID",
+    ] {
+        assert!(
+            out.contains(&format!("configuration error: {name}:")),
+            "{name} in {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_offline_does_not_call_the_agent_and_unreachable_agent_fails() {
+    let env = check_env("127.0.0.1:9".into());
+    let offline_env = env.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&offline_env, &["--offline"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("agent: asked"));
+    let (code, out) = tokio::task::spawn_blocking(move || check(&env, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("agent: asked \"hello\", failed after"),
+        "{out}"
+    );
+}

@@ -1,0 +1,167 @@
+//! Logs: human text on a terminal, or one JSON object per line that Google Cloud
+//! Logging reads as a structured entry (`severity`, `message`, and the event's fields).
+//!
+//! Cloud Logging takes `severity` and `message` from a JSON line on stdout/stderr; the
+//! `tracing-subscriber` JSON format names them `level` and `fields.message`, so entries
+//! would all show as "DEFAULT". This small formatter writes the names Cloud Logging
+//! expects.
+
+use serde_json::{Map, Value};
+use std::fmt;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT` if set (`json` or `text`), else JSON on Cloud Run (`K_SERVICE`).
+    pub fn from_env() -> Self {
+        match std::env::var("LOG_FORMAT").map(|v| v.to_ascii_lowercase()) {
+            Ok(v) if v == "json" => LogFormat::Json,
+            Ok(v) if v == "text" => LogFormat::Text,
+            _ if std::env::var_os("K_SERVICE").is_some() => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
+}
+
+/// Installs the global subscriber; `RUST_LOG` overrides `default_level`.
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.event_format(CloudLogging).try_init(),
+    };
+}
+
+/// Formats events as Cloud Logging structured entries.
+pub struct CloudLogging;
+
+impl<S, N> FormatEvent<S, N> for CloudLogging
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        writeln!(writer, "{}", entry(event))
+    }
+}
+
+/// The JSON entry for `event`.
+pub fn entry(event: &Event<'_>) -> Value {
+    let mut fields = Fields(Map::new());
+    event.record(&mut fields);
+    let mut entry = fields.0;
+    let message = entry
+        .remove("message")
+        .unwrap_or(Value::String(String::new()));
+    entry.insert(
+        "severity".into(),
+        Value::String(severity(event.metadata().level()).into()),
+    );
+    entry.insert("message".into(), message);
+    entry.insert(
+        "target".into(),
+        Value::String(event.metadata().target().into()),
+    );
+    Value::Object(entry)
+}
+
+fn severity(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        _ => "DEBUG",
+    }
+}
+
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().into(), Value::String(value.into()));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), Value::Bool(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn entries_carry_severity_message_and_fields() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .event_format(CloudLogging)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                message_sid = "SM1",
+                agent_ms = 12u64,
+                duplicate = false,
+                "webhook handled"
+            );
+        });
+        let line = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let entry: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(entry["severity"], "WARNING");
+        assert_eq!(entry["message"], "webhook handled");
+        assert_eq!(entry["message_sid"], "SM1");
+        assert_eq!(entry["agent_ms"], 12);
+        assert_eq!(entry["duplicate"], false);
+    }
+}
