@@ -109,6 +109,8 @@ pub struct Conversations {
     delivery: Delivery,
     handled: Arc<Ledger<Handled>>,
     metrics: Arc<Metrics>,
+    /// Set when the server begins to shut down.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Conversations {
@@ -124,7 +126,14 @@ impl Conversations {
             delivery,
             handled: Ledger::new(REMEMBER_FOR, REMEMBER_AT_MOST),
             metrics,
+            stopping: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Webhooks still waiting for the agent stop waiting and answer empty; their
+    /// replies follow through the API.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// The outbox, when replies may go through the API.
@@ -178,10 +187,22 @@ impl Conversations {
                     Some(answer),
                     status_callback,
                 );
-                match tokio::time::timeout(*deadline, &mut answered).await {
+                // A shutdown cuts the wait short: the replies then go through the API,
+                // and the server can stop within Cloud Run's grace period.
+                let mut stopping = self.stopping.subscribe();
+                let wait = async {
+                    tokio::select! {
+                        answer = &mut answered => Ok(answer),
+                        _ = stopping.wait_for(|stopping| *stopping) => Err(()),
+                    }
+                };
+                match tokio::time::timeout(*deadline, wait)
+                    .await
+                    .unwrap_or(Err(()))
+                {
                     Ok(Ok(handled)) => handled,
                     Ok(Err(_)) => self.fallback(session, "ABANDONED".into(), None),
-                    Err(_) => {
+                    Err(()) => {
                         // Too late for the webhook. Closing first makes the hand-over
                         // exact: either the answer is already here, or the queue's send
                         // fails and the replies go through the API.

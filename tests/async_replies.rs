@@ -237,3 +237,50 @@ async fn status_callbacks_are_signature_checked() {
     let (status, _) = post(&url, &[form, ("x-twilio-signature", "forged")], body).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn shutdown_cuts_the_webhooks_wait_short_and_sends_the_reply_through_the_api() {
+    let stack = start("CX", |vars| {
+        mode("auto")(vars);
+        vars.insert("REPLY_DEADLINE".into(), "10s".into());
+    })
+    .await;
+    let (params, signature) = stack.phone.webhook(&says("slow"));
+    let url = stack.bridge.url();
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let answer = post(
+            &url,
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-twilio-signature", &signature),
+            ],
+            params.encode(),
+        )
+        .await;
+        (answer, started.elapsed())
+    });
+    while stack.agent_requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let Stack {
+        bridge,
+        twilio,
+        emulator,
+        ..
+    } = stack;
+    let stopping = Instant::now();
+    bridge.shutdown().await.unwrap();
+    let ((status, twiml), took) = waiting.await.unwrap();
+    assert_eq!((status, twiml.as_str()), (200, EMPTY));
+    assert!(
+        took < Duration::from_secs(3),
+        "the webhook did not wait for the 3 s agent: {took:?}"
+    );
+    assert_eq!(bodies(&twilio.sent()), vec!["Finally"]);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "stopped within the grace period"
+    );
+    drop(emulator);
+}

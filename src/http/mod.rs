@@ -114,13 +114,25 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let conversations = Arc::clone(&state.conversations);
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let signalled_at = Arc::clone(&signalled);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = signalled_at.set(std::time::Instant::now());
+        conversations.begin_shutdown();
+    };
     axum::serve(listener, router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown)
         .await?;
+    let since_signal = signalled.get().map_or(Duration::ZERO, |at| at.elapsed());
     // Replies already owed are still sent; those that cannot be in the time left are
     // named, so that nothing disappears silently.
     if let Some(outbox) = state.conversations.outbox() {
-        for message_sid in outbox.drain(state.shutdown_grace).await {
+        for message_sid in outbox
+            .drain(state.shutdown_grace.saturating_sub(since_signal))
+            .await
+        {
             tracing::error!(%message_sid, "shutting down: the reply to this message was not sent");
         }
     }
