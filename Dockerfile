@@ -1,0 +1,27 @@
+# twilio-dialogflow: build with the Rust toolchain, run on a minimal, non-root image.
+#
+#   docker build -t twilio-dialogflow .
+#   docker run -p 8080:8080 --env-file .env twilio-dialogflow
+#
+# A `.env` in the build context is copied beside the binary (optional); variables set on
+# the container (Cloud Run env vars and secrets) take precedence over it.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+# The sample agent is built into the binary for `demo`.
+COPY examples examples
+RUN cargo build --release --locked \
+    && strip target/release/twilio-dialogflow
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+WORKDIR /app
+COPY --from=build /src/target/release/twilio-dialogflow /usr/local/bin/twilio-dialogflow
+# README.md is always there; the glob makes `.env` optional.
+COPY README.md .env* /app/
+ENV PORT=8080
+EXPOSE 8080
+USER nonroot
+ENTRYPOINT ["/usr/local/bin/twilio-dialogflow"]
+CMD ["serve"]
