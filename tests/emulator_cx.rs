@@ -204,6 +204,18 @@ async fn errors_are_googles() {
     assert_eq!(unavailable.status().unwrap().code, Code::Unavailable);
 }
 
+async fn post_json(url: &str, body: &Value) -> Value {
+    reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn plain_json_gets_enum_names() {
     let emulator = emulator().await;
@@ -211,16 +223,11 @@ async fn plain_json_gets_enum_names() {
         "http://{}/v3/{AGENT}/sessions/s1:detectIntent",
         emulator.addr()
     );
-    let body = json!({"queryInput": {"text": {"text": "hello"}, "languageCode": "en"}});
-    let response: Value = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let response = post_json(
+        &url,
+        &json!({"queryInput": {"text": {"text": "hello"}, "languageCode": "en"}}),
+    )
+    .await;
     assert_eq!(
         response["queryResult"]["responseMessages"][0]["responseType"],
         json!("HANDLER_PROMPT")
@@ -229,16 +236,11 @@ async fn plain_json_gets_enum_names() {
         response["queryResult"]["match"]["matchType"],
         json!("INTENT")
     );
-    let nonsense = json!({"queryInput": {"text": {"text": "zzz qqq"}, "languageCode": "en"}});
-    let response: Value = reqwest::Client::new()
-        .post(&url)
-        .json(&nonsense)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let response = post_json(
+        &url,
+        &json!({"queryInput": {"text": {"text": "zzz qqq"}, "languageCode": "en"}}),
+    )
+    .await;
     assert_eq!(
         response["queryResult"]["match"]["matchType"],
         json!("NO_MATCH")

@@ -268,6 +268,17 @@ fn intent_id(index: usize) -> String {
     format!("{index:08x}-0000-4000-8000-{index:012x}")
 }
 
+/// The message's text (templates filled) or payload, shaped alike in CX and ES.
+fn content(reply: &Reply, parameters: &Map<String, Value>) -> Map<String, Value> {
+    let mut message = Map::new();
+    if let Some(text) = &reply.text {
+        message.insert("text".into(), json!({"text": [fill(text, parameters)]}));
+    } else if let Some(payload) = &reply.payload {
+        message.insert("payload".into(), Value::Object(payload.clone()));
+    }
+    message
+}
+
 /// Replaces `$session.params.NAME` with the parameter's value, or nothing.
 fn fill(template: &str, parameters: &Map<String, Value>) -> String {
     const MARK: &str = "$session.params.";
@@ -312,12 +323,7 @@ fn cx_response(
         .filter(|r| r.platform.is_none())
         .filter(|r| r.channel.as_deref().is_none_or(|c| c == channel))
         .map(|reply| {
-            let mut message = Map::new();
-            if let Some(text) = &reply.text {
-                message.insert("text".into(), json!({"text": [fill(text, parameters)]}));
-            } else if let Some(payload) = &reply.payload {
-                message.insert("payload".into(), Value::Object(payload.clone()));
-            }
+            let mut message = content(reply, parameters);
             if let Some(channel) = &reply.channel {
                 message.insert("channel".into(), json!(channel));
             }
@@ -325,22 +331,14 @@ fn cx_response(
             Value::Object(message)
         })
         .collect();
-    let (match_type, intent_json) = match (intent, query) {
-        (Some((index, intent)), Query::Text(_)) => (
-            wire::MATCH_INTENT,
-            Some(
-                json!({"name": format!("{agent_name}/intents/{}", intent_id(index)), "displayName": intent.name}),
-            ),
-        ),
-        (Some((index, intent)), Query::Event(_)) => (
-            wire::MATCH_EVENT,
-            Some(
-                json!({"name": format!("{agent_name}/intents/{}", intent_id(index)), "displayName": intent.name}),
-            ),
-        ),
-        (None, Query::Event(_)) => (wire::MATCH_EVENT, None),
-        (None, Query::Text(_)) => (wire::MATCH_NO_MATCH, None),
+    let match_type = match (intent, query) {
+        (Some(_), Query::Text(_)) => wire::MATCH_INTENT,
+        (_, Query::Event(_)) => wire::MATCH_EVENT,
+        (None, Query::Text(_)) => wire::MATCH_NO_MATCH,
     };
+    let intent_json = intent.map(|(index, intent)| {
+        json!({"name": format!("{agent_name}/intents/{}", intent_id(index)), "displayName": intent.name})
+    });
     let mut result = Map::new();
     match query {
         Query::Text(text) => result.insert("text".into(), json!(text)),
@@ -386,12 +384,7 @@ fn es_response(
         .iter()
         .filter(|r| r.channel.is_none())
         .map(|reply| {
-            let mut message = Map::new();
-            if let Some(text) = &reply.text {
-                message.insert("text".into(), json!({"text": [fill(text, parameters)]}));
-            } else if let Some(payload) = &reply.payload {
-                message.insert("payload".into(), Value::Object(payload.clone()));
-            }
+            let mut message = content(reply, parameters);
             // PLATFORM_UNSPECIFIED is the default value, which proto3 JSON leaves out.
             if let Some(platform) = &reply.platform {
                 let number = wire::platform_number(platform).unwrap_or(0);
