@@ -10,8 +10,10 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
-# The sample agent is built into the binary for `demo`.
+# The sample agent is built into the binary for `demo`; the benchmarks are targets of
+# the manifest, which cargo wants to find.
 COPY examples examples
+COPY benches benches
 RUN cargo build --release --locked \
     && strip target/release/twilio-dialogflow
 

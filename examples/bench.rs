@@ -31,6 +31,29 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.get(1).map(String::as_str) == Some("load") {
+        // Load alone against a running bridge, for profiling it: `load URL CONCURRENCY SECONDS`.
+        let url = args.get(2).ok_or("load URL CONCURRENCY SECONDS")?;
+        let concurrency: usize = args.get(3).ok_or("CONCURRENCY")?.parse()?;
+        let seconds: u64 = args.get(4).ok_or("SECONDS")?.parse()?;
+        let result = runtime.block_on(load(url, concurrency, Duration::from_secs(seconds)));
+        println!(
+            "{:.0} requests/s, p50 {}, p99 {}, {} errors",
+            result.rps,
+            ms(result.p50),
+            ms(result.p99),
+            result.errors
+        );
+        return Ok(());
+    }
+    if args.get(1).map(String::as_str) == Some("in-flight") {
+        // `in-flight URL N`: N slow conversations at once against a running bridge.
+        let url = args.get(2).ok_or("in-flight URL N")?;
+        let conversations: u64 = args.get(3).ok_or("N")?.parse()?;
+        let answered = runtime.block_on(in_flight(url, conversations))?;
+        println!("{answered} of {conversations} answered");
+        return Ok(());
+    }
     runtime.block_on(run())
 }
 
@@ -62,6 +85,11 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// User plus system CPU time used so far.
+    fn cpu(&self) -> Duration {
+        cpu_of(&format!("/proc/{}/stat", self.0.id()))
+    }
+
     fn rss_kib(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
@@ -71,6 +99,25 @@ impl Proc {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// utime + stime of `/proc/PID/stat`, in clock ticks of 10 ms (Linux's USER_HZ).
+fn cpu_of(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces: the
+    // first is field 3 (state), so utime (field 14) and stime (15) are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = field(11) + field(12);
+    Duration::from_millis(ticks * 10)
 }
 
 fn free_port() -> Result<u16> {
@@ -165,6 +212,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 struct Load {
+    requests: u64,
     rps: f64,
     p50: Duration,
     p99: Duration,
@@ -205,11 +253,33 @@ async fn load(url: &str, concurrency: usize, duration: Duration) -> Load {
     let elapsed = started.elapsed();
     all.sort();
     Load {
+        requests: all.len() as u64,
         rps: all.len() as f64 / elapsed.as_secs_f64(),
         p50: percentile(&all, 0.50),
         p99: percentile(&all, 0.99),
         errors: errors.load(Ordering::Relaxed),
     }
+}
+
+/// `conversations` senders each send one message the agent takes a second to answer, all
+/// at once; returns how many got the agent's reply.
+async fn in_flight(url: &str, conversations: u64) -> Result<usize> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(conversations as usize)
+        .build()?;
+    let requests: Vec<_> = (0..conversations)
+        .map(|from| {
+            let (client, url) = (client.clone(), url.to_owned());
+            tokio::spawn(async move { post(&client, &url, from, "slow").await })
+        })
+        .collect();
+    let mut answered = 0;
+    for request in requests {
+        if matches!(request.await, Ok(Ok(twiml)) if twiml.contains("That took a second")) {
+            answered += 1;
+        }
+    }
+    Ok(answered)
 }
 
 fn ms(d: Duration) -> String {
@@ -224,7 +294,7 @@ async fn run() -> Result<()> {
         .unwrap_or(10);
     let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/agent.yaml");
     let emulator_port = free_port()?;
-    let _emulator = Proc(
+    let emulator_proc = Proc(
         Command::new(&binary)
             .args(["emulator", "--agent"])
             .arg(&agent)
@@ -269,21 +339,7 @@ async fn run() -> Result<()> {
     wait_for_port(([127, 0, 0, 1], port).into()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = bridge.rss_kib("VmRSS:");
-    let many = reqwest::Client::builder()
-        .pool_max_idle_per_host(1000)
-        .build()?;
-    let in_flight: Vec<_> = (0..1000u64)
-        .map(|from| {
-            let (many, url) = (many.clone(), url.clone());
-            tokio::spawn(async move { post(&many, &url, from, "slow").await })
-        })
-        .collect();
-    let mut answered = 0;
-    for request in in_flight {
-        if matches!(request.await, Ok(Ok(twiml)) if twiml.contains("That took a second")) {
-            answered += 1;
-        }
-    }
+    let answered = in_flight(&url, 1000).await?;
     let peak = bridge.rss_kib("VmHWM:");
     drop(bridge);
     rows.push((
@@ -300,10 +356,10 @@ async fn run() -> Result<()> {
     // Throughput and latency: the bridge against the bare server.
     let port = free_port()?;
     let bridge_url = format!("http://127.0.0.1:{port}/");
-    let _bridge = spawn_bridge(&binary, port, emulator)?;
+    let bridge = spawn_bridge(&binary, port, emulator)?;
     wait_for_port(([127, 0, 0, 1], port).into()).await;
     let bare_port = free_port()?;
-    let _bare = Proc(
+    let bare_proc = Proc(
         Command::new(std::env::current_exe()?)
             .args(["bare", &bare_port.to_string()])
             .stdout(Stdio::null())
@@ -312,8 +368,25 @@ async fn run() -> Result<()> {
     let bare_url = format!("http://127.0.0.1:{bare_port}/");
     wait_for_port(([127, 0, 0, 1], bare_port).into()).await;
     for concurrency in [16, 128] {
+        let before = (bridge.cpu(), emulator_proc.cpu(), cpu_of("/proc/self/stat"));
         let bridged = load(&bridge_url, concurrency, Duration::from_secs(seconds)).await;
+        let bridged_cpu = (
+            bridge.cpu() - before.0,
+            emulator_proc.cpu() - before.1,
+            cpu_of("/proc/self/stat") - before.2,
+        );
+        let before = (bare_proc.cpu(), cpu_of("/proc/self/stat"));
         let bare = load(&bare_url, concurrency, Duration::from_secs(seconds)).await;
+        let bare_cpu = (
+            bare_proc.cpu() - before.0,
+            cpu_of("/proc/self/stat") - before.1,
+        );
+        let per_request = |cpu: Duration, load: &Load| {
+            format!(
+                "{:.0} µs",
+                cpu.as_secs_f64() * 1e6 / load.requests.max(1) as f64
+            )
+        };
         rows.push((
             format!("bridge, concurrency {concurrency}: requests/s (errors)"),
             format!("{:.0} ({})", bridged.rps, bridged.errors),
@@ -332,6 +405,25 @@ async fn run() -> Result<()> {
         rows.push((
             format!("bare server, concurrency {concurrency}: p50 / p99"),
             format!("{} / {}", ms(bare.p50), ms(bare.p99)),
+            String::new(),
+        ));
+        rows.push((
+            format!("CPU per request, concurrency {concurrency}: bridge / emulator / load"),
+            format!(
+                "{} / {} / {}",
+                per_request(bridged_cpu.0, &bridged),
+                per_request(bridged_cpu.1, &bridged),
+                per_request(bridged_cpu.2, &bridged)
+            ),
+            String::new(),
+        ));
+        rows.push((
+            format!("CPU per request, concurrency {concurrency}: bare server / load"),
+            format!(
+                "{} / {}",
+                per_request(bare_cpu.0, &bare),
+                per_request(bare_cpu.1, &bare)
+            ),
             String::new(),
         ));
         rows.push((

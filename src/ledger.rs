@@ -13,8 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-type Slot<T> = watch::Receiver<Option<T>>;
-
 /// A bounded, time-limited record of outcomes by message id.
 #[derive(Debug)]
 pub struct Ledger<T> {
@@ -25,11 +23,24 @@ pub struct Ledger<T> {
 
 #[derive(Debug)]
 struct Inner<T> {
-    /// Each slot with the time it was claimed, which tells its entry in `claimed`
-    /// from an older one for the same id.
-    slots: HashMap<String, (Instant, Slot<T>)>,
+    slots: HashMap<Arc<str>, Entry<T>>,
     /// Ids in the order they were claimed, to expire the oldest first.
-    claimed: VecDeque<(Instant, String)>,
+    claimed: VecDeque<(Instant, Arc<str>)>,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    /// Tells this entry's place in `claimed` from an older one for the same id.
+    claimed_at: Instant,
+    slot: Slot<T>,
+}
+
+/// A channel while the work is in flight, for repeats to wait on; then just the
+/// outcome, which is all the ledger keeps for most of an entry's life.
+#[derive(Debug)]
+enum Slot<T> {
+    Pending(watch::Receiver<Option<T>>),
+    Done(T),
 }
 
 /// The result of claiming a message id.
@@ -59,16 +70,28 @@ impl<T: Clone + Send + Sync + 'static> Ledger<T> {
     fn claim_at(self: &Arc<Self>, id: &str, now: Instant) -> Claim<T> {
         let mut inner = self.lock();
         inner.forget_older_than(now, self.ttl);
-        if let Some((_, slot)) = inner.slots.get(id) {
-            return Claim::Repeat(Repeat { slot: slot.clone() });
+        if let Some(entry) = inner.slots.get(id) {
+            let repeat = match &entry.slot {
+                Slot::Pending(receiver) => Repeat::Waiting(receiver.clone()),
+                Slot::Done(outcome) => Repeat::Done(outcome.clone()),
+            };
+            return Claim::Repeat(repeat);
         }
         inner.make_room(self.capacity);
         let (sender, receiver) = watch::channel(None);
-        inner.slots.insert(id.to_owned(), (now, receiver));
-        inner.claimed.push_back((now, id.to_owned()));
+        let id: Arc<str> = Arc::from(id);
+        inner.slots.insert(
+            Arc::clone(&id),
+            Entry {
+                claimed_at: now,
+                slot: Slot::Pending(receiver),
+            },
+        );
+        inner.claimed.push_back((now, Arc::clone(&id)));
         Claim::First(Completion {
             ledger: Arc::clone(self),
-            id: id.to_owned(),
+            id,
+            claimed_at: now,
             sender: Some(sender),
         })
     }
@@ -89,8 +112,23 @@ impl<T> Ledger<T> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn withdraw(&self, id: &str) {
-        self.lock().slots.remove(id);
+    fn withdraw(&self, id: &str, claimed_at: Instant) {
+        let mut inner = self.lock();
+        if inner
+            .slots
+            .get(id)
+            .is_some_and(|e| e.claimed_at == claimed_at)
+        {
+            inner.slots.remove(id);
+        }
+    }
+
+    fn settle(&self, id: &str, claimed_at: Instant, outcome: T) {
+        if let Some(entry) = self.lock().slots.get_mut(id) {
+            if entry.claimed_at == claimed_at {
+                entry.slot = Slot::Done(outcome);
+            }
+        }
     }
 }
 
@@ -113,7 +151,11 @@ impl<T> Inner<T> {
 
     fn forget_oldest(&mut self) {
         if let Some((claimed_at, id)) = self.claimed.pop_front() {
-            if self.slots.get(&id).is_some_and(|(at, _)| *at == claimed_at) {
+            if self
+                .slots
+                .get(&id)
+                .is_some_and(|e| e.claimed_at == claimed_at)
+            {
                 self.slots.remove(&id);
             }
         }
@@ -123,14 +165,16 @@ impl<T> Inner<T> {
 /// The first delivery's duty to record an outcome.
 pub struct Completion<T> {
     ledger: Arc<Ledger<T>>,
-    id: String,
+    id: Arc<str>,
+    claimed_at: Instant,
     sender: Option<watch::Sender<Option<T>>>,
 }
 
-impl<T> Completion<T> {
+impl<T: Clone> Completion<T> {
     pub fn complete(mut self, outcome: T) {
         if let Some(sender) = self.sender.take() {
-            sender.send_replace(Some(outcome));
+            sender.send_replace(Some(outcome.clone()));
+            self.ledger.settle(&self.id, self.claimed_at, outcome);
         }
     }
 }
@@ -139,22 +183,26 @@ impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
         // Dropped without an outcome: let a later delivery try again.
         if self.sender.take().is_some() {
-            self.ledger.withdraw(&self.id);
+            self.ledger.withdraw(&self.id, self.claimed_at);
         }
     }
 }
 
-/// A repeated delivery, waiting for the first one's outcome.
-pub struct Repeat<T> {
-    slot: Slot<T>,
+/// A repeated delivery: the first one's outcome, or a wait for it.
+pub enum Repeat<T> {
+    Waiting(watch::Receiver<Option<T>>),
+    Done(T),
 }
 
 impl<T: Clone> Repeat<T> {
     /// The first delivery's outcome, or `None` if it gave up without one.
-    pub async fn outcome(mut self) -> Option<T> {
-        match self.slot.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone(),
-            Err(_) => None,
+    pub async fn outcome(self) -> Option<T> {
+        match self {
+            Repeat::Done(outcome) => Some(outcome),
+            Repeat::Waiting(mut receiver) => match receiver.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone(),
+                Err(_) => None,
+            },
         }
     }
 }
@@ -178,6 +226,8 @@ mod tests {
         let Claim::Repeat(late) = ledger.claim("SM1") else {
             panic!("late repeat")
         };
+        // Once done, the entry keeps the outcome alone, not the channel.
+        assert!(matches!(late, Repeat::Done(7)));
         assert_eq!(late.outcome().await, Some(7));
     }
 

@@ -71,8 +71,8 @@ impl Outbox {
         };
         let (queue, jobs) = mpsc::unbounded_channel();
         let _ = queue.send(job);
-        queues.insert(session.clone(), queue);
-        tokio::spawn(Arc::clone(self).work(session.clone(), jobs));
+        queues.insert(*session, queue);
+        tokio::spawn(Arc::clone(self).work(*session, jobs));
     }
 
     async fn work(self: Arc<Self>, session: SessionId, mut jobs: mpsc::UnboundedReceiver<Job>) {

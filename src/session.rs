@@ -9,9 +9,10 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// A Dialogflow session id: 36 characters of `[A-Za-z0-9_-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
+/// A Dialogflow session id: 36 characters of `[A-Za-z0-9_-]`, kept inline because every
+/// remembered message holds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; 36]);
 
 impl SessionId {
     /// The session of `from` writing to `to` on the account `account_sid`.
@@ -23,17 +24,23 @@ impl SessionId {
             hash.update(part.as_bytes());
         }
         // 27 bytes encode to exactly 36 base64url characters.
-        Self(URL_SAFE_NO_PAD.encode(&hash.finalize()[..27]))
+        let mut id = [0u8; 36];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(&hash.finalize()[..27], &mut id)
+            .unwrap_or_default();
+        debug_assert_eq!(written, id.len());
+        Self(id)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // base64url is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

@@ -82,13 +82,15 @@ impl Emulator {
         self.addr
     }
 
-    /// The detectIntent requests received so far, in order.
+    /// The detectIntent requests received so far (the latest thousand), in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared
             .recorded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub async fn shutdown(self) {

@@ -12,14 +12,19 @@ use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+const RECORD_AT_MOST: usize = 1000;
+
 pub struct Shared {
     pub agent: AgentDefinition,
     pub sessions: Sessions,
-    pub recorded: Mutex<Vec<RecordedRequest>>,
+    /// The latest requests, for tests to inspect; bounded so that a long benchmark or
+    /// demo does not grow the emulator.
+    pub recorded: Mutex<VecDeque<RecordedRequest>>,
     /// For each intent, how many more matches fail (`fail_first`).
     failures_left: Vec<AtomicU32>,
     responses: AtomicU64,
@@ -132,15 +137,20 @@ async fn handle(
                 .into_response()
         }
     };
-    shared
-        .recorded
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(RecordedRequest {
+    {
+        let mut recorded = shared
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if recorded.len() == RECORD_AT_MOST {
+            recorded.pop_front();
+        }
+        recorded.push_back(RecordedRequest {
             path,
             query: query.clone(),
             body: body.clone(),
         });
+    }
     match detect_intent(&shared, &target, &body, EnumEncoding::from_query(&query)).await {
         Ok(response) => Json(response).into_response(),
         Err(error) => error.into_response(),
