@@ -20,6 +20,13 @@ const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 const AUTH_TOKEN: &str = "bench-token";
 const TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message><Body>Hello! This is a benchmark reply with an emoji 🍕 &amp; an ampersand.</Body></Message></Response>"#;
 
+const SLOW_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message><Body>That took a second.</Body></Message></Response>"#;
+
+// The same allocator as the bridge, so that the bare server is measured like it.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> Result<()> {
@@ -65,7 +72,12 @@ fn bare_server(port: u16) -> Result<()> {
     runtime.block_on(async move {
         let app = axum::Router::new().route(
             "/",
-            axum::routing::post(|_body: axum::body::Bytes| async {
+            axum::routing::post(|body: axum::body::Bytes| async move {
+                // Holds a "slow" message for a second, as the bridge's 1 s agent does.
+                if body.windows(9).any(|w| w == b"Body=slow") {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return ([("content-type", "text/xml; charset=utf-8")], SLOW_TWIML);
+                }
                 ([("content-type", "text/xml; charset=utf-8")], TWIML)
             }),
         );
@@ -160,7 +172,7 @@ fn spawn_bridge(binary: &Path, port: u16, emulator: SocketAddr) -> Result<Proc> 
         .env("REPLY_MODE", "twiml")
         .env("DIALOGFLOW_EMULATOR_HOST", emulator.to_string())
         .env("TWILIO_API_BASE_URL", "http://127.0.0.1:9")
-        .env("RUST_LOG", "error")
+        // Logging as in production: one line per webhook, here into /dev/null.
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -332,6 +344,17 @@ async fn run() -> Result<()> {
         "< 20 ms".into(),
     ));
 
+    // The bare server: the same HTTP stack with no work, the ceiling of this machine.
+    let bare_port = free_port()?;
+    let bare_proc = Proc(
+        Command::new(std::env::current_exe()?)
+            .args(["bare", &bare_port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let bare_url = format!("http://127.0.0.1:{bare_port}/");
+    wait_for_port(([127, 0, 0, 1], bare_port).into()).await;
+
     // Memory: idle, then 1000 conversations in flight against a 1 s agent.
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}/");
@@ -352,21 +375,23 @@ async fn run() -> Result<()> {
         format!("{:.1} MiB", peak as f64 / 1024.0),
         "< 64 MiB".into(),
     ));
+    let bare_idle = bare_proc.rss_kib("VmRSS:");
+    let bare_answered = in_flight(&bare_url, 1000).await?;
+    rows.push((
+        format!("bare server: RSS idle / 1000 requests held 1 s ({bare_answered} answered)"),
+        format!(
+            "{:.1} / {:.1} MiB",
+            bare_idle as f64 / 1024.0,
+            bare_proc.rss_kib("VmHWM:") as f64 / 1024.0
+        ),
+        String::new(),
+    ));
 
     // Throughput and latency: the bridge against the bare server.
     let port = free_port()?;
     let bridge_url = format!("http://127.0.0.1:{port}/");
     let bridge = spawn_bridge(&binary, port, emulator)?;
     wait_for_port(([127, 0, 0, 1], port).into()).await;
-    let bare_port = free_port()?;
-    let bare_proc = Proc(
-        Command::new(std::env::current_exe()?)
-            .args(["bare", &bare_port.to_string()])
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
-    let bare_url = format!("http://127.0.0.1:{bare_port}/");
-    wait_for_port(([127, 0, 0, 1], bare_port).into()).await;
     for concurrency in [16, 128] {
         let before = (bridge.cpu(), emulator_proc.cpu(), cpu_of("/proc/self/stat"));
         let bridged = load(&bridge_url, concurrency, Duration::from_secs(seconds)).await;
@@ -454,7 +479,7 @@ async fn run() -> Result<()> {
     println!(
         "The load generator, the bridge, the emulator and the bare server share this machine."
     );
-    println!("Load: {seconds} s per run, signed webhooks over loopback, agent answering at once (REPLY_MODE=twiml).\n");
+    println!("Load: {seconds} s per run, signed webhooks over loopback, agent answering at once (REPLY_MODE=twiml, info logs).\n");
     let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
     println!("{:width$}  {:>22}  target", "measure", "result");
     for (name, value, target) in rows {
