@@ -113,21 +113,12 @@ impl<T> Ledger<T> {
     }
 
     fn withdraw(&self, id: &str, claimed_at: Instant) {
-        let mut inner = self.lock();
-        if inner
-            .slots
-            .get(id)
-            .is_some_and(|e| e.claimed_at == claimed_at)
-        {
-            inner.slots.remove(id);
-        }
+        self.lock().remove_claim(id, claimed_at);
     }
 
     fn settle(&self, id: &str, claimed_at: Instant, outcome: T) {
-        if let Some(entry) = self.lock().slots.get_mut(id) {
-            if entry.claimed_at == claimed_at {
-                entry.slot = Slot::Done(outcome);
-            }
+        if let Some(entry) = self.lock().claim_mut(id, claimed_at) {
+            entry.slot = Slot::Done(outcome);
         }
     }
 }
@@ -151,13 +142,21 @@ impl<T> Inner<T> {
 
     fn forget_oldest(&mut self) {
         if let Some((claimed_at, id)) = self.claimed.pop_front() {
-            if self
-                .slots
-                .get(&id)
-                .is_some_and(|e| e.claimed_at == claimed_at)
-            {
-                self.slots.remove(&id);
-            }
+            self.remove_claim(&id, claimed_at);
+        }
+    }
+
+    /// The entry of the claim made on `id` at `claimed_at`, if a later claim of the same
+    /// id has not taken its place.
+    fn claim_mut(&mut self, id: &str, claimed_at: Instant) -> Option<&mut Entry<T>> {
+        self.slots
+            .get_mut(id)
+            .filter(|entry| entry.claimed_at == claimed_at)
+    }
+
+    fn remove_claim(&mut self, id: &str, claimed_at: Instant) {
+        if self.claim_mut(id, claimed_at).is_some() {
+            self.slots.remove(id);
         }
     }
 }
