@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const BIN: &str = env!("CARGO_BIN_EXE_twilio-dialogflow");
 
@@ -94,10 +95,12 @@ fn serve_names_every_bad_variable_before_listening() {
 }
 
 fn check(envs: &[(&str, String)], args: &[&str]) -> (i32, String) {
+    // Tests run in parallel in one process: each run gets a directory of its own.
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "twilio-dialogflow-check-{}-{}",
         std::process::id(),
-        args.len() + envs.len()
+        RUNS.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let output = Command::new(BIN)
