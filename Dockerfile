@@ -14,7 +14,7 @@ COPY src src
 # the manifest, which cargo wants to find.
 COPY examples examples
 COPY benches benches
-RUN cargo build --release --locked \
+RUN cargo build --release --locked --features jemalloc \
     && strip target/release/twilio-dialogflow
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -1,7 +1,7 @@
 //! The benchmark harness: cold start, memory, throughput and latency of the bridge, and
 //! the same load against a bare HTTP server as the ceiling of this machine.
 //!
-//!     cargo build --release && cargo run --release --example bench
+//!     cargo build --release --features jemalloc && cargo run --release --features jemalloc --example bench
 //!
 //! It starts `target/release/twilio-dialogflow` as separate processes (the emulator and
 //! the bridge), so that what is measured is the real binary, and drives it with signed
@@ -145,7 +145,7 @@ fn binary() -> Result<PathBuf> {
     let binary = release.join("twilio-dialogflow");
     if !binary.exists() {
         return Err(format!(
-            "{} is missing: run `cargo build --release` first",
+            "{} is missing: run `cargo build --release --features jemalloc` first",
             binary.display()
         )
         .into());
@@ -476,6 +476,12 @@ async fn run() -> Result<()> {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("twilio-dialogflow benchmarks: {cores} cores, {cpu}");
+    let allocator = if cfg!(feature = "jemalloc") {
+        "jemalloc"
+    } else {
+        "the system's (the README's figures are with --features jemalloc)"
+    };
+    println!("Allocator of the bare server and, if built alike, the bridge: {allocator}.");
     println!(
         "The load generator, the bridge, the emulator and the bare server share this machine."
     );
