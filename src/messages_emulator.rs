@@ -92,16 +92,20 @@ impl MessagesEmulator {
         self.lock().failures.extend_from_slice(statuses);
     }
 
-    /// Waits until at least `count` messages were accepted.
+    /// Waits until at least `count` messages were accepted, or a minute has passed, and
+    /// returns those accepted: a reply that never comes fails a test instead of hanging it.
     pub async fn wait_for(&self, count: usize) -> Vec<SentMessage> {
-        loop {
-            let notified = self.shared.changed.notified();
-            let sent = self.sent();
-            if sent.len() >= count {
-                return sent;
+        let enough = async {
+            loop {
+                let notified = self.shared.changed.notified();
+                if self.lock().sent.len() >= count {
+                    return;
+                }
+                notified.await;
             }
-            notified.await;
-        }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(60), enough).await;
+        self.sent()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {

@@ -127,7 +127,7 @@ impl Outbox {
                 Err(error) => {
                     let (status, code) = match &error {
                         SendError::Refused { status, code, .. } => (*status, *code),
-                        SendError::GaveUp { .. } => (0, 0),
+                        SendError::GaveUp { .. } | SendError::Unknown(_) => (0, 0),
                     };
                     tracing::error!(
                         message_sid = %recipient.message_sid,

@@ -2,7 +2,7 @@
 //!
 //! Used when a reply cannot travel in the webhook's answer (the agent was too slow).
 //! Twilio answers errors with JSON `{"code", "message", "more_info", "status"}`; a 429
-//! or a 5xx is worth another try, anything else 4xx is final.
+//! or a 5xx is worth another try, any other 4xx is final.
 
 use crate::config::Secret;
 use crate::reply::ReplyMessage;
@@ -28,28 +28,32 @@ pub enum Sender {
     MessagingService(String),
 }
 
+/// Why a message was not sent. Twilio's own error text is left out on purpose: it
+/// often quotes the phone number ("The 'To' number +1555… is not valid").
 #[derive(Debug, Error)]
 pub enum SendError {
-    #[error("Twilio refused the message: {status} error {code}: {message}")]
+    #[error("Twilio refused the message: HTTP {status}, Twilio error {code} ({more_info})")]
     Refused {
         status: u16,
         code: u32,
-        message: String,
+        more_info: String,
     },
     #[error("Twilio did not accept the message after {attempts} attempts: {last}")]
     GaveUp { attempts: u32, last: String },
+    /// The request went out but no answer came back: Twilio may have sent the message,
+    /// so it is not sent again.
+    #[error("no answer from Twilio after the request was sent ({0}); the message may or may not have gone out")]
+    Unknown(String),
 }
 
 #[derive(Debug, Deserialize)]
 struct TwilioError {
     code: Option<u32>,
-    message: Option<String>,
+    more_info: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SentMessage {
-    pub sid: String,
-}
+/// The longest wait a 429's `Retry-After` may ask for before the next try.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct MessagesApi {
@@ -81,14 +85,17 @@ impl MessagesApi {
         self
     }
 
-    /// Sends one message to `to`, retrying 429, 5xx and network failures with backoff.
+    /// Sends one message to `to`. A 429, a 5xx or a connection that could not be made is
+    /// tried again with backoff (or after the 429's `Retry-After`, up to 5 s); anything
+    /// else is final, and a request that went out unanswered is never repeated, so that
+    /// no one gets a reply twice.
     pub async fn send(
         &self,
         to: &str,
         from: &Sender,
         message: &ReplyMessage,
         status_callback: Option<&str>,
-    ) -> Result<SentMessage, SendError> {
+    ) -> Result<(), SendError> {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
             self.base_url, self.credentials.account_sid
@@ -106,10 +113,11 @@ impl MessagesApi {
             form.push(("StatusCallback", callback));
         }
         let mut backoff = self.first_backoff;
+        let mut wait = Duration::ZERO;
         let mut last = String::new();
         for attempt in 1..=self.attempts {
             if attempt > 1 {
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(wait.max(backoff)).await;
                 backoff = backoff.saturating_mul(2);
             }
             let response = self
@@ -124,40 +132,113 @@ impl MessagesApi {
                 .await;
             let response = match response {
                 Ok(response) => response,
-                Err(error) => {
-                    last = format!("network error: {error}");
+                Err(error) if error.is_connect() => {
+                    last = "could not connect".into();
+                    wait = Duration::ZERO;
                     continue;
                 }
+                Err(error) if error.is_timeout() => {
+                    return Err(SendError::Unknown("timeout".into()))
+                }
+                Err(_) => return Err(SendError::Unknown("connection lost".into())),
             };
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
             if status.is_success() {
-                return serde_json::from_str(&body).map_err(|e| SendError::GaveUp {
-                    attempts: attempt,
-                    last: format!("unreadable answer: {e}"),
-                });
+                // Created: what the answer says beyond that does not matter here.
+                return Ok(());
             }
+            wait = retry_after(response.headers());
+            let body = response.text().await.unwrap_or_default();
             let error: TwilioError = serde_json::from_str(&body).unwrap_or(TwilioError {
                 code: None,
-                message: None,
+                more_info: None,
             });
             let code = error.code.unwrap_or(0);
-            let text = error
-                .message
-                .unwrap_or_else(|| body.chars().take(200).collect());
             if status.as_u16() == 429 || status.is_server_error() {
-                last = format!("HTTP {} error {code}: {text}", status.as_u16());
+                last = format!("HTTP {}, Twilio error {code}", status.as_u16());
                 continue;
             }
             return Err(SendError::Refused {
                 status: status.as_u16(),
                 code,
-                message: text,
+                more_info: error.more_info.unwrap_or_default(),
             });
         }
         Err(SendError::GaveUp {
             attempts: self.attempts,
             last,
         })
+    }
+}
+
+/// A `Retry-After` in seconds, capped; zero when there is none.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, |s| {
+            Duration::from_secs(s).min(MAX_RETRY_AFTER)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+
+    /// A Messages API that answers every request with `status` and `body`.
+    async fn twilio_answering(status: StatusCode, body: &'static str) -> MessagesApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(post(move || async move { (status, body) }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let credentials = ApiCredentials {
+            account_sid: "AC1".into(),
+            username: "AC1".into(),
+            password: Secret::new("token"),
+        };
+        MessagesApi::new(&base, credentials)
+            .unwrap()
+            .with_backoff(Duration::from_millis(1), 2)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_keeps_twilio_code_and_leaves_out_its_text_with_the_number() {
+        let api = twilio_answering(
+            StatusCode::BAD_REQUEST,
+            r#"{"code": 21211, "message": "The 'To' number +15551234567 is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}"#,
+        )
+        .await;
+        let error = api
+            .send(
+                "+15551234567",
+                &Sender::Number("+18005550000".into()),
+                &ReplyMessage::text("hi"),
+                None,
+            )
+            .await
+            .unwrap_err();
+        let shown = error.to_string();
+        assert!(
+            shown.contains("21211") && shown.contains("HTTP 400"),
+            "{shown}"
+        );
+        assert!(!shown.contains("5551234567"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn any_success_is_sent_even_when_the_answer_is_not_json() {
+        let api = twilio_answering(StatusCode::CREATED, "<not json>").await;
+        let sent = api
+            .send(
+                "+15551234567",
+                &Sender::Number("+18005550000".into()),
+                &ReplyMessage::text("hi"),
+                None,
+            )
+            .await;
+        assert!(sent.is_ok(), "{sent:?}");
     }
 }
