@@ -284,3 +284,42 @@ async fn shutdown_cuts_the_webhooks_wait_short_and_sends_the_reply_through_the_a
     );
     drop(emulator);
 }
+
+#[tokio::test]
+async fn status_callbacks_are_checked_against_the_configured_url() {
+    // Behind a domain of its own, Twilio calls (and signs) the callback URL the bridge
+    // gave it, beside the configured webhook URL, not the URL the request arrived on.
+    let stack = start("CX", |vars| {
+        mode("api")(vars);
+        vars.insert(
+            "TWILIO_WEBHOOK_URL".into(),
+            "https://bot.example.com/twilio/".into(),
+        );
+    })
+    .await;
+    let params: Vec<(String, String)> = [
+        ("MessageSid", "SM1"),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", ACCOUNT_SID),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let body = twilio_dialogflow::twilio::webhook::FormParams::from_pairs(params.clone()).encode();
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let local = format!("{}status", stack.bridge.url());
+    for (signed_url, expected) in [
+        ("https://bot.example.com/twilio/status", 200),
+        (local.as_str(), 403),
+    ] {
+        let signature =
+            twilio_dialogflow::twilio::signature::compute(AUTH_TOKEN, signed_url, &params);
+        let (status, _) = post(
+            &local,
+            &[form, ("x-twilio-signature", &signature)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, expected, "signed over {signed_url}");
+    }
+}

@@ -229,3 +229,14 @@ async fn a_configured_webhook_url_is_what_signatures_are_checked_against() {
         PhoneReply::Refused { status: 403, .. }
     ));
 }
+
+#[tokio::test]
+async fn a_bare_host_url_signed_without_its_slash_is_accepted() {
+    // Twilio signs the URL as typed in its console: `https://host`, no slash, although
+    // the request is for `/`.
+    let stack = start("CX", |_| {}).await;
+    let bare = stack.bridge.url().trim_end_matches('/').to_owned();
+    let phone = Phone::new(&bare, ACCOUNT_SID, AUTH_TOKEN, USER, OUR_NUMBER).unwrap();
+    let reply = phone.send(&hi()).await.unwrap();
+    assert!(matches!(reply, PhoneReply::Messages(_)), "{reply:?}");
+}

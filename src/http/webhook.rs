@@ -23,7 +23,8 @@ pub async fn incoming(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    let (params, url) = verified_form(&state, &uri, &headers, &body)
+    let url = public_url(&state.twilio, &headers, &uri);
+    let (params, url) = verified_form(&state, url, &headers, &body)
         .inspect_err(|r| state.metrics.webhook(r.label()))?;
     let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)
         .map_err(Rejection::from)
@@ -66,7 +67,13 @@ pub async fn status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    let (params, _) = verified_form(&state, &uri, &headers, &body)?;
+    // Twilio signs the callback URL the bridge gave it: beside the configured webhook
+    // URL when there is one, whatever the proxy in front made of the request.
+    let url = match &state.twilio.webhook_url {
+        Some(configured) => Some(status_callback_url(configured)),
+        None => public_url(&state.twilio, &headers, &uri),
+    };
+    let (params, _) = verified_form(&state, url, &headers, &body)?;
     let message_status = params.get("MessageStatus").unwrap_or_default();
     let message_sid = params.get("MessageSid").unwrap_or_default();
     if matches!(message_status, "undelivered" | "failed") {
@@ -82,11 +89,11 @@ pub async fn status(
     Ok(StatusCode::OK.into_response())
 }
 
-/// The form of a request that Twilio signed, and the URL it signed; before this,
-/// nothing reads the form.
+/// The form of a request that Twilio signed, and `url`, the URL it signed (none if the
+/// request does not say where it was sent); before this, nothing reads the form.
 fn verified_form(
     state: &AppState,
-    uri: &Uri,
+    url: Option<String>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(FormParams, String), Rejection> {
@@ -97,7 +104,7 @@ fn verified_form(
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok())
         .ok_or(Rejection::MissingSignature)?;
-    let url = public_url(&state.twilio, headers, uri).ok_or(Rejection::NoHost)?;
+    let url = url.ok_or(Rejection::NoHost)?;
     let params = FormParams::parse(body);
     let tokens: Vec<&str> = state
         .twilio

@@ -105,6 +105,15 @@ fn url_variants(url: &str) -> Vec<String> {
             }
         }
     }
+    if tail == "/" {
+        // A bare host typed in Twilio's console (`https://bot.example.com`) is requested
+        // as `/` but signed as typed, without the slash.
+        let bare: Vec<String> = variants
+            .iter()
+            .map(|v| v.trim_end_matches('/').to_owned())
+            .collect();
+        variants.extend(bare);
+    }
     variants
 }
 
@@ -287,5 +296,14 @@ mod tests {
             vec!["https://u:p@Host.example", "https://u:p@Host.example:443"]
         );
         assert_eq!(url_variants("not a url"), vec!["not a url"]);
+        assert_eq!(
+            url_variants("https://bot.example.com/"),
+            vec![
+                "https://bot.example.com/",
+                "https://bot.example.com:443/",
+                "https://bot.example.com",
+                "https://bot.example.com:443"
+            ]
+        );
     }
 }
