@@ -19,10 +19,12 @@ fn hi() -> Outgoing {
 #[tokio::test]
 async fn health_check_answers() {
     let stack = start("CX", |_| {}).await;
-    let response = reqwest::get(format!("{}healthz", stack.bridge.url()))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    for path in ["healthz", "health"] {
+        let response = reqwest::get(format!("{}{path}", stack.bridge.url()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
 }
 
 #[tokio::test]

@@ -90,6 +90,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", post(webhook::incoming))
         .route("/status", post(webhook::status))
         .route("/healthz", get(|| async { "ok\n" }))
+        // Cloud Run keeps some paths ending in `z` for itself: from outside, `/healthz`
+        // may never reach the container.
+        .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
