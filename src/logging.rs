@@ -15,6 +15,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+use crate::config::Vars;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -23,20 +25,25 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// `LOG_FORMAT` if set (`json` or `text`), else JSON on Cloud Run (`K_SERVICE`).
-    pub fn from_env() -> Self {
-        match std::env::var("LOG_FORMAT").map(|v| v.to_ascii_lowercase()) {
-            Ok(v) if v == "json" => LogFormat::Json,
-            Ok(v) if v == "text" => LogFormat::Text,
-            _ if std::env::var_os("K_SERVICE").is_some() => LogFormat::Json,
+    pub fn from_vars(vars: &Vars) -> Self {
+        match vars.get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()) {
+            Some(v) if v == "json" => LogFormat::Json,
+            Some(v) if v == "text" => LogFormat::Text,
+            _ if vars.contains_key("K_SERVICE") => LogFormat::Json,
             _ => LogFormat::Text,
         }
     }
 }
 
-/// Installs the global subscriber; `RUST_LOG` overrides `default_level`.
-pub fn init(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+/// Installs the global subscriber, configured by `LOG_FORMAT` and `RUST_LOG` from
+/// `vars` (the environment, over `.env` for the commands that read it); `RUST_LOG`
+/// overrides `default_level`.
+pub fn init(vars: &Vars, default_level: &str) {
+    let format = LogFormat::from_vars(vars);
+    let filter = vars
+        .get("RUST_LOG")
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -82,10 +82,23 @@ fn main() -> ExitCode {
         cli.command,
         Command::Demo { .. } | Command::Chat { .. } | Command::Check { .. }
     );
-    logging::init(
-        logging::LogFormat::from_env(),
-        if quiet { "error" } else { "info" },
-    );
+    // `serve` and `check` read `.env` as well as the environment, for logging too.
+    let reads_dotenv = matches!(cli.command, Command::Serve | Command::Check { .. });
+    let vars = if reads_dotenv {
+        match std::env::current_dir()
+            .map_err(|e| format!("cannot read the working directory: {e}"))
+            .and_then(|dir| config::load_vars(&dir))
+        {
+            Ok(vars) => vars,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        std::env::vars().collect()
+    };
+    logging::init(&vars, if quiet { "error" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,7 +109,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, vars)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -105,9 +118,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// `vars`: the environment, over `.env` for `serve` and `check`.
+async fn run(command: Command, vars: config::Vars) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve => serve().await,
+        Command::Serve => serve(&vars).await,
         Command::Emulator { agent, port } => {
             emulator::run(&agent, port).await?;
             Ok(ExitCode::SUCCESS)
@@ -134,8 +148,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { offline, text } => {
-            let dir = std::env::current_dir().context("cannot read the working directory")?;
-            let vars = config::load_vars(&dir).map_err(anyhow::Error::msg)?;
             let (verdict, report) = check::run(&vars, offline, &text).await;
             print!("{report}");
             Ok(ExitCode::from(verdict as u8))
@@ -147,10 +159,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve() -> anyhow::Result<ExitCode> {
-    let dir = std::env::current_dir().context("cannot read the working directory")?;
-    let vars = config::load_vars(&dir).map_err(anyhow::Error::msg)?;
-    let settings = match config::Settings::from_vars(&vars) {
+async fn serve(vars: &config::Vars) -> anyhow::Result<ExitCode> {
+    let settings = match config::Settings::from_vars(vars) {
         Ok(settings) => settings,
         Err(errors) => {
             for line in &errors.0 {

@@ -191,3 +191,32 @@ async fn check_offline_does_not_call_the_agent_and_unreachable_agent_fails() {
         "{out}"
     );
 }
+
+#[test]
+fn serve_takes_its_log_settings_from_dotenv_too() {
+    let dir = std::env::temp_dir().join(format!("twilio-dialogflow-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        "AGENT_TYPE=CX\nAGENT_ID=a\nGCP_PROJECT=p\nTWILIO_ACCOUNT_SID=AC00000000000000000000000000000000\nTWILIO_AUTH_TOKEN=t\n\
+         DIALOGFLOW_EMULATOR_HOST=127.0.0.1:9\nPORT=0\nLOG_FORMAT=json\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(&dir)
+        .env_clear()
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    let stderr = child.stderr.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first_line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+    let entry: serde_json::Value =
+        serde_json::from_str(&first_line).unwrap_or_else(|e| panic!("{e}: {first_line}"));
+    assert_eq!(entry["severity"], "INFO", "{first_line}");
+    assert_eq!(entry["message"], "bridge listening", "{first_line}");
+}
