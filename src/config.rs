@@ -377,7 +377,7 @@ impl Reader<'_> {
             "ES" => Ok(false),
             _ => Err("must be CX or ES".to_owned()),
         });
-        let session_ttl = self.parsed("SESSION_TTL", parse_duration);
+        let session_ttl = self.parsed("SESSION_TTL", parse_session_ttl);
         let agent_id = match kind.unwrap_or(true) {
             true => {
                 let agent_id = self.required("AGENT_ID");
@@ -481,6 +481,17 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Dialogflow CX takes whole seconds, and keeps a session at most a day.
+fn parse_session_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(value)?;
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(24 * 3600) {
+        return Err(
+            "must be between 1s and 24h: Dialogflow CX keeps a session at most a day".into(),
+        );
+    }
+    Ok(ttl)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +556,15 @@ mod tests {
         assert!(settings.twilio.trust_proxy);
         assert_eq!(settings.port, 9000);
         assert_eq!(settings.twilio.auth_tokens.len(), 2);
+    }
+
+    #[test]
+    fn a_session_ttl_is_whole_seconds_up_to_a_day() {
+        assert_eq!(parse_session_ttl("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_session_ttl("90"), Ok(Duration::from_secs(90)));
+        for wrong in ["48h", "500ms", "soon"] {
+            assert!(parse_session_ttl(wrong).is_err(), "{wrong}");
+        }
     }
 
     #[test]
