@@ -64,8 +64,9 @@ fn split_message(message: ReplyMessage) -> Vec<ReplyMessage> {
 }
 
 /// Splits `body` into pieces of at most [`MAX_BODY_CHARS`] characters whose
-/// concatenation is `body`. A piece ends after the last whitespace that fits, or, in a
-/// run with no whitespace at all, at the limit.
+/// concatenation is `body`, less any piece of whitespace alone (Twilio would send it as
+/// a blank message). A piece ends after the last whitespace that fits, or, in a run with
+/// no whitespace at all, at the limit.
 pub fn split_body(body: &str) -> Vec<String> {
     if body.trim().is_empty() {
         return Vec::new();
@@ -89,6 +90,7 @@ pub fn split_body(body: &str) -> Vec<String> {
         rest = &rest[cut..];
     }
     pieces.push(rest.to_owned());
+    pieces.retain(|piece| !piece.trim().is_empty());
     pieces
 }
 
@@ -107,6 +109,12 @@ mod tests {
             fit_to_limits(messages),
             vec![ReplyMessage::text("hi"), ReplyMessage::text("there")]
         );
+    }
+
+    #[test]
+    fn whitespace_left_over_by_a_split_is_no_message() {
+        let body = format!("{}\n", "x".repeat(MAX_BODY_CHARS));
+        assert_eq!(split_body(&body), vec!["x".repeat(MAX_BODY_CHARS)]);
     }
 
     #[test]
