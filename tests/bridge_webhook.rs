@@ -150,14 +150,26 @@ async fn only_forms_are_accepted() {
 async fn oversized_bodies_are_refused() {
     let stack = start("CX", |_| {}).await;
     let body = format!("Body={}", "a".repeat(70 * 1024));
-    let (status, _) = post(
+    let (status, reason) = post(
         &stack.bridge.url(),
         &[FORM, ("x-twilio-signature", "x")],
         body,
     )
     .await;
     assert_eq!(status, 413);
+    assert!(reason.contains("over 64 KiB"), "{reason}");
     assert!(stack.agent_requests().is_empty());
+    // Counted like every other refusal.
+    let metrics = reqwest::get(format!("{}metrics", stack.bridge.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"twilio_dialogflow_webhooks_total{outcome="too_large"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// A webhook Twilio signed for the public HTTPS URL, as a proxy forwards it to us.

@@ -4,6 +4,7 @@
 //! asked anything.
 
 use crate::twilio::webhook::WebhookError;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use thiserror::Error;
@@ -18,8 +19,22 @@ pub enum Rejection {
     BadSignature,
     #[error("cannot tell the URL Twilio called: no Host header")]
     NoHost,
+    #[error("the body is over {} KiB, far more than any Twilio webhook", super::MAX_BODY_BYTES / 1024)]
+    TooLarge,
+    #[error("cannot read the body: {0}")]
+    Unreadable(String),
     #[error("{0}")]
     Webhook(#[from] WebhookError),
+}
+
+impl From<BytesRejection> for Rejection {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Rejection::TooLarge
+        } else {
+            Rejection::Unreadable(rejection.body_text())
+        }
+    }
 }
 
 impl Rejection {
@@ -28,9 +43,10 @@ impl Rejection {
             Rejection::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::MissingSignature | Rejection::BadSignature => StatusCode::FORBIDDEN,
             Rejection::Webhook(WebhookError::WrongAccount) => StatusCode::FORBIDDEN,
-            Rejection::NoHost | Rejection::Webhook(WebhookError::Missing(_)) => {
-                StatusCode::BAD_REQUEST
-            }
+            Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::NoHost
+            | Rejection::Unreadable(_)
+            | Rejection::Webhook(WebhookError::Missing(_)) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -41,6 +57,8 @@ impl Rejection {
             Rejection::MissingSignature => "missing_signature",
             Rejection::BadSignature => "bad_signature",
             Rejection::NoHost => "no_host",
+            Rejection::TooLarge => "too_large",
+            Rejection::Unreadable(_) => "unreadable",
             Rejection::Webhook(WebhookError::WrongAccount) => "wrong_account",
             Rejection::Webhook(WebhookError::Missing(_)) => "missing_parameter",
         }

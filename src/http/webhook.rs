@@ -12,6 +12,7 @@ use crate::twilio::signature;
 use crate::twilio::twiml;
 use crate::twilio::webhook::{FormParams, IncomingMessage};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +22,11 @@ pub async fn incoming(
     State(state): State<Arc<AppState>>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Rejection> {
+    let body = body
+        .map_err(Rejection::from)
+        .inspect_err(|r| state.metrics.webhook(r.label()))?;
     let url = public_url(&state.twilio, &headers, &uri);
     let (params, url) = verified_form(&state, url, &headers, &body)
         .inspect_err(|r| state.metrics.webhook(r.label()))?;
@@ -65,8 +69,9 @@ pub async fn status(
     State(state): State<Arc<AppState>>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Rejection> {
+    let body = body?;
     // Twilio signs the callback URL the bridge gave it: beside the configured webhook
     // URL when there is one, whatever the proxy in front made of the request.
     let url = match &state.twilio.webhook_url {
