@@ -220,10 +220,15 @@ impl Conversations {
         };
         let outcome = match wait {
             None => repeat.outcome().await,
-            Some(wait) => tokio::time::timeout(wait, repeat.outcome())
-                .await
-                .ok()
-                .flatten(),
+            Some(wait) => {
+                // Like a first delivery, a repeat stops waiting when the server stops:
+                // the first delivery's replies then go through the API.
+                let mut stopping = self.stopping.subscribe();
+                tokio::select! {
+                    outcome = tokio::time::timeout(wait, repeat.outcome()) => outcome.ok().flatten(),
+                    _ = stopping.wait_for(|stopping| *stopping) => None,
+                }
+            }
         };
         match outcome {
             Some(first) => Handled {

@@ -18,11 +18,14 @@ use tokio::sync::{mpsc, Notify};
 /// Work for a conversation's queue; it runs after the work queued before it.
 pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A job, and the MessageSid whose replies it owes.
+type Queued = (String, Job);
+
 /// Per-conversation queues of work, and the replies still owed.
 pub struct Outbox {
     api: MessagesApi,
     messaging_service_sid: Option<String>,
-    queues: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Job>>>,
+    queues: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Queued>>>,
     /// MessageSids whose replies are still owed, with how many jobs each has pending.
     owed: Mutex<HashMap<String, usize>>,
     settled: Notify,
@@ -54,12 +57,7 @@ impl Outbox {
     /// reply until the job ends.
     pub fn enqueue(self: &Arc<Self>, session: &SessionId, message_sid: &str, job: Job) {
         *lock(&self.owed).entry(message_sid.to_owned()).or_default() += 1;
-        let this = Arc::clone(self);
-        let sid = message_sid.to_owned();
-        let job: Job = Box::pin(async move {
-            job.await;
-            this.settle(&sid);
-        });
+        let job = (message_sid.to_owned(), job);
         let mut queues = lock(&self.queues);
         // A send fails only when the worker has just ended: start a new one.
         let job = match queues.get(session) {
@@ -75,9 +73,9 @@ impl Outbox {
         tokio::spawn(Arc::clone(self).work(*session, jobs));
     }
 
-    async fn work(self: Arc<Self>, session: SessionId, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    async fn work(self: Arc<Self>, session: SessionId, mut jobs: mpsc::UnboundedReceiver<Queued>) {
         loop {
-            let job = {
+            let (message_sid, job) = {
                 // Under the lock, so that nothing is queued between "empty" and "gone".
                 let mut queues = lock(&self.queues);
                 match jobs.try_recv() {
@@ -88,7 +86,16 @@ impl Outbox {
                     }
                 }
             };
-            job.await;
+            // On a task of its own, so that a panic loses this job alone, not the
+            // conversation's queue behind it.
+            if let Err(panicked) = tokio::spawn(job).await {
+                tracing::error!(
+                    message_sid = %message_sid,
+                    error = %panicked,
+                    "sending replies panicked: they are lost"
+                );
+            }
+            self.settle(&message_sid);
         }
     }
 
@@ -162,4 +169,37 @@ impl Outbox {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::twilio::messages_api::ApiCredentials;
+
+    #[tokio::test]
+    async fn a_panicking_job_loses_itself_only() {
+        let credentials = ApiCredentials {
+            account_sid: "AC1".into(),
+            username: "AC1".into(),
+            password: Secret::new("token"),
+        };
+        let api = MessagesApi::new("http://127.0.0.1:9", credentials).unwrap();
+        let outbox = Outbox::new(api, None);
+        let session = SessionId::for_conversation("AC1", "+15551234567", "+18005550000");
+        let (done, next_ran) = tokio::sync::oneshot::channel();
+        outbox.enqueue(&session, "SM1", Box::pin(async { panic!("a bug") }));
+        outbox.enqueue(
+            &session,
+            "SM2",
+            Box::pin(async move {
+                let _ = done.send(());
+            }),
+        );
+        assert!(tokio::time::timeout(Duration::from_secs(5), next_ran)
+            .await
+            .is_ok_and(|ran| ran.is_ok()));
+        // Both are settled: nothing is left owed for shutdown to wait on.
+        assert!(outbox.drain(Duration::from_secs(1)).await.is_empty());
+    }
 }

@@ -246,23 +246,29 @@ async fn shutdown_cuts_the_webhooks_wait_short_and_sends_the_reply_through_the_a
     })
     .await;
     let (params, signature) = stack.phone.webhook(&says("slow"));
-    let url = stack.bridge.url();
-    let waiting = tokio::spawn(async move {
-        let started = Instant::now();
-        let answer = post(
-            &url,
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("x-twilio-signature", &signature),
-            ],
-            params.encode(),
-        )
-        .await;
-        (answer, started.elapsed())
-    });
+    // The message, and Twilio delivering it again while the first is still waiting.
+    let deliver = || {
+        let (url, signature, body) = (stack.bridge.url(), signature.clone(), params.encode());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = post(
+                &url,
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("x-twilio-signature", &signature),
+                ],
+                body,
+            )
+            .await;
+            (answer, started.elapsed())
+        })
+    };
+    let waiting = deliver();
     while stack.agent_requests().is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let repeat = deliver();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let Stack {
         bridge,
         twilio,
@@ -277,6 +283,11 @@ async fn shutdown_cuts_the_webhooks_wait_short_and_sends_the_reply_through_the_a
         took < Duration::from_secs(3),
         "the webhook did not wait for the 3 s agent: {took:?}"
     );
+    let ((status, twiml), took) = repeat.await.unwrap();
+    assert_eq!((status, twiml.as_str()), (200, EMPTY));
+    assert!(took < Duration::from_secs(2), "the repeat waited: {took:?}");
+    // One agent call, one reply, through the API.
+    assert_eq!(emulator.requests().len(), 1);
     assert_eq!(bodies(&twilio.sent()), vec!["Finally"]);
     assert!(
         stopping.elapsed() < Duration::from_secs(8),
