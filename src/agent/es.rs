@@ -47,7 +47,6 @@ impl EsAgent {
             .client
             .detect_intent()
             .with_request(self.request(query))
-            .with_idempotency(true)
             .with_retry_policy(retry_policy(budget))
             .with_backoff_policy(backoff_policy())
             .send()
