@@ -78,8 +78,9 @@ pub struct ReplySettings {
     pub api_base_url: String,
     /// The account SID, or an API key SID.
     pub api_username: String,
-    /// The auth token, or the API key's secret.
-    pub api_password: Secret,
+    /// The API key's secret; or the auth token, then the secondary one if set, which
+    /// takes over when Twilio refuses the first (a token rotation).
+    pub api_passwords: Vec<Secret>,
     /// Send from this Messaging Service instead of the number the user wrote to.
     pub messaging_service_sid: Option<String>,
     /// How long, after SIGTERM, replies still owed may take to be sent.
@@ -304,7 +305,7 @@ impl Reader<'_> {
             .unwrap_or_else(|| DEFAULT_TWILIO_API_BASE_URL.to_owned());
         let key_sid = self.get("TWILIO_API_KEY_SID").map(str::to_owned);
         let key_secret = self.get("TWILIO_API_KEY_SECRET").map(Secret::new);
-        let (api_username, api_password) = match (key_sid, key_secret) {
+        let (api_username, api_passwords) = match (key_sid, key_secret) {
             (Some(sid), Some(secret)) => {
                 if !is_sid(&sid, "SK") {
                     self.fail(
@@ -312,11 +313,16 @@ impl Reader<'_> {
                         "must be SK followed by 32 hexadecimal characters",
                     );
                 }
-                (Some(sid), Some(secret))
+                (Some(sid), Some(vec![secret]))
             }
             (None, None) => (
                 self.get("TWILIO_ACCOUNT_SID").map(str::to_owned),
-                self.get("TWILIO_AUTH_TOKEN").map(Secret::new),
+                self.get("TWILIO_AUTH_TOKEN").map(|token| {
+                    std::iter::once(token)
+                        .chain(self.get("TWILIO_AUTH_TOKEN_SECONDARY"))
+                        .map(Secret::new)
+                        .collect()
+                }),
             ),
             (Some(_), None) => {
                 self.fail(
@@ -348,7 +354,7 @@ impl Reader<'_> {
             deadline,
             api_base_url,
             api_username: api_username?,
-            api_password: api_password?,
+            api_passwords: api_passwords?,
             messaging_service_sid,
             shutdown_grace,
         })

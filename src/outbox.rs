@@ -182,7 +182,7 @@ mod tests {
         let credentials = ApiCredentials {
             account_sid: "AC1".into(),
             username: "AC1".into(),
-            password: Secret::new("token"),
+            passwords: vec![Secret::new("token")],
         };
         let api = MessagesApi::new("http://127.0.0.1:9", credentials).unwrap();
         let outbox = Outbox::new(api, None);

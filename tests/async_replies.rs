@@ -119,6 +119,25 @@ async fn a_messaging_service_can_send_the_replies() {
 }
 
 #[tokio::test]
+async fn replies_keep_going_out_while_the_auth_token_is_rotated() {
+    // The primary token was just rotated out in Twilio: the secondary is the account's.
+    let stack = start("CX", |vars| {
+        mode("api")(vars);
+        vars.insert("TWILIO_AUTH_TOKEN".into(), "rotated-out".into());
+        vars.insert("TWILIO_AUTH_TOKEN_SECONDARY".into(), AUTH_TOKEN.into());
+    })
+    .await;
+    webhook(&stack, &says("hi")).await;
+    let sent = stack.twilio.wait_for(1).await;
+    assert_eq!(bodies(&sent), vec!["Hello from the agent"]);
+    assert_eq!(stack.twilio.attempts(), 2);
+    // From then on, the secondary goes first.
+    webhook(&stack, &says("menu")).await;
+    assert_eq!(stack.twilio.wait_for(3).await.len(), 3);
+    assert_eq!(stack.twilio.attempts(), 4);
+}
+
+#[tokio::test]
 async fn a_failing_messages_api_is_retried() {
     let stack = start("CX", mode("api")).await;
     stack.twilio.fail_next(&[500, 429]);

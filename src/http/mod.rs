@@ -40,7 +40,7 @@ fn delivery(twilio: &TwilioSettings, replies: &ReplySettings) -> Result<Delivery
         let credentials = ApiCredentials {
             account_sid: twilio.account_sid.clone(),
             username: replies.api_username.clone(),
-            password: replies.api_password.clone(),
+            passwords: replies.api_passwords.clone(),
         };
         let api =
             MessagesApi::new(&replies.api_base_url, credentials).map_err(SetupError::HttpClient)?;

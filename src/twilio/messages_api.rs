@@ -7,6 +7,8 @@
 use crate::config::Secret;
 use crate::reply::ReplyMessage;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -16,7 +18,9 @@ pub struct ApiCredentials {
     pub account_sid: String,
     /// The account SID with the auth token, or an API key SID with its secret.
     pub username: String,
-    pub password: Secret,
+    /// Tried in order: after a 401, the next one (the secondary auth token, while the
+    /// primary is being rotated out) is used from then on.
+    pub passwords: Vec<Secret>,
 }
 
 /// Where an outgoing message comes from.
@@ -62,6 +66,8 @@ pub struct MessagesApi {
     credentials: ApiCredentials,
     attempts: u32,
     first_backoff: Duration,
+    /// Which of the passwords Twilio took last.
+    password: Arc<AtomicUsize>,
 }
 
 impl MessagesApi {
@@ -75,6 +81,7 @@ impl MessagesApi {
             credentials,
             attempts: 4,
             first_backoff: Duration::from_millis(250),
+            password: Arc::default(),
         })
     }
 
@@ -120,12 +127,13 @@ impl MessagesApi {
                 tokio::time::sleep(wait.max(backoff)).await;
                 backoff = backoff.saturating_mul(2);
             }
+            let password = self.password.load(Ordering::Relaxed);
             let response = self
                 .client
                 .post(&url)
                 .basic_auth(
                     &self.credentials.username,
-                    Some(self.credentials.password.expose()),
+                    self.credentials.passwords.get(password).map(Secret::expose),
                 )
                 .form(&form)
                 .send()
@@ -148,6 +156,19 @@ impl MessagesApi {
                 return Ok(());
             }
             wait = retry_after(response.headers());
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                && password + 1 < self.credentials.passwords.len()
+            {
+                // The token was rotated: the secondary is the account's token now.
+                let _ = self.password.compare_exchange(
+                    password,
+                    password + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                last = "HTTP 401 with the primary auth token".into();
+                continue;
+            }
             let body = response.text().await.unwrap_or_default();
             let error: TwilioError = serde_json::from_str(&body).unwrap_or(TwilioError {
                 code: None,
@@ -197,7 +218,7 @@ mod tests {
         let credentials = ApiCredentials {
             account_sid: "AC1".into(),
             username: "AC1".into(),
-            password: Secret::new("token"),
+            passwords: vec![Secret::new("token")],
         };
         MessagesApi::new(&base, credentials)
             .unwrap()
