@@ -294,3 +294,48 @@ async fn shutdown_lets_requests_in_flight_finish() {
         twilio_dialogflow::chat::PhoneReply::Messages(vec![ReplyMessage::text("Finally")])
     );
 }
+
+#[tokio::test]
+async fn resource_exhausted_is_retried_after_a_pause() {
+    let stack = start("CX", |_| {}).await;
+    assert_eq!(
+        texts(&stack.say("busy").await),
+        vec!["Worked after a pause"]
+    );
+    assert_eq!(stack.agent_requests().len(), 2);
+}
+
+#[tokio::test]
+async fn more_than_ten_media_are_spread_over_messages() {
+    let stack = start("CX", |_| {}).await;
+    let messages = stack.say("gallery").await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].body, "Twelve pictures");
+    assert_eq!(messages[0].media, gallery()[..10].to_vec());
+    assert_eq!(messages[1].media, gallery()[10..].to_vec());
+}
+
+#[tokio::test]
+async fn a_whatsapp_sender_is_answered_and_its_number_stays_out_of_the_session() {
+    let stack = start("CX", |_| {}).await;
+    let mut whatsapp = stack.phone.clone();
+    whatsapp.from = "whatsapp:+15551230002".into();
+    whatsapp.to = "whatsapp:+14155238886".into();
+    let reply = whatsapp
+        .send(&Outgoing {
+            body: "hi".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let twilio_dialogflow::chat::PhoneReply::Messages(messages) = reply else {
+        panic!("refused")
+    };
+    assert_eq!(texts(&messages), vec!["Hello from the agent"]);
+    let request = &stack.agent_requests()[0];
+    assert!(!request.path.contains("5551230002"), "{}", request.path);
+    let payload = &request.body["queryParams"]["payload"];
+    assert_eq!(payload["From"], json!("whatsapp:+15551230002"));
+    assert_eq!(payload["WaId"], json!("15551230002"));
+    assert_eq!(payload["ProfileName"], json!("Terminal Phone"));
+}

@@ -254,3 +254,32 @@ async fn a_bare_host_url_signed_without_its_slash_is_accepted() {
     let reply = phone.send(&hi()).await.unwrap();
     assert!(matches!(reply, PhoneReply::Messages(_)), "{reply:?}");
 }
+
+#[tokio::test]
+async fn the_query_string_of_the_request_joins_a_configured_url_without_one() {
+    let stack = start("CX", |vars| {
+        vars.insert(
+            "TWILIO_WEBHOOK_URL".into(),
+            "https://bot.example.com/twilio".into(),
+        );
+    })
+    .await;
+    // Twilio was given `…/twilio?tenant=a`; the operator configured the URL without it.
+    let public = Phone::new(
+        "https://bot.example.com/twilio?tenant=a",
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap();
+    let (params, signature) = public.webhook(&hi());
+    let (status, body) = post(
+        &format!("{}?tenant=a", stack.bridge.url()),
+        &[FORM, ("x-twilio-signature", &signature)],
+        params.encode(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello from the agent"));
+}

@@ -193,7 +193,7 @@ async fn check_offline_does_not_call_the_agent_and_unreachable_agent_fails() {
 }
 
 #[test]
-fn serve_takes_its_log_settings_from_dotenv_too() {
+fn serve_logs_as_dotenv_says_and_stops_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("twilio-dialogflow-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -209,14 +209,29 @@ fn serve_takes_its_log_settings_from_dotenv_too() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut first_line = String::new();
-    let stderr = child.stderr.take().unwrap();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first_line).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    std::io::BufRead::read_line(&mut stderr, &mut first_line).unwrap();
+    // What Cloud Run sends before it stops an instance.
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    // If it does not stop, it is killed, and the test fails instead of hanging.
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    });
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let exit = child.wait().unwrap();
     let _ = std::fs::remove_dir_all(dir);
     let entry: serde_json::Value =
         serde_json::from_str(&first_line).unwrap_or_else(|e| panic!("{e}: {first_line}"));
     assert_eq!(entry["severity"], "INFO", "{first_line}");
     assert_eq!(entry["message"], "bridge listening", "{first_line}");
+    assert!(exit.success(), "{exit:?}: {rest}");
+    assert!(rest.contains("shutting down"), "{rest}");
 }

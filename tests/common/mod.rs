@@ -71,6 +71,16 @@ intents:
     fail_first: 2
     replies:
       - text: "Worked after retries"
+  - name: busy
+    phrases: ["busy"]
+    error: { code: 429, status: RESOURCE_EXHAUSTED, message: "quota" }
+    fail_first: 1
+    replies:
+      - text: "Worked after a pause"
+  - name: gallery
+    phrases: ["gallery"]
+    replies:
+      - payload: { body: "Twelve pictures", media: [GALLERY] }
   - name: denied
     phrases: ["denied"]
     error: { code: 403, status: PERMISSION_DENIED, message: "no access" }
@@ -94,6 +104,13 @@ fallback:
   replies:
     - text: "Sorry, what?"
 "#;
+
+/// Twelve picture URLs: more than one Twilio message carries.
+pub fn gallery() -> Vec<String> {
+    (1..=12)
+        .map(|i| format!("https://example.com/{i}.jpg"))
+        .collect()
+}
 
 /// A long reply, made by the test so the agent file stays readable.
 pub fn long_reply() -> String {
@@ -137,7 +154,9 @@ pub fn vars(
 }
 
 pub async fn start_emulator(agent_yaml: &str) -> (Emulator, AgentDefinition) {
-    let agent_yaml = agent_yaml.replace("\"LONG\"", &format!("{:?}", long_reply()));
+    let agent_yaml = agent_yaml
+        .replace("\"LONG\"", &format!("{:?}", long_reply()))
+        .replace("[GALLERY]", &format!("{:?}", gallery()));
     let agent = AgentDefinition::from_yaml_str(&agent_yaml).expect("test agent parses");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let emulator = Emulator::start(agent.clone(), listener)
