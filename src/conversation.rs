@@ -110,8 +110,8 @@ pub struct Conversations {
     delivery: Delivery,
     handled: Arc<Ledger<Handled>>,
     metrics: Arc<Metrics>,
-    /// Set when the server begins to shut down.
-    stopping: tokio::sync::watch::Sender<bool>,
+    /// Once the server begins to shut down: when it must have answered every webhook.
+    stopping: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
 }
 
 impl Conversations {
@@ -127,14 +127,35 @@ impl Conversations {
             delivery,
             handled: Ledger::new(REMEMBER_FOR, REMEMBER_AT_MOST),
             metrics,
-            stopping: tokio::sync::watch::Sender::new(false),
+            stopping: tokio::sync::watch::Sender::new(None),
         })
     }
 
-    /// Webhooks still waiting for the agent stop waiting and answer empty; their
-    /// replies follow through the API.
-    pub fn begin_shutdown(&self) {
-        self.stopping.send_replace(true);
+    /// Webhooks still waiting for the agent stop waiting and answer empty, their replies
+    /// following through the API; with no API to follow through (`REPLY_MODE=twiml`),
+    /// they wait until `grace` has passed and then answer the fallback message, rather
+    /// than be cut off when the platform kills the process.
+    pub fn begin_shutdown(&self, grace: Duration) {
+        self.stopping
+            .send_replace(Some(tokio::time::Instant::now() + grace));
+    }
+
+    /// Resolves once the server is stopping.
+    async fn stopped(&self) {
+        let _ = self.stopping.subscribe().wait_for(Option::is_some).await;
+    }
+
+    /// Resolves when the server stops waiting for the agent: at the end of the grace.
+    async fn out_of_grace(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let deadline = match stopping.wait_for(Option::is_some).await {
+            Ok(deadline) => *deadline,
+            Err(_) => None,
+        };
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
     }
 
     /// The outbox, when replies may go through the API.
@@ -183,11 +204,10 @@ impl Conversations {
                 );
                 // A shutdown cuts the wait short: the replies then go through the API,
                 // and the server can stop within Cloud Run's grace period.
-                let mut stopping = self.stopping.subscribe();
                 let wait = async {
                     tokio::select! {
                         answer = &mut answered => Ok(answer),
-                        _ = stopping.wait_for(|stopping| *stopping) => Err(()),
+                        _ = self.stopped() => Err(()),
                     }
                 };
                 match tokio::time::timeout(*deadline, wait)
@@ -223,10 +243,9 @@ impl Conversations {
             Some(wait) => {
                 // Like a first delivery, a repeat stops waiting when the server stops:
                 // the first delivery's replies then go through the API.
-                let mut stopping = self.stopping.subscribe();
                 tokio::select! {
                     outcome = tokio::time::timeout(wait, repeat.outcome()) => outcome.ok().flatten(),
-                    _ = stopping.wait_for(|stopping| *stopping) => None,
+                    _ = self.stopped() => None,
                 }
             }
         };
@@ -255,9 +274,16 @@ impl Conversations {
             }
             handled
         });
+        let work = async {
+            tokio::select! {
+                done = work => Some(done),
+                _ = self.out_of_grace() => None,
+            }
+        };
         match work.await {
-            Ok(handled) => handled,
-            Err(panicked) => {
+            Some(Ok(handled)) => handled,
+            None => self.fallback(session, "SHUTDOWN".into(), None),
+            Some(Err(panicked)) => {
                 tracing::error!(error = %panicked, "answering a message panicked");
                 self.fallback(session, "PANIC".into(), None)
             }

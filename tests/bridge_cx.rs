@@ -269,8 +269,34 @@ async fn a_redelivery_while_the_first_is_in_flight_waits_for_it() {
 
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish() {
+    let (reply, _) = shut_down_while_the_agent_thinks("8s").await;
+    assert_eq!(
+        reply,
+        twilio_dialogflow::chat::PhoneReply::Messages(vec![ReplyMessage::text("Finally")])
+    );
+}
+
+#[tokio::test]
+async fn at_the_end_of_the_grace_a_waiting_webhook_gets_the_fallback() {
+    // With no Messages API to fall back on, answering something beats being killed.
+    let (reply, took) = shut_down_while_the_agent_thinks("1s").await;
+    assert_eq!(
+        reply,
+        twilio_dialogflow::chat::PhoneReply::Messages(vec![ReplyMessage::text(
+            DEFAULT_FALLBACK_MESSAGE
+        )])
+    );
+    assert!(took < std::time::Duration::from_millis(2500), "{took:?}");
+}
+
+/// Asks the 3 s agent something, shuts the bridge down (`SHUTDOWN_GRACE=grace`) once the
+/// agent has the question, and returns the reply and how long the shutdown took.
+async fn shut_down_while_the_agent_thinks(
+    grace: &str,
+) -> (twilio_dialogflow::chat::PhoneReply, std::time::Duration) {
     let stack = start("CX", |vars| {
         vars.insert("AGENT_TIMEOUT".into(), "10s".into());
+        vars.insert("SHUTDOWN_GRACE".into(), grace.into());
     })
     .await;
     let phone = stack.phone.clone();
@@ -287,12 +313,10 @@ async fn shutdown_lets_requests_in_flight_finish() {
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let stopping = std::time::Instant::now();
     stack.bridge.shutdown().await.unwrap();
-    let reply = in_flight.await.unwrap().unwrap();
-    assert_eq!(
-        reply,
-        twilio_dialogflow::chat::PhoneReply::Messages(vec![ReplyMessage::text("Finally")])
-    );
+    let took = stopping.elapsed();
+    (in_flight.await.unwrap().unwrap(), took)
 }
 
 #[tokio::test]

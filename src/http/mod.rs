@@ -118,12 +118,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let conversations = Arc::clone(&state.conversations);
+    let grace = state.shutdown_grace;
     let signalled = Arc::new(std::sync::OnceLock::new());
     let signalled_at = Arc::clone(&signalled);
     let shutdown = async move {
         shutdown.await;
         let _ = signalled_at.set(std::time::Instant::now());
-        conversations.begin_shutdown();
+        conversations.begin_shutdown(grace);
     };
     axum::serve(listener, router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown)
