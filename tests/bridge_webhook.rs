@@ -212,30 +212,34 @@ async fn untrusted_forwarded_headers_are_ignored() {
     assert!(stack.agent_requests().is_empty());
 }
 
-#[tokio::test]
-async fn a_configured_webhook_url_is_what_signatures_are_checked_against() {
-    let stack = start("CX", |vars| {
+/// A bridge configured with `TWILIO_WEBHOOK_URL=https://bot.example.com/twilio`, as it
+/// is behind a domain of its own.
+async fn behind_a_domain() -> Stack {
+    start("CX", |vars| {
         vars.insert(
             "TWILIO_WEBHOOK_URL".into(),
             "https://bot.example.com/twilio".into(),
         );
     })
-    .await;
-    let public = Phone::new(
-        "https://bot.example.com/twilio",
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
+    .await
+}
+
+/// Posts "hi" to `url`, signed as Twilio signs it when it was given `twilio_url`.
+async fn post_as_sent_to(twilio_url: &str, url: &str) -> (u16, String) {
+    let public = Phone::new(twilio_url, ACCOUNT_SID, AUTH_TOKEN, USER, OUR_NUMBER).unwrap();
     let (params, signature) = public.webhook(&hi());
-    let (status, _) = post(
-        &stack.bridge.url(),
+    post(
+        url,
         &[FORM, ("x-twilio-signature", &signature)],
         params.encode(),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_configured_webhook_url_is_what_signatures_are_checked_against() {
+    let stack = behind_a_domain().await;
+    let (status, _) = post_as_sent_to("https://bot.example.com/twilio", &stack.bridge.url()).await;
     assert_eq!(status, 200);
     // A signature over the local URL no longer counts.
     assert!(matches!(
@@ -257,27 +261,11 @@ async fn a_bare_host_url_signed_without_its_slash_is_accepted() {
 
 #[tokio::test]
 async fn the_query_string_of_the_request_joins_a_configured_url_without_one() {
-    let stack = start("CX", |vars| {
-        vars.insert(
-            "TWILIO_WEBHOOK_URL".into(),
-            "https://bot.example.com/twilio".into(),
-        );
-    })
-    .await;
+    let stack = behind_a_domain().await;
     // Twilio was given `…/twilio?tenant=a`; the operator configured the URL without it.
-    let public = Phone::new(
+    let (status, body) = post_as_sent_to(
         "https://bot.example.com/twilio?tenant=a",
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
-    let (params, signature) = public.webhook(&hi());
-    let (status, body) = post(
         &format!("{}?tenant=a", stack.bridge.url()),
-        &[FORM, ("x-twilio-signature", &signature)],
-        params.encode(),
     )
     .await;
     assert_eq!(status, 200, "{body}");

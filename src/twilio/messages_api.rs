@@ -225,6 +225,12 @@ mod tests {
             .with_backoff(Duration::from_millis(1), 2)
     }
 
+    async fn send_hi(api: &MessagesApi) -> Result<(), SendError> {
+        let from = Sender::Number("+18005550000".into());
+        api.send("+15551234567", &from, &ReplyMessage::text("hi"), None)
+            .await
+    }
+
     #[tokio::test]
     async fn a_refusal_keeps_twilio_code_and_leaves_out_its_text_with_the_number() {
         let api = twilio_answering(
@@ -232,15 +238,7 @@ mod tests {
             r#"{"code": 21211, "message": "The 'To' number +15551234567 is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}"#,
         )
         .await;
-        let error = api
-            .send(
-                "+15551234567",
-                &Sender::Number("+18005550000".into()),
-                &ReplyMessage::text("hi"),
-                None,
-            )
-            .await
-            .unwrap_err();
+        let error = send_hi(&api).await.unwrap_err();
         let shown = error.to_string();
         assert!(
             shown.contains("21211") && shown.contains("HTTP 400"),
@@ -252,14 +250,7 @@ mod tests {
     #[tokio::test]
     async fn any_success_is_sent_even_when_the_answer_is_not_json() {
         let api = twilio_answering(StatusCode::CREATED, "<not json>").await;
-        let sent = api
-            .send(
-                "+15551234567",
-                &Sender::Number("+18005550000".into()),
-                &ReplyMessage::text("hi"),
-                None,
-            )
-            .await;
+        let sent = send_hi(&api).await;
         assert!(sent.is_ok(), "{sent:?}");
     }
 }
