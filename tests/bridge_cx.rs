@@ -57,17 +57,10 @@ async fn keeps_one_session_per_conversation() {
     // Another sender is another session, with nothing ordered.
     let mut other = stack.phone.clone();
     other.from = "whatsapp:+15559990000".into();
-    let reply = other
-        .send(&Outgoing {
-            body: "what did I order".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let twilio_dialogflow::chat::PhoneReply::Messages(messages) = reply else {
-        panic!("refused")
-    };
-    assert_eq!(texts(&messages), vec!["You ordered a  pizza"]);
+    assert_eq!(
+        texts(&ask(&other, "what did I order").await),
+        vec!["You ordered a  pizza"]
+    );
     let paths: Vec<String> = stack.agent_requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths[0], paths[1]);
     assert_ne!(paths[1], paths[2]);
@@ -345,17 +338,10 @@ async fn a_whatsapp_sender_is_answered_and_its_number_stays_out_of_the_session()
     let mut whatsapp = stack.phone.clone();
     whatsapp.from = "whatsapp:+15551230002".into();
     whatsapp.to = "whatsapp:+14155238886".into();
-    let reply = whatsapp
-        .send(&Outgoing {
-            body: "hi".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let twilio_dialogflow::chat::PhoneReply::Messages(messages) = reply else {
-        panic!("refused")
-    };
-    assert_eq!(texts(&messages), vec!["Hello from the agent"]);
+    assert_eq!(
+        texts(&ask(&whatsapp, "hi").await),
+        vec!["Hello from the agent"]
+    );
     let request = &stack.agent_requests()[0];
     assert!(!request.path.contains("5551230002"), "{}", request.path);
     let payload = &request.body["queryParams"]["payload"];

@@ -203,15 +203,32 @@ impl Stack {
     }
 
     pub async fn send(&self, message: &Outgoing) -> Vec<ReplyMessage> {
-        match self.phone.send(message).await.expect("bridge reachable") {
-            PhoneReply::Messages(messages) => messages,
-            PhoneReply::Refused { status, reason } => panic!("refused with {status}: {reason}"),
-        }
+        send_from(&self.phone, message).await
     }
 
     pub fn agent_requests(&self) -> Vec<RecordedRequest> {
         self.emulator.requests()
     }
+}
+
+/// What `phone` gets back for `message`; the bridge must accept it.
+pub async fn send_from(phone: &Phone, message: &Outgoing) -> Vec<ReplyMessage> {
+    match phone.send(message).await.expect("bridge reachable") {
+        PhoneReply::Messages(messages) => messages,
+        PhoneReply::Refused { status, reason } => panic!("refused with {status}: {reason}"),
+    }
+}
+
+/// What `phone` gets back for the text `body`.
+pub async fn ask(phone: &Phone, body: &str) -> Vec<ReplyMessage> {
+    send_from(
+        phone,
+        &Outgoing {
+            body: body.into(),
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 pub fn texts(messages: &[ReplyMessage]) -> Vec<&str> {
