@@ -49,12 +49,22 @@ pub fn init(vars: &Vars, default_level: &str) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.event_format(CloudLogging).try_init(),
+        LogFormat::Json => builder
+            .event_format(CloudLogging {
+                project: vars
+                    .get("GCP_PROJECT")
+                    .or_else(|| vars.get("GOOGLE_CLOUD_PROJECT"))
+                    .cloned(),
+            })
+            .try_init(),
     };
 }
 
 /// Formats events as Cloud Logging structured entries.
-pub struct CloudLogging;
+pub struct CloudLogging {
+    /// The project of the trace ids in `trace` fields.
+    pub project: Option<String>,
+}
 
 impl<S, N> FormatEvent<S, N> for CloudLogging
 where
@@ -67,15 +77,26 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        writeln!(writer, "{}", entry(event))
+        writeln!(writer, "{}", entry(event, self.project.as_deref()))
     }
 }
 
-/// The JSON entry for `event`.
-pub fn entry(event: &Event<'_>) -> Value {
+/// The JSON entry for `event`. A `trace` field (the trace id of Cloud Run's
+/// `X-Cloud-Trace-Context`) becomes the entry's trace, which files the line under its
+/// request in the Logs Explorer.
+pub fn entry(event: &Event<'_>, project: Option<&str>) -> Value {
     let mut fields = Fields(Map::new());
     event.record(&mut fields);
     let mut entry = fields.0;
+    match (entry.remove("trace"), project) {
+        (Some(Value::String(trace)), Some(project)) if !trace.is_empty() => {
+            entry.insert(
+                "logging.googleapis.com/trace".into(),
+                Value::String(format!("projects/{project}/traces/{trace}")),
+            );
+        }
+        _ => {}
+    }
     let message = entry
         .remove("message")
         .unwrap_or(Value::String(String::new()));
@@ -153,13 +174,16 @@ mod tests {
         let buffer = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(buffer.clone())
-            .event_format(CloudLogging)
+            .event_format(CloudLogging {
+                project: Some("my-project".into()),
+            })
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(
                 message_sid = "SM1",
                 agent_ms = 12u64,
                 duplicate = false,
+                trace = "105445aa7843bc8bf206b12000100000",
                 "webhook handled"
             );
         });
@@ -170,5 +194,9 @@ mod tests {
         assert_eq!(entry["message_sid"], "SM1");
         assert_eq!(entry["agent_ms"], 12);
         assert_eq!(entry["duplicate"], false);
+        assert_eq!(
+            entry["logging.googleapis.com/trace"],
+            "projects/my-project/traces/105445aa7843bc8bf206b12000100000"
+        );
     }
 }

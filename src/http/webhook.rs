@@ -41,6 +41,7 @@ pub async fn incoming(
         .await;
     tracing::info!(
         message_sid = %message_sid,
+        trace = cloud_trace(&headers),
         channel,
         session = %handled.session,
         outcome = handled.outcome.label(),
@@ -121,6 +122,15 @@ fn verified_form(
         return Err(Rejection::BadSignature);
     }
     Ok((params, url))
+}
+
+/// The trace id Cloud Run's front end gives the request (`TRACE_ID/SPAN_ID;o=1`).
+fn cloud_trace(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('/').next())
+        .unwrap_or_default()
 }
 
 fn twiml_response(replies: &[crate::reply::ReplyMessage]) -> Response {
