@@ -140,19 +140,21 @@ impl Conversations {
             .send_replace(Some(tokio::time::Instant::now() + grace));
     }
 
-    /// Resolves once the server is stopping.
-    async fn stopped(&self) {
-        let _ = self.stopping.subscribe().wait_for(Option::is_some).await;
+    /// Resolves once the server is stopping, with when it must have answered every
+    /// webhook.
+    async fn stopped(&self) -> Option<tokio::time::Instant> {
+        let mut stopping = self.stopping.subscribe();
+        let deadline = stopping
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|deadline| *deadline);
+        deadline
     }
 
     /// Resolves when the server stops waiting for the agent: at the end of the grace.
     async fn out_of_grace(&self) {
-        let mut stopping = self.stopping.subscribe();
-        let deadline = match stopping.wait_for(Option::is_some).await {
-            Ok(deadline) => *deadline,
-            Err(_) => None,
-        };
-        match deadline {
+        match self.stopped().await {
             Some(deadline) => tokio::time::sleep_until(deadline).await,
             None => std::future::pending().await,
         }

@@ -24,14 +24,7 @@ pub async fn incoming(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Rejection> {
-    let body = body
-        .map_err(Rejection::from)
-        .inspect_err(|r| state.metrics.webhook(r.label()))?;
-    let url = public_url(&state.twilio, &headers, &uri);
-    let (params, url) = verified_form(&state, url, &headers, &body)
-        .inspect_err(|r| state.metrics.webhook(r.label()))?;
-    let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)
-        .map_err(Rejection::from)
+    let (message, url) = read_message(&state, &uri, &headers, body)
         .inspect_err(|r| state.metrics.webhook(r.label()))?;
     let message_sid = message.message_sid.clone().unwrap_or_default();
     let channel = message.channel();
@@ -62,6 +55,21 @@ pub async fn incoming(
         state.metrics.duplicate();
     }
     Ok(twiml_response(handled.webhook_replies()))
+}
+
+/// The message of a webhook, and the URL Twilio signed: every step before the agent,
+/// each of which can refuse the request.
+fn read_message(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(IncomingMessage, String), Rejection> {
+    let body = body?;
+    let url = public_url(&state.twilio, headers, uri);
+    let (params, url) = verified_form(state, url, headers, &body)?;
+    let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)?;
+    Ok((message, url))
 }
 
 /// `POST /status`: Twilio's status callback for the replies sent through the API.
