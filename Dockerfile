@@ -1,7 +1,15 @@
 # twilio-dialogflow: build with the Rust toolchain, run on a minimal, non-root image.
 #
 #   docker build -t twilio-dialogflow .
-#   docker run -p 8080:8080 --env-file .env twilio-dialogflow
+#   docker run --rm -p 8080:8080 --user "$(id -u):$(id -g)" \
+#     -v "$PWD/.env:/app/.env:ro" -e TWILIO_ACCOUNT_SID -e TWILIO_AUTH_TOKEN -e GCP_PROJECT \
+#     -v "$HOME/.config/gcloud/application_default_credentials.json:/secrets/adc.json:ro" \
+#     -e GOOGLE_APPLICATION_CREDENTIALS=/secrets/adc.json twilio-dialogflow
+#
+# Not `--env-file .env`: Docker keeps the quotes of a Node-style `AGENT_TYPE="ES"`, and
+# the environment wins over the `.env` the bridge reads from /app. `--user` lets the
+# non-root process read your 0600 credentials file. See docs/deploy-cloud-run.md,
+# "Anywhere else".
 #
 # A `.env` in the build context is copied beside the binary (optional); variables set on
 # the container (Cloud Run env vars and secrets) take precedence over it.

@@ -11,7 +11,9 @@ use crate::twilio::webhook::FormParams;
 use anyhow::{bail, Context};
 use quick_xml::events::Event;
 use quick_xml::Reader;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,7 +38,7 @@ pub enum PhoneReply {
 }
 
 /// One message to send.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outgoing {
     pub body: String,
     pub media: Vec<String>,
@@ -254,56 +256,258 @@ pub fn show(reply: &PhoneReply) -> String {
     }
 }
 
-/// Reads one line of the terminal phone: `/media URL [text]` sends an MMS, anything
-/// else is the text of an SMS.
-pub fn parse_line(line: &str) -> Outgoing {
-    match line.strip_prefix("/media ") {
-        Some(rest) => {
-            let (url, body) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
-            Outgoing {
+/// What one line typed into the terminal phone means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Send(Outgoing),
+    Quit,
+    Help,
+    /// A `/word` the phone does not know: not sent, so a typo never reaches the agent.
+    Unknown(String),
+}
+
+pub const USAGE: &str = "Type a message; /media URL [text] sends a picture; /help; /quit ends.";
+
+/// Reads one line of the terminal phone: `/media URL [text]` sends an MMS, `/quit` and
+/// `/help` are the phone's own, any other `/word` is refused, and anything else is the
+/// text of an SMS (`//text` sends `/text`).
+pub fn parse_line(line: &str) -> Line {
+    if let Some(text) = line.strip_prefix("//") {
+        return Line::Send(Outgoing {
+            body: format!("/{text}"),
+            ..Outgoing::default()
+        });
+    }
+    let Some(command) = line.strip_prefix('/') else {
+        return Line::Send(Outgoing {
+            body: line.to_owned(),
+            ..Outgoing::default()
+        });
+    };
+    let (word, rest) = command.split_once(' ').unwrap_or((command, ""));
+    match word {
+        "media" if !rest.trim().is_empty() => {
+            let rest = rest.trim();
+            let (url, body) = rest.split_once(' ').unwrap_or((rest, ""));
+            Line::Send(Outgoing {
                 body: body.trim().to_owned(),
                 media: vec![url.to_owned()],
                 message_sid: None,
-            }
+            })
         }
-        None => Outgoing {
-            body: line.to_owned(),
-            ..Outgoing::default()
-        },
+        "quit" | "exit" => Line::Quit,
+        "help" => Line::Help,
+        _ => Line::Unknown(line.to_owned()),
     }
 }
 
-/// Runs the phone over stdin/stdout until end of input or `/quit`.
-pub async fn run(phone: &Phone, prompt: bool) -> anyhow::Result<()> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdout = tokio::io::stdout();
-    if prompt {
-        stdout
-            .write_all(format!("Texting {} as {}. Type a message; /media URL [text] sends a picture; /quit ends.\n", phone.to, phone.from).as_bytes())
-            .await?;
+/// Replies sent through Twilio's Messages API, read back from its list of messages
+/// (`GET …/Messages.json?To=…`): with `REPLY_MODE=api`/`auto` against the local
+/// stand-in, the phone shows them as it shows the webhook's answer.
+pub struct ApiInbox {
+    client: reqwest::Client,
+    url: String,
+    account_sid: String,
+    auth_token: String,
+    number: String,
+    seen: HashSet<String>,
+}
+
+#[derive(Deserialize)]
+struct MessagePage {
+    messages: Vec<ListedMessage>,
+}
+
+#[derive(Deserialize)]
+struct ListedMessage {
+    sid: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    num_media: String,
+}
+
+/// How long the phone waits for a reply through the API: the bridge's default agent
+/// timeout in those modes, and a margin.
+const API_REPLY_PATIENCE: Duration = Duration::from_secs(40);
+/// Once a reply came, how long to wait for the messages that follow it.
+const API_REPLY_QUIET: Duration = Duration::from_millis(800);
+const API_POLL_EVERY: Duration = Duration::from_millis(200);
+
+impl ApiInbox {
+    /// Reads the messages sent to `number` from the Messages API at `base_url`.
+    pub fn new(
+        base_url: &str,
+        account_sid: &str,
+        auth_token: &str,
+        number: &str,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("cannot create the HTTP client")?;
+        Ok(Self {
+            client,
+            url: format!(
+                "{}/2010-04-01/Accounts/{account_sid}/Messages.json",
+                base_url.trim_end_matches('/')
+            ),
+            account_sid: account_sid.to_owned(),
+            auth_token: auth_token.to_owned(),
+            number: number.to_owned(),
+            seen: HashSet::new(),
+        })
     }
-    loop {
+
+    /// The messages sent to the phone so far, oldest first.
+    async fn list(&self) -> anyhow::Result<Vec<ListedMessage>> {
+        let response = self
+            .client
+            .get(&self.url)
+            .query(&[("To", &self.number)])
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.url))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("{} answered HTTP {status}", self.url);
+        }
+        let mut page: MessagePage = response
+            .json()
+            .await
+            .with_context(|| format!("{} did not answer a list of messages", self.url))?;
+        page.messages.reverse();
+        Ok(page.messages)
+    }
+
+    /// Everything sent so far is old news.
+    async fn mark_seen(&mut self) -> anyhow::Result<()> {
+        let listed = self.list().await?;
+        self.seen.extend(listed.into_iter().map(|m| m.sid));
+        Ok(())
+    }
+
+    /// The new messages, once they stop coming; none after [`API_REPLY_PATIENCE`].
+    async fn new_replies(&mut self) -> anyhow::Result<Vec<ReplyMessage>> {
+        let started = tokio::time::Instant::now();
+        let mut replies = Vec::new();
+        let mut last_arrival = None;
+        loop {
+            for message in self.list().await? {
+                if self.seen.insert(message.sid) {
+                    let media = message.num_media.parse::<usize>().unwrap_or(0);
+                    replies.push(ReplyMessage {
+                        body: message.body,
+                        media: (1..=media).map(|i| format!("#{i}")).collect(),
+                    });
+                    last_arrival = Some(tokio::time::Instant::now());
+                }
+            }
+            let done = match last_arrival {
+                Some(at) => at.elapsed() >= API_REPLY_QUIET,
+                None => started.elapsed() >= API_REPLY_PATIENCE,
+            };
+            if done {
+                return Ok(replies);
+            }
+            tokio::time::sleep(API_POLL_EVERY).await;
+        }
+    }
+}
+
+/// A phone in use: what it sends, and what it shows of the replies, from the webhook's
+/// answer or, when that is empty, through the Messages API.
+pub struct Session {
+    phone: Phone,
+    inbox: Option<ApiInbox>,
+}
+
+impl Session {
+    pub fn new(phone: Phone, inbox: Option<ApiInbox>) -> Self {
+        Self { phone, inbox }
+    }
+
+    /// Sends `message` and returns what the phone shows of the replies.
+    pub async fn exchange(&mut self, message: &Outgoing) -> anyhow::Result<String> {
+        if let Some(inbox) = &mut self.inbox {
+            // A listing that fails now will fail below too, and say so there.
+            let _ = inbox.mark_seen().await;
+        }
+        let reply = self.phone.send(message).await?;
+        match (&reply, &mut self.inbox) {
+            (PhoneReply::Messages(messages), Some(inbox)) if messages.is_empty() => {
+                match inbox.new_replies().await {
+                    Ok(replies) if replies.is_empty() => {
+                        Ok("  (no reply, in the webhook's answer or through the Messages API)"
+                            .to_owned())
+                    }
+                    Ok(replies) => Ok(format!(
+                        "{}\n  (through the Messages API)",
+                        show(&PhoneReply::Messages(replies))
+                    )),
+                    Err(error) => Ok(format!(
+                        "  (no reply in the webhook's answer; cannot read the Messages API: {error:#})"
+                    )),
+                }
+            }
+            (PhoneReply::Messages(messages), None) if messages.is_empty() => Ok(
+                "  (no reply in the webhook's answer: with REPLY_MODE=api or auto it follows through the Messages API)"
+                    .to_owned(),
+            ),
+            _ => Ok(show(&reply)),
+        }
+    }
+
+    /// Sends `message` and prints what comes back.
+    pub async fn send(&mut self, message: &Outgoing) -> anyhow::Result<()> {
+        let shown = self.exchange(message).await?;
+        println!("{shown}");
+        Ok(())
+    }
+
+    /// Runs the phone over stdin/stdout until end of input or `/quit`. `prompt`: a
+    /// person types at a terminal; otherwise each line read is echoed, so that the
+    /// output reads as a conversation.
+    pub async fn run(&mut self, prompt: bool) -> anyhow::Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        let mut stdout = tokio::io::stdout();
         if prompt {
-            stdout.write_all(b"> ").await?;
+            let hello = format!(
+                "Texting {} as {}. {USAGE}\n",
+                self.phone.to, self.phone.from
+            );
+            stdout.write_all(hello.as_bytes()).await?;
+        }
+        loop {
+            if prompt {
+                stdout.write_all(b"> ").await?;
+                stdout.flush().await?;
+            }
+            let Some(line) = lines.next_line().await? else {
+                break;
+            };
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if !prompt {
+                stdout.write_all(format!("> {line}\n").as_bytes()).await?;
+            }
+            let shown = match parse_line(line) {
+                Line::Quit => break,
+                Line::Help => USAGE.to_owned(),
+                Line::Unknown(command) => {
+                    format!("! {command} is not a command of the phone, and was not sent. {USAGE} (//text sends /text.)")
+                }
+                Line::Send(message) => self.exchange(&message).await?,
+            };
+            stdout.write_all(format!("{shown}\n").as_bytes()).await?;
             stdout.flush().await?;
         }
-        let Some(line) = lines.next_line().await? else {
-            break;
-        };
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line == "/quit" {
-            break;
-        }
-        let reply = phone.send(&parse_line(line)).await?;
-        stdout
-            .write_all(format!("{}\n", show(&reply)).as_bytes())
-            .await?;
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -355,13 +559,24 @@ mod tests {
     }
 
     #[test]
-    fn lines_become_sms_or_mms() {
-        let mms = parse_line("/media https://m/p.jpg look at this");
+    fn lines_become_sms_mms_or_the_phones_own_commands() {
+        let Line::Send(mms) = parse_line("/media https://m/p.jpg look at this") else {
+            panic!("an MMS")
+        };
         assert_eq!(
             (mms.body.as_str(), mms.media),
             ("look at this", vec!["https://m/p.jpg".to_owned()])
         );
-        assert_eq!(parse_line("hello").body, "hello");
+        let text = |line| match parse_line(line) {
+            Line::Send(message) => message.body,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text("hello"), "hello");
+        assert_eq!(text("//start"), "/start");
+        assert_eq!(parse_line("/quit"), Line::Quit);
+        assert_eq!(parse_line("/help"), Line::Help);
+        assert_eq!(parse_line("/foo bar"), Line::Unknown("/foo bar".into()));
+        assert_eq!(parse_line("/media"), Line::Unknown("/media".into()));
         assert_ne!(new_message_sid(), new_message_sid());
     }
 }

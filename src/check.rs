@@ -3,7 +3,7 @@
 //! offline asks the agent one real question and shows the answer.
 
 use crate::agent::{Agent, AgentQuery, QueryInput};
-use crate::config::{AgentKind, Settings, Vars};
+use crate::config::{AgentKind, ProjectLookup, Secret, Settings, Vars};
 use crate::session::SessionId;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -16,47 +16,32 @@ pub enum Verdict {
     BadConfiguration = 2,
 }
 
-/// Runs the check; returns the verdict and the report to print.
-pub async fn run(vars: &Vars, offline: bool, text: &str) -> (Verdict, String) {
+/// Runs the check; returns the verdict and the report to print. `project` says where
+/// the project id came from (see [`crate::config::complete_project`]).
+pub async fn run(
+    vars: &Vars,
+    project: &ProjectLookup,
+    offline: bool,
+    text: &str,
+) -> (Verdict, String) {
     let mut report = String::new();
     let settings = match Settings::from_vars(vars) {
         Ok(settings) => settings,
         Err(errors) => {
-            for line in &errors.0 {
+            for line in errors.explained(project).0 {
                 let _ = writeln!(report, "configuration error: {line}");
             }
             return (Verdict::BadConfiguration, report);
         }
     };
-    let agent = &settings.agent;
-    let resource = match &agent.kind {
-        AgentKind::Cx { agent_id, .. } => format!(
-            "CX agent projects/{}/locations/{}/agents/{agent_id}",
-            agent.project, agent.location
-        ),
-        AgentKind::Es => format!("ES agent of project {} ({})", agent.project, agent.location),
-    };
     let _ = writeln!(report, "configuration: ok");
-    let _ = writeln!(
-        report,
-        "  agent:    {resource}, language {}",
-        agent.language_code
-    );
-    let _ = writeln!(report, "  endpoint: {}", agent.endpoint.url());
-    let _ = writeln!(
-        report,
-        "  replies:  {:?} (agent timeout {:?})",
-        settings.replies.mode, agent.timeout
-    );
-    let _ = writeln!(
-        report,
-        "  webhook:  {}",
-        match (&settings.twilio.webhook_url, settings.twilio.trust_proxy) {
-            (Some(url), _) => format!("signatures checked against {url}"),
-            (None, true) => "public URL from X-Forwarded-Proto/X-Forwarded-Host".to_owned(),
-            (None, false) => "public URL from the Host header, over http".to_owned(),
-        }
-    );
+    for (name, value) in resolved(&settings, project) {
+        let _ = writeln!(report, "  {name:<28} {value}");
+    }
+    for warning in settings.warnings() {
+        let _ = writeln!(report, "warning: {warning}");
+    }
+    let agent = &settings.agent;
     if offline {
         return (Verdict::Ok, report);
     }
@@ -105,5 +90,96 @@ pub async fn run(vars: &Vars, offline: bool, text: &str) -> (Verdict, String) {
             );
             (Verdict::AgentFailed, report)
         }
+    }
+}
+
+/// Every setting as `serve` resolved it, named as the variable that sets it; secrets
+/// masked.
+pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static str, String)> {
+    let agent = &settings.agent;
+    let twilio = &settings.twilio;
+    let replies = &settings.replies;
+    let seconds = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let mut lines = vec![
+        ("TWILIO_ACCOUNT_SID", twilio.account_sid.clone()),
+        ("TWILIO_AUTH_TOKEN", masked(&twilio.auth_tokens)),
+        (
+            "TWILIO_AUTH_TOKEN_SECONDARY",
+            masked(twilio.auth_tokens.get(1..).unwrap_or_default()),
+        ),
+        (
+            "GCP_PROJECT",
+            match project {
+                ProjectLookup::FromMetadata => {
+                    format!("{} (from the metadata server)", agent.project)
+                }
+                _ => agent.project.clone(),
+            },
+        ),
+    ];
+    match &agent.kind {
+        AgentKind::Cx {
+            agent_id,
+            session_ttl,
+        } => {
+            lines.push(("AGENT_TYPE", "CX".into()));
+            lines.push(("AGENT_ID", agent_id.clone()));
+            lines.push((
+                "SESSION_TTL",
+                session_ttl.map_or("the agent's default".into(), seconds),
+            ));
+        }
+        AgentKind::Es => lines.push(("AGENT_TYPE", "ES".into())),
+    }
+    lines.extend([
+        ("AGENT_LOCATION", agent.location.clone()),
+        ("LANGUAGE_CODE", agent.language_code.clone()),
+        ("endpoint", agent.endpoint.url()),
+        ("AGENT_TIMEOUT", seconds(agent.timeout)),
+        ("PORT", settings.port.to_string()),
+        (
+            "TWILIO_WEBHOOK_URL",
+            twilio
+                .webhook_url
+                .clone()
+                .unwrap_or_else(|| "(not set: the URL is read from the request)".into()),
+        ),
+        (
+            "TRUST_PROXY",
+            match twilio.trust_proxy {
+                true => "true (the public URL from X-Forwarded-Proto/X-Forwarded-Host)".into(),
+                false => "false (the public URL from the Host header, over http)".into(),
+            },
+        ),
+        (
+            "FALLBACK_MESSAGE",
+            format!("{:?}", settings.fallback_message),
+        ),
+        ("REPLY_MODE", replies.mode.to_string()),
+    ]);
+    if replies.mode != crate::config::ReplyMode::Twiml {
+        lines.extend([
+            ("REPLY_DEADLINE", seconds(replies.deadline)),
+            ("TWILIO_API_BASE_URL", replies.api_base_url.clone()),
+            ("Messages API user", replies.api_username.clone()),
+            (
+                "TWILIO_MESSAGING_SERVICE_SID",
+                replies
+                    .messaging_service_sid
+                    .clone()
+                    .unwrap_or_else(|| "(not set: replies come from the number written to)".into()),
+            ),
+        ]);
+    }
+    lines.push(("SHUTDOWN_GRACE", seconds(replies.shutdown_grace)));
+    lines
+}
+
+/// A secret shown only as set or not, and its length (a token copied with a space or
+/// cut short shows here).
+fn masked(secrets: &[Secret]) -> String {
+    match secrets.first() {
+        None => "(not set)".into(),
+        Some(secret) => format!("set ({} characters)", secret.expose().chars().count()),
     }
 }

@@ -5,6 +5,7 @@
 //! works unchanged. Every problem is reported at once, one line per variable, before
 //! any port is opened.
 
+use crate::gcp_metadata::{self, MetadataError};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -27,6 +28,46 @@ pub fn load_vars(dir: &Path) -> Result<Vars, String> {
     }
     vars.extend(std::env::vars());
     Ok(vars)
+}
+
+/// Where the agent's project id comes from.
+#[derive(Debug)]
+pub enum ProjectLookup {
+    /// `GCP_PROJECT` or `GOOGLE_CLOUD_PROJECT`.
+    Configured,
+    /// Neither is set; the metadata server told it (and it is now in the variables).
+    FromMetadata,
+    /// Neither is set, and the metadata server could not tell it.
+    Failed(MetadataError),
+}
+
+/// Fills in the project from the metadata server when the variables name none, as on
+/// Google Cloud with the Node sample's `.env`; says where the project comes from.
+pub async fn complete_project(vars: &mut Vars) -> ProjectLookup {
+    if project_of(vars).is_some() {
+        return ProjectLookup::Configured;
+    }
+    let host = vars
+        .get("GCE_METADATA_HOST")
+        .map(|h| h.trim())
+        .filter(|h| !h.is_empty())
+        .unwrap_or(gcp_metadata::DEFAULT_HOST);
+    match gcp_metadata::project_id(host).await {
+        Ok(project) => {
+            vars.insert("GOOGLE_CLOUD_PROJECT".to_owned(), project);
+            ProjectLookup::FromMetadata
+        }
+        Err(error) => ProjectLookup::Failed(error),
+    }
+}
+
+/// The project named by the variables: `GCP_PROJECT`, else `GOOGLE_CLOUD_PROJECT`.
+pub fn project_of(vars: &Vars) -> Option<&str> {
+    ["GCP_PROJECT", "GOOGLE_CLOUD_PROJECT"]
+        .iter()
+        .filter_map(|name| vars.get(*name))
+        .map(|v| v.trim())
+        .find(|v| !v.is_empty())
 }
 
 /// A secret that never shows in logs or `Debug` output.
@@ -68,6 +109,17 @@ pub enum ReplyMode {
     /// In the webhook's answer if the agent is back within the deadline, else through
     /// the Messages API.
     Auto,
+}
+
+impl fmt::Display for ReplyMode {
+    /// As `REPLY_MODE` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplyMode::Twiml => "twiml",
+            ReplyMode::Api => "api",
+            ReplyMode::Auto => "auto",
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +188,24 @@ pub struct AgentSettings {
     pub timeout: Duration,
 }
 
+impl fmt::Display for AgentSettings {
+    /// The agent as Google names it, e.g. `CX agent projects/p/locations/global/agents/a`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            AgentKind::Cx { agent_id, .. } => write!(
+                f,
+                "CX agent projects/{}/locations/{}/agents/{agent_id}",
+                self.project, self.location
+            ),
+            AgentKind::Es => write!(
+                f,
+                "ES agent projects/{}/locations/{}/agent",
+                self.project, self.location
+            ),
+        }
+    }
+}
+
 pub const DEFAULT_FALLBACK_MESSAGE: &str =
     "Sorry, I can't answer right now. Please try again in a moment.";
 const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,6 +236,21 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigErrors {
+    /// The errors, with why the metadata server could not tell the project added to
+    /// the line about the project.
+    pub fn explained(mut self, lookup: &ProjectLookup) -> Self {
+        if let ProjectLookup::Failed(why) = lookup {
+            for line in &mut self.0 {
+                if line.starts_with("GCP_PROJECT:") {
+                    line.push_str(&format!("; {why}"));
+                }
+            }
+        }
+        self
+    }
+}
+
 impl Settings {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigErrors> {
         let mut reader = Reader {
@@ -177,6 +262,43 @@ impl Settings {
             Some(settings) if reader.errors.is_empty() => Ok(settings),
             _ => Err(ConfigErrors(reader.errors)),
         }
+    }
+}
+
+impl Settings {
+    /// Settings that are valid but probably not what the operator meant, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let agent = &self.agent;
+        if let Endpoint::Google { host } = &agent.endpoint {
+            let regional = format!("{}-dialogflow.googleapis.com", agent.location);
+            let mismatch = if agent.location == "global" {
+                host.ends_with("-dialogflow.googleapis.com")
+            } else {
+                host == "dialogflow.googleapis.com"
+            };
+            if mismatch {
+                let expected = if agent.location == "global" {
+                    "dialogflow.googleapis.com"
+                } else {
+                    &regional
+                };
+                warnings.push(format!(
+                    "AGENT_LOCATION is {} but DF_ENDPOINT is {host}: an agent is only served by its own location's endpoint ({expected}); expect NOT_FOUND or the fallback message. Unset DF_ENDPOINT to use the right one.",
+                    agent.location
+                ));
+            }
+        }
+        if matches!(agent.endpoint, Endpoint::Emulator { .. })
+            && self.replies.mode != ReplyMode::Twiml
+            && self.replies.api_base_url == DEFAULT_TWILIO_API_BASE_URL
+        {
+            warnings.push(format!(
+                "the agent is an emulator but replies that miss REPLY_DEADLINE go to the real {DEFAULT_TWILIO_API_BASE_URL} (REPLY_MODE={}): set TWILIO_API_BASE_URL to a local stand-in (`emulator --twilio-port`) or REPLY_MODE=twiml",
+                self.replies.mode
+            ));
+        }
+        warnings
     }
 }
 
@@ -266,7 +388,7 @@ impl Reader<'_> {
                 Err("must be the full http(s):// URL configured in Twilio".to_owned())
             }
         });
-        let on_cloud_run = self.get("K_SERVICE").is_some();
+        let on_cloud_run = on_cloud_run(self.vars);
         let trust_proxy = self
             .parsed("TRUST_PROXY", parse_bool)
             .unwrap_or(on_cloud_run);
@@ -361,14 +483,11 @@ impl Reader<'_> {
     }
 
     fn agent(&mut self, mode: ReplyMode) -> Option<AgentSettings> {
-        let project = self
-            .get("GCP_PROJECT")
-            .or_else(|| self.get("GOOGLE_CLOUD_PROJECT"))
-            .map(str::to_owned);
+        let project = project_of(self.vars).map(str::to_owned);
         if project.is_none() {
             self.fail(
                 "GCP_PROJECT",
-                "is required but not set (GOOGLE_CLOUD_PROJECT is also accepted)",
+                "is required but not set (GOOGLE_CLOUD_PROJECT is also accepted; on Google Cloud the metadata server tells it)",
             );
         }
         let location = self.get("AGENT_LOCATION").unwrap_or("global").to_owned();
@@ -450,6 +569,14 @@ impl Reader<'_> {
             timeout,
         })
     }
+}
+
+/// A Cloud Run service (`K_SERVICE`), or a Cloud Run job (`CLOUD_RUN_JOB`): a `check`
+/// job reads the service's configuration with the service's defaults.
+pub fn on_cloud_run(vars: &Vars) -> bool {
+    ["K_SERVICE", "CLOUD_RUN_JOB"]
+        .iter()
+        .any(|name| vars.get(*name).is_some_and(|v| !v.trim().is_empty()))
 }
 
 fn is_sid(value: &str, prefix: &str) -> bool {

@@ -334,18 +334,32 @@ impl Conversations {
             if let Some(completion) = completion {
                 completion.complete(handled.clone());
             }
-            let sent = sender.send(&recipient, &handled.replies).await;
+            let report = sender.send(&recipient, &handled.replies).await;
+            let (sent, replies) = (report.sent, handled.replies.len());
             this.metrics.replies_sent("api", sent);
-            this.metrics.replies_failed(handled.replies.len() - sent);
-            tracing::info!(
-                message_sid = %recipient.message_sid,
-                session = %handled.session,
-                outcome = handled.outcome.label(),
-                agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64),
-                sent,
-                replies = handled.replies.len(),
-                "replies sent through the Messages API"
-            );
+            this.metrics.replies_failed(replies - sent);
+            let agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64);
+            match report.last_error {
+                None => tracing::info!(
+                    message_sid = %recipient.message_sid,
+                    session = %handled.session,
+                    outcome = handled.outcome.label(),
+                    agent_ms,
+                    sent,
+                    "replies sent through the Messages API"
+                ),
+                Some(error) => tracing::warn!(
+                    message_sid = %recipient.message_sid,
+                    session = %handled.session,
+                    outcome = handled.outcome.label(),
+                    agent_ms,
+                    sent,
+                    replies,
+                    error = %error,
+                    "replies not sent through the Messages API: {} of {replies} failed",
+                    replies - sent
+                ),
+            }
         });
         outbox.enqueue(&session, &message_sid, job);
     }

@@ -6,15 +6,12 @@
 
 use crate::chat::{self, Outgoing, Phone, PhoneReply};
 use crate::config::Settings;
-use crate::emulator::{AgentDefinition, Emulator};
+use crate::emulator::{AgentDefinition, Emulator, SAMPLE_AGENT};
 use crate::http::RunningBridge;
 use crate::messages_emulator::MessagesEmulator;
 use anyhow::Context;
 use std::collections::HashMap;
 use tokio::net::TcpListener;
-
-/// The sample agent, built in so that the demo runs from any directory.
-pub const SAMPLE_AGENT: &str = include_str!("../examples/agents/pizza.yaml");
 
 const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 const USER: &str = "+15555550100";
@@ -114,8 +111,10 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
         emulator.requests().len()
     );
     if interactive {
-        println!("\nYour turn. Type a message; /media URL [text] sends a picture; /quit ends.");
-        chat::run(&phone, true).await?;
+        println!("\nYour turn.");
+        let inbox = chat::ApiInbox::new(&twilio.base_url(), ACCOUNT_SID, &auth_token, USER)?;
+        let prompt = std::io::IsTerminal::is_terminal(&std::io::stdin());
+        chat::Session::new(phone, Some(inbox)).run(prompt).await?;
     } else {
         println!("Try it yourself: twilio-dialogflow demo --interactive");
     }

@@ -24,12 +24,15 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    /// `LOG_FORMAT` if set (`json` or `text`), else JSON on Cloud Run (`K_SERVICE`).
+    /// `LOG_FORMAT` if set (`json` or `text`), else JSON on Cloud Run.
     pub fn from_vars(vars: &Vars) -> Self {
-        match vars.get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()) {
+        match vars
+            .get("LOG_FORMAT")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
             Some(v) if v == "json" => LogFormat::Json,
             Some(v) if v == "text" => LogFormat::Text,
-            _ if vars.contains_key("K_SERVICE") => LogFormat::Json,
+            _ if crate::config::on_cloud_run(vars) => LogFormat::Json,
             _ => LogFormat::Text,
         }
     }
@@ -46,15 +49,14 @@ pub fn init(vars: &Vars, default_level: &str) {
         .unwrap_or_else(|| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .event_format(CloudLogging {
-                project: vars
-                    .get("GCP_PROJECT")
-                    .or_else(|| vars.get("GOOGLE_CLOUD_PROJECT"))
-                    .cloned(),
+                project: crate::config::project_of(vars).map(str::to_owned),
             })
             .try_init(),
     };

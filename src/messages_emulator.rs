@@ -5,6 +5,7 @@
 //! It can be told to fail the next few requests with a given status, to show what the
 //! bridge does when Twilio is down or throttling.
 
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +22,8 @@ use tokio::sync::Notify;
 /// One message the bridge asked Twilio to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
+    /// The `SM…` id Twilio gave it.
+    pub sid: String,
     pub account_sid: String,
     pub to: String,
     pub from: Option<String>,
@@ -66,7 +69,7 @@ impl MessagesEmulator {
         let app = Router::new()
             .route(
                 "/2010-04-01/Accounts/{account}/Messages.json",
-                post(create_message),
+                post(create_message).get(list_messages),
             )
             .with_state(shared.clone());
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -106,6 +109,18 @@ impl MessagesEmulator {
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(60), enough).await;
         self.sent()
+    }
+
+    /// Calls `each` for every message accepted, in order, from now on; never returns.
+    pub async fn watch(&self, mut each: impl FnMut(&SentMessage)) {
+        let mut seen = self.lock().sent.len();
+        loop {
+            let notified = self.shared.changed.notified();
+            let new: Vec<SentMessage> = self.lock().sent.get(seen..).unwrap_or_default().to_vec();
+            seen += new.len();
+            new.iter().for_each(&mut each);
+            notified.await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
@@ -210,7 +225,9 @@ async fn create_message(
             .recorded
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let sid = format!("SM{:032x}", recorded.sent.len() + 1);
         recorded.sent.push(SentMessage {
+            sid: sid.clone(),
             account_sid: account.clone(),
             to: to.clone(),
             from: from.clone(),
@@ -219,7 +236,7 @@ async fn create_message(
             media,
             status_callback,
         });
-        format!("SM{:032x}", recorded.sent.len())
+        sid
     };
     shared.changed.notify_waiters();
     let answer = json!({
@@ -234,6 +251,57 @@ async fn create_message(
         "api_version": "2010-04-01",
     });
     (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+/// `GET …/Messages.json?To=…`: Twilio's list of messages, newest first, as the terminal
+/// phone reads back the replies sent through the API. Only the `To` filter is served.
+async fn list_messages(
+    State(shared): State<Shared>,
+    Path(account): Path<String>,
+    Query(filter): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers, &shared.username, &shared.password) {
+        return twilio_error(
+            StatusCode::UNAUTHORIZED,
+            20003,
+            "Authentication Error - invalid username",
+        );
+    }
+    let account = account.trim_end_matches(".json").to_owned();
+    let messages: Vec<serde_json::Value> = shared
+        .recorded
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .sent
+        .iter()
+        .rev()
+        .filter(|m| m.account_sid == account)
+        .filter(|m| filter.get("To").is_none_or(|to| *to == m.to))
+        .map(|m| {
+            json!({
+                "sid": m.sid,
+                "account_sid": m.account_sid,
+                "to": m.to,
+                "from": m.from,
+                "messaging_service_sid": m.messaging_service_sid,
+                "body": m.body,
+                "num_media": m.media.len().to_string(),
+                "status": "delivered",
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+            })
+        })
+        .collect();
+    Json(json!({
+        "messages": messages,
+        "page": 0,
+        "page_size": 50,
+        "first_page_uri": format!("/2010-04-01/Accounts/{account}/Messages.json?PageSize=50&Page=0"),
+        "next_page_uri": null,
+        "previous_page_uri": null,
+    }))
+    .into_response()
 }
 
 fn authorized(headers: &HeaderMap, username: &str, password: &str) -> bool {

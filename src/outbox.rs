@@ -31,6 +31,13 @@ pub struct Outbox {
     settled: Notify,
 }
 
+/// How many replies went out, and why the last one that did not failed.
+#[derive(Debug)]
+pub struct Sent {
+    pub sent: usize,
+    pub last_error: Option<SendError>,
+}
+
 /// Who gets the replies, and from which number.
 #[derive(Debug, Clone)]
 pub struct Recipient {
@@ -113,12 +120,13 @@ impl Outbox {
     }
 
     /// Sends `messages` in order; a failure is logged and does not stop the rest.
-    pub async fn send(&self, recipient: &Recipient, messages: &[ReplyMessage]) -> usize {
+    pub async fn send(&self, recipient: &Recipient, messages: &[ReplyMessage]) -> Sent {
         let from = match &self.messaging_service_sid {
             Some(sid) => Sender::MessagingService(sid.clone()),
             None => Sender::Number(recipient.our_number.clone()),
         };
         let mut sent = 0;
+        let mut last_error = None;
         for message in messages {
             match self
                 .api
@@ -143,10 +151,11 @@ impl Outbox {
                         error = %error,
                         "a reply could not be sent through the Messages API"
                     );
+                    last_error = Some(error);
                 }
             }
         }
-        sent
+        Sent { sent, last_error }
     }
 
     /// Waits up to `grace` for every owed reply; returns the MessageSids still owed.

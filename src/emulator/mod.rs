@@ -14,6 +14,8 @@ mod wire;
 
 pub use agent_file::AgentDefinition;
 
+use crate::messages_emulator::MessagesEmulator;
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, PoisonError};
@@ -22,7 +24,7 @@ use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
-    #[error("cannot read the agent file {path}: {source}")]
+    #[error("cannot read the agent file {path}")]
     Read {
         path: String,
         source: std::io::Error,
@@ -99,19 +101,77 @@ impl Emulator {
     }
 }
 
-/// `twilio-dialogflow emulator`: serves the agent file on 127.0.0.1:`port` until
-/// Ctrl-C or SIGTERM.
-pub async fn run(agent_path: &Path, port: u16) -> anyhow::Result<()> {
-    let agent = AgentDefinition::load(agent_path)?;
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+/// The sample agent, built in so that `emulator` and `demo` run from any directory.
+pub const SAMPLE_AGENT: &str = include_str!("../../examples/agents/pizza.yaml");
+
+/// A local stand-in for Twilio's Messages API, beside the emulator.
+pub struct TwilioStandIn {
+    pub port: u16,
+    /// The credentials it accepts, the bridge's.
+    pub account_sid: String,
+    pub auth_token: String,
+}
+
+/// `twilio-dialogflow emulator`: serves the agent file (the sample agent without one)
+/// on 127.0.0.1:`port`, and the Messages API stand-in if asked, until Ctrl-C or SIGTERM.
+pub async fn run(
+    agent_path: Option<&Path>,
+    port: u16,
+    twilio: Option<TwilioStandIn>,
+) -> anyhow::Result<()> {
+    let agent = match agent_path {
+        Some(path) => AgentDefinition::load(path)?,
+        None => AgentDefinition::from_yaml_str(SAMPLE_AGENT)?,
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
     let addr = listener.local_addr()?;
     let agent_id = agent.agent_id().to_owned();
     let project = agent.project().to_owned();
     let emulator = Emulator::start(agent, listener).await?;
     println!(
-        "Dialogflow emulator for agent {agent_id} (project {project}) listening on http://{addr} (set DIALOGFLOW_EMULATOR_HOST={addr})"
+        "Dialogflow emulator for agent {agent_id} (project {project}) listening on http://{addr}\n  set DIALOGFLOW_EMULATOR_HOST={addr} GCP_PROJECT={project} AGENT_ID={agent_id}"
     );
-    crate::http::shutdown_signal().await;
+    let messages = match twilio {
+        Some(stand_in) => {
+            let listener = TcpListener::bind(("127.0.0.1", stand_in.port))
+                .await
+                .with_context(|| format!("cannot listen on 127.0.0.1:{}", stand_in.port))?;
+            let messages =
+                MessagesEmulator::start(listener, &stand_in.account_sid, &stand_in.auth_token)?;
+            println!(
+                "Twilio Messages API stand-in for {} listening on {}\n  set TWILIO_API_BASE_URL={}",
+                stand_in.account_sid,
+                messages.base_url(),
+                messages.base_url()
+            );
+            Some(messages)
+        }
+        None => None,
+    };
+    let show_sent = async {
+        match &messages {
+            Some(messages) => {
+                messages
+                    .watch(|sent| {
+                        let media = sent.media.len();
+                        let media = if media > 0 {
+                            format!(" [+{media} media]")
+                        } else {
+                            String::new()
+                        };
+                        println!("sent to {}: {}{media}", sent.to, sent.body);
+                    })
+                    .await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = crate::http::shutdown_signal() => {}
+        _ = show_sent => {}
+    }
     emulator.shutdown().await;
     Ok(())
 }

@@ -39,8 +39,8 @@ pub async fn incoming(
         session = %handled.session,
         outcome = handled.outcome.label(),
         fallback_reason = match &handled.outcome {
-            Outcome::Fallback(reason) => reason.as_str(),
-            _ => "",
+            Outcome::Fallback(reason) => Some(reason.as_str()),
+            _ => None,
         },
         duplicate = handled.duplicate,
         agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64),
@@ -133,12 +133,12 @@ fn verified_form(
 }
 
 /// The trace id Cloud Run's front end gives the request (`TRACE_ID/SPAN_ID;o=1`).
-fn cloud_trace(headers: &HeaderMap) -> &str {
+fn cloud_trace(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("x-cloud-trace-context")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split('/').next())
-        .unwrap_or_default()
+        .filter(|trace| !trace.is_empty())
 }
 
 fn twiml_response(replies: &[crate::reply::ReplyMessage]) -> Response {

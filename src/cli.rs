@@ -1,0 +1,244 @@
+//! The command line: `serve`, `emulator`, `chat`, `check` and `demo`.
+//!
+//! Every command reads the process environment over a `.env` file in the working
+//! directory, so that one `.env` configures the bridge, the local emulators and the
+//! terminal phone alike.
+
+use crate::config::{self, ProjectLookup, Settings, Vars};
+use crate::{chat, check, demo, emulator, http, logging};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "twilio-dialogflow",
+    version,
+    about = "Bridge Twilio Messaging (SMS, MMS, WhatsApp) to a Dialogflow CX or ES agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge: configured by the environment and a .env file (see README).
+    Serve,
+    /// Run a local Dialogflow emulator, and with --twilio-port a local Messages API.
+    Emulator {
+        /// The agent file (YAML or JSON; see docs/agent-file.md). Without it, the
+        /// sample pizza agent built into the command.
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        #[arg(long, default_value_t = 8085)]
+        port: u16,
+        /// Also run a stand-in for Twilio's Messages API on this port, for
+        /// REPLY_MODE=api/auto (point TWILIO_API_BASE_URL at it). It accepts the
+        /// TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN of the environment or .env.
+        #[arg(long)]
+        twilio_port: Option<u16>,
+    },
+    /// A terminal phone: each line typed is sent to a bridge as a signed Twilio webhook.
+    Chat {
+        /// The bridge's webhook URL, exactly as configured in Twilio [default:
+        /// TWILIO_WEBHOOK_URL, else http://127.0.0.1:$PORT/]
+        #[arg(long)]
+        url: Option<String>,
+        /// The sender: a phone number, or whatsapp:+number.
+        #[arg(long, default_value = "+15555550100")]
+        from: String,
+        /// The number written to.
+        #[arg(long, default_value = "+15555550199")]
+        to: String,
+        /// Send this one picture (MMS) with the first message.
+        #[arg(long)]
+        media: Option<String>,
+        /// Where replies sent through the Messages API can be read back (a local
+        /// stand-in, see `emulator --twilio-port`) [default: TWILIO_API_BASE_URL]
+        #[arg(long)]
+        api_url: Option<String>,
+        /// [default: TWILIO_ACCOUNT_SID]
+        #[arg(long)]
+        account_sid: Option<String>,
+        /// [default: TWILIO_AUTH_TOKEN]
+        #[arg(long)]
+        auth_token: Option<String>,
+    },
+    /// Check the configuration as `serve` reads it, and ask the agent one question.
+    Check {
+        /// Only check the configuration; do not call the agent.
+        #[arg(long)]
+        offline: bool,
+        /// What to ask the agent.
+        #[arg(long, default_value = "hello")]
+        text: String,
+    },
+    /// Start an emulated agent and the bridge, and play a conversation through them.
+    Demo {
+        /// Drop into the terminal phone after the scripted conversation.
+        #[arg(long)]
+        interactive: bool,
+    },
+}
+
+/// Runs the command line; what the binary's `main` does.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut vars = match std::env::current_dir()
+        .map_err(|e| format!("cannot read the working directory: {e}"))
+        .and_then(|dir| config::load_vars(&dir))
+    {
+        Ok(vars) => vars,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Before logging starts, whose Cloud Logging entries name the project.
+    let project = match cli.command {
+        Command::Serve | Command::Check { .. } => {
+            runtime.block_on(config::complete_project(&mut vars))
+        }
+        _ => ProjectLookup::Configured,
+    };
+    // The demo, the phone and the check print for people; only errors interrupt them.
+    let quiet = !matches!(cli.command, Command::Serve | Command::Emulator { .. });
+    logging::init(&vars, if quiet { "error" } else { "info" });
+    match runtime.block_on(run(cli.command, vars, project)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => serve(&vars, &project).await,
+        Command::Emulator {
+            agent,
+            port,
+            twilio_port,
+        } => {
+            let twilio = match twilio_port {
+                Some(port) => Some(emulator::TwilioStandIn {
+                    port,
+                    account_sid: required(&vars, "TWILIO_ACCOUNT_SID", "--twilio-port")?,
+                    auth_token: required(&vars, "TWILIO_AUTH_TOKEN", "--twilio-port")?,
+                }),
+                None => None,
+            };
+            emulator::run(agent.as_deref(), port, twilio).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chat {
+            url,
+            from,
+            to,
+            media,
+            api_url,
+            account_sid,
+            auth_token,
+        } => {
+            let url = url
+                .or_else(|| var(&vars, "TWILIO_WEBHOOK_URL"))
+                .unwrap_or_else(|| {
+                    let port = var(&vars, "PORT").unwrap_or_else(|| "8080".into());
+                    format!("http://127.0.0.1:{port}/")
+                });
+            let account_sid = match account_sid {
+                Some(sid) => sid,
+                None => required(&vars, "TWILIO_ACCOUNT_SID", "chat")?,
+            };
+            let auth_token = match auth_token {
+                Some(token) => token,
+                None => required(&vars, "TWILIO_AUTH_TOKEN", "chat")?,
+            };
+            let phone = chat::Phone::new(&url, &account_sid, &auth_token, &from, &to)?;
+            let inbox = api_url
+                .or_else(|| var(&vars, "TWILIO_API_BASE_URL"))
+                .map(|base| chat::ApiInbox::new(&base, &account_sid, &auth_token, &from))
+                .transpose()?;
+            let mut session = chat::Session::new(phone, inbox);
+            if let Some(media) = media {
+                session
+                    .send(&chat::Outgoing {
+                        media: vec![media],
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+            let prompt = std::io::IsTerminal::is_terminal(&std::io::stdin());
+            session.run(prompt).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { offline, text } => {
+            let (verdict, report) = check::run(&vars, &project, offline, &text).await;
+            print!("{report}");
+            Ok(ExitCode::from(verdict as u8))
+        }
+        Command::Demo { interactive } => {
+            demo::run(interactive).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode> {
+    let settings = match Settings::from_vars(vars) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            for line in errors.explained(project).0 {
+                eprintln!("configuration error: {line}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let state = http::AppState::connect(&settings)
+        .await
+        .context("cannot set up the Dialogflow client")?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
+        .await
+        .with_context(|| format!("cannot listen on port {}", settings.port))?;
+    tracing::info!(
+        port = settings.port,
+        agent = %settings.agent,
+        endpoint = %settings.agent.endpoint.url(),
+        reply_mode = %settings.replies.mode,
+        "bridge listening"
+    );
+    http::serve(listener, state, http::shutdown_signal())
+        .await
+        .context("the server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A variable that is set and not blank.
+fn var(vars: &Vars, name: &str) -> Option<String> {
+    vars.get(name)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+fn required(vars: &Vars, name: &str, needed_by: &str) -> anyhow::Result<String> {
+    var(vars, name).with_context(|| {
+        format!("{name} is not set (in the environment or .env); {needed_by} needs it")
+    })
+}
