@@ -1,10 +1,11 @@
 # twilio-dialogflow: build with the Rust toolchain, run on a minimal, non-root image.
 #
 #   docker build -t twilio-dialogflow .
-#   docker run --rm -p 8080:8080 --user "$(id -u):$(id -g)" \
-#     -v "$PWD/.env:/app/.env:ro" -e TWILIO_ACCOUNT_SID -e TWILIO_AUTH_TOKEN -e GCP_PROJECT \
-#     -v "$HOME/.config/gcloud/application_default_credentials.json:/secrets/adc.json:ro" \
+#   docker run --rm -p 8080:8080 --user "$(id -u):$(id -g)"
+#     -v "$PWD/.env:/app/.env:ro" -e TWILIO_ACCOUNT_SID -e TWILIO_AUTH_TOKEN -e GCP_PROJECT
+#     -v "$HOME/.config/gcloud/application_default_credentials.json:/secrets/adc.json:ro"
 #     -e GOOGLE_APPLICATION_CREDENTIALS=/secrets/adc.json twilio-dialogflow
+#   (one command: the lines of `docker run` joined)
 #
 # Not `--env-file .env`: Docker keeps the quotes of a Node-style `AGENT_TYPE="ES"`, and
 # the environment wins over the `.env` the bridge reads from /app. `--user` lets the
@@ -26,6 +27,10 @@ RUN cargo build --release --locked --features jemalloc \
     && strip target/release/twilio-dialogflow
 
 FROM gcr.io/distroless/cc-debian12:nonroot
+# cloudbuild.yaml passes the project, as the Node sample's build did; left empty, the
+# `.env` or, on Google Cloud, the metadata server names it.
+ARG GCP_PROJECT=""
+ENV GCP_PROJECT=${GCP_PROJECT}
 WORKDIR /app
 COPY --from=build /src/target/release/twilio-dialogflow /usr/local/bin/twilio-dialogflow
 # README.md is always there; the glob makes `.env` optional.

@@ -216,8 +216,11 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
         .await
         .with_context(|| format!("cannot listen on port {}", settings.port))?;
+    let port = listener
+        .local_addr()
+        .map_or(settings.port, |addr| addr.port());
     tracing::info!(
-        port = settings.port,
+        port,
         agent = %settings.agent,
         endpoint = %settings.agent.endpoint.url(),
         reply_mode = %settings.replies.mode,

@@ -14,7 +14,9 @@ use std::time::Duration;
 /// Where variables come from: the process environment over a `.env` file.
 pub type Vars = HashMap<String, String>;
 
-/// The process environment, over the `.env` file in `dir` if there is one.
+/// The process environment, over the `.env` file in `dir` if there is one. A variable
+/// that is set but empty in the environment does not hide the `.env` file's value: the
+/// image sets `GCP_PROJECT` from a build argument that may be empty.
 pub fn load_vars(dir: &Path) -> Result<Vars, String> {
     let mut vars = Vars::new();
     let dotenv = dir.join(".env");
@@ -26,7 +28,11 @@ pub fn load_vars(dir: &Path) -> Result<Vars, String> {
             vars.insert(key, value);
         }
     }
-    vars.extend(std::env::vars());
+    for (key, value) in std::env::vars() {
+        if !value.trim().is_empty() || !vars.contains_key(&key) {
+            vars.insert(key, value);
+        }
+    }
     Ok(vars)
 }
 

@@ -5,12 +5,11 @@
 //! through real HTTP and real signatures and prints it as the phone would show it.
 
 use crate::chat::{self, Outgoing, Phone, PhoneReply};
-use crate::config::Settings;
+use crate::config::{Settings, Vars};
 use crate::emulator::{AgentDefinition, Emulator, SAMPLE_AGENT};
 use crate::http::RunningBridge;
 use crate::messages_emulator::MessagesEmulator;
 use anyhow::Context;
-use std::collections::HashMap;
 use tokio::net::TcpListener;
 
 const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
@@ -60,6 +59,32 @@ const SCRIPT: &[(&str, Step)] = &[
     ),
 ];
 
+/// The configuration of a bridge in front of the local emulators, as an operator would
+/// write it: `agent` served by `emulator`, replies through the API to `twilio`, signed
+/// with `account_sid`/`auth_token`. The demo and the tests start from it.
+pub fn local_vars(
+    agent: &AgentDefinition,
+    emulator: &Emulator,
+    twilio: &MessagesEmulator,
+    account_sid: &str,
+    auth_token: &str,
+) -> Vars {
+    [
+        ("AGENT_TYPE", "CX"),
+        ("AGENT_ID", agent.agent_id()),
+        ("AGENT_LOCATION", agent.location()),
+        ("GCP_PROJECT", agent.project()),
+        ("LANGUAGE_CODE", agent.language()),
+        ("TWILIO_ACCOUNT_SID", account_sid),
+        ("TWILIO_AUTH_TOKEN", auth_token),
+        ("DIALOGFLOW_EMULATOR_HOST", &emulator.addr().to_string()),
+        ("TWILIO_API_BASE_URL", &twilio.base_url()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 pub async fn run(interactive: bool) -> anyhow::Result<()> {
     let agent = AgentDefinition::from_yaml_str(SAMPLE_AGENT)?;
     let auth_token = format!("demo-{:x}", std::process::id());
@@ -69,22 +94,9 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
         ACCOUNT_SID,
         &auth_token,
     )?;
-    let vars: HashMap<String, String> = [
-        ("AGENT_TYPE", "CX"),
-        ("AGENT_ID", agent.agent_id()),
-        ("AGENT_LOCATION", agent.location()),
-        ("GCP_PROJECT", agent.project()),
-        ("LANGUAGE_CODE", "en"),
-        ("SESSION_TTL", "30m"),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
-        ("TWILIO_AUTH_TOKEN", &auth_token),
-        ("AGENT_TIMEOUT", "3s"),
-        ("DIALOGFLOW_EMULATOR_HOST", &emulator.addr().to_string()),
-        ("TWILIO_API_BASE_URL", &twilio.base_url()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let mut vars = local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, &auth_token);
+    vars.insert("SESSION_TTL".into(), "30m".into());
+    vars.insert("AGENT_TIMEOUT".into(), "3s".into());
     let settings =
         Settings::from_vars(&vars).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
     let bridge = RunningBridge::start(&settings, TcpListener::bind("127.0.0.1:0").await?).await?;

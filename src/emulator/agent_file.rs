@@ -122,7 +122,7 @@ impl AgentDefinition {
     }
 
     fn checked(self) -> Result<Self, EmulatorError> {
-        let problem = |message: String| {
+        let invalid = |message: String| {
             Err(EmulatorError::Parse {
                 source_name: "agent definition".into(),
                 message,
@@ -130,35 +130,38 @@ impl AgentDefinition {
         };
         for intent in &self.intents {
             if intent.phrases.is_empty() && intent.events.is_empty() {
-                return problem(format!(
+                return invalid(format!(
                     "intent {:?} has neither phrases nor events",
                     intent.name
                 ));
             }
             if intent.fail_first.is_some() && intent.error.is_none() {
-                return problem(format!(
+                return invalid(format!(
                     "intent {:?} has fail_first without error",
                     intent.name
                 ));
             }
-            for reply in intent.replies.iter().chain(&self.fallback.replies) {
-                if reply.text.is_none() && reply.payload.is_none() {
-                    return problem(format!(
-                        "a reply of intent {:?} has neither text nor payload",
-                        intent.name
-                    ));
-                }
-                if let Some(platform) = &reply.platform {
-                    if super::wire::platform_number(platform).is_none() {
-                        return problem(format!(
-                            "unknown platform {platform:?} in intent {:?}",
-                            intent.name
-                        ));
-                    }
-                }
+            if let Some(problem) = Self::reply_problem(&intent.replies) {
+                return invalid(format!("intent {:?}: {problem}", intent.name));
             }
         }
+        if let Some(problem) = Self::reply_problem(&self.fallback.replies) {
+            return invalid(format!("the fallback: {problem}"));
+        }
         Ok(self)
+    }
+
+    /// What is wrong with one of `replies`, if anything.
+    fn reply_problem(replies: &[Reply]) -> Option<String> {
+        replies.iter().find_map(|reply| {
+            if reply.text.is_none() && reply.payload.is_none() {
+                return Some("a reply has neither text nor payload".to_owned());
+            }
+            let platform = reply.platform.as_ref()?;
+            super::wire::platform_number(platform)
+                .is_none()
+                .then(|| format!("unknown platform {platform:?}"))
+        })
     }
 
     pub fn project(&self) -> &str {
@@ -175,5 +178,41 @@ impl AgentDefinition {
 
     pub fn language(&self) -> &str {
         &self.language
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(yaml: &str) -> String {
+        match AgentDefinition::from_yaml_str(yaml) {
+            Ok(_) => panic!("accepted:\n{yaml}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    const HEAD: &str = "project: p\nlocation: global\nagent_id: a\nlanguage: en\n";
+
+    #[test]
+    fn the_fallback_is_checked_even_with_no_intents_and_is_named() {
+        let error = problem(&format!(
+            "{HEAD}intents: []\nfallback:\n  replies:\n    - text: ok\n      platform: MYSPACE\n"
+        ));
+        assert!(
+            error.contains("the fallback: unknown platform \"MYSPACE\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_intents_bad_reply_names_the_intent() {
+        let error = problem(&format!(
+            "{HEAD}intents:\n  - name: hello\n    phrases: [hi]\n    replies:\n      - channel: TWILIO\n"
+        ));
+        assert!(
+            error.contains("intent \"hello\": a reply has neither text nor payload"),
+            "{error}"
+        );
     }
 }

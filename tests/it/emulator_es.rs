@@ -5,7 +5,7 @@ use google_cloud_dialogflow_v2::model::intent::message::{Message, Platform};
 use google_cloud_dialogflow_v2::model::{DetectIntentRequest, EventInput, QueryInput, TextInput};
 use google_cloud_gax::error::rpc::Code;
 use serde_json::json;
-use twilio_dialogflow::demo::SAMPLE_AGENT;
+use twilio_dialogflow::emulator::SAMPLE_AGENT;
 use twilio_dialogflow::emulator::{AgentDefinition, Emulator};
 
 async fn emulator(yaml: &str) -> Emulator {

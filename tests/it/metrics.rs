@@ -1,8 +1,6 @@
 //! `GET /metrics` counts what really happened.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use twilio_dialogflow::chat::{Outgoing, Phone};
 
 #[tokio::test]
@@ -26,11 +24,7 @@ async fn metrics_count_real_requests() {
         .await
         .unwrap();
 
-    let response = reqwest::get(format!("{}metrics", stack.bridge.url()))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let text = stack.metrics().await;
     let value = |series: &str| -> f64 {
         text.lines()
             .find_map(|line| {

@@ -7,7 +7,7 @@ use google_cloud_dialogflow_cx_v3::model::{
 };
 use google_cloud_gax::error::rpc::Code;
 use serde_json::{json, Value};
-use twilio_dialogflow::demo::SAMPLE_AGENT;
+use twilio_dialogflow::emulator::SAMPLE_AGENT;
 use twilio_dialogflow::emulator::{AgentDefinition, Emulator};
 
 const AGENT: &str = "projects/demo-project/locations/global/agents/pizzabot";

@@ -1,13 +1,8 @@
 //! What the bridge refuses, and how it finds the URL Twilio signed. A refused webhook
 //! never reaches the agent.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use twilio_dialogflow::chat::{Outgoing, Phone, PhoneReply};
-use twilio_dialogflow::twilio::signature;
-
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
 fn hi() -> Outgoing {
     Outgoing {
@@ -116,13 +111,8 @@ async fn another_accounts_webhook_is_refused() {
 async fn a_webhook_without_sender_is_refused() {
     let stack = start("CX", |_| {}).await;
     let url = stack.bridge.url();
-    let params = vec![
-        ("AccountSid".to_string(), ACCOUNT_SID.to_string()),
-        ("Body".to_string(), "hi".to_string()),
-    ];
-    let signature = signature::compute(AUTH_TOKEN, &url, &params);
-    let body = twilio_dialogflow::twilio::webhook::FormParams::from_pairs(params).encode();
-    let (status, reason) = post(&url, &[FORM, ("x-twilio-signature", &signature)], body).await;
+    let (status, reason) =
+        post_signed(&url, &url, &[("AccountSid", ACCOUNT_SID), ("Body", "hi")]).await;
     assert_eq!(
         (status, reason.trim()),
         (400, "missing required parameter From")
@@ -160,12 +150,7 @@ async fn oversized_bodies_are_refused() {
     assert!(reason.contains("over 64 KiB"), "{reason}");
     assert!(stack.agent_requests().is_empty());
     // Counted like every other refusal.
-    let metrics = reqwest::get(format!("{}metrics", stack.bridge.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains(r#"twilio_dialogflow_webhooks_total{outcome="too_large"} 1"#),
         "{metrics}"
@@ -186,14 +171,11 @@ async fn through_a_proxy(trust_proxy: &str) -> (Stack, u16, String) {
         OUR_NUMBER,
     )
     .unwrap();
-    let (params, signature) = public.webhook(&hi());
-    let headers = [
-        FORM,
-        ("x-twilio-signature", signature.as_str()),
+    let forwarded = [
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "bot.example.com"),
     ];
-    let (status, body) = post(&stack.bridge.url(), &headers, params.encode()).await;
+    let (status, body) = post_from(&public, &stack.bridge.url(), &hi(), &forwarded).await;
     (stack, status, body)
 }
 
@@ -227,13 +209,7 @@ async fn behind_a_domain() -> Stack {
 /// Posts "hi" to `url`, signed as Twilio signs it when it was given `twilio_url`.
 async fn post_as_sent_to(twilio_url: &str, url: &str) -> (u16, String) {
     let public = Phone::new(twilio_url, ACCOUNT_SID, AUTH_TOKEN, USER, OUR_NUMBER).unwrap();
-    let (params, signature) = public.webhook(&hi());
-    post(
-        url,
-        &[FORM, ("x-twilio-signature", &signature)],
-        params.encode(),
-    )
-    .await
+    post_from(&public, url, &hi(), &[]).await
 }
 
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! The bridge with an ES agent, end to end.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::json;
 use twilio_dialogflow::chat::Outgoing;
 use twilio_dialogflow::reply::ReplyMessage;
@@ -65,37 +63,19 @@ async fn keeps_session_parameters_across_turns() {
 
 #[tokio::test]
 async fn a_regional_agent_uses_the_locations_path() {
-    let (emulator, agent) =
-        start_emulator(&AGENT.replace("location: global", "location: europe-west2")).await;
-    let mut vars = vars(&emulator, &agent, "ES");
-    vars.insert("AGENT_LOCATION".into(), "europe-west2".into());
-    let settings = twilio_dialogflow::config::Settings::from_vars(&vars).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bridge = twilio_dialogflow::http::RunningBridge::start(&settings, listener)
-        .await
-        .unwrap();
-    let phone = twilio_dialogflow::chat::Phone::new(
-        &bridge.url(),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        USER,
-        OUR_NUMBER,
+    let stack = start_with_agent(
+        &AGENT.replace("location: global", "location: europe-west2"),
+        "ES",
+        |vars| {
+            vars.insert("AGENT_LOCATION".into(), "europe-west2".into());
+        },
     )
-    .unwrap();
-    let reply = phone
-        .send(&Outgoing {
-            body: "hi".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    .await;
     assert_eq!(
-        reply,
-        twilio_dialogflow::chat::PhoneReply::Messages(vec![ReplyMessage::text(
-            "Hello from the agent"
-        )])
+        stack.say("hi").await,
+        vec![ReplyMessage::text("Hello from the agent")]
     );
-    assert!(emulator.requests()[0]
+    assert!(stack.agent_requests()[0]
         .path
         .starts_with("/v2/projects/test-project/locations/europe-west2/agent/sessions/"));
 }

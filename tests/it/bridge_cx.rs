@@ -1,9 +1,7 @@
 //! The bridge with a CX agent, end to end: signed webhooks in, TwiML out, the emulator
 //! behind it.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::json;
 use twilio_dialogflow::chat::Outgoing;
 use twilio_dialogflow::config::DEFAULT_FALLBACK_MESSAGE;
@@ -108,21 +106,12 @@ async fn media_without_text_is_sent_as_the_media_event() {
 #[tokio::test]
 async fn an_empty_message_asks_nothing_and_answers_nothing() {
     let stack = start("CX", |_| {}).await;
-    let (status, body) = {
-        let (params, signature) = stack.phone.webhook(&Outgoing {
+    let (status, body) = stack
+        .post_webhook(&Outgoing {
             body: "   ".into(),
             ..Default::default()
-        });
-        post(
-            &stack.bridge.url(),
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("x-twilio-signature", &signature),
-            ],
-            params.encode(),
-        )
-        .await
-    };
+        })
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body, r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#);
     assert!(stack.agent_requests().is_empty());

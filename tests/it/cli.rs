@@ -1,13 +1,8 @@
 //! The command itself: `demo`, `chat` piped, and `serve` refusing a bad configuration.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-const BIN: &str = env!("CARGO_BIN_EXE_twilio-dialogflow");
 
 #[test]
 fn demo_plays_the_whole_conversation() {
@@ -51,29 +46,51 @@ async fn chat_works_piped() {
             .stdin
             .take()
             .unwrap()
-            .write_all(b"hi\n/media https://m.example/p.jpg\nmenu\n")
+            .write_all(b"hi\n/media https://m.example/p.jpg\n/typo\nmenu\n")
             .unwrap();
         child.wait_with_output().unwrap()
     })
     .await
     .unwrap();
     assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Piped, each line read is echoed, so the output reads as a conversation; a typo'd
+    // command is the phone's to refuse, never sent to the agent.
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        "< Hello from the agent\n< Nice picture\n< Here is the menu\n< Menu card\n< [media] https://example.com/menu.jpg\n< [media] https://example.com/drinks.jpg\n"
+        lines[..5],
+        [
+            "> hi",
+            "< Hello from the agent",
+            "> /media https://m.example/p.jpg",
+            "< Nice picture",
+            "> /typo"
+        ],
+        "{stdout}"
     );
+    assert!(lines[5].starts_with("! /typo is not a command"), "{stdout}");
+    assert_eq!(
+        lines[6..],
+        [
+            "> menu",
+            "< Here is the menu",
+            "< Menu card",
+            "< [media] https://example.com/menu.jpg",
+            "< [media] https://example.com/drinks.jpg"
+        ],
+        "{stdout}"
+    );
+    assert_eq!(stack.agent_requests().len(), 3);
 }
 
 #[test]
 fn serve_names_every_bad_variable_before_listening() {
-    let dir = std::env::temp_dir().join(format!("twilio-dialogflow-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(".env"), "AGENT_TYPE=CX\nSESSION_TTL=soon\n").unwrap();
-    let output = Command::new(BIN)
-        .arg("serve")
-        .current_dir(&dir)
-        .env_clear()
-        .env("PORT", "not-a-port")
+    let dir = WorkDir::with_dotenv("AGENT_TYPE=CX\nSESSION_TTL=soon\n");
+    let output = dir
+        .command(
+            &["serve"],
+            &[("PORT", "not-a-port"), ("GCE_METADATA_HOST", "127.0.0.1:9")],
+        )
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -91,27 +108,15 @@ fn serve_names_every_bad_variable_before_listening() {
             "{name} in {stderr}"
         );
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn check(envs: &[(&str, String)], args: &[&str]) -> (i32, String) {
-    // Tests run in parallel in one process: each run gets a directory of its own.
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "twilio-dialogflow-check-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = Command::new(BIN)
-        .arg("check")
-        .args(args)
-        .current_dir(&dir)
-        .env_clear()
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+    let dir = WorkDir::with_dotenv("");
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let output = dir
+        .command(&[&["check"], args].concat(), &envs)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(dir);
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -140,6 +145,18 @@ async fn check_asks_the_agent_and_shows_the_answer() {
             .unwrap();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("configuration: ok"), "{out}");
+    // Every setting as resolved, named as its variable, the secrets masked.
+    for line in [
+        "TWILIO_AUTH_TOKEN            set (15 characters)",
+        "AGENT_TYPE                   CX",
+        "SESSION_TTL                  the agent's default",
+        "REPLY_MODE                   auto",
+        "TWILIO_API_BASE_URL          https://api.twilio.com",
+        "TRUST_PROXY                  false",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    assert!(!out.contains(AUTH_TOKEN), "{out}");
     assert!(
         out.contains("< Here is the menu\n  < Menu card\n  < [media] https://example.com/menu.jpg"),
         "{out}"
@@ -194,18 +211,12 @@ async fn check_offline_does_not_call_the_agent_and_unreachable_agent_fails() {
 
 #[test]
 fn serve_logs_as_dotenv_says_and_stops_on_sigterm() {
-    let dir = std::env::temp_dir().join(format!("twilio-dialogflow-logs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join(".env"),
+    let dir = WorkDir::with_dotenv(
         "AGENT_TYPE=CX\nAGENT_ID=a\nGCP_PROJECT=p\nTWILIO_ACCOUNT_SID=AC00000000000000000000000000000000\nTWILIO_AUTH_TOKEN=t\n\
-         DIALOGFLOW_EMULATOR_HOST=127.0.0.1:9\nPORT=0\nLOG_FORMAT=json\n",
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .current_dir(&dir)
-        .env_clear()
+         DIALOGFLOW_EMULATOR_HOST=127.0.0.1:9\nPORT=0\nLOG_FORMAT=json\nREPLY_MODE=twiml\n",
+    );
+    let mut child = dir
+        .command(&["serve"], &[])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -227,11 +238,32 @@ fn serve_logs_as_dotenv_says_and_stops_on_sigterm() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let exit = child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(dir);
     let entry: serde_json::Value =
         serde_json::from_str(&first_line).unwrap_or_else(|e| panic!("{e}: {first_line}"));
     assert_eq!(entry["severity"], "INFO", "{first_line}");
     assert_eq!(entry["message"], "bridge listening", "{first_line}");
     assert!(exit.success(), "{exit:?}: {rest}");
     assert!(rest.contains("shutting down"), "{rest}");
+}
+
+#[tokio::test]
+async fn check_warns_when_the_endpoint_is_not_the_agents_location() {
+    // The classic mistake with the Node sample: a regional agent, the global endpoint.
+    let mut env = check_env("127.0.0.1:9".into());
+    env.retain(|(k, _)| *k != "DIALOGFLOW_EMULATOR_HOST");
+    env.push(("AGENT_LOCATION", "europe-west2".into()));
+    env.push(("DF_ENDPOINT", "dialogflow.googleapis.com".into()));
+    // A Cloud Run job: the service's defaults, as `serve` reads them there.
+    env.push(("CLOUD_RUN_JOB", "check".into()));
+    let (code, out) = tokio::task::spawn_blocking(move || check(&env, &["--offline"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "warning: AGENT_LOCATION is europe-west2 but DF_ENDPOINT is dialogflow.googleapis.com"
+        ) && out.contains("europe-west2-dialogflow.googleapis.com"),
+        "{out}"
+    );
+    assert!(out.contains("TRUST_PROXY                  true"), "{out}");
 }

@@ -1,0 +1,422 @@
+//! Shared set-up for the black-box tests: a real emulator and a real bridge on free
+//! ports, a stand-in for Twilio's Messages API, and a phone that signs webhooks like
+//! Twilio.
+
+use std::collections::HashMap;
+use twilio_dialogflow::chat::{Outgoing, Phone, PhoneReply};
+use twilio_dialogflow::config::Settings;
+use twilio_dialogflow::emulator::{AgentDefinition, Emulator, RecordedRequest};
+use twilio_dialogflow::http::RunningBridge;
+use twilio_dialogflow::messages_emulator::MessagesEmulator;
+use twilio_dialogflow::reply::ReplyMessage;
+use twilio_dialogflow::twilio::signature;
+use twilio_dialogflow::twilio::webhook::FormParams;
+
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const AUTH_TOKEN: &str = "test-auth-token";
+pub const USER: &str = "+15551230001";
+pub const OUR_NUMBER: &str = "+15557770000";
+
+/// A small agent that exercises every reply the bridge handles.
+pub const AGENT: &str = r#"
+project: test-project
+location: global
+agent_id: test-agent
+language: en
+intents:
+  - name: greeting
+    phrases: ["hi", "hello"]
+    replies:
+      - text: "Hello from the agent"
+  - name: order.size
+    phrases: ["small", "medium", "large"]
+    capture: { parameter: size, values: [small, medium, large] }
+    replies:
+      - text: "A $session.params.size pizza"
+  - name: confirm
+    phrases: ["what did I order"]
+    replies:
+      - text: "You ordered a $session.params.size pizza"
+  - name: menu
+    phrases: ["menu"]
+    replies:
+      - text: "Here is the menu"
+      - payload: { body: "Menu card", media: ["https://example.com/menu.jpg", "https://example.com/drinks.jpg"] }
+        channel: TWILIO
+      - text: "Only for Facebook"
+        channel: FACEBOOK
+  - name: es.menu
+    phrases: ["es menu"]
+    replies:
+      - text: "Here is the ES menu"
+      - payload: { twilio: { body: "ES card", media: "https://example.com/es.jpg" } }
+      - text: "Slack only"
+        platform: SLACK
+  - name: tricky
+    phrases: ["tricky"]
+    replies:
+      - text: "Fish & <chips> \"quoted\" 🍟"
+  - name: long
+    phrases: ["long"]
+    replies:
+      - text: "LONG"
+  - name: picture
+    events: [twilio_media]
+    replies:
+      - text: "Nice picture"
+  - name: broken
+    phrases: ["break"]
+    error: { code: 503, status: UNAVAILABLE, message: "backend unavailable" }
+  - name: flaky
+    phrases: ["flaky"]
+    error: { code: 503, status: UNAVAILABLE, message: "try again" }
+    fail_first: 2
+    replies:
+      - text: "Worked after retries"
+  - name: busy
+    phrases: ["busy"]
+    error: { code: 429, status: RESOURCE_EXHAUSTED, message: "quota" }
+    fail_first: 1
+    replies:
+      - text: "Worked after a pause"
+  - name: gallery
+    phrases: ["gallery"]
+    replies:
+      - payload: { body: "Twelve pictures", media: [GALLERY] }
+  - name: denied
+    phrases: ["denied"]
+    error: { code: 403, status: PERMISSION_DENIED, message: "no access" }
+  - name: slow
+    phrases: ["slow"]
+    delay_ms: 3000
+    replies:
+      - text: "Finally"
+  - name: a bit slow
+    phrases: ["a bit slow"]
+    delay_ms: 700
+    replies:
+      - text: "Slowly but surely"
+  - name: glacial
+    phrases: ["glacial"]
+    delay_ms: 1500
+    replies:
+      - text: "Sorry for the wait"
+      - text: "Here is your answer"
+fallback:
+  replies:
+    - text: "Sorry, what?"
+"#;
+
+/// Twelve picture URLs: more than one Twilio message carries.
+pub fn gallery() -> Vec<String> {
+    (1..=12)
+        .map(|i| format!("https://example.com/{i}.jpg"))
+        .collect()
+}
+
+/// A long reply, made by the test so the agent file stays readable.
+pub fn long_reply() -> String {
+    "pizza ".repeat(500)
+}
+
+pub struct Stack {
+    pub emulator: Emulator,
+    pub bridge: RunningBridge,
+    pub phone: Phone,
+    /// Twilio's Messages API, for replies that do not travel in the webhook's answer.
+    pub twilio: MessagesEmulator,
+}
+
+pub async fn start_emulator(agent_yaml: &str) -> (Emulator, AgentDefinition) {
+    let agent_yaml = agent_yaml
+        .replace("\"LONG\"", &format!("{:?}", long_reply()))
+        .replace("[GALLERY]", &format!("{:?}", gallery()));
+    let agent = AgentDefinition::from_yaml_str(&agent_yaml).expect("test agent parses");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = Emulator::start(agent.clone(), listener)
+        .await
+        .expect("emulator starts");
+    (emulator, agent)
+}
+
+/// Emulator + bridge for `agent_type` (`CX` or `ES`), with `tweak` applied to the
+/// bridge's configuration.
+pub async fn start(agent_type: &str, tweak: impl FnOnce(&mut HashMap<String, String>)) -> Stack {
+    start_with_agent(AGENT, agent_type, tweak).await
+}
+
+/// [`start`], with the agent file `agent_yaml`.
+pub async fn start_with_agent(
+    agent_yaml: &str,
+    agent_type: &str,
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+) -> Stack {
+    let (emulator, agent) = start_emulator(agent_yaml).await;
+    let twilio = MessagesEmulator::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+    )
+    .unwrap();
+    let mut vars =
+        twilio_dialogflow::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
+    vars.extend(
+        [
+            ("AGENT_TYPE", agent_type),
+            ("SESSION_TTL", "12h"),
+            ("AGENT_TIMEOUT", "2s"),
+            // The Node sample's behaviour; the asynchronous modes have tests of their own.
+            ("REPLY_MODE", "twiml"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    tweak(&mut vars);
+    let settings = Settings::from_vars(&vars).expect("test configuration is valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = RunningBridge::start(&settings, listener)
+        .await
+        .expect("bridge starts");
+    let phone = Phone::new(&bridge.url(), ACCOUNT_SID, AUTH_TOKEN, USER, OUR_NUMBER).unwrap();
+    Stack {
+        emulator,
+        bridge,
+        phone,
+        twilio,
+    }
+}
+
+impl Stack {
+    pub async fn say(&self, body: &str) -> Vec<ReplyMessage> {
+        self.send(&Outgoing {
+            body: body.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn send(&self, message: &Outgoing) -> Vec<ReplyMessage> {
+        send_from(&self.phone, message).await
+    }
+
+    /// The raw answer to the webhook the phone sends for `message`.
+    pub async fn post_webhook(&self, message: &Outgoing) -> (u16, String) {
+        post_from(&self.phone, &self.bridge.url(), message, &[]).await
+    }
+
+    /// Another person, writing to the same number.
+    pub fn phone_of(&self, from: &str) -> Phone {
+        Phone::new(
+            &self.bridge.url(),
+            ACCOUNT_SID,
+            AUTH_TOKEN,
+            from,
+            OUR_NUMBER,
+        )
+        .unwrap()
+    }
+
+    pub fn agent_requests(&self) -> Vec<RecordedRequest> {
+        self.emulator.requests()
+    }
+
+    /// The bridge's `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}metrics", self.bridge.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// What `phone` gets back for `message`; the bridge must accept it.
+pub async fn send_from(phone: &Phone, message: &Outgoing) -> Vec<ReplyMessage> {
+    match phone.send(message).await.expect("bridge reachable") {
+        PhoneReply::Messages(messages) => messages,
+        PhoneReply::Refused { status, reason } => panic!("refused with {status}: {reason}"),
+    }
+}
+
+/// What `phone` gets back for the text `body`.
+pub async fn ask(phone: &Phone, body: &str) -> Vec<ReplyMessage> {
+    send_from(
+        phone,
+        &Outgoing {
+            body: body.into(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub fn texts(messages: &[ReplyMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.body.as_str()).collect()
+}
+
+pub const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+/// The webhook `phone` sends for `message`, posted to `url` with `headers` besides the
+/// form's and the signature: the raw answer.
+pub async fn post_from(
+    phone: &Phone,
+    url: &str,
+    message: &Outgoing,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let (params, signature) = phone.webhook(message);
+    let mut all = vec![FORM, ("x-twilio-signature", signature.as_str())];
+    all.extend_from_slice(headers);
+    post(url, &all, params.encode()).await
+}
+
+/// A form of `params` posted to `url`, signed with the test account's token as Twilio
+/// signs a request it sends to `signed_url`.
+pub async fn post_signed(url: &str, signed_url: &str, params: &[(&str, &str)]) -> (u16, String) {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let signature = signature::compute(AUTH_TOKEN, signed_url, &params);
+    let body = FormParams::from_pairs(params).encode();
+    post(url, &[FORM, ("x-twilio-signature", &signature)], body).await
+}
+
+/// A raw POST to the bridge, for requests no well-behaved phone would send.
+pub async fn post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
+    let mut request = reqwest::Client::new().post(url).body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("bridge reachable");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// The command under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_twilio-dialogflow");
+
+/// A working directory of a test's own (tests run in parallel in one process), with a
+/// `.env` in it; removed at the end of the test.
+pub struct WorkDir(pub std::path::PathBuf);
+
+impl WorkDir {
+    pub fn with_dotenv(dotenv: &str) -> Self {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "twilio-dialogflow-test-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".env"), dotenv).unwrap();
+        Self(dir)
+    }
+
+    /// The command in this directory, with only `envs` in its environment.
+    pub fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> std::process::Command {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .args(args)
+            .current_dir(&self.0)
+            .env_clear()
+            .envs(envs.iter().copied());
+        command
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process that is killed when the test ends, passed or failed, and the lines
+/// it writes to the stream it was started with; the stream is read to its end, so the
+/// child never blocks on it nor fails writing to it.
+pub struct Running {
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Which of a child's output streams a test reads.
+pub enum Output {
+    Stdout,
+    Stderr,
+}
+
+impl Running {
+    pub fn spawn(command: &mut std::process::Command, output: Output) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = match output {
+            Output::Stdout => command.stdout(Stdio::piped()),
+            Output::Stderr => command.stderr(Stdio::piped()),
+        }
+        .spawn()
+        .expect("the command starts");
+        let stream: Box<dyn std::io::Read + Send> = match output {
+            Output::Stdout => Box::new(child.stdout.take().unwrap()),
+            Output::Stderr => Box::new(child.stderr.take().unwrap()),
+        };
+        let (sender, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = sender.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first thing `pick` finds in the lines still to come; panics if the stream
+    /// ends, or nothing is found within 30 s.
+    pub async fn find_line<T>(&mut self, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let mut seen = Vec::new();
+        let search = async {
+            while let Some(line) = self.lines.recv().await {
+                if let Some(found) = pick(&line) {
+                    return Some(found);
+                }
+                seen.push(line);
+            }
+            None
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(30), search).await {
+            Ok(Some(found)) => found,
+            _ => panic!("no such line in:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in for Google's metadata server, telling `project` to whoever asks with the
+/// header Google's libraries send.
+pub async fn fake_metadata_server(project: &'static str) -> std::net::SocketAddr {
+    use axum::http::{HeaderMap, StatusCode};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/computeMetadata/v1/project/project-id",
+        axum::routing::get(move |headers: HeaderMap| async move {
+            match headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) {
+                Some("Google") => (StatusCode::OK, project),
+                _ => (StatusCode::FORBIDDEN, "missing Metadata-Flavor"),
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}

@@ -1,0 +1,14 @@
+//! The black-box tests: one binary, a module per area. Each test starts the real bridge
+//! and the emulators on free local ports and talks to them over HTTP, as Twilio and
+//! Google would; nothing reaches the real Twilio or Google.
+
+mod api_replies;
+mod bridge_cx;
+mod bridge_es;
+mod cli;
+mod emulator_cx;
+mod emulator_es;
+mod helpers;
+mod metrics;
+mod newcomer;
+mod refusals;
