@@ -6,6 +6,9 @@
 // Every dependency in the manifest is used here (the binary adds only its allocator):
 // CI keeps it so. Test builds also see the dev-dependencies, which the library does not use.
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
+// The binary's allocator: a dependency of the package that only `main.rs` uses.
+#[cfg(feature = "jemalloc")]
+use tikv_jemallocator as _;
 
 pub mod agent;
 pub mod chat;
