@@ -103,6 +103,25 @@ pub struct Settings {
     /// What the user gets when the agent cannot answer.
     pub fallback_message: String,
     pub replies: ReplySettings,
+    pub state: StateSettings,
+}
+
+/// Where the bridge keeps what must hold across instances: the messages already
+/// answered, the order of each conversation's turns, the replies still owed.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    /// `redis://` or `rediss://`; none: in this process only.
+    pub url: Option<Secret>,
+    /// The server's CA certificate (PEM), for `rediss://` with a private CA (Memorystore).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Every key starts with this, so that several bridges can share one server.
+    pub prefix: String,
+    /// The longest any one call to the store may take before the bridge goes on without
+    /// it.
+    pub timeout: Duration,
+    /// How long an instance may hold a turn without renewing it; after that, another
+    /// instance takes over its work.
+    pub lease: Duration,
 }
 
 /// How replies reach the user.
@@ -222,6 +241,9 @@ const DEFAULT_AGENT_TIMEOUT_API: Duration = Duration::from_secs(35);
 const MAX_AGENT_TIMEOUT_API: Duration = Duration::from_secs(120);
 const DEFAULT_REPLY_DEADLINE: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(300);
+const DEFAULT_STATE_LEASE: Duration = Duration::from_secs(30);
+pub const DEFAULT_STATE_PREFIX: &str = "twilio-dialogflow";
 pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
 
 /// All the problems found in a configuration, one line each.
@@ -369,12 +391,75 @@ impl Reader<'_> {
             .get("FALLBACK_MESSAGE")
             .unwrap_or(DEFAULT_FALLBACK_MESSAGE)
             .to_owned();
+        let state = self.state();
         Some(Settings {
             port: port.unwrap_or(8080),
             twilio: twilio?,
             agent: agent?,
             fallback_message,
             replies: replies?,
+            state: state?,
+        })
+    }
+
+    fn state(&mut self) -> Option<StateSettings> {
+        let url = self.parsed("STATE_URL", |v| {
+            if v.starts_with("redis://") || v.starts_with("rediss://") {
+                Ok(Secret::new(v))
+            } else {
+                Err("must be a redis:// or rediss:// URL (user and password in it if the server needs them)".to_owned())
+            }
+        });
+        // The URL may hold a password: the error above must not repeat it.
+        if let Some(line) = self.errors.last_mut() {
+            if line.starts_with("STATE_URL:") {
+                *line = "STATE_URL: must be a redis:// or rediss:// URL (user and password in it if the server needs them)".to_owned();
+            }
+        }
+        let ca_file = self.parsed("STATE_CA_FILE", |v| {
+            let path = std::path::PathBuf::from(v);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err("must be the path of a PEM file that exists".to_owned())
+            }
+        });
+        if ca_file.is_some()
+            && !url
+                .as_ref()
+                .is_some_and(|u| u.expose().starts_with("rediss://"))
+        {
+            self.fail("STATE_CA_FILE", "is only for a rediss:// STATE_URL");
+        }
+        let prefix = self
+            .parsed("STATE_PREFIX", |v| {
+                if v.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+                {
+                    Ok(v.to_owned())
+                } else {
+                    Err("must be printable characters without spaces or braces".to_owned())
+                }
+            })
+            .unwrap_or_else(|| DEFAULT_STATE_PREFIX.to_owned());
+        let timeout = self
+            .parsed("STATE_TIMEOUT", parse_duration)
+            .unwrap_or(DEFAULT_STATE_TIMEOUT);
+        let lease = self
+            .parsed("STATE_LEASE", |v| {
+                let lease = parse_duration(v)?;
+                if lease < Duration::from_secs(1) {
+                    return Err("must be at least 1s".to_owned());
+                }
+                Ok(lease)
+            })
+            .unwrap_or(DEFAULT_STATE_LEASE);
+        Some(StateSettings {
+            url,
+            ca_file,
+            prefix,
+            timeout,
+            lease,
         })
     }
 

@@ -1,16 +1,20 @@
-//! One incoming message, answered: what to ask the agent, asking it once per message,
-//! and what the user gets when the agent cannot answer.
+//! One incoming message, answered: its turn in the conversation, what to ask the agent
+//! (once per message), which way the replies go, and what the user gets when the agent
+//! cannot answer.
 //!
 //! This is the middle of the pipeline: it takes a verified [`IncomingMessage`] and
-//! gives back the messages to send. It knows nothing of HTTP or TwiML.
+//! gives back the messages the webhook answers with. It knows nothing of HTTP or TwiML.
+//! The turn's place, the message's id and the replies owed are kept by the state
+//! layer, so that they hold across instances.
 
 use crate::agent::{Agent, AgentQuery, QueryInput, MEDIA_EVENT};
-use crate::ledger::{Claim, Completion, Ledger, Repeat};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
-use crate::twilio::webhook::IncomingMessage;
+use crate::state::{Admission, Json, MessageKey, Repeat, StateStore, TakenOver, Ticket};
+use crate::twilio::webhook::{FormParams, IncomingMessage};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,15 +22,9 @@ use tokio::sync::oneshot;
 
 /// Dialogflow refuses text queries longer than this (CX and ES `TextInput.text`).
 pub const MAX_QUERY_CHARS: usize = 256;
-/// How long a handled message id is remembered; Twilio's re-deliveries come within
-/// minutes.
-const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
-/// At most this many remembered ids, whatever the traffic: minutes of the busiest
-/// WhatsApp sender (80 messages/s), hours of an SMS number, for about 16 MiB.
-const REMEMBER_AT_MOST: usize = 20_000;
 
 /// How a message was handled, for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// The agent answered.
     Answered,
@@ -50,7 +48,7 @@ impl Outcome {
 }
 
 /// Which way the replies travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Route {
     /// In the webhook's TwiML answer.
     Webhook,
@@ -103,15 +101,50 @@ pub enum Delivery {
     },
 }
 
+/// What the state store keeps of a turn's message: what another instance needs to
+/// work the turn if this one cannot.
+#[derive(Serialize, Deserialize)]
+struct TurnRecord {
+    params: Vec<(String, String)>,
+    status_callback: String,
+}
+
+/// What the state store keeps of a handled message, for its re-deliveries.
+#[derive(Serialize, Deserialize)]
+struct StoredOutcome {
+    replies: Vec<ReplyMessage>,
+    route: Route,
+    outcome: Outcome,
+}
+
+impl StoredOutcome {
+    fn of(handled: &Handled) -> Json {
+        let stored = StoredOutcome {
+            replies: handled.replies.to_vec(),
+            route: handled.route,
+            outcome: handled.outcome.clone(),
+        };
+        serde_json::to_string(&stored).unwrap_or_default().into()
+    }
+
+    fn read(json: &str) -> Option<Self> {
+        serde_json::from_str(json).ok()
+    }
+}
+
 /// Answers incoming messages with the agent.
 pub struct Conversations {
     agent: Agent,
     fallback_message: String,
     delivery: Delivery,
-    handled: Arc<Ledger<Handled>>,
+    state: StateStore,
     metrics: Arc<Metrics>,
+    /// The account whose messages are answered (a turn taken over is read again).
+    account_sid: String,
     /// Once the server begins to shut down: when it must have answered every webhook.
     stopping: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
+    /// Once the grace is over: turns still owed are left to the other instances.
+    handing_over: tokio::sync::watch::Sender<bool>,
 }
 
 impl Conversations {
@@ -119,15 +152,19 @@ impl Conversations {
         agent: Agent,
         fallback_message: String,
         delivery: Delivery,
+        state: StateStore,
         metrics: Arc<Metrics>,
+        account_sid: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             agent,
             fallback_message,
             delivery,
-            handled: Ledger::new(REMEMBER_FOR, REMEMBER_AT_MOST),
+            state,
             metrics,
+            account_sid,
             stopping: tokio::sync::watch::Sender::new(None),
+            handing_over: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -168,42 +205,63 @@ impl Conversations {
         }
     }
 
-    /// Answers `message`, asking the agent at most once per `MessageSid`. What comes
-    /// back is what the webhook should answer now.
-    ///
-    /// `status_callback` is where Twilio reports the delivery of replies sent through
+    /// At the end of the grace: the turns still at work stop, and leave their replies to
+    /// the other instances (shared state), or name them as not sent (this process's
+    /// state); returns once they all did, or after `wait`.
+    pub async fn hand_over(&self, wait: Duration) {
+        self.handing_over.send_replace(true);
+        if let Some(outbox) = self.outbox() {
+            let _ = outbox.drain(wait).await;
+        }
+    }
+
+    async fn handed_over(&self) {
+        let _ = self.handing_over.subscribe().wait_for(|over| *over).await;
+    }
+
+    /// Answers `message`, asking the agent at most once per `MessageSid`, after the
+    /// messages of its conversation that came before it. What comes back is what the
+    /// webhook should answer now; replies that cannot wait go to `recipient` through
     /// the API.
     pub async fn handle(
         self: &Arc<Self>,
         message: IncomingMessage,
-        status_callback: String,
+        recipient: Recipient,
     ) -> Handled {
         let session = session_of(&message);
-        let completion = match message
-            .message_sid
-            .as_deref()
-            .map(|sid| self.handled.claim(sid))
-        {
-            Some(Claim::Repeat(repeat)) => return self.repeat(repeat, session).await,
-            Some(Claim::First(completion)) => Some(completion),
-            None => None,
+        let key = message.message_sid.as_ref().map(|sid| MessageKey {
+            account_sid: message.account_sid.clone(),
+            message_sid: sid.clone(),
+        });
+        let record = TurnRecord {
+            params: message.params.pairs().to_vec(),
+            status_callback: recipient.status_callback.clone(),
         };
+        let record: Json = serde_json::to_string(&record).unwrap_or_default().into();
+        let ticket = match self.state.admit(key, session, record).await {
+            Admission::Repeat(repeat) => return self.repeat(repeat, session).await,
+            Admission::First(ticket) => ticket,
+        };
+        let (answer, mut answered) = oneshot::channel();
+        let waiting = match &self.delivery {
+            Delivery::Api(_) => None,
+            Delivery::Twiml | Delivery::Auto { .. } => Some(answer),
+        };
+        // The turn runs on its own task so that it finishes, and its outcome is
+        // remembered, even if Twilio hangs up on this request.
+        tokio::spawn(Arc::clone(self).run_turn(ticket, message, recipient, waiting));
         match &self.delivery {
-            Delivery::Twiml => self.answer_in_webhook(message, session, completion).await,
-            Delivery::Api(outbox) => {
-                self.queue(outbox, message, session, completion, None, status_callback);
-                Handled::queued(session, false)
+            Delivery::Api(_) => Handled::queued(session, false),
+            Delivery::Twiml => {
+                tokio::select! {
+                    answer = &mut answered => answer.unwrap_or_else(|_| {
+                        tracing::error!(session = %session, "answering a message panicked");
+                        self.fallback(session, "PANIC".into(), None)
+                    }),
+                    () = self.out_of_grace() => self.fallback(session, "SHUTDOWN".into(), None),
+                }
             }
-            Delivery::Auto { deadline, outbox } => {
-                let (answer, mut answered) = oneshot::channel();
-                self.queue(
-                    outbox,
-                    message,
-                    session,
-                    completion,
-                    Some(answer),
-                    status_callback,
-                );
+            Delivery::Auto { deadline, .. } => {
                 // A shutdown cuts the wait short: the replies then go through the API,
                 // and the server can stop within Cloud Run's grace period.
                 let wait = async {
@@ -220,7 +278,7 @@ impl Conversations {
                     Ok(Err(_)) => self.fallback(session, "ABANDONED".into(), None),
                     Err(()) => {
                         // Too late for the webhook. Closing first makes the hand-over
-                        // exact: either the answer is already here, or the queue's send
+                        // exact: either the answer is already here, or the turn's send
                         // fails and the replies go through the API.
                         answered.close();
                         answered
@@ -234,7 +292,7 @@ impl Conversations {
 
     /// A re-delivery: the first delivery's outcome, never a second agent call or a
     /// second set of messages.
-    async fn repeat(&self, repeat: Repeat<Handled>, session: SessionId) -> Handled {
+    async fn repeat(&self, repeat: Repeat, session: SessionId) -> Handled {
         let wait = match &self.delivery {
             Delivery::Twiml => None,
             Delivery::Api(_) => Some(Duration::ZERO),
@@ -251,117 +309,199 @@ impl Conversations {
                 }
             }
         };
-        match outcome {
+        match outcome.as_deref().and_then(StoredOutcome::read) {
             Some(first) => Handled {
+                replies: Arc::new(first.replies),
+                route: first.route,
+                outcome: first.outcome,
+                agent_latency: None,
+                session,
                 duplicate: true,
-                ..first
             },
             None => Handled::queued(session, true),
         }
     }
 
-    async fn answer_in_webhook(
-        self: &Arc<Self>,
+    /// One turn: waits for the turns before it, asks the agent, and gives the replies
+    /// to the webhook still `waiting`, or else sends them through the API.
+    async fn run_turn(
+        self: Arc<Self>,
+        ticket: Ticket,
         message: IncomingMessage,
-        session: SessionId,
-        completion: Option<Completion<Handled>>,
-    ) -> Handled {
-        // The work runs on its own task so that it finishes, and its outcome is
-        // remembered, even if Twilio hangs up on this request.
-        let this = Arc::clone(self);
-        let work = tokio::spawn(async move {
-            let handled = this.answer(message, session).await;
-            if let Some(completion) = completion {
-                completion.complete(handled.clone());
-            }
-            handled
+        recipient: Recipient,
+        waiting: Option<oneshot::Sender<Handled>>,
+    ) {
+        let owing = self
+            .outbox()
+            .map(|outbox| outbox.owe(&recipient.message_sid));
+        let session = ticket.session;
+        let work = ticket.keep_alive(async {
+            ticket.wait_turn().await;
+            self.answer(message, session).await
         });
-        let work = async {
-            tokio::select! {
-                done = work => Some(done),
-                _ = self.out_of_grace() => None,
-            }
+        let handled = tokio::select! {
+            handled = work => handled,
+            () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
         };
-        match work.await {
-            Some(Ok(handled)) => handled,
-            None => self.fallback(session, "SHUTDOWN".into(), None),
-            Some(Err(panicked)) => {
-                tracing::error!(error = %panicked, "answering a message panicked");
-                self.fallback(session, "PANIC".into(), None)
+        let handled = match waiting {
+            Some(webhook) => match webhook.send(handled.clone()) {
+                Ok(()) => return ticket.finish(StoredOutcome::of(&handled)).await,
+                Err(handled) => handled,
+            },
+            None => handled,
+        };
+        match self.outbox() {
+            // Twiml: the webhook stopped waiting (shutdown); a re-delivery gets this.
+            None => ticket.finish(StoredOutcome::of(&handled)).await,
+            Some(outbox) => {
+                let handled = Handled {
+                    route: Route::Api,
+                    ..handled
+                };
+                let outcome = StoredOutcome::of(&handled);
+                ticket.record_answer(&outcome).await;
+                self.send_through_api(outbox, ticket, &recipient, &handled, 0)
+                    .await;
             }
+        }
+        drop(owing);
+    }
+
+    /// Sends `handled.replies[from..]` through the API for `ticket`'s turn, then
+    /// finishes the turn.
+    async fn send_through_api(
+        &self,
+        outbox: &Outbox,
+        ticket: Ticket,
+        recipient: &Recipient,
+        handled: &Handled,
+        from: usize,
+    ) {
+        let delivery =
+            ticket.keep_alive(outbox.deliver(&ticket, recipient, &handled.replies, from));
+        let report = tokio::select! {
+            report = delivery => report,
+            () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
+        };
+        let replies = handled.replies.len() - from;
+        self.metrics.replies_sent("api", report.sent);
+        let agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64);
+        if report.handed_over {
+            tracing::warn!(
+                message_sid = %recipient.message_sid,
+                sent = report.sent,
+                "another instance took over this message's turn: it sends the rest of its replies"
+            );
+            return;
+        }
+        self.metrics.replies_failed(replies - report.sent);
+        match report.last_error {
+            None => tracing::info!(
+                message_sid = %recipient.message_sid,
+                session = %handled.session,
+                outcome = handled.outcome.label(),
+                agent_ms,
+                sent = report.sent,
+                "replies sent through the Messages API"
+            ),
+            Some(error) => tracing::warn!(
+                message_sid = %recipient.message_sid,
+                session = %handled.session,
+                outcome = handled.outcome.label(),
+                agent_ms,
+                sent = report.sent,
+                replies,
+                error = %error,
+                "replies not sent through the Messages API: {} of {replies} failed",
+                replies - report.sent
+            ),
+        }
+        ticket.finish(StoredOutcome::of(handled)).await;
+    }
+
+    /// At the end of the grace, a turn still at work stops: another instance takes it
+    /// over (shared state), or its replies are lost with this process, which is said.
+    async fn leave(&self, ticket: Ticket, message_sid: &str) {
+        if ticket.release().await {
+            tracing::warn!(%message_sid, "shutting down: this message's replies are left to the other instances");
+        } else {
+            tracing::error!(%message_sid, "shutting down: the reply to this message was not sent");
         }
     }
 
-    /// Queues the message on its conversation: the agent is asked after the messages
-    /// before it, and the replies go to the webhook still `waiting`, or else through
-    /// the API.
-    fn queue(
-        self: &Arc<Self>,
-        outbox: &Arc<Outbox>,
-        message: IncomingMessage,
-        session: SessionId,
-        completion: Option<Completion<Handled>>,
-        waiting: Option<oneshot::Sender<Handled>>,
-        status_callback: String,
-    ) {
-        let recipient = Recipient {
-            to: message.from.clone(),
-            our_number: message.to.clone(),
-            message_sid: message.message_sid.clone().unwrap_or_default(),
-            status_callback,
+    /// Finishes a turn another instance left behind when its lease ran out.
+    pub async fn resume(self: Arc<Self>, taken: TakenOver) {
+        self.metrics.turn_taken_over();
+        let TakenOver {
+            ticket,
+            turn,
+            answer,
+            sent,
+            sending,
+        } = taken;
+        let message = serde_json::from_str::<TurnRecord>(&turn)
+            .ok()
+            .and_then(|record| {
+                let message = IncomingMessage::from_verified(
+                    FormParams::from_pairs(record.params),
+                    &self.account_sid,
+                )
+                .ok()?;
+                let recipient = Recipient::replying_to(&message, record.status_callback);
+                Some((message, recipient))
+            });
+        let Some((message, recipient)) = message else {
+            tracing::error!("a turn taken over cannot be read: its message is skipped");
+            return ticket.abandon().await;
         };
         let message_sid = recipient.message_sid.clone();
-        let this = Arc::clone(self);
-        let sender = Arc::clone(outbox);
-        let job = Box::pin(async move {
-            let handled = this.answer(message, session).await;
-            let handled = match waiting {
-                Some(webhook) => match webhook.send(handled.clone()) {
-                    Ok(()) => {
-                        if let Some(completion) = completion {
-                            completion.complete(handled);
-                        }
-                        return;
-                    }
-                    Err(handled) => handled,
-                },
-                None => handled,
-            };
-            let handled = Handled {
-                route: Route::Api,
-                ..handled
-            };
-            if let Some(completion) = completion {
-                completion.complete(handled.clone());
+        let Some(outbox) = self.outbox().cloned() else {
+            // The webhook that waited for this turn died with its instance: there is no
+            // other way to the person. A re-delivery of the message is answered afresh.
+            tracing::warn!(%message_sid, "took over the turn of an instance that died: with REPLY_MODE=twiml its reply is lost");
+            ticket.keep_alive(ticket.wait_turn()).await;
+            return ticket.abandon().await;
+        };
+        let answer = answer.as_deref().and_then(StoredOutcome::read);
+        let Some(answer) = answer else {
+            tracing::warn!(%message_sid, "took over the turn of an instance that died before the agent's answer was recorded: asking the agent again");
+            return self.run_turn(ticket, message, recipient, None).await;
+        };
+        let mut from = sent;
+        if let Some(index) = sending.filter(|index| *index < answer.replies.len()) {
+            tracing::error!(
+                %message_sid,
+                reply = index,
+                "took over the turn of an instance that died while sending this reply: it may or may not have reached the person, and is not sent again"
+            );
+            from = index + 1;
+        }
+        let _owing = outbox.owe(&message_sid);
+        let handled = Handled {
+            replies: Arc::new(answer.replies),
+            route: Route::Api,
+            outcome: answer.outcome,
+            agent_latency: None,
+            session: ticket.session,
+            duplicate: false,
+        };
+        ticket.keep_alive(ticket.wait_turn()).await;
+        self.send_through_api(&outbox, ticket, &recipient, &handled, from)
+            .await;
+    }
+
+    /// While the state is shared: takes over, every third of a lease, the turns whose
+    /// instance stopped renewing them. Stops when the server does.
+    pub async fn take_over_expired(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = self.stopped() => return,
             }
-            let report = sender.send(&recipient, &handled.replies).await;
-            let (sent, replies) = (report.sent, handled.replies.len());
-            this.metrics.replies_sent("api", sent);
-            this.metrics.replies_failed(replies - sent);
-            let agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64);
-            match report.last_error {
-                None => tracing::info!(
-                    message_sid = %recipient.message_sid,
-                    session = %handled.session,
-                    outcome = handled.outcome.label(),
-                    agent_ms,
-                    sent,
-                    "replies sent through the Messages API"
-                ),
-                Some(error) => tracing::warn!(
-                    message_sid = %recipient.message_sid,
-                    session = %handled.session,
-                    outcome = handled.outcome.label(),
-                    agent_ms,
-                    sent,
-                    replies,
-                    error = %error,
-                    "replies not sent through the Messages API: {} of {replies} failed",
-                    replies - sent
-                ),
+            for taken in self.state.take_over_expired().await {
+                tokio::spawn(Arc::clone(&self).resume(taken));
             }
-        });
-        outbox.enqueue(&session, &message_sid, job);
+        }
     }
 
     async fn answer(&self, message: IncomingMessage, session: SessionId) -> Handled {

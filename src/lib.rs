@@ -27,4 +27,5 @@ pub mod metrics;
 pub mod outbox;
 pub mod reply;
 pub mod session;
+pub mod state;
 pub mod twilio;

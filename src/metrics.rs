@@ -27,8 +27,17 @@ struct Route {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreFailure {
+    op: &'static str,
+    error: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    state_errors: Family<StoreFailure, Counter>,
+    state_fallbacks: Counter,
+    turns_taken_over: Counter,
     webhooks: Family<Outcome, Counter>,
     agent_latency: Histogram,
     agent_errors: Family<Status, Counter>,
@@ -85,8 +94,29 @@ impl Metrics {
             "Re-delivered webhooks answered without asking the agent again",
             duplicates.clone(),
         );
+        let state_errors = Family::<StoreFailure, Counter>::default();
+        registry.register(
+            "state_errors",
+            "Calls to the shared state store that failed or timed out, by operation and error",
+            state_errors.clone(),
+        );
+        let state_fallbacks = Counter::default();
+        registry.register(
+            "state_fallbacks",
+            "Messages handled with this process's state because the shared store could not admit them",
+            state_fallbacks.clone(),
+        );
+        let turns_taken_over = Counter::default();
+        registry.register(
+            "turns_taken_over",
+            "Turns another instance left unfinished (its lease ran out) that this one took over",
+            turns_taken_over.clone(),
+        );
         Self {
             registry,
+            state_errors,
+            state_fallbacks,
+            turns_taken_over,
             webhooks,
             agent_latency,
             agent_errors,
@@ -117,6 +147,20 @@ impl Metrics {
 
     pub fn replies_failed(&self, count: usize) {
         self.replies_failed.inc_by(count as u64);
+    }
+
+    pub fn state_error(&self, op: &'static str, error: &'static str) {
+        self.state_errors
+            .get_or_create(&StoreFailure { op, error })
+            .inc();
+    }
+
+    pub fn state_fallback(&self) {
+        self.state_fallbacks.inc();
+    }
+
+    pub fn turn_taken_over(&self) {
+        self.turns_taken_over.inc();
     }
 
     pub fn duplicate(&self) {

@@ -11,7 +11,7 @@ pub const MAX_BODY_CHARS: usize = 1600;
 pub const MAX_MEDIA: usize = 10;
 
 /// One message to the user: text, media, or both.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReplyMessage {
     pub body: String,
     pub media: Vec<String>,

@@ -32,6 +32,15 @@ impl SessionId {
         Self(id)
     }
 
+    /// A session id as [`SessionId::as_str`] wrote it (read back from the state store).
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes: [u8; 36] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .then_some(Self(bytes))
+    }
+
     pub fn as_str(&self) -> &str {
         // base64url is ASCII.
         std::str::from_utf8(&self.0).unwrap_or_default()

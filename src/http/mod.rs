@@ -9,6 +9,7 @@ use crate::config::{ReplyMode, ReplySettings, Settings, TwilioSettings};
 use crate::conversation::{Conversations, Delivery};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::state::StateStore;
 use crate::twilio::messages_api::{ApiCredentials, MessagesApi};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -22,6 +23,10 @@ use tokio::task::JoinHandle;
 
 pub use public_url::public_url;
 pub use rejection::Rejection;
+
+/// After the grace, how long the turns still at work get to leave their replies to the
+/// other instances.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(1);
 
 /// Twilio's webhooks are a few KiB; anything far larger is not from Twilio.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -61,6 +66,8 @@ fn delivery(twilio: &TwilioSettings, replies: &ReplySettings) -> Result<Delivery
 pub enum SetupError {
     #[error(transparent)]
     Agent(#[from] crate::agent::AgentError),
+    #[error(transparent)]
+    State(#[from] crate::state::OpenError),
     #[error("cannot create the HTTP client for Twilio's API: {0}")]
     HttpClient(reqwest::Error),
 }
@@ -71,14 +78,24 @@ impl AppState {
         let agent = Agent::connect(&settings.agent).await?;
         let delivery = delivery(&settings.twilio, &settings.replies)?;
         let metrics = Arc::new(Metrics::new());
+        let state = StateStore::open(&settings.state, Arc::clone(&metrics)).await?;
+        let shared = state.is_shared();
+        let conversations = Conversations::new(
+            agent,
+            settings.fallback_message.clone(),
+            delivery,
+            state,
+            Arc::clone(&metrics),
+            settings.twilio.account_sid.clone(),
+        );
+        if shared {
+            // Turns left behind by an instance that died are taken over by the others.
+            let every = (settings.state.lease / 3).max(Duration::from_millis(100));
+            tokio::spawn(Arc::clone(&conversations).take_over_expired(every));
+        }
         Ok(Arc::new(Self {
             twilio: settings.twilio.clone(),
-            conversations: Conversations::new(
-                agent,
-                settings.fallback_message.clone(),
-                delivery,
-                Arc::clone(&metrics),
-            ),
+            conversations,
             metrics,
             shutdown_grace: settings.replies.shutdown_grace,
         }))
@@ -130,14 +147,15 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     let since_signal = signalled.get().map_or(Duration::ZERO, |at| at.elapsed());
-    // Replies already owed are still sent; those that cannot be in the time left are
-    // named, so that nothing disappears silently.
+    // Replies already owed are still sent; the turns that cannot finish in the time
+    // left are handed to the other instances, or named, so that nothing disappears
+    // silently.
     if let Some(outbox) = state.conversations.outbox() {
-        for message_sid in outbox
+        let owed = outbox
             .drain(state.shutdown_grace.saturating_sub(since_signal))
-            .await
-        {
-            tracing::error!(%message_sid, "shutting down: the reply to this message was not sent");
+            .await;
+        if !owed.is_empty() {
+            state.conversations.hand_over(HAND_OVER_WAIT).await;
         }
     }
     Ok(())

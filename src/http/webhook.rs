@@ -8,6 +8,7 @@ use super::public_url::public_url;
 use super::rejection::Rejection;
 use super::AppState;
 use crate::conversation::Outcome;
+use crate::outbox::Recipient;
 use crate::twilio::signature;
 use crate::twilio::twiml;
 use crate::twilio::webhook::{FormParams, IncomingMessage};
@@ -28,10 +29,8 @@ pub async fn incoming(
         .inspect_err(|r| state.metrics.webhook(r.label()))?;
     let message_sid = message.message_sid.clone().unwrap_or_default();
     let channel = message.channel();
-    let handled = state
-        .conversations
-        .handle(message, status_callback_url(&url))
-        .await;
+    let recipient = Recipient::replying_to(&message, status_callback_url(&url));
+    let handled = state.conversations.handle(message, recipient).await;
     tracing::info!(
         message_sid = %message_sid,
         trace = cloud_trace(&headers),

@@ -1,0 +1,267 @@
+//! The state of this process alone: enough for one instance, and what a shared store
+//! falls back to for a message when it cannot be reached.
+
+use super::{Admission, Held, Json, MessageKey, Repeat, Ticket, REMEMBER_FOR};
+use crate::ledger::{Claim, Completion, Ledger};
+use crate::session::SessionId;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// At most this many remembered message ids, whatever the traffic: minutes of the
+/// busiest WhatsApp sender (80 messages/s), hours of an SMS number, for about 16 MiB.
+const REMEMBER_AT_MOST: usize = 20_000;
+/// At most this many conversation records; expired ones go first.
+const RECORDS_AT_MOST: usize = 100_000;
+
+pub struct LocalState {
+    handled: Arc<Ledger<Json>>,
+    order: Mutex<HashMap<SessionId, Order>>,
+    /// Wakes the turns waiting for another turn to finish.
+    finished: Notify,
+    pub(super) records: Records,
+}
+
+/// Where a conversation stands: turns up to `done` are finished (and any in
+/// `finished_early`, a turn dropped while those before it were still working).
+#[derive(Default)]
+struct Order {
+    next: u64,
+    done: u64,
+    finished_early: BTreeSet<u64>,
+}
+
+impl Default for LocalState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalState {
+    pub fn new() -> Self {
+        Self {
+            handled: Ledger::new(REMEMBER_FOR, REMEMBER_AT_MOST),
+            order: Mutex::default(),
+            finished: Notify::new(),
+            records: Records::default(),
+        }
+    }
+
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        key: Option<MessageKey>,
+        session: SessionId,
+    ) -> Admission {
+        let completion = match key.as_ref().map(|key| self.handled.claim(&key.to_string())) {
+            Some(Claim::Repeat(repeat)) => return Admission::Repeat(Repeat::Local(repeat)),
+            Some(Claim::First(completion)) => Some(completion),
+            None => None,
+        };
+        let seq = {
+            let mut order = lock(&self.order);
+            let order = order.entry(session).or_default();
+            order.next += 1;
+            order.next
+        };
+        Admission::First(Ticket {
+            session,
+            key,
+            held: Held::Local(LocalTicket {
+                state: Arc::clone(self),
+                session,
+                seq,
+                completion,
+            }),
+        })
+    }
+
+    fn is_turn_of(&self, session: &SessionId, seq: u64) -> bool {
+        lock(&self.order)
+            .get(session)
+            .is_none_or(|order| order.done + 1 >= seq)
+    }
+
+    fn finish_turn(&self, session: &SessionId, seq: u64) {
+        let mut orders = lock(&self.order);
+        if let Some(order) = orders.get_mut(session) {
+            if seq == order.done + 1 {
+                order.done = seq;
+                while order.finished_early.remove(&(order.done + 1)) {
+                    order.done += 1;
+                }
+            } else if seq > order.done {
+                order.finished_early.insert(seq);
+            }
+            if order.done == order.next {
+                orders.remove(session);
+            }
+        }
+        drop(orders);
+        self.finished.notify_waiters();
+    }
+}
+
+/// A turn of this process's store. Dropped unfinished (a task that panicked or was
+/// cancelled), it lets the conversation go on and a re-delivery try again.
+pub(super) struct LocalTicket {
+    state: Arc<LocalState>,
+    session: SessionId,
+    seq: u64,
+    completion: Option<Completion<Json>>,
+}
+
+impl LocalTicket {
+    pub(super) async fn wait_turn(&self) {
+        loop {
+            let finished = self.state.finished.notified();
+            if self.state.is_turn_of(&self.session, self.seq) {
+                return;
+            }
+            finished.await;
+        }
+    }
+
+    pub(super) fn finish(mut self, outcome: Json) {
+        if let Some(completion) = self.completion.take() {
+            completion.complete(outcome);
+        }
+    }
+}
+
+impl Drop for LocalTicket {
+    fn drop(&mut self) {
+        self.state.finish_turn(&self.session, self.seq);
+    }
+}
+
+/// A record's slot and conversation.
+type RecordKey = (&'static str, SessionId);
+
+/// Per-conversation records with a time to live (when they expire), bounded in number.
+#[derive(Default)]
+pub(super) struct Records(Mutex<HashMap<RecordKey, (Instant, Json)>>);
+
+impl Records {
+    pub(super) fn get(&self, slot: &'static str, session: &SessionId) -> Option<Json> {
+        let mut records = lock(&self.0);
+        match records.get(&(slot, *session)) {
+            Some((expires, json)) if *expires > Instant::now() => Some(Arc::clone(json)),
+            Some(_) => {
+                records.remove(&(slot, *session));
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(super) fn set(&self, slot: &'static str, session: &SessionId, json: Json, ttl: Duration) {
+        let now = Instant::now();
+        let mut records = lock(&self.0);
+        if records.len() >= RECORDS_AT_MOST {
+            records.retain(|_, (expires, _)| *expires > now);
+        }
+        if records.len() >= RECORDS_AT_MOST {
+            // Still full of live records: the one that expires first goes.
+            if let Some(first) = records
+                .iter()
+                .min_by_key(|(_, (expires, _))| *expires)
+                .map(|(key, _)| *key)
+            {
+                records.remove(&first);
+            }
+        }
+        records.insert((slot, *session), (now + ttl, json));
+    }
+
+    pub(super) fn remove(&self, slot: &'static str, session: &SessionId) {
+        lock(&self.0).remove(&(slot, *session));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every change under these locks is a single insert, remove or counter step: the
+    // maps stay consistent whatever a panicking holder did.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sid: &str) -> Option<MessageKey> {
+        Some(MessageKey {
+            account_sid: "AC1".into(),
+            message_sid: sid.into(),
+        })
+    }
+
+    fn first(admission: Admission) -> Ticket {
+        match admission {
+            Admission::First(ticket) => ticket,
+            Admission::Repeat(_) => panic!("a repeat"),
+        }
+    }
+
+    #[tokio::test]
+    async fn turns_of_a_conversation_go_in_order_and_others_do_not_wait() {
+        let state = Arc::new(LocalState::new());
+        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let other = SessionId::for_conversation("AC1", "+3", "+2");
+        let one = first(state.admit(key("SM1"), session));
+        let two = first(state.admit(key("SM2"), session));
+        let elsewhere = first(state.admit(key("SM3"), other));
+        one.wait_turn().await;
+        elsewhere.wait_turn().await;
+        let waiting = tokio::spawn(async move {
+            two.wait_turn().await;
+            two
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the second turn waits for the first"
+        );
+        one.finish("\"done\"".into()).await;
+        let two = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the second turn goes once the first is done")
+            .unwrap();
+        two.finish("\"done\"".into()).await;
+        assert!(lock(&state.order).get(&other).is_some());
+        elsewhere.abandon().await;
+        assert!(
+            lock(&state.order).is_empty(),
+            "idle conversations are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeat_gets_the_outcome_and_an_abandoned_turn_frees_its_id() {
+        let state = Arc::new(LocalState::new());
+        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let one = first(state.admit(key("SM1"), session));
+        let Admission::Repeat(repeat) = state.admit(key("SM1"), session) else {
+            panic!("a repeat")
+        };
+        one.finish("\"answer\"".into()).await;
+        assert_eq!(repeat.outcome().await.as_deref(), Some("\"answer\""));
+        let two = first(state.admit(key("SM2"), session));
+        two.abandon().await;
+        assert!(matches!(
+            state.admit(key("SM2"), session),
+            Admission::First(_)
+        ));
+    }
+
+    #[test]
+    fn records_expire() {
+        let records = Records::default();
+        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        records.set("menu", &session, "1".into(), Duration::from_secs(60));
+        assert_eq!(records.get("menu", &session).as_deref(), Some("1"));
+        assert_eq!(records.get("other", &session), None);
+        records.set("menu", &session, "2".into(), Duration::ZERO);
+        assert_eq!(records.get("menu", &session), None);
+    }
+}

@@ -1,0 +1,308 @@
+//! What must hold across instances: the messages already answered (by `AccountSid` and
+//! `MessageSid`), the order of each conversation's turns, the replies still owed, and
+//! small per-conversation records for features.
+//!
+//! Two stores keep it: in this process (the default; one instance), or a Redis/Valkey
+//! server shared by every instance (`STATE_URL`). Both give the same guarantees within
+//! their reach. Every call to the shared store is bounded by `STATE_TIMEOUT`; when it
+//! fails, the message is handled with this process's state instead, and the failure is
+//! logged and counted: a person is never left without an answer because Redis is down.
+//!
+//! A turn is one message's work in its conversation. Admitting a message claims its id
+//! (a repeat gets the first delivery's outcome) and gives it the next place in its
+//! conversation; the turn then waits for the turn before it to finish, and holds a
+//! lease while it works. An instance that dies without a word leaves its turns to the
+//! others once their leases run out ([`StateStore::take_over_expired`]). The stored
+//! values (a turn's message, an outcome) are JSON written by the layer above: the store
+//! does not read them.
+
+mod local;
+mod shared;
+
+use crate::config::StateSettings;
+use crate::metrics::Metrics;
+use crate::session::SessionId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use local::LocalState;
+pub use shared::{OpenError, SharedState, StoreReport};
+
+/// How long a handled message is remembered: Twilio's re-deliveries come within minutes.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// A message as Twilio names it: its id within its account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageKey {
+    pub account_sid: String,
+    pub message_sid: String,
+}
+
+impl fmt::Display for MessageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.account_sid, self.message_sid)
+    }
+}
+
+/// A stored value, as JSON text (a turn's message, an outcome).
+pub type Json = Arc<str>;
+
+/// Why the shared store could not be used for one call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the shared store did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the shared store failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("the shared store holds something this bridge cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// For metrics: a fixed set of labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Redis(_) => "error",
+            StoreError::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+/// The result of admitting a message.
+pub enum Admission {
+    /// The first delivery: its turn, to be worked and finished.
+    First(Ticket),
+    /// A re-delivery: the first delivery's outcome, now or once it is known.
+    Repeat(Repeat),
+}
+
+/// A re-delivery's view of the first delivery.
+pub enum Repeat {
+    Local(crate::ledger::Repeat<Json>),
+    Shared {
+        state: Arc<SharedState>,
+        key: MessageKey,
+    },
+}
+
+impl Repeat {
+    /// The first delivery's outcome once known; `None` if it gave up without one. The
+    /// caller bounds the wait.
+    pub async fn outcome(self) -> Option<Json> {
+        match self {
+            Repeat::Local(repeat) => repeat.outcome().await,
+            Repeat::Shared { state, key } => state.wait_outcome(&key).await,
+        }
+    }
+}
+
+/// One message's turn in its conversation: where it stands, and the right to work it.
+pub struct Ticket {
+    pub session: SessionId,
+    /// The message, when Twilio gave it an id (it always does).
+    pub key: Option<MessageKey>,
+    held: Held,
+}
+
+enum Held {
+    Local(local::LocalTicket),
+    Shared(shared::SharedTicket),
+}
+
+/// A turn another instance left behind, taken over by this one.
+pub struct TakenOver {
+    pub ticket: Ticket,
+    /// What the turn's message was, as admitted.
+    pub turn: Json,
+    /// The answer, if the instance that died had recorded it.
+    pub answer: Option<Json>,
+    /// How many of the answer's messages Twilio had accepted.
+    pub sent: usize,
+    /// The message being sent when the instance died, if its outcome is unknown.
+    pub sending: Option<usize>,
+}
+
+impl Ticket {
+    /// Resolves once the turns before this one in the conversation are finished.
+    pub async fn wait_turn(&self) {
+        match &self.held {
+            Held::Local(ticket) => ticket.wait_turn().await,
+            Held::Shared(ticket) => ticket.wait_turn().await,
+        }
+    }
+
+    /// Keeps the lease of a shared turn alive while `work` runs; tells whether another
+    /// instance took the turn over meanwhile (then its work is no longer this one's).
+    pub async fn keep_alive<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        match &self.held {
+            Held::Local(_) => work.await,
+            Held::Shared(ticket) => ticket.keep_alive(work).await,
+        }
+    }
+
+    /// Whether this instance still holds the turn.
+    pub fn is_held(&self) -> bool {
+        match &self.held {
+            Held::Local(_) => true,
+            Held::Shared(ticket) => ticket.is_held(),
+        }
+    }
+
+    /// Records the answer before its messages are sent through the API, so that an
+    /// instance taking over sends what is left of it instead of asking the agent again.
+    pub async fn record_answer(&self, answer: &Json) {
+        if let Held::Shared(ticket) = &self.held {
+            ticket.record_answer(answer).await;
+        }
+    }
+
+    /// Records that Twilio accepted the answer's messages before `sent`, and that
+    /// message `sent` is being sent.
+    pub async fn record_sent(&self, sent: usize) {
+        if let Held::Shared(ticket) = &self.held {
+            ticket.record_sent(sent).await;
+        }
+    }
+
+    /// The turn is done: a repeat of the message gets `outcome`, and the next turn of
+    /// the conversation may go.
+    pub async fn finish(self, outcome: Json) {
+        match self.held {
+            Held::Local(ticket) => ticket.finish(outcome),
+            Held::Shared(ticket) => ticket.finish(Some(outcome)).await,
+        }
+    }
+
+    /// The turn is done with no outcome to remember: a re-delivery of the message is
+    /// handled afresh.
+    pub async fn abandon(self) {
+        match self.held {
+            Held::Local(ticket) => drop(ticket),
+            Held::Shared(ticket) => ticket.finish(None).await,
+        }
+    }
+
+    /// At shutdown: leaves a shared turn to the other instances at once, rather than when
+    /// its lease runs out. Returns whether another instance can take it (false for a turn
+    /// of this process's own store, which ends with the process).
+    pub async fn release(self) -> bool {
+        match self.held {
+            Held::Local(_) => false,
+            Held::Shared(ticket) => ticket.release().await,
+        }
+    }
+}
+
+/// A typed per-conversation record with a time to live, e.g. a pending menu or a
+/// hand-over: `const MENU: Slot<PendingMenu> = Slot::new("menu", Duration::from_secs(3600));`
+pub struct Slot<T> {
+    name: &'static str,
+    ttl: Duration,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Slot<T> {
+    pub const fn new(name: &'static str, ttl: Duration) -> Self {
+        Self {
+            name,
+            ttl,
+            kind: PhantomData,
+        }
+    }
+}
+
+/// The state store: this process's, or one shared through Redis with a fallback to this
+/// process's for the calls it cannot answer.
+#[derive(Clone)]
+pub enum StateStore {
+    Local(Arc<LocalState>),
+    Shared(Arc<SharedState>),
+}
+
+impl StateStore {
+    /// The store `settings` describe. A shared store that cannot be reached now is not
+    /// an error: its connection manager keeps trying, and this process's state serves
+    /// meanwhile.
+    pub async fn open(
+        settings: &StateSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, shared::OpenError> {
+        match &settings.url {
+            None => Ok(StateStore::Local(Arc::new(LocalState::new()))),
+            Some(_) => Ok(StateStore::Shared(
+                SharedState::open(settings, metrics).await?,
+            )),
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StateStore::Shared(_))
+    }
+
+    /// Claims `key` (if any) and gives the message the next turn of `session`;
+    /// `turn` is what another instance needs to work the turn if this one cannot.
+    pub async fn admit(
+        &self,
+        key: Option<MessageKey>,
+        session: SessionId,
+        turn: Json,
+    ) -> Admission {
+        match self {
+            StateStore::Local(local) => local.admit(key, session),
+            StateStore::Shared(shared) => shared.admit(key, session, turn).await,
+        }
+    }
+
+    /// The turns whose instance stopped renewing their lease, taken over by this one.
+    pub async fn take_over_expired(&self) -> Vec<TakenOver> {
+        match self {
+            StateStore::Local(_) => Vec::new(),
+            StateStore::Shared(shared) => shared.take_over_expired().await,
+        }
+    }
+
+    /// The record of `session` in `slot`, if one is set and not expired.
+    pub async fn get<T: DeserializeOwned>(&self, slot: &Slot<T>, session: &SessionId) -> Option<T> {
+        let json = match self {
+            StateStore::Local(local) => local.records.get(slot.name, session),
+            StateStore::Shared(shared) => shared.get_record(slot.name, session).await,
+        }?;
+        match serde_json::from_str(&json) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                tracing::warn!(slot = slot.name, %error, "a stored conversation record cannot be read; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// Sets the record of `session` in `slot`, for the slot's time to live.
+    pub async fn set<T: Serialize>(&self, slot: &Slot<T>, session: &SessionId, value: &T) {
+        let json: Json = match serde_json::to_string(value) {
+            Ok(json) => json.into(),
+            Err(error) => {
+                tracing::error!(slot = slot.name, %error, "a conversation record cannot be written");
+                return;
+            }
+        };
+        match self {
+            StateStore::Local(local) => local.records.set(slot.name, session, json, slot.ttl),
+            StateStore::Shared(shared) => {
+                shared.set_record(slot.name, session, json, slot.ttl).await
+            }
+        }
+    }
+
+    /// Removes the record of `session` in `slot`.
+    pub async fn remove<T>(&self, slot: &Slot<T>, session: &SessionId) {
+        match self {
+            StateStore::Local(local) => local.records.remove(slot.name, session),
+            StateStore::Shared(shared) => shared.remove_record(slot.name, session).await,
+        }
+    }
+}

@@ -1,0 +1,757 @@
+//! The state shared by every instance, in Redis or Valkey (Memorystore on Google Cloud).
+//!
+//! Each step that must be atomic is one Lua script, so that a webhook costs two round
+//! trips in the common case: admitting the message (claim its id, take the next turn of
+//! its conversation, write the turn and its lease) and finishing it (record the outcome,
+//! advance the conversation, drop the turn). Waiting for another instance (the turn
+//! before, or the first delivery of a message) is a short poll, cut short when the
+//! awaited turn finishes in this process. Times come from the server (`TIME`), so the
+//! instances' clocks need not agree.
+//!
+//! Keys, all under `STATE_PREFIX` and all with a time to live (the lease index excepted:
+//! its entries leave with their turns):
+//! - `P:m:{AccountSid}:{MessageSid}`: `pending`, or `done:` and the outcome;
+//! - `P:c:{session}`: the conversation's `next` and `done` turn numbers;
+//! - `P:t:{session}:{n}`: turn n: its message, owner, fencing token, answer, progress;
+//! - `P:leases`: turns by the time their lease runs out;
+//! - `P:token`: the fencing token counter;
+//! - `P:r:{slot}:{session}`: conversation records.
+//!
+//! Sessions are hashes: no phone number is ever part of a key.
+
+use super::local::LocalState;
+use super::{
+    Admission, Held, Json, MessageKey, Repeat, StoreError, TakenOver, Ticket, REMEMBER_FOR,
+};
+use crate::config::StateSettings;
+use crate::metrics::Metrics;
+use crate::session::SessionId;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OnceCell};
+
+/// How long a conversation and its turns are kept without activity.
+const CONVERSATION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often a wait on another instance looks again.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// At most this many expired turns taken over in one sweep.
+const TAKE_AT_MOST: usize = 16;
+/// Failures are logged at most this often; the metric counts every one.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the shared store cannot be set up at all (a wrong setting, not an outage).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("STATE_URL cannot be used: {0}")]
+    Url(redis::RedisError),
+    #[error("STATE_CA_FILE cannot be read: {0}")]
+    CaFile(std::io::Error),
+}
+
+/// What `check` says of the store.
+#[derive(Debug)]
+pub struct StoreReport {
+    pub server: String,
+    pub tls: bool,
+    pub latency: Duration,
+}
+
+pub struct SharedState {
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    prefix: String,
+    timeout: Duration,
+    lease: Duration,
+    /// This instance, in the turns it holds.
+    owner: String,
+    tls: bool,
+    /// This process's state, for the messages the shared store cannot take.
+    local: Arc<LocalState>,
+    metrics: Arc<Metrics>,
+    /// Wakes waits in this process when a turn of this process finishes.
+    finished: Notify,
+    last_warning: std::sync::Mutex<Option<Instant>>,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    admit: Script,
+    wait_turn: Script,
+    renew: Script,
+    record: Script,
+    finish: Script,
+    release: Script,
+    take_over: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            admit: Script::new(&format!("{NOW}{ADMIT}")),
+            wait_turn: Script::new(WAIT_TURN),
+            renew: Script::new(&format!("{NOW}{RENEW}")),
+            record: Script::new(RECORD),
+            finish: Script::new(FINISH),
+            release: Script::new(RELEASE),
+            take_over: Script::new(&format!("{NOW}{TAKE_OVER}")),
+        }
+    }
+}
+
+/// `now`, in milliseconds, by the server's clock.
+const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+
+/// KEYS: message (or ''), conversation, leases, token counter.
+/// ARGV: session, turn, owner, lease ms, message ttl s, conversation ttl s, turn key prefix.
+/// Returns {0, stored} for a repeat, {1, seq, token} for a first delivery.
+const ADMIT: &str = r#"
+if KEYS[1] ~= '' then
+  local seen = redis.call('GET', KEYS[1])
+  if seen then return {0, seen} end
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'next', 1)
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+local turn = ARGV[7] .. seq
+local token = redis.call('INCR', KEYS[4])
+redis.call('HSET', turn, 'key', KEYS[1], 'turn', ARGV[2], 'owner', ARGV[3], 'token', token,
+  'session', ARGV[1], 'seq', seq, 'sent', 0)
+redis.call('EXPIRE', turn, ARGV[6])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), turn)
+if KEYS[1] ~= '' then redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[5]) end
+return {1, seq, token}
+"#;
+
+/// KEYS: conversation. ARGV: seq, turn key prefix. 1 once the turns before seq are done;
+/// a turn before it that no longer exists (expired, or the store was emptied) is skipped.
+const WAIT_TURN: &str = r#"
+local seq = tonumber(ARGV[1])
+while true do
+  local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
+  if done + 1 >= seq then return 1 end
+  if redis.call('EXISTS', ARGV[2] .. (done + 1)) == 1 then return 0 end
+  redis.call('HSET', KEYS[1], 'done', done + 1)
+end
+"#;
+
+/// KEYS: turn, leases. ARGV: token, lease ms. 1 if still held (and renewed).
+const RENEW: &str = r#"
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]), KEYS[1])
+return 1
+"#;
+
+/// KEYS: turn. ARGV: token, field, value[, field, value]. 1 if still held.
+const RECORD: &str = r#"
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"#;
+
+/// KEYS: turn, message (or ''), conversation, leases.
+/// ARGV: token, outcome ('' to forget the message), seq, message ttl s, conversation ttl s.
+const FINISH: &str = r#"
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+if KEYS[2] ~= '' then
+  if ARGV[2] == '' then redis.call('DEL', KEYS[2])
+  else redis.call('SET', KEYS[2], 'done:' .. ARGV[2], 'EX', ARGV[4]) end
+end
+local seq = tonumber(ARGV[3])
+local done = tonumber(redis.call('HGET', KEYS[3], 'done') or '0')
+if seq > done then done = seq redis.call('HSET', KEYS[3], 'done', seq) end
+local next = tonumber(redis.call('HGET', KEYS[3], 'next') or '0')
+if done >= next then redis.call('DEL', KEYS[3]) else redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[4], KEYS[1])
+return 1
+"#;
+
+/// KEYS: turn, leases. ARGV: token. Lets the lease run out now.
+const RELEASE: &str = r#"
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'owner', '')
+redis.call('ZADD', KEYS[2], 'XX', 0, KEYS[1])
+return 1
+"#;
+
+/// KEYS: leases, token counter. ARGV: owner, lease ms, at most.
+/// Returns, per turn taken: turn key, token, message key, turn, answer, sent, session, seq.
+const TAKE_OVER: &str = r#"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local taken = {}
+for _, turn in ipairs(expired) do
+  if redis.call('EXISTS', turn) == 1 then
+    local token = redis.call('INCR', KEYS[2])
+    redis.call('HSET', turn, 'owner', ARGV[1], 'token', token)
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), turn)
+    local f = redis.call('HMGET', turn, 'key', 'turn', 'answer', 'sent', 'session', 'seq')
+    for _, v in ipairs({turn, tostring(token), f[1] or '', f[2] or '', f[3] or '', f[4] or '0', f[5] or '', f[6] or '0'}) do
+      table.insert(taken, v)
+    end
+  else
+    redis.call('ZREM', KEYS[1], turn)
+  end
+end
+return taken
+"#;
+
+impl SharedState {
+    pub async fn open(
+        settings: &StateSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, OpenError> {
+        let url = settings
+            .url
+            .as_ref()
+            .map(|u| u.expose())
+            .unwrap_or_default();
+        let tls = url.starts_with("rediss://");
+        let client = match &settings.ca_file {
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(OpenError::CaFile)?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )
+            }
+            None => redis::Client::open(url),
+        }
+        .map_err(OpenError::Url)?;
+        let state = Arc::new(Self {
+            client,
+            connection: OnceCell::new(),
+            prefix: settings.prefix.clone(),
+            timeout: settings.timeout,
+            lease: settings.lease,
+            owner: instance_id(),
+            tls,
+            local: Arc::new(LocalState::new()),
+            metrics,
+            finished: Notify::new(),
+            last_warning: std::sync::Mutex::new(None),
+            scripts: Scripts::new(),
+        });
+        // A server that is not there yet must not stop the bridge: the first attempt is
+        // bounded, later ones run in the background until one succeeds.
+        if state.connect().await.is_err() {
+            let retry = Arc::clone(&state);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if retry.connect().await.is_ok() {
+                        tracing::info!("connected to the shared state store");
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(state)
+    }
+
+    async fn connect(&self) -> Result<(), StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let attempt = self.client.get_connection_manager_with_config(config);
+        let connection =
+            match tokio::time::timeout(self.timeout.max(Duration::from_secs(2)), attempt).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => return Err(self.failed("connect", error.into())),
+                Err(_) => return Err(self.failed("connect", StoreError::Timeout(self.timeout))),
+            };
+        let _ = self.connection.set(connection);
+        Ok(())
+    }
+
+    /// Runs one call on the connection, bounded by `STATE_TIMEOUT`; a failure is
+    /// counted and logged (at most every few seconds) before it is returned.
+    async fn call<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(connection) = self.connection.get() else {
+            return Err(self.failed(op, StoreError::Timeout(Duration::ZERO)));
+        };
+        match tokio::time::timeout(self.timeout, call(connection.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.failed(op, error.into())),
+            Err(_) => Err(self.failed(op, StoreError::Timeout(self.timeout))),
+        }
+    }
+
+    fn failed(&self, op: &'static str, error: StoreError) -> StoreError {
+        self.metrics.state_error(op, error.label());
+        let mut last = self
+            .last_warning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(op, %error, "the shared state store failed; this process's own state serves meanwhile");
+        }
+        error
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.prefix.clone();
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
+    fn message_key(&self, key: &MessageKey) -> String {
+        self.key(&["m", &key.account_sid, &key.message_sid])
+    }
+
+    fn turn_prefix(&self, session: &SessionId) -> String {
+        format!("{}:", self.key(&["t", session.as_str()]))
+    }
+
+    pub(super) async fn admit(
+        self: &Arc<Self>,
+        key: Option<MessageKey>,
+        session: SessionId,
+        turn: Json,
+    ) -> Admission {
+        let message_key = key
+            .as_ref()
+            .map(|k| self.message_key(k))
+            .unwrap_or_default();
+        let conversation = self.key(&["c", session.as_str()]);
+        let admitted = self
+            .call("admit", |mut connection| {
+                let mut invocation = self.scripts.admit.prepare_invoke();
+                invocation
+                    .key(&message_key)
+                    .key(&conversation)
+                    .key(self.key(&["leases"]))
+                    .key(self.key(&["token"]))
+                    .arg(session.as_str())
+                    .arg(&*turn)
+                    .arg(&self.owner)
+                    .arg(self.lease.as_millis() as u64)
+                    .arg(REMEMBER_FOR.as_secs())
+                    .arg(CONVERSATION_TTL.as_secs())
+                    .arg(self.turn_prefix(&session));
+                async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
+            })
+            .await;
+        let admitted = admitted.and_then(|reply| match reply.as_slice() {
+            [Value::Int(0), seen] => Ok(Err(text(seen)?)),
+            [Value::Int(1), Value::Int(seq), Value::Int(token)] => {
+                Ok(Ok((*seq as u64, *token as u64)))
+            }
+            other => Err(StoreError::Corrupt(format!("admit answered {other:?}"))),
+        });
+        match admitted {
+            Ok(Ok((seq, token))) => Admission::First(Ticket {
+                session,
+                key,
+                held: Held::Shared(SharedTicket {
+                    state: Arc::clone(self),
+                    turn: format!("{}{seq}", self.turn_prefix(&session)),
+                    message: message_key,
+                    conversation,
+                    seq,
+                    token,
+                    held: AtomicBool::new(true),
+                }),
+            }),
+            Ok(Err(seen)) => match (key, seen.strip_prefix("done:")) {
+                (_, Some(outcome)) => {
+                    let outcome: Json = outcome.into();
+                    Admission::Repeat(Repeat::Local(crate::ledger::Repeat::Done(outcome)))
+                }
+                (Some(key), None) => Admission::Repeat(Repeat::Shared {
+                    state: Arc::clone(self),
+                    key,
+                }),
+                (None, None) => self.local.admit(None, session),
+            },
+            // Counted and logged in `call`: this message is handled as one instance would.
+            Err(_) => {
+                self.metrics.state_fallback();
+                self.local.admit(key, session)
+            }
+        }
+    }
+
+    /// Polls the first delivery's outcome: `None` once it is withdrawn, or when the
+    /// store cannot say.
+    pub(super) async fn wait_outcome(&self, key: &MessageKey) -> Option<Json> {
+        let message_key = self.message_key(key);
+        loop {
+            let seen: Option<String> = self
+                .call("outcome", |mut connection| {
+                    let message_key = message_key.clone();
+                    async move {
+                        redis::cmd("GET")
+                            .arg(message_key)
+                            .query_async(&mut connection)
+                            .await
+                    }
+                })
+                .await
+                .ok()?;
+            match seen?.strip_prefix("done:") {
+                Some(outcome) => return Some(outcome.into()),
+                None => self.pause().await,
+            }
+        }
+    }
+
+    /// A short wait, cut short when a turn of this process finishes.
+    async fn pause(&self) {
+        let _ = tokio::time::timeout(POLL_EVERY, self.finished.notified()).await;
+    }
+
+    pub(super) async fn take_over_expired(self: &Arc<Self>) -> Vec<TakenOver> {
+        let taken = self
+            .call("take_over", |mut connection| {
+                let mut invocation = self.scripts.take_over.prepare_invoke();
+                invocation
+                    .key(self.key(&["leases"]))
+                    .key(self.key(&["token"]))
+                    .arg(&self.owner)
+                    .arg(self.lease.as_millis() as u64)
+                    .arg(TAKE_AT_MOST);
+                async move {
+                    invocation
+                        .invoke_async::<Vec<String>>(&mut connection)
+                        .await
+                }
+            })
+            .await
+            .unwrap_or_default();
+        taken
+            .chunks_exact(8)
+            .filter_map(|fields| self.taken_over(fields))
+            .collect()
+    }
+
+    fn taken_over(self: &Arc<Self>, fields: &[String]) -> Option<TakenOver> {
+        let [turn, token, message, data, answer, sent, session, seq] = fields else {
+            return None;
+        };
+        let session = SessionId::parse(session)?;
+        let key = message
+            .strip_prefix(&format!("{}:", self.key(&["m"])))
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(account_sid, message_sid)| MessageKey {
+                account_sid: account_sid.to_owned(),
+                message_sid: message_sid.to_owned(),
+            });
+        let sent = sent.parse().unwrap_or(0);
+        let answer = (!answer.is_empty()).then(|| Json::from(answer.as_str()));
+        Some(TakenOver {
+            ticket: Ticket {
+                session,
+                key,
+                held: Held::Shared(SharedTicket {
+                    state: Arc::clone(self),
+                    turn: turn.clone(),
+                    message: message.clone(),
+                    conversation: self.key(&["c", session.as_str()]),
+                    seq: seq.parse().ok()?,
+                    token: token.parse().ok()?,
+                    held: AtomicBool::new(true),
+                }),
+            },
+            turn: data.as_str().into(),
+            // The message after those accepted was being sent, or about to be.
+            sending: answer.is_some().then_some(sent),
+            answer,
+            sent,
+        })
+    }
+
+    pub(super) async fn get_record(&self, slot: &'static str, session: &SessionId) -> Option<Json> {
+        let key = self.key(&["r", slot, session.as_str()]);
+        match self
+            .call("get_record", |mut connection| async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<String>>(&mut connection)
+                    .await
+            })
+            .await
+        {
+            Ok(value) => value.map(Json::from),
+            Err(_) => self.local.records.get(slot, session),
+        }
+    }
+
+    pub(super) async fn set_record(
+        &self,
+        slot: &'static str,
+        session: &SessionId,
+        json: Json,
+        ttl: Duration,
+    ) {
+        let key = self.key(&["r", slot, session.as_str()]);
+        let value = Arc::clone(&json);
+        let written = self
+            .call("set_record", |mut connection| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(&*value)
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await;
+        if written.is_err() {
+            self.local.records.set(slot, session, json, ttl);
+        }
+    }
+
+    pub(super) async fn remove_record(&self, slot: &'static str, session: &SessionId) {
+        let key = self.key(&["r", slot, session.as_str()]);
+        self.local.records.remove(slot, session);
+        let _ = self
+            .call("remove_record", |mut connection| async move {
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await;
+    }
+
+    /// The server's name and version, whether the connection is encrypted, and a
+    /// round trip's time.
+    pub async fn report(&self) -> Result<StoreReport, StoreError> {
+        if self.connection.get().is_none() {
+            self.connect().await?;
+        }
+        let started = Instant::now();
+        let () = self
+            .call("ping", |mut connection| async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map(drop)
+            })
+            .await?;
+        let latency = started.elapsed();
+        let info: String = self
+            .call("info", |mut connection| async move {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        };
+        let server = match (field("valkey_version"), field("redis_version")) {
+            (Some(version), _) => format!("Valkey {version}"),
+            (None, Some(version)) => format!("Redis {version}"),
+            (None, None) => "an unknown server".to_owned(),
+        };
+        Ok(StoreReport {
+            server,
+            tls: self.tls,
+            latency,
+        })
+    }
+}
+
+fn text(value: &Value) -> Result<String, StoreError> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone())
+            .map_err(|_| StoreError::Corrupt("a value is not UTF-8".into())),
+        Value::SimpleString(text) => Ok(text.clone()),
+        other => Err(StoreError::Corrupt(format!("expected text, got {other:?}"))),
+    }
+}
+
+/// An id for this process among the instances: random enough not to collide.
+fn instance_id() -> String {
+    use sha2::{Digest, Sha256};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut hash = Sha256::new();
+    hash.update(nanos.to_be_bytes());
+    hash.update(std::process::id().to_be_bytes());
+    let digest = hash.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A turn held in the shared store, by the fencing token this instance got for it.
+pub(super) struct SharedTicket {
+    state: Arc<SharedState>,
+    turn: String,
+    message: String,
+    conversation: String,
+    seq: u64,
+    token: u64,
+    held: AtomicBool,
+}
+
+impl SharedTicket {
+    pub(super) fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub(super) async fn wait_turn(&self) {
+        let prefix = self
+            .turn
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .to_owned();
+        loop {
+            let ready = self
+                .state
+                .call("wait_turn", |mut connection| {
+                    let mut invocation = self.state.scripts.wait_turn.prepare_invoke();
+                    invocation
+                        .key(&self.conversation)
+                        .arg(self.seq)
+                        .arg(&prefix);
+                    async move { invocation.invoke_async::<i64>(&mut connection).await }
+                })
+                .await;
+            match ready {
+                Ok(0) => self.state.pause().await,
+                // Ready; or the store cannot say, and a person is not kept waiting for it.
+                _ => return,
+            }
+        }
+    }
+
+    pub(super) async fn keep_alive<T>(&self, work: impl Future<Output = T>) -> T {
+        let renewals = async {
+            let every = self.state.lease / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                if !self.renew().await {
+                    return;
+                }
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            done = &mut work => return done,
+            () = renewals => {}
+        }
+        // The turn was lost: the work still ends (its sends check `is_held`).
+        work.await
+    }
+
+    /// False once another instance holds the turn; a store that cannot answer is not
+    /// taken as a loss (the lease may still be good).
+    async fn renew(&self) -> bool {
+        let renewed = self
+            .state
+            .call("renew", |mut connection| {
+                let mut invocation = self.state.scripts.renew.prepare_invoke();
+                invocation
+                    .key(&self.turn)
+                    .key(self.state.key(&["leases"]))
+                    .arg(self.token)
+                    .arg(self.state.lease.as_millis() as u64);
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
+        if let Ok(0) = renewed {
+            self.held.store(false, Ordering::Relaxed);
+            tracing::warn!(turn = %self.turn, "another instance took this turn over: its lease ran out");
+            return false;
+        }
+        true
+    }
+
+    async fn record(&self, fields: &[(&str, &str)]) {
+        let recorded = self
+            .state
+            .call("record", |mut connection| {
+                let mut invocation = self.state.scripts.record.prepare_invoke();
+                invocation.key(&self.turn).arg(self.token);
+                for (name, value) in fields {
+                    invocation.arg(*name).arg(*value);
+                }
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
+        if let Ok(0) = recorded {
+            self.held.store(false, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) async fn record_answer(&self, answer: &Json) {
+        self.record(&[("answer", answer), ("sent", "0")]).await;
+    }
+
+    pub(super) async fn record_sent(&self, sent: usize) {
+        self.record(&[("sent", &sent.to_string())]).await;
+    }
+
+    /// Records the outcome (or forgets the message with `None`) and lets the next turn
+    /// go. Tried a few times: a turn that stays unfinished is taken over later, and its
+    /// message may then be answered twice, which the log says.
+    pub(super) async fn finish(self, outcome: Option<Json>) {
+        let outcome = outcome.as_deref().unwrap_or_default().to_owned();
+        for attempt in 0..3u32 {
+            let finished = self
+                .state
+                .call("finish", |mut connection| {
+                    let mut invocation = self.state.scripts.finish.prepare_invoke();
+                    invocation
+                        .key(&self.turn)
+                        .key(&self.message)
+                        .key(&self.conversation)
+                        .key(self.state.key(&["leases"]))
+                        .arg(self.token)
+                        .arg(&outcome)
+                        .arg(self.seq)
+                        .arg(REMEMBER_FOR.as_secs())
+                        .arg(CONVERSATION_TTL.as_secs());
+                    async move { invocation.invoke_async::<i64>(&mut connection).await }
+                })
+                .await;
+            match finished {
+                Ok(_) => {
+                    self.state.finished.notify_waiters();
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100) * (attempt + 1)).await,
+            }
+        }
+        tracing::error!(
+            turn = %self.turn,
+            "the end of this turn could not be recorded in the shared store: another instance will take it over after STATE_LEASE, and may answer its message again"
+        );
+    }
+
+    pub(super) async fn release(self) -> bool {
+        let released = self
+            .state
+            .call("release", |mut connection| {
+                let mut invocation = self.state.scripts.release.prepare_invoke();
+                invocation
+                    .key(&self.turn)
+                    .key(self.state.key(&["leases"]))
+                    .arg(self.token);
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
+        // Unreleased, its lease still runs out: another instance takes it later.
+        !matches!(released, Ok(0))
+    }
+}
