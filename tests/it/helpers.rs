@@ -420,3 +420,105 @@ pub async fn fake_metadata_server(project: &'static str) -> std::net::SocketAddr
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
+
+/// A real `redis-server` on a free local port, for as long as the test holds it: no
+/// persistence, nothing shared with other tests.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    /// Extra arguments (TLS), kept for a restart.
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A server with `args` besides the test's own (which take a port themselves when
+    /// `args` name `--tls-port`).
+    pub async fn start_with(args: Vec<String>) -> Self {
+        let port = free_port();
+        let mut server = Self {
+            port,
+            child: None,
+            args,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again, on the same port, empty) and waits until it answers.
+    pub async fn restart(&mut self) {
+        let tls = self.args.iter().any(|a| a == "--tls-port");
+        let mut command = std::process::Command::new("redis-server");
+        if tls {
+            command.args(["--port", "0", "--tls-port", &self.port.to_string()]);
+            command.args(self.args.iter().filter(|a| *a != "--tls-port"));
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+            command.args(&self.args);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Stops the server, as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// How many keys the server holds.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut connection)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free local port")
+}
+
+/// The webhook's port, from the `bridge listening` JSON log line of `serve`.
+pub fn listening_port(line: &str) -> Option<u16> {
+    let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+    (entry["message"] == "bridge listening")
+        .then(|| entry["port"].as_u64())?
+        .map(|port| port as u16)
+}

@@ -12,3 +12,4 @@ mod helpers;
 mod metrics;
 mod newcomer;
 mod refusals;
+mod shared_state;

@@ -1,0 +1,233 @@
+//! Many instances, one truth: two `serve` processes sharing one real Redis, in front of
+//! the emulators. A message is answered once, a conversation's turns keep their order,
+//! owed replies outlive the instance that owed them, and an outage of Redis costs no
+//! answer.
+
+use crate::helpers::*;
+use std::time::{Duration, Instant};
+use twilio_dialogflow::chat::{Outgoing, Phone, PhoneReply};
+use twilio_dialogflow::emulator::Emulator;
+use twilio_dialogflow::messages_emulator::MessagesEmulator;
+
+/// One `serve` process and a phone that writes to it.
+struct Instance {
+    serve: Running,
+    phone: Phone,
+}
+
+/// The emulators, a Redis, and the instances sharing it.
+struct Cluster {
+    emulator: Emulator,
+    twilio: MessagesEmulator,
+    redis: RedisServer,
+    instances: Vec<Instance>,
+    _dir: WorkDir,
+}
+
+/// Two instances with `REPLY_MODE=reply_mode`, sharing one Redis with a 2 s lease.
+async fn cluster(reply_mode: &str) -> Cluster {
+    let (emulator, agent) = start_emulator(AGENT).await;
+    let twilio = MessagesEmulator::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+    )
+    .unwrap();
+    let redis = RedisServer::start().await;
+    let mut vars =
+        twilio_dialogflow::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
+    for (name, value) in [
+        ("REPLY_MODE", reply_mode),
+        ("REPLY_DEADLINE", "1s"),
+        (
+            "AGENT_TIMEOUT",
+            if reply_mode == "twiml" { "10s" } else { "35s" },
+        ),
+        ("STATE_URL", &redis.url()),
+        ("STATE_LEASE", "2s"),
+        ("PORT", "0"),
+        ("LOG_FORMAT", "json"),
+    ] {
+        vars.insert(name.into(), value.into());
+    }
+    let dotenv: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let dir = WorkDir::with_dotenv(&dotenv);
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let mut serve = Running::spawn(&mut dir.command(&["serve"], &[]), Output::Stderr);
+        let port = serve.find_line(listening_port).await;
+        let phone = Phone::new(
+            &format!("http://127.0.0.1:{port}/"),
+            ACCOUNT_SID,
+            AUTH_TOKEN,
+            USER,
+            OUR_NUMBER,
+        )
+        .unwrap();
+        instances.push(Instance { serve, phone });
+    }
+    Cluster {
+        emulator,
+        twilio,
+        redis,
+        instances,
+        _dir: dir,
+    }
+}
+
+fn says(text: &str, message_sid: &str) -> Outgoing {
+    Outgoing {
+        body: text.into(),
+        message_sid: Some(message_sid.into()),
+        ..Default::default()
+    }
+}
+
+/// The texts the agent was asked, in the order it was asked.
+fn asked(emulator: &Emulator) -> Vec<String> {
+    emulator
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.body["queryInput"]["text"]["text"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+async fn webhook(
+    instance: &Instance,
+    message: &Outgoing,
+) -> Vec<twilio_dialogflow::reply::ReplyMessage> {
+    match instance
+        .phone
+        .send(message)
+        .await
+        .expect("the instance answers")
+    {
+        PhoneReply::Messages(messages) => messages,
+        PhoneReply::Refused { status, reason } => panic!("refused with {status}: {reason}"),
+    }
+}
+
+#[tokio::test]
+async fn a_message_delivered_to_two_instances_is_answered_once() {
+    let cluster = cluster("twiml").await;
+    let [a, b] = &cluster.instances[..] else {
+        panic!()
+    };
+    // At the same time: the second waits for the first delivery's answer.
+    let message = says("a bit slow", "SM0000000000000000000000000000000a");
+    let (first, second) = tokio::join!(webhook(a, &message), webhook(b, &message));
+    assert_eq!(texts(&first), vec!["Slowly but surely"]);
+    assert_eq!(first, second);
+    // One after the other: the first delivery's answer, again.
+    let message = says("hi", "SM0000000000000000000000000000000b");
+    let first = webhook(a, &message).await;
+    let again = webhook(b, &message).await;
+    assert_eq!(texts(&first), vec!["Hello from the agent"]);
+    assert_eq!(first, again);
+    assert_eq!(asked(&cluster.emulator), vec!["a bit slow", "hi"]);
+}
+
+#[tokio::test]
+async fn a_conversation_keeps_its_order_across_instances() {
+    let cluster = cluster("api").await;
+    let [a, b] = &cluster.instances[..] else {
+        panic!()
+    };
+    // The first answer is slow; the second message reaches the other instance 50 ms later.
+    webhook(a, &says("a bit slow", "SM0000000000000000000000000000001a")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    webhook(b, &says("hi", "SM0000000000000000000000000000001b")).await;
+    let sent = cluster.twilio.wait_for(2).await;
+    let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["Slowly but surely", "Hello from the agent"]);
+    assert_eq!(asked(&cluster.emulator), vec!["a bit slow", "hi"]);
+}
+
+#[tokio::test]
+async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
+    let mut cluster = cluster("api").await;
+    let a = &cluster.instances[0];
+    // Owed by the first instance: a slow answer, and a quick one queued behind it.
+    webhook(a, &says("slow", "SM0000000000000000000000000000002a")).await;
+    webhook(a, &says("hi", "SM0000000000000000000000000000002b")).await;
+    while asked(&cluster.emulator).is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // No SIGTERM, no drain: what Cloud Run does to an instance out of memory.
+    let killed = Instant::now();
+    drop(cluster.instances.remove(0));
+    let sent = cluster.twilio.wait_for(2).await;
+    let took = killed.elapsed();
+    let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["Finally", "Hello from the agent"]);
+    // The lease (2 s) runs out, the other instance asks the slow agent again (3 s).
+    assert!(took < Duration::from_secs(9), "delivered after {took:?}");
+    // Exactly once: nothing more follows.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.twilio.sent().len(), 2);
+    let b = &mut cluster.instances[0];
+    let taken = b
+        .serve
+        .find_line(|line| {
+            line.contains("took over the turn of an instance that died")
+                .then_some(())
+        })
+        .await;
+    assert_eq!(taken, ());
+    // Every turn finished: nothing is left behind in Redis but the remembered messages.
+    let left = cluster.redis.keys("twilio-dialogflow:t:*").await;
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_outage_of_redis_costs_no_answer_and_dedup_comes_back() {
+    let mut cluster = cluster("twiml").await;
+    cluster.redis.stop();
+    for (i, instance) in cluster.instances.iter().enumerate() {
+        let replies = webhook(
+            instance,
+            &says("hi", &format!("SM00000000000000000000000000003{i:03}")),
+        )
+        .await;
+        assert_eq!(texts(&replies), vec!["Hello from the agent"]);
+    }
+    cluster.redis.restart().await;
+    // Once the instances are connected again, a message delivered to both is answered
+    // once again.
+    let [a, b] = &cluster.instances[..] else {
+        panic!()
+    };
+    let started = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let before = asked(&cluster.emulator).len();
+        let message = says("hi", &format!("SM00000000000000000000000000004{n:03}"));
+        let first = webhook(a, &message).await;
+        let second = webhook(b, &message).await;
+        assert_eq!(texts(&first), vec!["Hello from the agent"]);
+        assert_eq!(first, second);
+        if asked(&cluster.emulator).len() == before + 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "deduplication did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = reqwest::get(a.phone.url.replace("127.0.0.1", "127.0.0.1") + "metrics")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("twilio_dialogflow_state_fallbacks_total"),
+        "{metrics}"
+    );
+}
