@@ -5,6 +5,7 @@
 use crate::agent::{Agent, AgentQuery, QueryInput};
 use crate::config::{AgentKind, ProjectLookup, Secret, Settings, Vars};
 use crate::session::SessionId;
+use crate::state::SharedState;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -12,7 +13,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Ok = 0,
-    AgentFailed = 1,
+    /// The agent, or the shared state store, could not be reached or failed.
+    Unhealthy = 1,
     BadConfiguration = 2,
 }
 
@@ -45,11 +47,16 @@ pub async fn run(
     if offline {
         return (Verdict::Ok, report);
     }
+    let store = store_health(&settings).await;
+    if let Some(line) = &store {
+        let _ = writeln!(report, "{line}");
+    }
+    let store_ok = store.as_deref().is_none_or(|line| !line.contains("cannot"));
     let client = match Agent::connect(agent).await {
         Ok(client) => client,
         Err(error) => {
             let _ = writeln!(report, "agent: cannot create the client: {error}");
-            return (Verdict::AgentFailed, report);
+            return (Verdict::Unhealthy, report);
         }
     };
     let query = AgentQuery {
@@ -80,7 +87,12 @@ pub async fn run(
             if replies.is_empty() {
                 let _ = writeln!(report, "  (no messages for the TWILIO channel)");
             }
-            (Verdict::Ok, report)
+            let verdict = if store_ok {
+                Verdict::Ok
+            } else {
+                Verdict::Unhealthy
+            };
+            (verdict, report)
         }
         Err(error) => {
             let _ = writeln!(
@@ -88,9 +100,31 @@ pub async fn run(
                 "agent: asked {text:?}, failed after {} ms: {error}",
                 started.elapsed().as_millis()
             );
-            (Verdict::AgentFailed, report)
+            (Verdict::Unhealthy, report)
         }
     }
+}
+
+/// What the shared state store says, when one is configured: its server, version,
+/// TLS and a round trip's time; or why it cannot be used.
+async fn store_health(settings: &Settings) -> Option<String> {
+    settings.state.url.as_ref()?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let state = match SharedState::open(&settings.state, metrics).await {
+        Ok(state) => state,
+        Err(error) => return Some(format!("state: cannot use the store: {error}")),
+    };
+    Some(match state.report().await {
+        Ok(report) => format!(
+            "state: {} ({}), round trip {:.1} ms",
+            report.server,
+            if report.tls { "TLS" } else { "no TLS" },
+            report.latency.as_secs_f64() * 1000.0
+        ),
+        Err(error) => format!(
+            "state: cannot reach the store: {error}; the bridge would answer with each instance's own state"
+        ),
+    })
 }
 
 /// Every setting as `serve` resolved it, named as the variable that sets it; secrets
@@ -172,7 +206,38 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         ]);
     }
     lines.push(("SHUTDOWN_GRACE", seconds(replies.shutdown_grace)));
+    let state = &settings.state;
+    match &state.url {
+        None => lines.push(("STATE_URL", "(not set: this process's own state)".into())),
+        Some(url) => lines.extend([
+            ("STATE_URL", without_password(url.expose())),
+            (
+                "STATE_CA_FILE",
+                state
+                    .ca_file
+                    .as_ref()
+                    .map_or("(not set)".into(), |path| path.display().to_string()),
+            ),
+            ("STATE_PREFIX", state.prefix.clone()),
+            ("STATE_TIMEOUT", seconds(state.timeout)),
+            ("STATE_LEASE", seconds(state.lease)),
+        ]),
+    }
     lines
+}
+
+/// `redis://user:password@host:port/0` as `redis://user:***@host:port/0`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(set)".into();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// A secret shown only as set or not, and its length (a token copied with a space or
@@ -181,5 +246,22 @@ fn masked(secrets: &[Secret]) -> String {
     match secrets.first() {
         None => "(not set)".into(),
         Some(secret) => format!("set ({} characters)", secret.expose().chars().count()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_store_url_is_shown_without_its_password() {
+        assert_eq!(
+            without_password("rediss://default:s3cret@10.0.0.3:6378/0"),
+            "rediss://default:***@10.0.0.3:6378/0"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

@@ -220,14 +220,229 @@ async fn an_outage_of_redis_costs_no_answer_and_dedup_comes_back() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = reqwest::get(a.phone.url.replace("127.0.0.1", "127.0.0.1") + "metrics")
+    // The outage is counted: each instance handled at least one message on its own.
+    let metrics = reqwest::get(format!("{}metrics", a.phone.url))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("twilio_dialogflow_state_fallbacks_total"),
-        "{metrics}"
+    let fallbacks = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("twilio_dialogflow_state_fallbacks_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    assert!(fallbacks.is_some_and(|n| n >= 1.0), "{metrics}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl in `dir`:
+/// a private CA, as Memorystore's in-transit encryption has.
+fn certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl is installed (.ci/run installs it)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[tokio::test]
+async fn a_tls_store_with_a_private_ca_and_a_password_is_checked_and_used() {
+    let dir = WorkDir::with_dotenv("");
+    certificates(&dir.0);
+    let file = |name: &str| dir.0.join(name).display().to_string();
+    let redis = RedisServer::start_with(vec![
+        "--tls-port".into(),
+        "--tls-cert-file".into(),
+        file("server.pem"),
+        "--tls-key-file".into(),
+        file("server.key"),
+        "--tls-ca-cert-file".into(),
+        file("ca.pem"),
+        "--tls-auth-clients".into(),
+        "no".into(),
+        "--requirepass".into(),
+        "s3cret-pass".into(),
+    ])
+    .await;
+    let url = format!("rediss://default:s3cret-pass@127.0.0.1:{}", redis.port);
+    let ca = file("ca.pem");
+    // `check` connects and says what it found, without the password.
+    let (emulator, _) = start_emulator(AGENT).await;
+    let emulator_host = emulator.addr().to_string();
+    let envs = [
+        ("AGENT_TYPE", "CX"),
+        ("AGENT_ID", "test-agent"),
+        ("GCP_PROJECT", "test-project"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("DIALOGFLOW_EMULATOR_HOST", &emulator_host),
+        ("STATE_URL", &url),
+        ("STATE_CA_FILE", &ca),
+    ];
+    let output = tokio::task::spawn_blocking({
+        let command = dir.command(&["check"], &envs);
+        move || {
+            let mut command = command;
+            command.output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("state: Redis 7"), "{out}");
+    assert!(out.contains("(TLS), round trip"), "{out}");
+    assert!(out.contains("rediss://default:***@127.0.0.1"), "{out}");
+    assert!(!out.contains("s3cret-pass"), "{out}");
+    // The bridge uses it: a re-delivery is answered from the store.
+    let stack = start("CX", |vars| {
+        vars.insert("STATE_URL".into(), url.clone());
+        vars.insert("STATE_CA_FILE".into(), ca.clone());
+    })
+    .await;
+    let message = says("hi", "SM0000000000000000000000000000005a");
+    assert_eq!(
+        texts(&stack.send(&message).await),
+        vec!["Hello from the agent"]
     );
+    assert_eq!(
+        texts(&stack.send(&message).await),
+        vec!["Hello from the agent"]
+    );
+    assert_eq!(stack.agent_requests().len(), 1);
+    let metrics = stack.metrics().await;
+    assert!(!metrics.contains("state_errors_total{"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_is_reported_by_check() {
+    let dir = WorkDir::with_dotenv("");
+    let (emulator, _) = start_emulator(AGENT).await;
+    let emulator_host = emulator.addr().to_string();
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let envs = [
+        ("AGENT_TYPE", "CX"),
+        ("AGENT_ID", "test-agent"),
+        ("GCP_PROJECT", "test-project"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("DIALOGFLOW_EMULATOR_HOST", &emulator_host),
+        ("STATE_URL", &url),
+    ];
+    let command = dir.command(&["check"], &envs);
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = command;
+        command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("state: cannot reach the store"), "{out}");
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct PendingMenu {
+    choices: Vec<String>,
+}
+
+const MENU: twilio_dialogflow::state::Slot<PendingMenu> =
+    twilio_dialogflow::state::Slot::new("menu", Duration::from_millis(1500));
+
+/// The typed per-conversation records, on both stores.
+#[tokio::test]
+async fn conversation_records_are_typed_and_expire_in_both_stores() {
+    let redis = RedisServer::start().await;
+    let metrics = std::sync::Arc::new(twilio_dialogflow::metrics::Metrics::new());
+    let mut vars = std::collections::HashMap::new();
+    for (name, value) in [
+        ("AGENT_TYPE", "ES"),
+        ("GCP_PROJECT", "p"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+    ] {
+        vars.insert(name.to_owned(), value.to_owned());
+    }
+    let local = twilio_dialogflow::config::Settings::from_vars(&vars).unwrap();
+    vars.insert("STATE_URL".into(), redis.url());
+    let shared = twilio_dialogflow::config::Settings::from_vars(&vars).unwrap();
+    let session =
+        twilio_dialogflow::session::SessionId::for_conversation(ACCOUNT_SID, USER, OUR_NUMBER);
+    for settings in [local, shared] {
+        let store = twilio_dialogflow::state::StateStore::open(
+            &settings.state,
+            std::sync::Arc::clone(&metrics),
+        )
+        .await
+        .unwrap();
+        let menu = PendingMenu {
+            choices: vec!["Small".into(), "Large".into()],
+        };
+        store.set(&MENU, &session, &menu).await;
+        assert_eq!(store.get(&MENU, &session).await, Some(menu));
+        store.remove(&MENU, &session).await;
+        assert_eq!(store.get(&MENU, &session).await, None);
+        store
+            .set(&MENU, &session, &PendingMenu { choices: vec![] })
+            .await;
+        if store.is_shared() {
+            // In Redis, under the prefix, with no phone number in the key.
+            let keys = redis.keys("*").await;
+            assert_eq!(keys.len(), 1, "{keys:?}");
+            assert!(
+                keys[0].starts_with("twilio-dialogflow:r:menu:") && !keys[0].contains("555"),
+                "{keys:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert_eq!(store.get(&MENU, &session).await, None, "expired");
+    }
 }
