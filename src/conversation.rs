@@ -490,8 +490,8 @@ impl Conversations {
             .await;
     }
 
-    /// While the state is shared: takes over, every third of a lease, the turns whose
-    /// instance stopped renewing them. Stops when the server does.
+    /// While the state is shared: takes over, every `every`, the turns whose instance
+    /// stopped renewing them or let them go. Stops when the server does.
     pub async fn take_over_expired(self: Arc<Self>, every: Duration) {
         loop {
             tokio::select! {

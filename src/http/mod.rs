@@ -89,8 +89,10 @@ impl AppState {
             settings.twilio.account_sid.clone(),
         );
         if shared {
-            // Turns left behind by an instance that died are taken over by the others.
-            let every = (settings.state.lease / 3).max(Duration::from_millis(100));
+            // Turns left behind by an instance that died are taken over by the others;
+            // those an instance let go at shutdown, within a second.
+            let every = (settings.state.lease / 3)
+                .clamp(Duration::from_millis(100), Duration::from_secs(1));
             tokio::spawn(Arc::clone(&conversations).take_over_expired(every));
         }
         Ok(Arc::new(Self {

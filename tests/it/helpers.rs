@@ -375,6 +375,15 @@ impl Running {
         Self { child, lines }
     }
 
+    /// Sends the child `signal` (`TERM`, `KILL`, …), as the platform would.
+    pub fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
     /// The first thing `pick` finds in the lines still to come; panics if the stream
     /// ends, or nothing is found within 30 s.
     pub async fn find_line<T>(&mut self, mut pick: impl FnMut(&str) -> Option<T>) -> T {

@@ -26,6 +26,11 @@ struct Cluster {
 
 /// Two instances with `REPLY_MODE=reply_mode`, sharing one Redis with a 2 s lease.
 async fn cluster(reply_mode: &str) -> Cluster {
+    cluster_with(reply_mode, &[("STATE_LEASE", "2s")]).await
+}
+
+/// Two instances with `REPLY_MODE=reply_mode` and `settings`, sharing one Redis.
+async fn cluster_with(reply_mode: &str, settings: &[(&str, &str)]) -> Cluster {
     let (emulator, agent) = start_emulator(AGENT).await;
     let twilio = MessagesEmulator::start(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -44,11 +49,13 @@ async fn cluster(reply_mode: &str) -> Cluster {
             if reply_mode == "twiml" { "10s" } else { "35s" },
         ),
         ("STATE_URL", &redis.url()),
-        ("STATE_LEASE", "2s"),
         ("PORT", "0"),
         ("LOG_FORMAT", "json"),
-    ] {
-        vars.insert(name.into(), value.into());
+    ]
+    .iter()
+    .chain(settings)
+    {
+        vars.insert(name.to_string(), value.to_string());
     }
     let dotenv: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let dir = WorkDir::with_dotenv(&dotenv);
@@ -181,6 +188,36 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
     // Every turn finished: nothing is left behind in Redis but the remembered messages.
     let left = cluster.redis.keys("twilio-dialogflow:t:*").await;
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn at_sigterm_owed_replies_are_left_to_the_other_instance_at_once() {
+    // A lease far longer than the grace: the hand-over must not wait for it to run out.
+    let mut cluster =
+        cluster_with("api", &[("STATE_LEASE", "20s"), ("SHUTDOWN_GRACE", "1s")]).await;
+    let a = &cluster.instances[0];
+    webhook(a, &says("slow", "SM0000000000000000000000000000006a")).await;
+    webhook(a, &says("hi", "SM0000000000000000000000000000006b")).await;
+    while asked(&cluster.emulator).is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = Instant::now();
+    let mut a = cluster.instances.remove(0);
+    a.serve.signal("TERM");
+    a.serve
+        .find_line(|line| {
+            line.contains("this message's replies are left to the other instances")
+                .then_some(())
+        })
+        .await;
+    let sent = cluster.twilio.wait_for(2).await;
+    let took = stopping.elapsed();
+    let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["Finally", "Hello from the agent"]);
+    // Grace (1 s), a sweep (1 s), the slow agent asked again (3 s): not the 20 s lease.
+    assert!(took < Duration::from_secs(9), "delivered after {took:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cluster.twilio.sent().len(), 2);
 }
 
 #[tokio::test]
