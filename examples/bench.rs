@@ -5,7 +5,8 @@
 //!
 //! It starts `target/release/twilio-dialogflow` as separate processes (the emulator and
 //! the bridge), so that what is measured is the real binary, and drives it with signed
-//! webhooks over loopback. Everything shares one machine; the table says so.
+//! webhooks over loopback. Everything shares one machine; the table says so. With a
+//! `redis-server` on the PATH, the load is run again with the state in Redis.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
@@ -160,9 +161,20 @@ async fn wait_for_port(addr: SocketAddr) {
 }
 
 fn spawn_bridge(binary: &Path, port: u16, emulator: SocketAddr) -> Result<Proc> {
+    spawn_bridge_with(binary, port, emulator, &[])
+}
+
+/// The bridge, with `vars` added to the benchmark's configuration.
+fn spawn_bridge_with(
+    binary: &Path,
+    port: u16,
+    emulator: SocketAddr,
+    vars: &[(&str, &str)],
+) -> Result<Proc> {
     let child = Command::new(binary)
         .arg("serve")
         .env_clear()
+        .envs(vars.iter().copied())
         .env("PORT", port.to_string())
         .env("AGENT_TYPE", "CX")
         .env("AGENT_ID", "bench")
@@ -294,6 +306,104 @@ async fn in_flight(url: &str, conversations: u64) -> Result<usize> {
     Ok(answered)
 }
 
+/// The same load with the state in a local `redis-server` (`STATE_URL`), beside the
+/// in-process figures of this run: throughput, p99, the store's round trips per webhook
+/// (the scripts the bridge runs, counted by the server), and the bridge's memory.
+async fn shared_state(
+    binary: &Path,
+    emulator: SocketAddr,
+    seconds: u64,
+    in_process: &[(usize, f64, Duration)],
+    rows: &mut Vec<(String, String, String)>,
+) -> Result<()> {
+    let redis_port = free_port()?;
+    let Ok(child) = Command::new("redis-server")
+        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+    else {
+        rows.push((
+            "shared state (Redis)".into(),
+            "skipped: no redis-server".into(),
+            String::new(),
+        ));
+        return Ok(());
+    };
+    let redis = Proc(child);
+    wait_for_port(([127, 0, 0, 1], redis_port).into()).await;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let bridge = spawn_bridge_with(binary, port, emulator, &[("STATE_URL", &redis_url)])?;
+    wait_for_port(([127, 0, 0, 1], port).into()).await;
+    let client = redis::Client::open(redis_url.as_str())?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    for &(concurrency, rps, p99) in in_process {
+        let scripts_before = scripts_run(&mut connection).await?;
+        let before = (bridge.cpu(), redis.cpu());
+        let shared = load(&url, concurrency, Duration::from_secs(seconds)).await;
+        let round_trips = (scripts_run(&mut connection).await? - scripts_before) as f64
+            / shared.requests.max(1) as f64;
+        let cpu = (bridge.cpu() - before.0, redis.cpu() - before.1);
+        rows.push((
+            format!("Redis state, concurrency {concurrency}: requests/s (errors)"),
+            format!("{:.0} ({})", shared.rps, shared.errors),
+            String::new(),
+        ));
+        rows.push((
+            format!("Redis / in-process throughput, concurrency {concurrency}"),
+            format!("{:.0} %", 100.0 * shared.rps / rps),
+            ">= 60 %".into(),
+        ));
+        rows.push((
+            format!("Redis state, concurrency {concurrency}: p99 (added to in-process)"),
+            format!("{} (+{})", ms(shared.p99), ms(shared.p99.saturating_sub(p99))),
+            "< 2 ms added".into(),
+        ));
+        rows.push((
+            format!("Redis state, concurrency {concurrency}: store round trips per webhook"),
+            format!("{round_trips:.2}"),
+            "<= 2".into(),
+        ));
+        rows.push((
+            format!("CPU per request, concurrency {concurrency}: bridge / redis-server"),
+            format!(
+                "{:.0} / {:.0} µs",
+                cpu.0.as_secs_f64() * 1e6 / shared.requests.max(1) as f64,
+                cpu.1.as_secs_f64() * 1e6 / shared.requests.max(1) as f64
+            ),
+            String::new(),
+        ));
+    }
+    let conversations: u64 = redis::cmd("DBSIZE").query_async(&mut connection).await?;
+    rows.push((
+        format!("bridge RSS after the load, Redis state ({conversations} keys in Redis)"),
+        format!("{:.1} MiB", bridge.rss_kib("VmRSS:") as f64 / 1024.0),
+        "flat".into(),
+    ));
+    Ok(())
+}
+
+/// How many scripts (EVALSHA, and EVAL the first time) the server has run: each is one
+/// round trip of the bridge's.
+async fn scripts_run(connection: &mut redis::aio::MultiplexedConnection) -> Result<u64> {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await?;
+    Ok(stats
+        .lines()
+        .filter(|line| {
+            line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+        })
+        .filter_map(|line| {
+            line.split([':', ',']).find_map(|field| field.strip_prefix("calls="))
+        })
+        .filter_map(|calls| calls.parse::<u64>().ok())
+        .sum())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -388,6 +498,7 @@ async fn run() -> Result<()> {
     ));
 
     // Throughput and latency: the bridge against the bare server.
+    let mut in_process = Vec::new();
     let port = free_port()?;
     let bridge_url = format!("http://127.0.0.1:{port}/");
     let bridge = spawn_bridge(&binary, port, emulator)?;
@@ -412,6 +523,7 @@ async fn run() -> Result<()> {
                 cpu.as_secs_f64() * 1e6 / load.requests.max(1) as f64
             )
         };
+        in_process.push((concurrency, bridged.rps, bridged.p99));
         rows.push((
             format!("bridge, concurrency {concurrency}: requests/s (errors)"),
             format!("{:.0} ({})", bridged.rps, bridged.errors),
@@ -464,6 +576,15 @@ async fn run() -> Result<()> {
             ));
         }
     }
+
+    let bridge_rss = bridge.rss_kib("VmRSS:");
+    drop(bridge);
+    rows.push((
+        "bridge RSS after the load, in-process state".into(),
+        format!("{:.1} MiB", bridge_rss as f64 / 1024.0),
+        String::new(),
+    ));
+    shared_state(&binary, emulator, seconds, &in_process, &mut rows).await?;
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
