@@ -358,7 +358,11 @@ async fn shared_state(
         ));
         rows.push((
             format!("Redis state, concurrency {concurrency}: p99 (added to in-process)"),
-            format!("{} (+{})", ms(shared.p99), ms(shared.p99.saturating_sub(p99))),
+            format!(
+                "{} (+{})",
+                ms(shared.p99),
+                ms(shared.p99.saturating_sub(p99))
+            ),
             "< 2 ms added".into(),
         ));
         rows.push((
@@ -394,11 +398,10 @@ async fn scripts_run(connection: &mut redis::aio::MultiplexedConnection) -> Resu
         .await?;
     Ok(stats
         .lines()
-        .filter(|line| {
-            line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
-        })
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
         .filter_map(|line| {
-            line.split([':', ',']).find_map(|field| field.strip_prefix("calls="))
+            line.split([':', ','])
+                .find_map(|field| field.strip_prefix("calls="))
         })
         .filter_map(|calls| calls.parse::<u64>().ok())
         .sum())

@@ -72,7 +72,15 @@ impl MessagesEmulator {
                 post(create_message).get(list_messages),
             )
             .with_state(shared.clone());
-        let task = tokio::spawn(async move { axum::serve(listener, app).await });
+        let limits = crate::config::ConnectionLimits::default();
+        let app = app.layer(crate::http::server::body_timeout_layer(&limits));
+        let task = tokio::spawn(crate::http::server::serve(
+            listener,
+            app,
+            limits,
+            None,
+            std::future::pending(),
+        ));
         Ok(Self { addr, shared, task })
     }
 

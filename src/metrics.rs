@@ -33,8 +33,15 @@ struct StoreFailure {
     error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    connections_open: prometheus_client::metrics::gauge::Gauge,
+    connections_closed: Family<Reason, Counter>,
     state_errors: Family<StoreFailure, Counter>,
     state_fallbacks: Counter,
     turns_taken_over: Counter,
@@ -112,8 +119,22 @@ impl Metrics {
             "Turns another instance left unfinished (its lease ran out) that this one took over",
             turns_taken_over.clone(),
         );
+        let connections_open = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "connections_open",
+            "HTTP connections open now",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<Reason, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "HTTP connections closed by the server's limits, by reason (header_timeout, idle_timeout, shed, refused)",
+            connections_closed.clone(),
+        );
         Self {
             registry,
+            connections_open,
+            connections_closed,
             state_errors,
             state_fallbacks,
             turns_taken_over,
@@ -147,6 +168,20 @@ impl Metrics {
 
     pub fn replies_failed(&self, count: usize) {
         self.replies_failed.inc_by(count as u64);
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    pub fn connection_ended(&self) {
+        self.connections_open.dec();
+    }
+
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&Reason { reason })
+            .inc();
     }
 
     pub fn state_error(&self, op: &'static str, error: &'static str) {

@@ -1,9 +1,7 @@
 //! Dialogflow ES v2 through the official client.
 
 use super::payload::{reply_from_payload, reply_from_text};
-use super::{
-    backoff_policy, endpoint_and_credentials, retry_policy, AgentError, AgentQuery, QueryInput,
-};
+use super::{endpoint_and_credentials, policies, AgentError, AgentQuery, QueryInput};
 use crate::config::AgentSettings;
 use crate::reply::ReplyMessage;
 use google_cloud_dialogflow_v2::client::Sessions;
@@ -43,12 +41,13 @@ impl EsAgent {
         query: &AgentQuery,
         budget: Duration,
     ) -> Result<Vec<ReplyMessage>, AgentError> {
+        let (retry, backoff) = policies(budget);
         let response = self
             .client
             .detect_intent()
             .with_request(self.request(query))
-            .with_retry_policy(retry_policy(budget))
-            .with_backoff_policy(backoff_policy())
+            .with_retry_policy(retry)
+            .with_backoff_policy(backoff)
             .send()
             .await?;
         Ok(response

@@ -8,16 +8,13 @@
 mod cx;
 mod es;
 mod payload;
+pub mod retry;
 
 use crate::config::{AgentKind, AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
 use crate::session::SessionId;
 use google_cloud_gax::backoff_policy::BackoffPolicyArg;
-use google_cloud_gax::error::rpc::Code;
-use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicy, RetryPolicyArg, RetryPolicyExt};
-use google_cloud_gax::retry_result::RetryResult;
-use google_cloud_gax::retry_state::RetryState;
+use google_cloud_gax::retry_policy::RetryPolicyArg;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -51,16 +48,11 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// A short label for logs and metrics: the gRPC status name, or the kind of failure.
+    /// A short label for logs and metrics: the class of failure of [`retry`]'s table.
     pub fn label(&self) -> String {
         match self {
-            AgentError::Timeout(_) => "DEADLINE_EXCEEDED".to_owned(),
-            AgentError::Call(e) => match e.status() {
-                Some(status) => status.code.name().to_owned(),
-                None if e.is_timeout() => "DEADLINE_EXCEEDED".to_owned(),
-                None if e.is_authentication() => "AUTHENTICATION".to_owned(),
-                None => "TRANSPORT".to_owned(),
-            },
+            AgentError::Timeout(_) => "TIMEOUT".to_owned(),
+            AgentError::Call(e) => retry::Failure::of(e).label().to_owned(),
             AgentError::Client(_) => "CLIENT".to_owned(),
         }
     }
@@ -141,66 +133,9 @@ where
     }
 }
 
-/// Retries UNAVAILABLE (and transport failures before the request was sent), and
-/// RESOURCE_EXHAUSTED with backoff, for as long as the webhook can wait.
-fn retry_policy(budget: Duration) -> RetryPolicyArg {
-    TransientOnly.with_time_limit(budget).into()
-}
-
-/// What may be asked again: a request that never left (connection refused), and the
-/// answers that say the agent did not take it (UNAVAILABLE or HTTP 503,
-/// RESOURCE_EXHAUSTED or HTTP 429). Not a connection lost after the request went out:
-/// the agent may have taken that turn, and asking again would play it twice ("yes,
-/// place the order"). The official clients' own policies retry those too when a call is
-/// marked idempotent, which a conversational turn is not.
-#[derive(Debug)]
-struct TransientOnly;
-
-impl RetryPolicy for TransientOnly {
-    fn on_error(&self, state: &RetryState, error: google_cloud_gax::error::Error) -> RetryResult {
-        let code = error.status().map(|status| status.code);
-        if matches!(code, Some(Code::Unavailable | Code::ResourceExhausted))
-            || matches!(error.http_status_code(), Some(429 | 503))
-        {
-            return RetryResult::Continue(error);
-        }
-        // The official policy for a call that is not idempotent retries exactly what
-        // never reached the service.
-        Aip194Strict.on_error(&state.clone().set_idempotent(false), error)
-    }
-}
-
-fn backoff_policy() -> BackoffPolicyArg {
-    ExponentialBackoffBuilder::new()
-        .with_initial_delay(Duration::from_millis(100))
-        .with_maximum_delay(Duration::from_secs(2))
-        .with_scaling(2.0)
-        .clamp()
-        .into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use google_cloud_gax::error::rpc::Status;
-    use google_cloud_gax::error::Error;
-
-    fn retried(error: Error) -> bool {
-        TransientOnly
-            .on_error(&RetryState::new(false), error)
-            .is_continue()
-    }
-
-    #[test]
-    fn only_what_the_agent_did_not_take_is_asked_again() {
-        let status = |code| Error::service(Status::default().set_code(code));
-        let http = |code| Error::http(code, Default::default(), Default::default());
-        assert!(retried(status(Code::Unavailable)));
-        assert!(retried(status(Code::ResourceExhausted)));
-        assert!(retried(http(503)));
-        assert!(retried(http(429)));
-        assert!(!retried(status(Code::InvalidArgument)));
-        assert!(!retried(status(Code::Internal)));
-        assert!(!retried(http(500)));
-    }
+/// The retry and backoff policies of one call that may take `timeout` in all: see
+/// [`retry`].
+fn policies(timeout: Duration) -> (RetryPolicyArg, BackoffPolicyArg) {
+    let (retry, backoff) = retry::policies(timeout);
+    (retry.into(), backoff.into())
 }

@@ -65,13 +65,17 @@ impl Emulator {
         let shared = routes::Shared::new(agent);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = routes::router(Arc::clone(&shared));
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let limits = crate::config::ConnectionLimits::default();
+        let app = app.layer(crate::http::server::body_timeout_layer(&limits));
+        let task = tokio::spawn(crate::http::server::serve(
+            listener,
+            app,
+            limits,
+            None,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Ok(Emulator {
             addr,
             shared,

@@ -2,10 +2,11 @@
 
 mod public_url;
 mod rejection;
+pub mod server;
 mod webhook;
 
 use crate::agent::Agent;
-use crate::config::{ReplyMode, ReplySettings, Settings, TwilioSettings};
+use crate::config::{ConnectionLimits, ReplyMode, ReplySettings, Settings, TwilioSettings};
 use crate::conversation::{Conversations, Delivery};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How long replies still owed at shutdown may take.
     pub shutdown_grace: Duration,
+    pub limits: ConnectionLimits,
 }
 
 fn delivery(twilio: &TwilioSettings, replies: &ReplySettings) -> Result<Delivery, SetupError> {
@@ -100,11 +102,13 @@ impl AppState {
             conversations,
             metrics,
             shutdown_grace: settings.replies.shutdown_grace,
+            limits: settings.limits,
         }))
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let body_timeout = server::body_timeout_layer(&state.limits);
     Router::new()
         .route("/", post(webhook::incoming))
         .route("/status", post(webhook::status))
@@ -114,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(body_timeout)
         .with_state(state)
 }
 
@@ -145,9 +150,14 @@ pub async fn serve(
         let _ = signalled_at.set(std::time::Instant::now());
         conversations.begin_shutdown(grace);
     };
-    axum::serve(listener, router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    server::serve(
+        listener,
+        router(Arc::clone(&state)),
+        state.limits,
+        Some(Arc::clone(&state.metrics)),
+        shutdown,
+    )
+    .await?;
     let since_signal = signalled.get().map_or(Duration::ZERO, |at| at.elapsed());
     // Replies already owed are still sent; the turns that cannot finish in the time
     // left are handed to the other instances, or named, so that nothing disappears

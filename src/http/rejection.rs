@@ -21,19 +21,29 @@ pub enum Rejection {
     NoHost,
     #[error("the body is over {} KiB, far more than any Twilio webhook", super::MAX_BODY_BYTES / 1024)]
     TooLarge,
+    #[error("the body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("cannot read the body: {0}")]
     Unreadable(String),
     #[error("{0}")]
     Webhook(#[from] WebhookError),
 }
 
-impl From<BytesRejection> for Rejection {
-    fn from(rejection: BytesRejection) -> Self {
+impl Rejection {
+    /// Why the body could not be read: too large, too slow (`body_timeout` ran out), or
+    /// broken.
+    pub fn of_body(rejection: BytesRejection, body_timeout: std::time::Duration) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Rejection::TooLarge
-        } else {
-            Rejection::Unreadable(rejection.body_text())
+            return Rejection::TooLarge;
         }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+        while let Some(error) = source {
+            if error.is::<tower_http::timeout::TimeoutError>() {
+                return Rejection::BodyTimeout(body_timeout);
+            }
+            source = error.source();
+        }
+        Rejection::Unreadable(rejection.body_text())
     }
 }
 
@@ -44,6 +54,7 @@ impl Rejection {
             Rejection::MissingSignature | Rejection::BadSignature => StatusCode::FORBIDDEN,
             Rejection::Webhook(WebhookError::WrongAccount) => StatusCode::FORBIDDEN,
             Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Rejection::NoHost
             | Rejection::Unreadable(_)
             | Rejection::Webhook(WebhookError::Missing(_)) => StatusCode::BAD_REQUEST,
@@ -58,6 +69,7 @@ impl Rejection {
             Rejection::BadSignature => "bad_signature",
             Rejection::NoHost => "no_host",
             Rejection::TooLarge => "too_large",
+            Rejection::BodyTimeout(_) => "body_timeout",
             Rejection::Unreadable(_) => "unreadable",
             Rejection::Webhook(WebhookError::WrongAccount) => "wrong_account",
             Rejection::Webhook(WebhookError::Missing(_)) => "missing_parameter",
@@ -72,6 +84,14 @@ impl IntoResponse for Rejection {
             reason = self.label(),
             "webhook refused: {self}"
         );
-        (self.status(), format!("{self}\n")).into_response()
+        let mut response = (self.status(), format!("{self}\n")).into_response();
+        if matches!(self, Rejection::BodyTimeout(_)) {
+            // A client that cannot send its body in time does not keep the connection.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

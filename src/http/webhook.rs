@@ -11,7 +11,7 @@ use crate::conversation::Outcome;
 use crate::outbox::Recipient;
 use crate::twilio::signature;
 use crate::twilio::twiml;
-use crate::twilio::webhook::{FormParams, IncomingMessage};
+use crate::twilio::webhook::{FormParams, IncomingMessage, WebhookError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -64,7 +64,7 @@ fn read_message(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(IncomingMessage, String), Rejection> {
-    let body = body?;
+    let body = body.map_err(|r| Rejection::of_body(r, state.limits.body))?;
     let url = public_url(&state.twilio, headers, uri);
     let (params, url) = verified_form(state, url, headers, &body)?;
     let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)?;
@@ -79,7 +79,7 @@ pub async fn status(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Rejection> {
-    let body = body?;
+    let body = body.map_err(|r| Rejection::of_body(r, state.limits.body))?;
     // Twilio signs the callback URL the bridge gave it: beside the configured webhook
     // URL when there is one, whatever the proxy in front made of the request.
     let url = match &state.twilio.webhook_url {
@@ -87,6 +87,10 @@ pub async fn status(
         None => public_url(&state.twilio, &headers, &uri),
     };
     let (params, _) = verified_form(&state, url, &headers, &body)?;
+    // Like a webhook, a callback of another account is refused.
+    if params.get("AccountSid") != Some(state.twilio.account_sid.as_str()) {
+        return Err(Rejection::Webhook(WebhookError::WrongAccount));
+    }
     let message_status = params.get("MessageStatus").unwrap_or_default();
     let message_sid = params.get("MessageSid").unwrap_or_default();
     if matches!(message_status, "undelivered" | "failed") {
