@@ -110,7 +110,7 @@ pub async fn run(
 async fn store_health(settings: &Settings) -> Option<String> {
     settings.state.url.as_ref()?;
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    let state = match SharedState::open(&settings.state, metrics).await {
+    let state = match SharedState::open(&settings.state, settings.rate_limits, metrics).await {
         Ok(state) => state,
         Err(error) => return Some(format!("state: cannot use the store: {error}")),
     };

@@ -105,6 +105,9 @@ pub struct Settings {
     pub replies: ReplySettings,
     pub state: StateSettings,
     pub limits: ConnectionLimits,
+    pub rate_limits: crate::rate_limit::RateLimits,
+    /// What a person who writes faster than the limits is told, once.
+    pub rate_limit_message: String,
 }
 
 /// What a client may take of the HTTP server; see `http/server.rs`.
@@ -216,6 +219,9 @@ pub struct ReplySettings {
     pub messaging_service_sid: Option<String>,
     /// How long, after SIGTERM, replies still owed may take to be sent.
     pub shutdown_grace: Duration,
+    /// How long one request to the Messages API may take; one unanswered is not sent
+    /// again (it may have gone out).
+    pub api_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +271,8 @@ pub struct AgentSettings {
     /// How long one webhook may wait for the agent, retries included. Twilio gives up on
     /// a webhook after 15 s, so this stays well inside that.
     pub timeout: Duration,
+    /// How long after the first attempt a failing agent is asked again.
+    pub retry_window: Duration,
 }
 
 impl fmt::Display for AgentSettings {
@@ -285,6 +293,8 @@ impl fmt::Display for AgentSettings {
     }
 }
 
+pub const DEFAULT_RATE_LIMIT_MESSAGE: &str =
+    "You're writing faster than I can answer. Please wait a minute, then try again.";
 pub const DEFAULT_FALLBACK_MESSAGE: &str =
     "Sorry, I can't answer right now. Please try again in a moment.";
 const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -299,6 +309,7 @@ const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(300);
 const DEFAULT_STATE_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_STATE_PREFIX: &str = "twilio-dialogflow";
 pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
+const DEFAULT_TWILIO_API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// All the problems found in a configuration, one line each.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,6 +458,11 @@ impl Reader<'_> {
             .to_owned();
         let state = self.state();
         let limits = self.limits();
+        let rate_limits = self.rate_limits();
+        let rate_limit_message = self
+            .get("RATE_LIMIT_MESSAGE")
+            .unwrap_or(DEFAULT_RATE_LIMIT_MESSAGE)
+            .to_owned();
         Some(Settings {
             port: port.unwrap_or(8080),
             twilio: twilio?,
@@ -455,7 +471,34 @@ impl Reader<'_> {
             replies: replies?,
             state: state?,
             limits,
+            rate_limits,
+            rate_limit_message,
         })
+    }
+
+    fn rate_limits(&mut self) -> crate::rate_limit::RateLimits {
+        use std::num::NonZeroU32;
+        let count = |v: &str| -> Result<Option<NonZeroU32>, String> {
+            match v.to_ascii_lowercase().as_str() {
+                "off" | "none" | "0" => Ok(None),
+                v => v
+                    .trim_end_matches("/min")
+                    .trim_end_matches("/h")
+                    .trim()
+                    .parse::<u32>()
+                    .map(NonZeroU32::new)
+                    .map_err(|_| "must be a whole number, or off".to_owned()),
+            }
+        };
+        let defaults = crate::rate_limit::RateLimits::default();
+        crate::rate_limit::RateLimits {
+            per_conversation: self
+                .parsed("RATE_LIMIT_PER_CONVERSATION", count)
+                .unwrap_or(defaults.per_conversation),
+            agent_calls_per_hour: self
+                .parsed("AGENT_CALLS_PER_HOUR", count)
+                .unwrap_or(defaults.agent_calls_per_hour),
+        }
     }
 
     fn limits(&mut self) -> ConnectionLimits {
@@ -645,6 +688,9 @@ impl Reader<'_> {
         let shutdown_grace = self
             .parsed("SHUTDOWN_GRACE", parse_duration)
             .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+        let api_timeout = self
+            .parsed("TWILIO_API_TIMEOUT", parse_duration)
+            .unwrap_or(DEFAULT_TWILIO_API_TIMEOUT);
         Some(ReplySettings {
             mode,
             deadline,
@@ -653,6 +699,7 @@ impl Reader<'_> {
             api_passwords: api_passwords?,
             messaging_service_sid,
             shutdown_grace,
+            api_timeout,
         })
     }
 
@@ -727,6 +774,9 @@ impl Reader<'_> {
                 }
             })
             .unwrap_or(default_timeout);
+        let retry_window = self
+            .parsed("AGENT_RETRY_WINDOW", parse_duration)
+            .unwrap_or(crate::agent::retry::DEFAULT_RETRY_WINDOW);
         let kind = match agent_id {
             Some(agent_id) => AgentKind::Cx {
                 agent_id: agent_id?,
@@ -741,6 +791,7 @@ impl Reader<'_> {
             language_code,
             endpoint,
             timeout,
+            retry_window,
         })
     }
 }

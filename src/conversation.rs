@@ -10,6 +10,7 @@
 use crate::agent::{Agent, AgentQuery, QueryInput, MEDIA_EVENT};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
+use crate::rate_limit::Limited;
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
 use crate::state::{Admission, Json, MessageKey, Repeat, StateStore, TakenOver, Ticket};
@@ -34,6 +35,8 @@ pub enum Outcome {
     Empty,
     /// The webhook was answered before the agent; the replies follow through the API.
     Queued,
+    /// Past a rate limit: the agent was not asked.
+    RateLimited,
 }
 
 impl Outcome {
@@ -43,6 +46,7 @@ impl Outcome {
             Outcome::Fallback(_) => "fallback",
             Outcome::Empty => "empty",
             Outcome::Queued => "queued",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 }
@@ -132,10 +136,19 @@ impl StoredOutcome {
     }
 }
 
+/// What the bridge itself says to a person.
+#[derive(Debug, Clone)]
+pub struct Messages {
+    /// When the agent cannot answer.
+    pub fallback: String,
+    /// Once, to a person writing faster than the rate limits allow.
+    pub rate_limited: String,
+}
+
 /// Answers incoming messages with the agent.
 pub struct Conversations {
     agent: Agent,
-    fallback_message: String,
+    messages: Messages,
     delivery: Delivery,
     state: StateStore,
     metrics: Arc<Metrics>,
@@ -150,7 +163,7 @@ pub struct Conversations {
 impl Conversations {
     pub fn new(
         agent: Agent,
-        fallback_message: String,
+        messages: Messages,
         delivery: Delivery,
         state: StateStore,
         metrics: Arc<Metrics>,
@@ -158,7 +171,7 @@ impl Conversations {
     ) -> Arc<Self> {
         Arc::new(Self {
             agent,
-            fallback_message,
+            messages,
             delivery,
             state,
             metrics,
@@ -335,9 +348,13 @@ impl Conversations {
             .outbox()
             .map(|outbox| outbox.owe(&recipient.message_sid));
         let session = ticket.session;
+        let limited = ticket.limited;
         let work = ticket.keep_alive(async {
             ticket.wait_turn().await;
-            self.answer(message, session).await
+            match limited {
+                Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
+                None => self.answer(message, session).await,
+            }
         });
         let handled = tokio::select! {
             handled = work => handled,
@@ -544,6 +561,30 @@ impl Conversations {
         }
     }
 
+    /// A message past a rate limit: the agent is not asked; the person is told once.
+    fn slow_down(&self, session: SessionId, limited: Limited, message_sid: &str) -> Handled {
+        self.metrics.rate_limited(limited.scope.label());
+        let replies = if limited.tell {
+            tracing::warn!(
+                %message_sid,
+                session = %session,
+                limit = limited.scope.label(),
+                "a conversation went past the rate limit: its messages are not sent to the agent until its pace is back"
+            );
+            fit_to_limits(vec![ReplyMessage::text(&self.messages.rate_limited)])
+        } else {
+            Vec::new()
+        };
+        Handled {
+            replies: Arc::new(replies),
+            route: Route::Webhook,
+            outcome: Outcome::RateLimited,
+            agent_latency: None,
+            session,
+            duplicate: false,
+        }
+    }
+
     fn fallback(
         &self,
         session: SessionId,
@@ -552,7 +593,7 @@ impl Conversations {
     ) -> Handled {
         Handled {
             replies: Arc::new(fit_to_limits(vec![ReplyMessage::text(
-                &self.fallback_message,
+                &self.messages.fallback,
             )])),
             route: Route::Webhook,
             outcome: Outcome::Fallback(reason),

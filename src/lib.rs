@@ -25,6 +25,7 @@ pub mod logging;
 pub mod messages_emulator;
 pub mod metrics;
 pub mod outbox;
+pub mod rate_limit;
 pub mod reply;
 pub mod session;
 pub mod state;

@@ -33,11 +33,24 @@ pub struct SentMessage {
     pub status_callback: Option<String>,
 }
 
+/// How the stand-in answers a request instead of accepting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// This HTTP status, with Twilio's error JSON.
+    Status(u16),
+    /// 429 with `Retry-After` in seconds.
+    Throttle { retry_after: u64 },
+    /// No answer, ever.
+    Hang,
+    /// The connection closes without an answer.
+    Close,
+}
+
 #[derive(Debug, Default)]
 struct Recorded {
     sent: Vec<SentMessage>,
-    /// Statuses to answer the next requests with, before accepting again.
-    failures: Vec<u16>,
+    /// How to answer the next requests, before accepting again.
+    failures: Vec<Misbehaviour>,
     attempts: usize,
 }
 
@@ -100,7 +113,17 @@ impl MessagesEmulator {
 
     /// Answer the next requests with these HTTP statuses (e.g. 500, 429) in turn.
     pub fn fail_next(&self, statuses: &[u16]) {
-        self.lock().failures.extend_from_slice(statuses);
+        self.misbehave_next(
+            &statuses
+                .iter()
+                .map(|s| Misbehaviour::Status(*s))
+                .collect::<Vec<_>>(),
+        );
+    }
+
+    /// Answer the next requests in these ways in turn.
+    pub fn misbehave_next(&self, faults: &[Misbehaviour]) {
+        self.lock().failures.extend_from_slice(faults);
     }
 
     /// Waits until at least `count` messages were accepted, or a minute has passed, and
@@ -171,17 +194,33 @@ async fn create_message(
         (!recorded.failures.is_empty()).then(|| recorded.failures.remove(0))
     };
     shared.changed.notify_waiters();
-    if let Some(status) = failure {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return twilio_error(
-            status,
-            if status == StatusCode::TOO_MANY_REQUESTS {
+    match failure {
+        Some(Misbehaviour::Status(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let code = if status == StatusCode::TOO_MANY_REQUESTS {
                 20429
             } else {
                 20500
-            },
-            "Injected failure",
-        );
+            };
+            return twilio_error(status, code, "Injected failure");
+        }
+        Some(Misbehaviour::Throttle { retry_after }) => {
+            let mut response =
+                twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+            if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Some(Misbehaviour::Hang) => return std::future::pending().await,
+        // Unwinding out of the connection's task drops the connection unanswered,
+        // without the panic hook's message: what a peer that goes away looks like.
+        Some(Misbehaviour::Close) => {
+            std::panic::resume_unwind(Box::new("injected: the connection closes unanswered"))
+        }
+        None => {}
     }
     if !authorized(&headers, &shared.username, &shared.password) {
         return twilio_error(

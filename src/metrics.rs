@@ -38,8 +38,14 @@ struct Reason {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Limit {
+    limit: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    rate_limited: Family<Limit, Counter>,
     connections_open: prometheus_client::metrics::gauge::Gauge,
     connections_closed: Family<Reason, Counter>,
     state_errors: Family<StoreFailure, Counter>,
@@ -131,8 +137,15 @@ impl Metrics {
             "HTTP connections closed by the server's limits, by reason (header_timeout, idle_timeout, shed, refused)",
             connections_closed.clone(),
         );
+        let rate_limited = Family::<Limit, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Messages not sent to the agent because they went past a rate limit (conversation, agent_budget)",
+            rate_limited.clone(),
+        );
         Self {
             registry,
+            rate_limited,
             connections_open,
             connections_closed,
             state_errors,
@@ -168,6 +181,10 @@ impl Metrics {
 
     pub fn replies_failed(&self, count: usize) {
         self.replies_failed.inc_by(count as u64);
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&Limit { limit }).inc();
     }
 
     pub fn connection_opened(&self) {

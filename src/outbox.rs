@@ -132,14 +132,10 @@ impl Outbox {
             {
                 Ok(_) => report.sent += 1,
                 Err(error) => {
-                    let (status, code) = match &error {
-                        SendError::Refused { status, code, .. } => (*status, *code),
-                        SendError::GaveUp { .. } | SendError::Unknown(_) => (0, 0),
-                    };
                     tracing::error!(
                         message_sid = %recipient.message_sid,
-                        status,
-                        twilio_error = code,
+                        status = error.status(),
+                        twilio_error = error.code(),
                         error = %error,
                         "a reply could not be sent through the Messages API"
                     );

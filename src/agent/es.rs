@@ -40,8 +40,9 @@ impl EsAgent {
         &self,
         query: &AgentQuery,
         budget: Duration,
+        retry_window: Duration,
     ) -> Result<Vec<ReplyMessage>, AgentError> {
-        let (retry, backoff) = policies(budget);
+        let (retry, backoff) = policies(budget, retry_window);
         let response = self
             .client
             .detect_intent()

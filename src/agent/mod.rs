@@ -63,6 +63,7 @@ impl AgentError {
 pub struct Agent {
     backend: Backend,
     timeout: Duration,
+    retry_window: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +86,7 @@ impl Agent {
         Ok(Self {
             backend,
             timeout: settings.timeout,
+            retry_window: settings.retry_window,
         })
     }
 
@@ -93,8 +95,16 @@ impl Agent {
     pub async fn detect_intent(&self, query: &AgentQuery) -> Result<Vec<ReplyMessage>, AgentError> {
         let call = async {
             match &self.backend {
-                Backend::Cx(agent) => agent.detect_intent(query, self.timeout).await,
-                Backend::Es(agent) => agent.detect_intent(query, self.timeout).await,
+                Backend::Cx(agent) => {
+                    agent
+                        .detect_intent(query, self.timeout, self.retry_window)
+                        .await
+                }
+                Backend::Es(agent) => {
+                    agent
+                        .detect_intent(query, self.timeout, self.retry_window)
+                        .await
+                }
             }
         };
         tokio::time::timeout(self.timeout, call)
@@ -135,7 +145,7 @@ where
 
 /// The retry and backoff policies of one call that may take `timeout` in all: see
 /// [`retry`].
-fn policies(timeout: Duration) -> (RetryPolicyArg, BackoffPolicyArg) {
-    let (retry, backoff) = retry::policies(timeout);
+fn policies(timeout: Duration, window: Duration) -> (RetryPolicyArg, BackoffPolicyArg) {
+    let (retry, backoff) = retry::policies(timeout, window);
     (retry.into(), backoff.into())
 }

@@ -5,7 +5,7 @@
 //! | class | what the client saw | asked again |
 //! |---|---|---|
 //! | `UNAVAILABLE` | gRPC UNAVAILABLE; HTTP 502, 503 or 504 from the front end (often an HTML page) | yes, backoff from 100 ms to 2 s |
-//! | `RESOURCE_EXHAUSTED` | gRPC RESOURCE_EXHAUSTED; HTTP 429 | yes, backoff from 1 s to 5 s |
+//! | `RESOURCE_EXHAUSTED` | gRPC RESOURCE_EXHAUSTED; HTTP 429 | yes, backoff from 500 ms to 5 s |
 //! | `CONNECTION` | the request could not be sent (refused, DNS) | yes, as `UNAVAILABLE`: the agent never saw it |
 //! | `CONNECTION` | the connection broke after the request went out | no: the agent may have taken the turn |
 //! | `TIMEOUT` | no answer in time | no: time is up |
@@ -13,9 +13,10 @@
 //! | `PERMISSION_DENIED`, `NOT_FOUND`, `INVALID_ARGUMENT`, … | any other gRPC status, or its HTTP equivalent | no |
 //! | `AUTHENTICATION` | no Google credentials | no |
 //!
-//! Failures are asked again only within [`RETRY_WINDOW`] of the first attempt, so that a
-//! person whose agent keeps failing fast hears the fallback message within seconds,
-//! while a single slow answer may still take the whole `AGENT_TIMEOUT`.
+//! Failures are asked again only within `AGENT_RETRY_WINDOW` (default
+//! [`DEFAULT_RETRY_WINDOW`]) of the first attempt, so that a person whose agent keeps
+//! failing fast hears the fallback message within seconds, while a single slow answer
+//! may still take the whole `AGENT_TIMEOUT`.
 
 use google_cloud_gax::backoff_policy::BackoffPolicy;
 use google_cloud_gax::error::rpc::Code;
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long after the first attempt a failure may still be asked again.
-pub const RETRY_WINDOW: Duration = Duration::from_secs(15);
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(15);
 
 /// What kind of failure an agent call ended in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,7 +116,7 @@ impl Failure {
             Failure::Unavailable | Failure::NotSent => {
                 (Duration::from_millis(100), Duration::from_secs(2))
             }
-            Failure::ResourceExhausted => (Duration::from_secs(1), Duration::from_secs(5)),
+            Failure::ResourceExhausted => (Duration::from_millis(500), Duration::from_secs(5)),
             _ => return None,
         };
         let scaled = first.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
@@ -139,12 +140,13 @@ pub struct Backoff {
     last: Arc<Mutex<Option<Failure>>>,
 }
 
-/// The policies of one call that may take `timeout` in all.
-pub fn policies(timeout: Duration) -> (Policy, Backoff) {
+/// The policies of one call that may take `timeout` in all, asking again within
+/// `window`.
+pub fn policies(timeout: Duration, window: Duration) -> (Policy, Backoff) {
     let last = Arc::new(Mutex::new(None));
     (
         Policy {
-            window: RETRY_WINDOW.min(timeout),
+            window: window.min(timeout),
             timeout,
             last: Arc::clone(&last),
         },
@@ -159,7 +161,8 @@ impl RetryPolicy for Policy {
         let Some(pause) = failure.backoff(state.attempt_count) else {
             return RetryResult::Permanent(error);
         };
-        if state.start.elapsed() + pause >= self.window {
+        let elapsed = state.start.elapsed();
+        if elapsed >= self.window || elapsed + pause >= self.timeout {
             return RetryResult::Exhausted(error);
         }
         RetryResult::Continue(error)
@@ -239,12 +242,12 @@ mod tests {
 
     #[test]
     fn failures_are_asked_again_within_the_window_only() {
-        let (policy, backoff) = policies(Duration::from_secs(35));
+        let (policy, backoff) = policies(Duration::from_secs(35), DEFAULT_RETRY_WINDOW);
         let now = RetryState::new(false).set_attempt_count(1u32);
         assert!(policy.on_error(&now, http(502)).is_continue());
         assert_eq!(backoff.on_failure(&now), Duration::from_millis(100));
         assert!(policy.on_error(&now, http(429)).is_continue());
-        assert_eq!(backoff.on_failure(&now), Duration::from_secs(1));
+        assert_eq!(backoff.on_failure(&now), Duration::from_millis(500));
         let late = now
             .clone()
             .set_start(std::time::Instant::now() - Duration::from_secs(15));

@@ -48,8 +48,30 @@ pub struct Intent {
     pub delay_ms: Option<u64>,
     /// Answer with this Google error instead.
     pub error: Option<InjectedError>,
-    /// Only the first N matches fail with `error`; later ones answer normally.
+    /// Answer with this misbehaviour instead (a front end's HTML page, garbage, a
+    /// connection closed mid-answer, no answer at all).
+    pub fault: Option<Fault>,
+    /// Only the first N matches fail with `error` or `fault`; later ones answer normally.
     pub fail_first: Option<u32>,
+}
+
+/// How an agent can misbehave beyond a Google error, for fault tests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
+pub enum Fault {
+    /// An HTTP status with a body that is not Google's error JSON, as Google's front
+    /// ends answer during incidents (`502` with an HTML page).
+    Http {
+        status: u16,
+        #[serde(default)]
+        body: String,
+    },
+    /// 200 with a body that is not Dialogflow's JSON.
+    Garbage,
+    /// The start of an answer, then the connection closes.
+    Close,
+    /// No answer at all.
+    Hang,
 }
 
 /// One response message.
@@ -135,9 +157,9 @@ impl AgentDefinition {
                     intent.name
                 ));
             }
-            if intent.fail_first.is_some() && intent.error.is_none() {
+            if intent.fail_first.is_some() && intent.error.is_none() && intent.fault.is_none() {
                 return invalid(format!(
-                    "intent {:?} has fail_first without error",
+                    "intent {:?} has fail_first without error or fault",
                     intent.name
                 ));
             }

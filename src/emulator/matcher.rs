@@ -74,6 +74,7 @@ mod tests {
             capture: None,
             delay_ms: None,
             error: None,
+            fault: None,
             fail_first: None,
         }
     }

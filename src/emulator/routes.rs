@@ -1,14 +1,14 @@
 //! The HTTP side of the emulator: which URL is which method, and the detectIntent
 //! handler for CX v3 and ES v2.
 
-use super::agent_file::{AgentDefinition, Intent, Reply};
+use super::agent_file::{AgentDefinition, Fault, Intent, Reply};
 use super::matcher;
 use super::sessions::{Sessions, DEFAULT_TTL};
 use super::wire::{self, EnumEncoding, GoogleError, Query};
 use super::RecordedRequest;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{Method, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
@@ -153,7 +153,47 @@ async fn handle(
     }
     match detect_intent(&shared, &target, &body, EnumEncoding::from_query(&query)).await {
         Ok(response) => Json(response).into_response(),
-        Err(error) => error.into_response(),
+        Err(Refusal::Google(error)) => error.into_response(),
+        Err(Refusal::Fault(fault)) => misbehave(fault).await,
+    }
+}
+
+/// What the agent answers instead of a response.
+enum Refusal {
+    Google(GoogleError),
+    Fault(Fault),
+}
+
+impl From<GoogleError> for Refusal {
+    fn from(error: GoogleError) -> Self {
+        Refusal::Google(error)
+    }
+}
+
+async fn misbehave(fault: Fault) -> Response {
+    let json = [(header::CONTENT_TYPE, "application/json; charset=utf-8")];
+    match fault {
+        Fault::Http { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+            body,
+        )
+            .into_response(),
+        Fault::Garbage => (StatusCode::OK, json, "{\"queryResult\": [garbage").into_response(),
+        Fault::Close => {
+            // A chunked answer whose stream fails: hyper cuts the connection mid-body.
+            let parts: [Result<Bytes, std::io::Error>; 2] = [
+                Ok(Bytes::from_static(b"{\"responseId\": \"")),
+                Err(std::io::Error::other("the agent went away")),
+            ];
+            (
+                StatusCode::OK,
+                json,
+                Body::from_stream(futures_util::stream::iter(parts)),
+            )
+                .into_response()
+        }
+        Fault::Hang => std::future::pending().await,
     }
 }
 
@@ -162,7 +202,7 @@ async fn detect_intent(
     target: &Target,
     body: &Value,
     enums: EnumEncoding,
-) -> Result<Value, GoogleError> {
+) -> Result<Value, Refusal> {
     let agent = &shared.agent;
     let known = target.project == agent.project
         && target.location == agent.location
@@ -180,9 +220,9 @@ async fn detect_intent(
             ),
             Api::Es => format!("projects/{}/agent", target.project),
         };
-        return Err(GoogleError::not_found(format!(
+        return Err(Refusal::Google(GoogleError::not_found(format!(
             "com.google.apps.framework.request.NotFoundException: Agent '{name}' does not exist."
-        )));
+        ))));
     }
     let (query, language) = wire::read_query(body)?;
     let params = body.get("queryParams");
@@ -203,18 +243,23 @@ async fn detect_intent(
         if let Some(delay) = intent.delay_ms {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if let Some(error) = &intent.error {
+        if intent.error.is_some() || intent.fault.is_some() {
             let failing = shared.failures_left[index]
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
                     left.checked_sub(1)
                 })
                 .is_ok();
             if failing {
-                return Err(GoogleError::new(
-                    error.code,
-                    &error.status,
-                    error.message.clone(),
-                ));
+                if let Some(fault) = &intent.fault {
+                    return Err(Refusal::Fault(fault.clone()));
+                }
+                if let Some(error) = &intent.error {
+                    return Err(Refusal::Google(GoogleError::new(
+                        error.code,
+                        &error.status,
+                        error.message.clone(),
+                    )));
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ mod webhook;
 
 use crate::agent::Agent;
 use crate::config::{ConnectionLimits, ReplyMode, ReplySettings, Settings, TwilioSettings};
-use crate::conversation::{Conversations, Delivery};
+use crate::conversation::{Conversations, Delivery, Messages};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::state::StateStore;
@@ -49,8 +49,8 @@ fn delivery(twilio: &TwilioSettings, replies: &ReplySettings) -> Result<Delivery
             username: replies.api_username.clone(),
             passwords: replies.api_passwords.clone(),
         };
-        let api =
-            MessagesApi::new(&replies.api_base_url, credentials).map_err(SetupError::HttpClient)?;
+        let api = MessagesApi::new(&replies.api_base_url, credentials, replies.api_timeout)
+            .map_err(SetupError::HttpClient)?;
         Ok(Outbox::new(api, replies.messaging_service_sid.clone()))
     };
     Ok(match replies.mode {
@@ -80,11 +80,15 @@ impl AppState {
         let agent = Agent::connect(&settings.agent).await?;
         let delivery = delivery(&settings.twilio, &settings.replies)?;
         let metrics = Arc::new(Metrics::new());
-        let state = StateStore::open(&settings.state, Arc::clone(&metrics)).await?;
+        let state =
+            StateStore::open(&settings.state, settings.rate_limits, Arc::clone(&metrics)).await?;
         let shared = state.is_shared();
         let conversations = Conversations::new(
             agent,
-            settings.fallback_message.clone(),
+            Messages {
+                fallback: settings.fallback_message.clone(),
+                rate_limited: settings.rate_limit_message.clone(),
+            },
             delivery,
             state,
             Arc::clone(&metrics),

@@ -12,6 +12,7 @@
 //!   see [`body_timeout_layer`] and the 408 rejection);
 //! - at most `max_connections` are open: a new one first closes the one resting
 //!   longest, and is refused only when every open connection is busy with a request.
+//!
 //! Every close for these reasons is counted.
 
 use crate::metrics::Metrics;

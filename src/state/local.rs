@@ -3,6 +3,7 @@
 
 use super::{Admission, Held, Json, MessageKey, Repeat, Ticket, REMEMBER_FOR};
 use crate::ledger::{Claim, Completion, Ledger};
+use crate::rate_limit::{Limiter, RateLimits};
 use crate::session::SessionId;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +18,7 @@ const RECORDS_AT_MOST: usize = 100_000;
 
 pub struct LocalState {
     handled: Arc<Ledger<Json>>,
+    limiter: Limiter,
     order: Mutex<HashMap<SessionId, Order>>,
     /// Wakes the turns waiting for another turn to finish.
     finished: Notify,
@@ -34,14 +36,15 @@ struct Order {
 
 impl Default for LocalState {
     fn default() -> Self {
-        Self::new()
+        Self::new(RateLimits::default())
     }
 }
 
 impl LocalState {
-    pub fn new() -> Self {
+    pub fn new(limits: RateLimits) -> Self {
         Self {
             handled: Ledger::new(REMEMBER_FOR, REMEMBER_AT_MOST),
+            limiter: Limiter::new(limits),
             order: Mutex::default(),
             finished: Notify::new(),
             records: Records::default(),
@@ -58,6 +61,7 @@ impl LocalState {
             Some(Claim::First(completion)) => Some(completion),
             None => None,
         };
+        let limited = self.limiter.check(&session);
         let seq = {
             let mut order = lock(&self.order);
             let order = order.entry(session).or_default();
@@ -67,6 +71,7 @@ impl LocalState {
         Admission::First(Ticket {
             session,
             key,
+            limited,
             held: Held::Local(LocalTicket {
                 state: Arc::clone(self),
                 session,
@@ -205,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn turns_of_a_conversation_go_in_order_and_others_do_not_wait() {
-        let state = Arc::new(LocalState::new());
+        let state = Arc::new(LocalState::default());
         let session = SessionId::for_conversation("AC1", "+1", "+2");
         let other = SessionId::for_conversation("AC1", "+3", "+2");
         let one = first(state.admit(key("SM1"), session));
@@ -238,7 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeat_gets_the_outcome_and_an_abandoned_turn_frees_its_id() {
-        let state = Arc::new(LocalState::new());
+        let state = Arc::new(LocalState::default());
         let session = SessionId::for_conversation("AC1", "+1", "+2");
         let one = first(state.admit(key("SM1"), session));
         let Admission::Repeat(repeat) = state.admit(key("SM1"), session) else {

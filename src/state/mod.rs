@@ -21,6 +21,7 @@ mod shared;
 
 use crate::config::StateSettings;
 use crate::metrics::Metrics;
+use crate::rate_limit::{Limited, RateLimits};
 use crate::session::SessionId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -106,6 +107,8 @@ pub struct Ticket {
     pub session: SessionId,
     /// The message, when Twilio gave it an id (it always does).
     pub key: Option<MessageKey>,
+    /// Past a rate limit: the agent is not to be asked.
+    pub limited: Option<Limited>,
     held: Held,
 }
 
@@ -230,12 +233,13 @@ impl StateStore {
     /// meanwhile.
     pub async fn open(
         settings: &StateSettings,
+        limits: RateLimits,
         metrics: Arc<Metrics>,
     ) -> Result<Self, shared::OpenError> {
         match &settings.url {
-            None => Ok(StateStore::Local(Arc::new(LocalState::new()))),
+            None => Ok(StateStore::Local(Arc::new(LocalState::new(limits)))),
             Some(_) => Ok(StateStore::Shared(
-                SharedState::open(settings, metrics).await?,
+                SharedState::open(settings, limits, metrics).await?,
             )),
         }
     }

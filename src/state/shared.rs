@@ -12,6 +12,8 @@
 //! its entries leave with their turns):
 //! - `P:m:{AccountSid}:{MessageSid}`: `pending`, or `done:` and the outcome;
 //! - `P:c:{session}`: the conversation's `next` and `done` turn numbers;
+//! - `P:rate:{session}`: the conversation's pace this minute, and when it was told to
+//!   slow down; `P:budget`: the agent calls this hour;
 //! - `P:t:{session}:{n}`: turn n: its message, owner, fencing token, answer, progress;
 //! - `P:leases`: turns by the time their lease runs out;
 //! - `P:token`: the fencing token counter;
@@ -25,6 +27,7 @@ use super::{
 };
 use crate::config::StateSettings;
 use crate::metrics::Metrics;
+use crate::rate_limit::{Limited, RateLimits, Scope};
 use crate::session::SessionId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
@@ -69,6 +72,7 @@ pub struct SharedState {
     /// This instance, in the turns it holds.
     owner: String,
     tls: bool,
+    limits: RateLimits,
     /// This process's state, for the messages the shared store cannot take.
     local: Arc<LocalState>,
     metrics: Arc<Metrics>,
@@ -105,13 +109,47 @@ impl Scripts {
 /// `now`, in milliseconds, by the server's clock.
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// KEYS: message (or ''), conversation, leases, token counter.
-/// ARGV: session, turn, owner, lease ms, message ttl s, conversation ttl s, turn key prefix.
-/// Returns {0, stored} for a repeat, {1, seq, token} for a first delivery.
+/// KEYS: message (or ''), conversation, leases, token counter, the conversation's rate
+/// counts, the agent budget's count.
+/// ARGV: session, turn, owner, lease ms, message ttl s, conversation ttl s, turn key
+/// prefix, messages a minute per conversation (0: no limit), agent calls an hour (0: no
+/// limit).
+/// Returns {0, stored} for a repeat, {1, seq, token, limited, tell} for a first delivery:
+/// limited is 0, 1 (the conversation's pace) or 2 (the agent budget); tell is 1 the
+/// first time within a minute.
 const ADMIT: &str = r#"
 if KEYS[1] ~= '' then
   local seen = redis.call('GET', KEYS[1])
   if seen then return {0, seen} end
+end
+local limited = 0
+local per_minute = tonumber(ARGV[8])
+if per_minute > 0 then
+  local started = tonumber(redis.call('HGET', KEYS[5], 'started') or '0')
+  local count
+  if now - started >= 60000 then
+    redis.call('HSET', KEYS[5], 'started', now, 'count', 1)
+    count = 1
+  else
+    count = redis.call('HINCRBY', KEYS[5], 'count', 1)
+  end
+  redis.call('PEXPIRE', KEYS[5], 120000)
+  if count > per_minute then limited = 1 end
+end
+local per_hour = tonumber(ARGV[9])
+if limited == 0 and per_hour > 0 then
+  local used = redis.call('INCR', KEYS[6])
+  if used == 1 then redis.call('PEXPIRE', KEYS[6], 3600000) end
+  if used > per_hour then limited = 2 end
+end
+local tell = 0
+if limited > 0 then
+  local told = tonumber(redis.call('HGET', KEYS[5], 'told') or '0')
+  if now - told >= 60000 then
+    tell = 1
+    redis.call('HSET', KEYS[5], 'told', now)
+    redis.call('PEXPIRE', KEYS[5], 120000)
+  end
 end
 local seq = redis.call('HINCRBY', KEYS[2], 'next', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[6])
@@ -122,7 +160,7 @@ redis.call('HSET', turn, 'key', KEYS[1], 'turn', ARGV[2], 'owner', ARGV[3], 'tok
 redis.call('EXPIRE', turn, ARGV[6])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), turn)
 if KEYS[1] ~= '' then redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[5]) end
-return {1, seq, token}
+return {1, seq, token, limited, tell}
 "#;
 
 /// KEYS: conversation. ARGV: seq, turn key prefix. 1 once the turns before seq are done;
@@ -162,8 +200,7 @@ end
 local seq = tonumber(ARGV[3])
 local done = tonumber(redis.call('HGET', KEYS[3], 'done') or '0')
 if seq > done then done = seq redis.call('HSET', KEYS[3], 'done', seq) end
-local next = tonumber(redis.call('HGET', KEYS[3], 'next') or '0')
-if done >= next then redis.call('DEL', KEYS[3]) else redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[4], KEYS[1])
 return 1
@@ -201,6 +238,7 @@ return taken
 impl SharedState {
     pub async fn open(
         settings: &StateSettings,
+        limits: RateLimits,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, OpenError> {
         let url = settings
@@ -231,7 +269,8 @@ impl SharedState {
             lease: settings.lease,
             owner: instance_id(),
             tls,
-            local: Arc::new(LocalState::new()),
+            local: Arc::new(LocalState::new(limits)),
+            limits,
             metrics,
             finished: Notify::new(),
             last_warning: std::sync::Mutex::new(None),
@@ -337,27 +376,41 @@ impl SharedState {
                     .key(&conversation)
                     .key(self.key(&["leases"]))
                     .key(self.key(&["token"]))
+                    .key(self.key(&["rate", session.as_str()]))
+                    .key(self.key(&["budget"]))
                     .arg(session.as_str())
                     .arg(&*turn)
                     .arg(&self.owner)
                     .arg(self.lease.as_millis() as u64)
                     .arg(REMEMBER_FOR.as_secs())
                     .arg(CONVERSATION_TTL.as_secs())
-                    .arg(self.turn_prefix(&session));
+                    .arg(self.turn_prefix(&session))
+                    .arg(self.limits.per_conversation.map_or(0, |n| n.get()))
+                    .arg(self.limits.agent_calls_per_hour.map_or(0, |n| n.get()));
                 async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
             })
             .await;
         let admitted = admitted.and_then(|reply| match reply.as_slice() {
             [Value::Int(0), seen] => Ok(Err(text(seen)?)),
-            [Value::Int(1), Value::Int(seq), Value::Int(token)] => {
-                Ok(Ok((*seq as u64, *token as u64)))
+            [Value::Int(1), Value::Int(seq), Value::Int(token), Value::Int(limited), Value::Int(tell)] => {
+                let limited = match limited {
+                    1 => Some(Scope::Conversation),
+                    2 => Some(Scope::AgentBudget),
+                    _ => None,
+                }
+                .map(|scope| Limited {
+                    scope,
+                    tell: *tell == 1,
+                });
+                Ok(Ok((*seq as u64, *token as u64, limited)))
             }
             other => Err(StoreError::Corrupt(format!("admit answered {other:?}"))),
         });
         match admitted {
-            Ok(Ok((seq, token))) => Admission::First(Ticket {
+            Ok(Ok((seq, token, limited))) => Admission::First(Ticket {
                 session,
                 key,
+                limited,
                 held: Held::Shared(SharedTicket {
                     state: Arc::clone(self),
                     turn: format!("{}{seq}", self.turn_prefix(&session)),
@@ -458,6 +511,8 @@ impl SharedState {
             ticket: Ticket {
                 session,
                 key,
+                // Its limits were counted when it was admitted.
+                limited: None,
                 held: Held::Shared(SharedTicket {
                     state: Arc::clone(self),
                     turn: turn.clone(),

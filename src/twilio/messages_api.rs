@@ -43,11 +43,37 @@ pub enum SendError {
         more_info: String,
     },
     #[error("Twilio did not accept the message after {attempts} attempts: {last}")]
-    GaveUp { attempts: u32, last: String },
+    GaveUp {
+        attempts: u32,
+        last: String,
+        /// The last answer's HTTP status and Twilio error code, if there was an answer.
+        status: Option<u16>,
+        code: Option<u32>,
+    },
     /// The request went out but no answer came back: Twilio may have sent the message,
     /// so it is not sent again.
     #[error("no answer from Twilio after the request was sent ({0}); the message may or may not have gone out")]
     Unknown(String),
+}
+
+impl SendError {
+    /// The HTTP status of Twilio's last answer, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            SendError::Refused { status, .. } => Some(*status),
+            SendError::GaveUp { status, .. } => *status,
+            SendError::Unknown(_) => None,
+        }
+    }
+
+    /// Twilio's error code (`21610`, `63016`, …), if its answer had one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            SendError::Refused { code, .. } => Some(*code).filter(|c| *c != 0),
+            SendError::GaveUp { code, .. } => *code,
+            SendError::Unknown(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,10 +97,13 @@ pub struct MessagesApi {
 }
 
 impl MessagesApi {
-    pub fn new(base_url: &str, credentials: ApiCredentials) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+    /// A client of the Messages API at `base_url`, whose requests may take `timeout`.
+    pub fn new(
+        base_url: &str,
+        credentials: ApiCredentials,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
         Ok(Self {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -122,6 +151,7 @@ impl MessagesApi {
         let mut backoff = self.first_backoff;
         let mut wait = Duration::ZERO;
         let mut last = String::new();
+        let mut last_answer: (Option<u16>, Option<u32>) = (None, None);
         for attempt in 1..=self.attempts {
             if attempt > 1 {
                 tokio::time::sleep(wait.max(backoff)).await;
@@ -142,6 +172,7 @@ impl MessagesApi {
                 Ok(response) => response,
                 Err(error) if error.is_connect() => {
                     last = "could not connect".into();
+                    last_answer = (None, None);
                     wait = Duration::ZERO;
                     continue;
                 }
@@ -177,6 +208,7 @@ impl MessagesApi {
             let code = error.code.unwrap_or(0);
             if status.as_u16() == 429 || status.is_server_error() {
                 last = format!("HTTP {}, Twilio error {code}", status.as_u16());
+                last_answer = (Some(status.as_u16()), error.code);
                 continue;
             }
             return Err(SendError::Refused {
@@ -188,6 +220,8 @@ impl MessagesApi {
         Err(SendError::GaveUp {
             attempts: self.attempts,
             last,
+            status: last_answer.0,
+            code: last_answer.1,
         })
     }
 }
@@ -220,7 +254,7 @@ mod tests {
             username: "AC1".into(),
             passwords: vec![Secret::new("token")],
         };
-        MessagesApi::new(&base, credentials)
+        MessagesApi::new(&base, credentials, Duration::from_secs(10))
             .unwrap()
             .with_backoff(Duration::from_millis(1), 2)
     }

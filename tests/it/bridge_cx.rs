@@ -303,7 +303,10 @@ async fn shut_down_while_the_agent_thinks(
 
 #[tokio::test]
 async fn resource_exhausted_is_retried_after_a_pause() {
-    let stack = start("CX", |_| {}).await;
+    let stack = start("CX", |vars| {
+        vars.insert("AGENT_TIMEOUT".into(), "5s".into());
+    })
+    .await;
     assert_eq!(
         texts(&stack.say("busy").await),
         vec!["Worked after a pause"]

@@ -456,6 +456,7 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
     for settings in [local, shared] {
         let store = twilio_dialogflow::state::StateStore::open(
             &settings.state,
+            settings.rate_limits,
             std::sync::Arc::clone(&metrics),
         )
         .await
