@@ -213,8 +213,7 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
     let state = http::AppState::connect(&settings)
         .await
         .context("cannot set up the Dialogflow client")?;
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
-        .await
+    let listener = http::server::listen(std::net::SocketAddr::from(([0, 0, 0, 0], settings.port)))
         .with_context(|| format!("cannot listen on port {}", settings.port))?;
     let port = listener
         .local_addr()

@@ -36,6 +36,23 @@ use tower::ServiceExt;
 /// The connection limits; see the module's documentation.
 pub use crate::config::ConnectionLimits as Limits;
 
+/// Connections the kernel may hold for us before we accept them. A burst larger than
+/// the queue is dropped by the kernel, and its clients retry only seconds later; the
+/// kernel caps it at `net.core.somaxconn` (4096 on current Linux).
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a queue for bursts of connections.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted bridge can listen again at once, as tokio's own bind does.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// The layer that gives a request's body `limits.body` to arrive; a body that does not
 /// fails to read with [`tower_http::timeout::TimeoutError`], which the bridge answers
 /// with 408 (see `rejection.rs`).

@@ -8,6 +8,7 @@ mod bridge_es;
 mod cli;
 mod emulator_cx;
 mod emulator_es;
+mod faults;
 mod helpers;
 mod metrics;
 mod newcomer;

@@ -484,3 +484,28 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
         assert_eq!(store.get(&MENU, &session).await, None, "expired");
     }
 }
+
+#[tokio::test]
+async fn the_rate_limit_holds_across_instances() {
+    let cluster = cluster_with("twiml", &[("RATE_LIMIT_PER_CONVERSATION", "2")]).await;
+    let [a, b] = &cluster.instances[..] else {
+        panic!()
+    };
+    let replies = [
+        webhook(a, &says("hi", "SM0000000000000000000000000000007a")).await,
+        webhook(b, &says("hi", "SM0000000000000000000000000000007b")).await,
+        webhook(a, &says("hi", "SM0000000000000000000000000000007c")).await,
+        webhook(b, &says("hi", "SM0000000000000000000000000000007d")).await,
+    ];
+    let shown: Vec<Vec<&str>> = replies.iter().map(|r| texts(r)).collect();
+    assert_eq!(
+        shown,
+        vec![
+            vec!["Hello from the agent"],
+            vec!["Hello from the agent"],
+            vec![twilio_dialogflow::config::DEFAULT_RATE_LIMIT_MESSAGE],
+            vec![],
+        ]
+    );
+    assert_eq!(asked(&cluster.emulator).len(), 2);
+}
