@@ -411,7 +411,9 @@ impl Conversations {
             );
             return;
         }
-        self.metrics.replies_failed(replies - report.sent);
+        for (status, code) in &report.failures {
+            self.metrics.reply_failed(*status, *code);
+        }
         match report.last_error {
             None => tracing::info!(
                 message_sid = %recipient.message_sid,

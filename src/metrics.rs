@@ -38,6 +38,13 @@ struct Reason {
     reason: &'static str,
 }
 
+/// Twilio's HTTP status and error code: numbers from Twilio's fixed lists.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SendFailure {
+    status: String,
+    twilio_error: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Limit {
     limit: &'static str,
@@ -55,7 +62,7 @@ pub struct Metrics {
     agent_latency: Histogram,
     agent_errors: Family<Status, Counter>,
     replies_sent: Family<Route, Counter>,
-    replies_failed: Counter,
+    replies_failed: Family<SendFailure, Counter>,
     duplicates: Counter,
 }
 
@@ -95,10 +102,10 @@ impl Metrics {
             "Reply messages sent, by route (webhook TwiML or Messages API)",
             replies_sent.clone(),
         );
-        let replies_failed = Counter::default();
+        let replies_failed = Family::<SendFailure, Counter>::default();
         registry.register(
             "replies_failed",
-            "Reply messages the Messages API did not accept",
+            "Reply messages the Messages API did not accept, by Twilio's HTTP status and error code (none: no answer)",
             replies_failed.clone(),
         );
         let duplicates = Counter::default();
@@ -179,8 +186,15 @@ impl Metrics {
             .inc_by(count as u64);
     }
 
-    pub fn replies_failed(&self, count: usize) {
-        self.replies_failed.inc_by(count as u64);
+    /// A reply not sent: Twilio's HTTP status and error code, if it answered.
+    pub fn reply_failed(&self, status: Option<u16>, twilio_error: Option<u32>) {
+        let label = |value: Option<String>| value.unwrap_or_else(|| "none".to_owned());
+        self.replies_failed
+            .get_or_create(&SendFailure {
+                status: label(status.map(|s| s.to_string())),
+                twilio_error: label(twilio_error.map(|c| c.to_string())),
+            })
+            .inc();
     }
 
     pub fn rate_limited(&self, limit: &'static str) {

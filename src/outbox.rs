@@ -52,6 +52,8 @@ impl Recipient {
 pub struct Sent {
     pub sent: usize,
     pub last_error: Option<SendError>,
+    /// Twilio's HTTP status and error code of each reply not sent (none: no answer).
+    pub failures: Vec<(Option<u16>, Option<u32>)>,
     /// Another instance took the turn over before every reply was sent: it sends the rest.
     pub handed_over: bool,
 }
@@ -139,6 +141,7 @@ impl Outbox {
                         error = %error,
                         "a reply could not be sent through the Messages API"
                     );
+                    report.failures.push((error.status(), error.code()));
                     report.last_error = Some(error);
                 }
             }

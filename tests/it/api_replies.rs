@@ -151,6 +151,14 @@ async fn a_messages_api_that_keeps_failing_is_given_up_on_and_the_next_reply_sti
     // Four tries for the first reply, then the second reply goes through.
     assert_eq!(bodies(&sent), vec!["Fish & <chips> \"quoted\" 🍟"]);
     assert_eq!(stack.twilio.attempts(), 5);
+    // Counted with Twilio's status and error code.
+    assert!(
+        stack.metrics().await.contains(
+            r#"twilio_dialogflow_replies_failed_total{status="503",twilio_error="20500"} 1"#
+        ),
+        "{}",
+        stack.metrics().await
+    );
 }
 
 #[tokio::test]

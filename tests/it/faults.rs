@@ -184,8 +184,12 @@ async fn a_send_that_went_out_unanswered_is_never_sent_again() {
         assert_eq!(stack.twilio.attempts(), 2, "{fault:?}: one try each");
         let metrics = stack.metrics().await;
         assert_eq!(
-            value(&metrics, "twilio_dialogflow_replies_failed_total"),
-            1.0
+            value(
+                &metrics,
+                r#"twilio_dialogflow_replies_failed_total{status="none",twilio_error="none"}"#
+            ),
+            1.0,
+            "{metrics}"
         );
         assert_eq!(
             value(
