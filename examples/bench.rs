@@ -182,6 +182,8 @@ fn spawn_bridge_with(
         .env("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
         .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
         .env("REPLY_MODE", "twiml")
+        // The load reuses senders: every request must reach the agent.
+        .env("RATE_LIMIT_PER_CONVERSATION", "off")
         .env("DIALOGFLOW_EMULATOR_HOST", emulator.to_string())
         .env("TWILIO_API_BASE_URL", "http://127.0.0.1:9")
         // Logging as in production: one line per webhook, here into /dev/null.

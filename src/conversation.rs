@@ -246,11 +246,17 @@ impl Conversations {
             account_sid: message.account_sid.clone(),
             message_sid: sid.clone(),
         });
-        let record = TurnRecord {
-            params: message.params.pairs().to_vec(),
-            status_callback: recipient.status_callback.clone(),
+        // What another instance needs to send this turn's replies, should this one die:
+        // only when there is a store to share it and an API to send them through.
+        let record: Json = if self.state.is_shared() && self.outbox().is_some() {
+            let record = TurnRecord {
+                params: message.params.pairs().to_vec(),
+                status_callback: recipient.status_callback.clone(),
+            };
+            serde_json::to_string(&record).unwrap_or_default().into()
+        } else {
+            Json::from("")
         };
-        let record: Json = serde_json::to_string(&record).unwrap_or_default().into();
         let ticket = match self.state.admit(key, session, record).await {
             Admission::Repeat(repeat) => return self.repeat(repeat, session).await,
             Admission::First(ticket) => ticket,
@@ -458,6 +464,16 @@ impl Conversations {
             sent,
             sending,
         } = taken;
+        let Some(outbox) = self.outbox().cloned() else {
+            // The webhook that waited for this turn died with its instance: there is no
+            // other way to the person. A re-delivery of the message is answered afresh.
+            tracing::warn!(
+                message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
+                "took over the turn of an instance that died: with REPLY_MODE=twiml its reply is lost"
+            );
+            ticket.keep_alive(ticket.wait_turn()).await;
+            return ticket.abandon().await;
+        };
         let message = serde_json::from_str::<TurnRecord>(&turn)
             .ok()
             .and_then(|record| {
@@ -470,17 +486,14 @@ impl Conversations {
                 Some((message, recipient))
             });
         let Some((message, recipient)) = message else {
-            tracing::error!("a turn taken over cannot be read: its message is skipped");
-            return ticket.abandon().await;
-        };
-        let message_sid = recipient.message_sid.clone();
-        let Some(outbox) = self.outbox().cloned() else {
-            // The webhook that waited for this turn died with its instance: there is no
-            // other way to the person. A re-delivery of the message is answered afresh.
-            tracing::warn!(%message_sid, "took over the turn of an instance that died: with REPLY_MODE=twiml its reply is lost");
+            tracing::error!(
+                message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
+                "a turn taken over cannot be read: its message is skipped"
+            );
             ticket.keep_alive(ticket.wait_turn()).await;
             return ticket.abandon().await;
         };
+        let message_sid = recipient.message_sid.clone();
         let answer = answer.as_deref().and_then(StoredOutcome::read);
         let Some(answer) = answer else {
             tracing::warn!(%message_sid, "took over the turn of an instance that died before the agent's answer was recorded: asking the agent again");

@@ -114,9 +114,10 @@ const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 100
 /// ARGV: session, turn, owner, lease ms, message ttl s, conversation ttl s, turn key
 /// prefix, messages a minute per conversation (0: no limit), agent calls an hour (0: no
 /// limit).
-/// Returns {0, stored} for a repeat, {1, seq, token, limited, tell} for a first delivery:
-/// limited is 0, 1 (the conversation's pace) or 2 (the agent budget); tell is 1 the
-/// first time within a minute.
+/// Returns {0, stored} for a repeat, {1, seq, token, limited, tell, ready} for a first
+/// delivery: limited is 0, 1 (the conversation's pace) or 2 (the agent budget); tell is
+/// 1 the first time within a minute; ready is 1 when the turns before it are done (no
+/// need to wait: the common case costs no further round trip).
 const ADMIT: &str = r#"
 if KEYS[1] ~= '' then
   local seen = redis.call('GET', KEYS[1])
@@ -160,7 +161,10 @@ redis.call('HSET', turn, 'key', KEYS[1], 'turn', ARGV[2], 'owner', ARGV[3], 'tok
 redis.call('EXPIRE', turn, ARGV[6])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), turn)
 if KEYS[1] ~= '' then redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[5]) end
-return {1, seq, token, limited, tell}
+local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '0')
+local ready = 0
+if done + 1 >= seq then ready = 1 end
+return {1, seq, token, limited, tell, ready}
 "#;
 
 /// KEYS: conversation. ARGV: seq, turn key prefix. 1 once the turns before seq are done;
@@ -392,7 +396,7 @@ impl SharedState {
             .await;
         let admitted = admitted.and_then(|reply| match reply.as_slice() {
             [Value::Int(0), seen] => Ok(Err(text(seen)?)),
-            [Value::Int(1), Value::Int(seq), Value::Int(token), Value::Int(limited), Value::Int(tell)] => {
+            [Value::Int(1), Value::Int(seq), Value::Int(token), Value::Int(limited), Value::Int(tell), Value::Int(ready)] => {
                 let limited = match limited {
                     1 => Some(Scope::Conversation),
                     2 => Some(Scope::AgentBudget),
@@ -402,12 +406,12 @@ impl SharedState {
                     scope,
                     tell: *tell == 1,
                 });
-                Ok(Ok((*seq as u64, *token as u64, limited)))
+                Ok(Ok((*seq as u64, *token as u64, limited, *ready == 1)))
             }
             other => Err(StoreError::Corrupt(format!("admit answered {other:?}"))),
         });
         match admitted {
-            Ok(Ok((seq, token, limited))) => Admission::First(Ticket {
+            Ok(Ok((seq, token, limited, ready))) => Admission::First(Ticket {
                 session,
                 key,
                 limited,
@@ -419,6 +423,7 @@ impl SharedState {
                     seq,
                     token,
                     held: AtomicBool::new(true),
+                    ready: AtomicBool::new(ready),
                 }),
             }),
             Ok(Err(seen)) => match (key, seen.strip_prefix("done:")) {
@@ -521,6 +526,7 @@ impl SharedState {
                     seq: seq.parse().ok()?,
                     token: token.parse().ok()?,
                     held: AtomicBool::new(true),
+                    ready: AtomicBool::new(false),
                 }),
             },
             turn: data.as_str().into(),
@@ -658,6 +664,8 @@ pub(super) struct SharedTicket {
     seq: u64,
     token: u64,
     held: AtomicBool,
+    /// The turns before it were done when it was admitted.
+    ready: AtomicBool,
 }
 
 impl SharedTicket {
@@ -666,6 +674,9 @@ impl SharedTicket {
     }
 
     pub(super) async fn wait_turn(&self) {
+        if self.ready.load(Ordering::Relaxed) {
+            return;
+        }
         let prefix = self
             .turn
             .trim_end_matches(|c: char| c.is_ascii_digit())
