@@ -170,6 +170,10 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         ("LANGUAGE_CODE", agent.language_code.clone()),
         ("endpoint", agent.endpoint.url()),
         ("AGENT_TIMEOUT", seconds(agent.timeout)),
+        (
+            "AGENT_RETRY_WINDOW",
+            seconds(agent.retry_window.min(agent.timeout)),
+        ),
         ("PORT", settings.port.to_string()),
         (
             "TWILIO_WEBHOOK_URL",
@@ -195,7 +199,15 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         lines.extend([
             ("REPLY_DEADLINE", seconds(replies.deadline)),
             ("TWILIO_API_BASE_URL", replies.api_base_url.clone()),
-            ("Messages API user", replies.api_username.clone()),
+            ("TWILIO_API_TIMEOUT", seconds(replies.api_timeout)),
+            (
+                "Messages API user",
+                if replies.api_username.starts_with("SK") {
+                    format!("{} (TWILIO_API_KEY_SID)", replies.api_username)
+                } else {
+                    replies.api_username.clone()
+                },
+            ),
             (
                 "TWILIO_MESSAGING_SERVICE_SID",
                 replies
@@ -206,6 +218,34 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         ]);
     }
     lines.push(("SHUTDOWN_GRACE", seconds(replies.shutdown_grace)));
+    let count = |n: Option<std::num::NonZeroU32>, per: &str| {
+        n.map_or("off".to_owned(), |n| format!("{n} {per}"))
+    };
+    lines.extend([
+        (
+            "RATE_LIMIT_PER_CONVERSATION",
+            count(settings.rate_limits.per_conversation, "a minute"),
+        ),
+        (
+            "AGENT_CALLS_PER_HOUR",
+            count(settings.rate_limits.agent_calls_per_hour, "an hour"),
+        ),
+        (
+            "RATE_LIMIT_MESSAGE",
+            format!("{:?}", settings.rate_limit_message),
+        ),
+        ("HEADER_TIMEOUT", seconds(settings.limits.header)),
+        ("BODY_TIMEOUT", seconds(settings.limits.body)),
+        ("IDLE_TIMEOUT", seconds(settings.limits.idle)),
+        (
+            "MAX_CONNECTIONS",
+            format!(
+                "{} (open files allowed: {})",
+                settings.limits.max_connections,
+                crate::config::open_files_limit()
+            ),
+        ),
+    ]);
     let state = &settings.state;
     match &state.url {
         None => lines.push(("STATE_URL", "(not set: this process's own state)".into())),

@@ -836,6 +836,10 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     if duration.is_zero() {
         return Err("must be longer than zero".to_owned());
     }
+    // Far past any sensible setting, and far from where time arithmetic overflows.
+    if duration > Duration::from_secs(7 * 24 * 3600) {
+        return Err("must be at most 7 days".to_owned());
+    }
     Ok(duration)
 }
 

@@ -90,6 +90,11 @@ impl Agent {
         })
     }
 
+    /// How long one question may take, retries included (`AGENT_TIMEOUT`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Asks the agent, retrying transient failures, and gives up after the configured
     /// timeout.
     pub async fn detect_intent(&self, query: &AgentQuery) -> Result<Vec<ReplyMessage>, AgentError> {

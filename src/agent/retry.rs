@@ -161,8 +161,8 @@ impl RetryPolicy for Policy {
         let Some(pause) = failure.backoff(state.attempt_count) else {
             return RetryResult::Permanent(error);
         };
-        let elapsed = state.start.elapsed();
-        if elapsed >= self.window || elapsed + pause >= self.timeout {
+        // The last attempt starts within the window (which is within the timeout).
+        if state.start.elapsed() + pause >= self.window {
             return RetryResult::Exhausted(error);
         }
         RetryResult::Continue(error)

@@ -148,10 +148,12 @@ pub fn read_query(body: &Value) -> Result<(Query, Option<String>), GoogleError> 
     ))
 }
 
-/// A proto3 JSON Duration, `"43200s"` or `"1.5s"`.
+/// A proto3 JSON Duration, `"43200s"` or `"1.5s"`; at most a day, as CX allows a
+/// session.
 pub fn read_duration(value: &Value) -> Option<std::time::Duration> {
     let seconds: f64 = value.as_str()?.strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds > 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+    let duration = std::time::Duration::try_from_secs_f64(seconds).ok()?;
+    (!duration.is_zero()).then(|| duration.min(std::time::Duration::from_secs(24 * 3600)))
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@
 //! - `P:c:{session}`: the conversation's `next` and `done` turn numbers;
 //! - `P:rate:{session}`: the conversation's pace this minute, and when it was told to
 //!   slow down; `P:budget`: the agent calls this hour;
-//! - `P:t:{session}:{n}`: turn n: its message, owner, fencing token, answer, progress;
+//! - `P:t:{session}:{n}`: turn n: its message, fencing token (this instance's id and a
+//!   counter: unique, even after the store loses its data), answer, progress, limits;
 //! - `P:leases`: turns by the time their lease runs out;
-//! - `P:token`: the fencing token counter;
 //! - `P:r:{slot}:{session}`: conversation records.
 //!
 //! Sessions are hashes: no phone number is ever part of a key.
@@ -32,7 +32,7 @@ use crate::session::SessionId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OnceCell};
@@ -73,6 +73,8 @@ pub struct SharedState {
     owner: String,
     tls: bool,
     limits: RateLimits,
+    /// Counts the fencing tokens this instance made.
+    tokens: AtomicU64,
     /// This process's state, for the messages the shared store cannot take.
     local: Arc<LocalState>,
     metrics: Arc<Metrics>,
@@ -96,10 +98,10 @@ impl Scripts {
     fn new() -> Self {
         Self {
             admit: Script::new(&format!("{NOW}{ADMIT}")),
-            wait_turn: Script::new(WAIT_TURN),
+            wait_turn: Script::new(&format!("{ADVANCE}{WAIT_TURN}")),
             renew: Script::new(&format!("{NOW}{RENEW}")),
             record: Script::new(RECORD),
-            finish: Script::new(FINISH),
+            finish: Script::new(&format!("{ADVANCE}{FINISH}")),
             release: Script::new(RELEASE),
             take_over: Script::new(&format!("{NOW}{TAKE_OVER}")),
         }
@@ -109,127 +111,152 @@ impl Scripts {
 /// `now`, in milliseconds, by the server's clock.
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// KEYS: message (or ''), conversation, leases, token counter, the conversation's rate
-/// counts, the agent budget's count.
-/// ARGV: session, turn, owner, lease ms, message ttl s, conversation ttl s, turn key
+/// Advances the conversation `KEYS[c]` past every finished turn after `done`: a turn
+/// whose key is gone (finished out of order, or expired) is passed over, so that `done`
+/// only ever names turns all finished before it.
+const ADVANCE: &str = r#"
+local function advance(conversation, prefix)
+  local done = tonumber(redis.call('HGET', conversation, 'done') or '0')
+  local next = tonumber(redis.call('HGET', conversation, 'next') or '0')
+  while done < next and redis.call('EXISTS', prefix .. (done + 1)) == 0 do
+    done = done + 1
+  end
+  redis.call('HSET', conversation, 'done', done)
+  return done
+end
+"#;
+
+/// KEYS: message (or ''), conversation, leases, the conversation's rate counts, the
+/// agent budget's count.
+/// ARGV: session, turn, token, lease ms, message ttl s, conversation ttl s, turn key
 /// prefix, messages a minute per conversation (0: no limit), agent calls an hour (0: no
 /// limit).
-/// Returns {0, stored} for a repeat, {1, seq, token, limited, tell, ready} for a first
+/// Returns {0, stored} for a repeat, {1, seq, limited, tell, ready} for a first
 /// delivery: limited is 0, 1 (the conversation's pace) or 2 (the agent budget); tell is
 /// 1 the first time within a minute; ready is 1 when the turns before it are done (no
-/// need to wait: the common case costs no further round trip).
+/// need to wait: the common case costs no further round trip). The same token again
+/// (a retry of an admission whose answer was lost) gets the same turn.
 const ADMIT: &str = r#"
 if KEYS[1] ~= '' then
   local seen = redis.call('GET', KEYS[1])
-  if seen then return {0, seen} end
+  if seen then
+    local mine = 'pending:' .. ARGV[3] .. ':'
+    if string.sub(seen, 1, #mine) ~= mine then return {0, seen} end
+    local seq = tonumber(string.sub(seen, #mine + 1))
+    local turn = ARGV[7] .. seq
+    local limited = tonumber(redis.call('HGET', turn, 'limited') or '0')
+    local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '0')
+    local ready = 0
+    if done + 1 >= seq then ready = 1 end
+    return {1, seq, limited, 0, ready}
+  end
 end
 local limited = 0
 local per_minute = tonumber(ARGV[8])
 if per_minute > 0 then
-  local started = tonumber(redis.call('HGET', KEYS[5], 'started') or '0')
+  local started = tonumber(redis.call('HGET', KEYS[4], 'started') or '0')
   local count
   if now - started >= 60000 then
-    redis.call('HSET', KEYS[5], 'started', now, 'count', 1)
+    redis.call('HSET', KEYS[4], 'started', now, 'count', 1)
     count = 1
   else
-    count = redis.call('HINCRBY', KEYS[5], 'count', 1)
+    count = redis.call('HINCRBY', KEYS[4], 'count', 1)
   end
-  redis.call('PEXPIRE', KEYS[5], 120000)
+  redis.call('PEXPIRE', KEYS[4], 120000)
   if count > per_minute then limited = 1 end
 end
 local per_hour = tonumber(ARGV[9])
 if limited == 0 and per_hour > 0 then
-  local used = redis.call('INCR', KEYS[6])
-  if used == 1 then redis.call('PEXPIRE', KEYS[6], 3600000) end
+  local used = redis.call('INCR', KEYS[5])
+  if used == 1 then redis.call('PEXPIRE', KEYS[5], 3600000) end
   if used > per_hour then limited = 2 end
 end
 local tell = 0
 if limited > 0 then
-  local told = tonumber(redis.call('HGET', KEYS[5], 'told') or '0')
+  local told = tonumber(redis.call('HGET', KEYS[4], 'told') or '0')
   if now - told >= 60000 then
     tell = 1
-    redis.call('HSET', KEYS[5], 'told', now)
-    redis.call('PEXPIRE', KEYS[5], 120000)
+    redis.call('HSET', KEYS[4], 'told', now)
+    redis.call('PEXPIRE', KEYS[4], 120000)
   end
 end
 local seq = redis.call('HINCRBY', KEYS[2], 'next', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 local turn = ARGV[7] .. seq
-local token = redis.call('INCR', KEYS[4])
-redis.call('HSET', turn, 'key', KEYS[1], 'turn', ARGV[2], 'owner', ARGV[3], 'token', token,
-  'session', ARGV[1], 'seq', seq, 'sent', 0)
+redis.call('HSET', turn, 'key', KEYS[1], 'turn', ARGV[2], 'token', ARGV[3], 'limited', limited, 'tell', tell)
 redis.call('EXPIRE', turn, ARGV[6])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), turn)
-if KEYS[1] ~= '' then redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[5]) end
+if KEYS[1] ~= '' then redis.call('SET', KEYS[1], 'pending:' .. ARGV[3] .. ':' .. seq, 'EX', ARGV[5]) end
 local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '0')
 local ready = 0
 if done + 1 >= seq then ready = 1 end
-return {1, seq, token, limited, tell, ready}
+return {1, seq, limited, tell, ready}
 "#;
 
-/// KEYS: conversation. ARGV: seq, turn key prefix. 1 once the turns before seq are done;
-/// a turn before it that no longer exists (expired, or the store was emptied) is skipped.
+/// KEYS: conversation. ARGV: seq, turn key prefix. 1 once the turns before seq are done.
 const WAIT_TURN: &str = r#"
-local seq = tonumber(ARGV[1])
-while true do
-  local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
-  if done + 1 >= seq then return 1 end
-  if redis.call('EXISTS', ARGV[2] .. (done + 1)) == 1 then return 0 end
-  redis.call('HSET', KEYS[1], 'done', done + 1)
-end
+local done = advance(KEYS[1], ARGV[2])
+if done + 1 >= tonumber(ARGV[1]) then return 1 end
+return 0
 "#;
 
-/// KEYS: turn, leases. ARGV: token, lease ms. 1 if still held (and renewed).
+/// KEYS: turn, leases. ARGV: token, lease ms. 1 if still held (and renewed), 0 if
+/// another instance holds it, -1 if the store no longer has the turn.
 const RENEW: &str = r#"
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+local token = redis.call('HGET', KEYS[1], 'token')
+if not token then return -1 end
+if token ~= ARGV[1] then return 0 end
 redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]), KEYS[1])
 return 1
 "#;
 
-/// KEYS: turn. ARGV: token, field, value[, field, value]. 1 if still held.
+/// KEYS: turn. ARGV: token, field, value[, field, value]. As RENEW answers.
 const RECORD: &str = r#"
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+local token = redis.call('HGET', KEYS[1], 'token')
+if not token then return -1 end
+if token ~= ARGV[1] then return 0 end
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 "#;
 
 /// KEYS: turn, message (or ''), conversation, leases.
-/// ARGV: token, outcome ('' to forget the message), seq, message ttl s, conversation ttl s.
+/// ARGV: token, outcome ('' to forget the message), message ttl s, conversation ttl s,
+/// turn key prefix. As RENEW answers; with the turn gone, the outcome is still kept.
 const FINISH: &str = r#"
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+local token = redis.call('HGET', KEYS[1], 'token')
+if token and token ~= ARGV[1] then return 0 end
 if KEYS[2] ~= '' then
   if ARGV[2] == '' then redis.call('DEL', KEYS[2])
-  else redis.call('SET', KEYS[2], 'done:' .. ARGV[2], 'EX', ARGV[4]) end
+  else redis.call('SET', KEYS[2], 'done:' .. ARGV[2], 'EX', ARGV[3]) end
 end
-local seq = tonumber(ARGV[3])
-local done = tonumber(redis.call('HGET', KEYS[3], 'done') or '0')
-if seq > done then done = seq redis.call('HSET', KEYS[3], 'done', seq) end
-redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[4], KEYS[1])
+advance(KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+if not token then return -1 end
 return 1
 "#;
 
 /// KEYS: turn, leases. ARGV: token. Lets the lease run out now.
 const RELEASE: &str = r#"
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'owner', '')
 redis.call('ZADD', KEYS[2], 'XX', 0, KEYS[1])
 return 1
 "#;
 
-/// KEYS: leases, token counter. ARGV: owner, lease ms, at most.
-/// Returns, per turn taken: turn key, token, message key, turn, answer, sent, session, seq.
+/// KEYS: leases. ARGV: a token per turn to take, lease ms.
+/// Returns, per turn taken: turn key, token, message key, turn, answer, sent, limited,
+/// tell.
 const TAKE_OVER: &str = r#"
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, #ARGV - 1)
 local taken = {}
-for _, turn in ipairs(expired) do
+for i, turn in ipairs(expired) do
   if redis.call('EXISTS', turn) == 1 then
-    local token = redis.call('INCR', KEYS[2])
-    redis.call('HSET', turn, 'owner', ARGV[1], 'token', token)
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), turn)
-    local f = redis.call('HMGET', turn, 'key', 'turn', 'answer', 'sent', 'session', 'seq')
-    for _, v in ipairs({turn, tostring(token), f[1] or '', f[2] or '', f[3] or '', f[4] or '0', f[5] or '', f[6] or '0'}) do
+    local token = ARGV[i]
+    redis.call('HSET', turn, 'token', token)
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[#ARGV]), turn)
+    local f = redis.call('HMGET', turn, 'key', 'turn', 'answer', 'sent', 'limited', 'tell')
+    for _, v in ipairs({turn, token, f[1] or '', f[2] or '', f[3] or '', f[4] or '0', f[5] or '0', f[6] or '0'}) do
       table.insert(taken, v)
     end
   else
@@ -275,6 +302,7 @@ impl SharedState {
             tls,
             local: Arc::new(LocalState::new(limits)),
             limits,
+            tokens: AtomicU64::new(0),
             metrics,
             finished: Notify::new(),
             last_warning: std::sync::Mutex::new(None),
@@ -372,61 +400,37 @@ impl SharedState {
             .map(|k| self.message_key(k))
             .unwrap_or_default();
         let conversation = self.key(&["c", session.as_str()]);
-        let admitted = self
-            .call("admit", |mut connection| {
-                let mut invocation = self.scripts.admit.prepare_invoke();
-                invocation
-                    .key(&message_key)
-                    .key(&conversation)
-                    .key(self.key(&["leases"]))
-                    .key(self.key(&["token"]))
-                    .key(self.key(&["rate", session.as_str()]))
-                    .key(self.key(&["budget"]))
-                    .arg(session.as_str())
-                    .arg(&*turn)
-                    .arg(&self.owner)
-                    .arg(self.lease.as_millis() as u64)
-                    .arg(REMEMBER_FOR.as_secs())
-                    .arg(CONVERSATION_TTL.as_secs())
-                    .arg(self.turn_prefix(&session))
-                    .arg(self.limits.per_conversation.map_or(0, |n| n.get()))
-                    .arg(self.limits.agent_calls_per_hour.map_or(0, |n| n.get()));
-                async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
-            })
+        let token = self.new_token();
+        // The script may have run when its answer is lost (a timeout): asked again with
+        // the same token, it gives the same turn. Only then is this process's own state
+        // used, and the turn left in the store is cleared once the store answers.
+        let mut admitted = self
+            .run_admit(&message_key, &conversation, &session, &turn, &token)
             .await;
-        let admitted = admitted.and_then(|reply| match reply.as_slice() {
-            [Value::Int(0), seen] => Ok(Err(text(seen)?)),
-            [Value::Int(1), Value::Int(seq), Value::Int(token), Value::Int(limited), Value::Int(tell), Value::Int(ready)] => {
-                let limited = match limited {
-                    1 => Some(Scope::Conversation),
-                    2 => Some(Scope::AgentBudget),
-                    _ => None,
-                }
-                .map(|scope| Limited {
-                    scope,
-                    tell: *tell == 1,
-                });
-                Ok(Ok((*seq as u64, *token as u64, limited, *ready == 1)))
-            }
-            other => Err(StoreError::Corrupt(format!("admit answered {other:?}"))),
-        });
+        if matches!(admitted, Err(StoreError::Timeout(_))) {
+            admitted = self
+                .run_admit(&message_key, &conversation, &session, &turn, &token)
+                .await;
+        }
         match admitted {
-            Ok(Ok((seq, token, limited, ready))) => Admission::First(Ticket {
+            Ok(Admitted::First {
+                seq,
+                limited,
+                ready,
+            }) => Admission::First(Ticket {
                 session,
                 key,
                 limited,
-                held: Held::Shared(SharedTicket {
-                    state: Arc::clone(self),
-                    turn: format!("{}{seq}", self.turn_prefix(&session)),
-                    message: message_key,
-                    conversation,
+                held: Held::Shared(SharedTicket::new(
+                    Arc::clone(self),
+                    &session,
+                    message_key,
                     seq,
                     token,
-                    held: AtomicBool::new(true),
-                    ready: AtomicBool::new(ready),
-                }),
+                    ready,
+                )),
             }),
-            Ok(Err(seen)) => match (key, seen.strip_prefix("done:")) {
+            Ok(Admitted::Repeat(seen)) => match (key, seen.strip_prefix("done:")) {
                 (_, Some(outcome)) => {
                     let outcome: Json = outcome.into();
                     Admission::Repeat(Repeat::Local(crate::ledger::Repeat::Done(outcome)))
@@ -438,11 +442,118 @@ impl SharedState {
                 (None, None) => self.local.admit(None, session),
             },
             // Counted and logged in `call`: this message is handled as one instance would.
-            Err(_) => {
+            Err(error) => {
                 self.metrics.state_fallback();
+                if matches!(error, StoreError::Timeout(_)) && !message_key.is_empty() {
+                    tokio::spawn(Arc::clone(self).clear_lost_admission(
+                        message_key,
+                        conversation,
+                        session,
+                        token,
+                    ));
+                }
                 self.local.admit(key, session)
             }
         }
+    }
+
+    async fn run_admit(
+        &self,
+        message_key: &str,
+        conversation: &str,
+        session: &SessionId,
+        turn: &Json,
+        token: &str,
+    ) -> Result<Admitted, StoreError> {
+        let reply = self
+            .call("admit", |mut connection| {
+                let mut invocation = self.scripts.admit.prepare_invoke();
+                invocation
+                    .key(message_key)
+                    .key(conversation)
+                    .key(self.key(&["leases"]))
+                    .key(self.key(&["rate", session.as_str()]))
+                    .key(self.key(&["budget"]))
+                    .arg(session.as_str())
+                    .arg(&**turn)
+                    .arg(token)
+                    .arg(self.lease.as_millis() as u64)
+                    .arg(REMEMBER_FOR.as_secs())
+                    .arg(CONVERSATION_TTL.as_secs())
+                    .arg(self.turn_prefix(session))
+                    .arg(self.limits.per_conversation.map_or(0, |n| n.get()))
+                    .arg(self.limits.agent_calls_per_hour.map_or(0, |n| n.get()));
+                async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
+            })
+            .await?;
+        match reply.as_slice() {
+            [Value::Int(0), seen] => Ok(Admitted::Repeat(text(seen)?)),
+            [Value::Int(1), Value::Int(seq), Value::Int(limited), Value::Int(tell), Value::Int(ready)] => {
+                Ok(Admitted::First {
+                    seq: (*seq).max(0) as u64,
+                    limited: limited_of(*limited, *tell),
+                    ready: *ready == 1,
+                })
+            }
+            other => Err(StoreError::Corrupt(format!("admit answered {other:?}"))),
+        }
+    }
+
+    /// An admission whose answer never came may still have made a turn in the store,
+    /// which would hold up the conversation and, once its lease ran out, be answered a
+    /// second time by another instance. This process answered the message itself:
+    /// once the store answers again (within the lease), that turn is finished and the
+    /// message forgotten there.
+    async fn clear_lost_admission(
+        self: Arc<Self>,
+        message_key: String,
+        conversation: String,
+        session: SessionId,
+        token: String,
+    ) {
+        let started = Instant::now();
+        let mine = format!("pending:{token}:");
+        while started.elapsed() < self.lease {
+            tokio::time::sleep(POLL_EVERY * 10).await;
+            let seen = self
+                .call("outcome", |mut connection| {
+                    let message_key = message_key.clone();
+                    async move {
+                        redis::cmd("GET")
+                            .arg(message_key)
+                            .query_async::<Option<String>>(&mut connection)
+                            .await
+                    }
+                })
+                .await;
+            let seq = match seen {
+                Err(_) => continue,
+                Ok(seen) => seen.and_then(|v| v.strip_prefix(&mine)?.parse::<u64>().ok()),
+            };
+            // The script never ran, or another delivery owns the message: nothing to do.
+            let Some(seq) = seq else { return };
+            let ticket = SharedTicket::new(
+                Arc::clone(&self),
+                &session,
+                message_key.clone(),
+                seq,
+                token.clone(),
+                true,
+            );
+            debug_assert_eq!(ticket.conversation, conversation);
+            if ticket.try_finish(None).await {
+                return;
+            }
+        }
+        tracing::error!(
+            "an admission the shared store did not confirm could not be cleared: another instance may answer its message again after STATE_LEASE"
+        );
+    }
+
+    /// A fencing token no other turn holder has: this instance's id and a counter.
+    fn new_token(&self) -> String {
+        let n = self.tokens.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.owner)
     }
 
     /// Polls the first delivery's outcome: `None` once it is withdrawn, or when the
@@ -475,15 +586,15 @@ impl SharedState {
     }
 
     pub(super) async fn take_over_expired(self: &Arc<Self>) -> Vec<TakenOver> {
+        let tokens: Vec<String> = (0..TAKE_AT_MOST).map(|_| self.new_token()).collect();
         let taken = self
             .call("take_over", |mut connection| {
                 let mut invocation = self.scripts.take_over.prepare_invoke();
-                invocation
-                    .key(self.key(&["leases"]))
-                    .key(self.key(&["token"]))
-                    .arg(&self.owner)
-                    .arg(self.lease.as_millis() as u64)
-                    .arg(TAKE_AT_MOST);
+                invocation.key(self.key(&["leases"]));
+                for token in &tokens {
+                    invocation.arg(token);
+                }
+                invocation.arg(self.lease.as_millis() as u64);
                 async move {
                     invocation
                         .invoke_async::<Vec<String>>(&mut connection)
@@ -499,9 +610,13 @@ impl SharedState {
     }
 
     fn taken_over(self: &Arc<Self>, fields: &[String]) -> Option<TakenOver> {
-        let [turn, token, message, data, answer, sent, session, seq] = fields else {
+        let [turn, token, message, data, answer, sent, limited, tell] = fields else {
             return None;
         };
+        // `P:t:{session}:{seq}`.
+        let (session, seq) = turn
+            .strip_prefix(&format!("{}:", self.key(&["t"])))?
+            .rsplit_once(':')?;
         let session = SessionId::parse(session)?;
         let key = message
             .strip_prefix(&format!("{}:", self.key(&["m"])))
@@ -516,18 +631,15 @@ impl SharedState {
             ticket: Ticket {
                 session,
                 key,
-                // Its limits were counted when it was admitted.
-                limited: None,
-                held: Held::Shared(SharedTicket {
-                    state: Arc::clone(self),
-                    turn: turn.clone(),
-                    message: message.clone(),
-                    conversation: self.key(&["c", session.as_str()]),
-                    seq: seq.parse().ok()?,
-                    token: token.parse().ok()?,
-                    held: AtomicBool::new(true),
-                    ready: AtomicBool::new(false),
-                }),
+                limited: limited_of(limited.parse().unwrap_or(0), tell.parse().unwrap_or(0)),
+                held: Held::Shared(SharedTicket::new(
+                    Arc::clone(self),
+                    &session,
+                    message.clone(),
+                    seq.parse().ok()?,
+                    token.clone(),
+                    false,
+                )),
             },
             turn: data.as_str().into(),
             // The message after those accepted was being sent, or about to be.
@@ -655,32 +767,130 @@ fn instance_id() -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What an admission script said.
+enum Admitted {
+    First {
+        seq: u64,
+        limited: Option<Limited>,
+        ready: bool,
+    },
+    Repeat(String),
+}
+
+/// The limit a turn went past, as the scripts number them.
+fn limited_of(limited: i64, tell: i64) -> Option<Limited> {
+    let scope = match limited {
+        1 => Scope::Conversation,
+        2 => Scope::AgentBudget,
+        _ => return None,
+    };
+    Some(Limited {
+        scope,
+        tell: tell == 1,
+    })
+}
+
+/// What a script that checks the fencing token answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holding {
+    /// This instance holds the turn.
+    Yes,
+    /// Another instance took it over.
+    Lost,
+    /// The store no longer has the turn (it lost its data): nobody else can work it, so
+    /// this instance goes on.
+    Gone,
+}
+
+impl Holding {
+    fn of(answer: i64) -> Self {
+        match answer {
+            0 => Holding::Lost,
+            -1 => Holding::Gone,
+            _ => Holding::Yes,
+        }
+    }
+}
+
 /// A turn held in the shared store, by the fencing token this instance got for it.
 pub(super) struct SharedTicket {
     state: Arc<SharedState>,
     turn: String,
+    turn_prefix: String,
     message: String,
     conversation: String,
     seq: u64,
-    token: u64,
-    held: AtomicBool,
+    token: String,
+    /// Another instance took the turn over.
+    lost: AtomicBool,
+    /// When the store last confirmed the lease (ms since `created`); past the lease
+    /// without a confirmation, another instance may hold the turn.
+    confirmed: AtomicU64,
+    created: Instant,
     /// The turns before it were done when it was admitted.
     ready: AtomicBool,
 }
 
 impl SharedTicket {
+    fn new(
+        state: Arc<SharedState>,
+        session: &SessionId,
+        message: String,
+        seq: u64,
+        token: String,
+        ready: bool,
+    ) -> Self {
+        let turn_prefix = state.turn_prefix(session);
+        Self {
+            turn: format!("{turn_prefix}{seq}"),
+            conversation: state.key(&["c", session.as_str()]),
+            turn_prefix,
+            message,
+            seq,
+            token,
+            lost: AtomicBool::new(false),
+            confirmed: AtomicU64::new(0),
+            created: Instant::now(),
+            ready: AtomicBool::new(ready),
+            state,
+        }
+    }
+
+    fn confirm(&self) {
+        self.confirmed
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// False once another instance took the turn, or once the lease may have run out
+    /// unconfirmed (the store could not be reached to renew it).
     pub(super) fn is_held(&self) -> bool {
-        self.held.load(Ordering::Relaxed)
+        let confirmed = Duration::from_millis(self.confirmed.load(Ordering::Relaxed));
+        let unconfirmed = self.created.elapsed().saturating_sub(confirmed);
+        // A margin for the clocks: the lease runs on the server's.
+        !self.lost.load(Ordering::Relaxed) && unconfirmed < self.state.lease * 5 / 6
+    }
+
+    fn note(&self, held: Holding) {
+        match held {
+            Holding::Yes => self.confirm(),
+            Holding::Gone => {
+                self.confirm();
+                tracing::warn!(turn = %self.turn, "the shared store lost this turn (did it restart empty?): this instance goes on with it");
+            }
+            Holding::Lost => {
+                if !self.lost.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(turn = %self.turn, "another instance took this turn over: its lease ran out");
+                }
+            }
+        }
     }
 
     pub(super) async fn wait_turn(&self) {
         if self.ready.load(Ordering::Relaxed) {
             return;
         }
-        let prefix = self
-            .turn
-            .trim_end_matches(|c: char| c.is_ascii_digit())
-            .to_owned();
+        // From a fiftieth of a second to a third: a long queue does not hammer the store.
+        let mut pause = POLL_EVERY;
         loop {
             let ready = self
                 .state
@@ -689,12 +899,15 @@ impl SharedTicket {
                     invocation
                         .key(&self.conversation)
                         .arg(self.seq)
-                        .arg(&prefix);
+                        .arg(&self.turn_prefix);
                     async move { invocation.invoke_async::<i64>(&mut connection).await }
                 })
                 .await;
             match ready {
-                Ok(0) => self.state.pause().await,
+                Ok(0) => {
+                    let _ = tokio::time::timeout(pause, self.state.finished.notified()).await;
+                    pause = (pause * 2).min(POLL_EVERY * 16);
+                }
                 // Ready; or the store cannot say, and a person is not kept waiting for it.
                 _ => return,
             }
@@ -721,7 +934,7 @@ impl SharedTicket {
     }
 
     /// False once another instance holds the turn; a store that cannot answer is not
-    /// taken as a loss (the lease may still be good).
+    /// taken as a loss (the lease may still be good: `is_held` watches its age).
     async fn renew(&self) -> bool {
         let renewed = self
             .state
@@ -730,17 +943,15 @@ impl SharedTicket {
                 invocation
                     .key(&self.turn)
                     .key(self.state.key(&["leases"]))
-                    .arg(self.token)
+                    .arg(&self.token)
                     .arg(self.state.lease.as_millis() as u64);
                 async move { invocation.invoke_async::<i64>(&mut connection).await }
             })
             .await;
-        if let Ok(0) = renewed {
-            self.held.store(false, Ordering::Relaxed);
-            tracing::warn!(turn = %self.turn, "another instance took this turn over: its lease ran out");
-            return false;
+        if let Ok(answer) = renewed {
+            self.note(Holding::of(answer));
         }
-        true
+        !self.lost.load(Ordering::Relaxed)
     }
 
     async fn record(&self, fields: &[(&str, &str)]) {
@@ -748,15 +959,15 @@ impl SharedTicket {
             .state
             .call("record", |mut connection| {
                 let mut invocation = self.state.scripts.record.prepare_invoke();
-                invocation.key(&self.turn).arg(self.token);
+                invocation.key(&self.turn).arg(&self.token);
                 for (name, value) in fields {
                     invocation.arg(*name).arg(*value);
                 }
                 async move { invocation.invoke_async::<i64>(&mut connection).await }
             })
             .await;
-        if let Ok(0) = recorded {
-            self.held.store(false, Ordering::Relaxed);
+        if let Ok(answer) = recorded {
+            self.note(Holding::of(answer));
         }
     }
 
@@ -772,37 +983,48 @@ impl SharedTicket {
     /// go. Tried a few times: a turn that stays unfinished is taken over later, and its
     /// message may then be answered twice, which the log says.
     pub(super) async fn finish(self, outcome: Option<Json>) {
-        let outcome = outcome.as_deref().unwrap_or_default().to_owned();
         for attempt in 0..3u32 {
-            let finished = self
-                .state
-                .call("finish", |mut connection| {
-                    let mut invocation = self.state.scripts.finish.prepare_invoke();
-                    invocation
-                        .key(&self.turn)
-                        .key(&self.message)
-                        .key(&self.conversation)
-                        .key(self.state.key(&["leases"]))
-                        .arg(self.token)
-                        .arg(&outcome)
-                        .arg(self.seq)
-                        .arg(REMEMBER_FOR.as_secs())
-                        .arg(CONVERSATION_TTL.as_secs());
-                    async move { invocation.invoke_async::<i64>(&mut connection).await }
-                })
-                .await;
-            match finished {
-                Ok(_) => {
-                    self.state.finished.notify_waiters();
-                    return;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100) * (attempt + 1)).await,
+            if self.try_finish(outcome.clone()).await {
+                return;
             }
+            tokio::time::sleep(Duration::from_millis(100) * (attempt + 1)).await;
         }
         tracing::error!(
             turn = %self.turn,
             "the end of this turn could not be recorded in the shared store: another instance will take it over after STATE_LEASE, and may answer its message again"
         );
+    }
+
+    /// One attempt at [`SharedTicket::finish`]: true once the store answered.
+    async fn try_finish(&self, outcome: Option<Json>) -> bool {
+        let outcome = outcome.as_deref().unwrap_or_default().to_owned();
+        let finished = self
+            .state
+            .call("finish", |mut connection| {
+                let mut invocation = self.state.scripts.finish.prepare_invoke();
+                invocation
+                    .key(&self.turn)
+                    .key(&self.message)
+                    .key(&self.conversation)
+                    .key(self.state.key(&["leases"]))
+                    .arg(&self.token)
+                    .arg(&outcome)
+                    .arg(REMEMBER_FOR.as_secs())
+                    .arg(CONVERSATION_TTL.as_secs())
+                    .arg(&self.turn_prefix);
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
+        match finished {
+            Ok(answer) => {
+                if Holding::of(answer) == Holding::Lost {
+                    self.note(Holding::Lost);
+                }
+                self.state.finished.notify_waiters();
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     pub(super) async fn release(self) -> bool {
@@ -813,7 +1035,7 @@ impl SharedTicket {
                 invocation
                     .key(&self.turn)
                     .key(self.state.key(&["leases"]))
-                    .arg(self.token);
+                    .arg(&self.token);
                 async move { invocation.invoke_async::<i64>(&mut connection).await }
             })
             .await;

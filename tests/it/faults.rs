@@ -63,7 +63,10 @@ fn failed_with(metrics: &str, status: &str) -> f64 {
 
 #[tokio::test]
 async fn a_front_end_502_page_is_retried_and_the_person_gets_the_answer() {
-    let stack = start_with_agent(&faulty_agent(), "CX", |_| {}).await;
+    let stack = start_with_agent(&faulty_agent(), "CX", |vars| {
+        vars.insert("AGENT_TIMEOUT".into(), "5s".into());
+    })
+    .await;
     assert_eq!(texts(&stack.say("gateway").await), vec!["Recovered"]);
     assert_eq!(stack.agent_requests().len(), 3);
     let stack = start_with_agent(&faulty_agent(), "CX", |vars| {

@@ -509,3 +509,25 @@ async fn the_rate_limit_holds_across_instances() {
     );
     assert_eq!(asked(&cluster.emulator).len(), 2);
 }
+
+#[tokio::test]
+async fn a_store_that_restarts_empty_mid_turn_loses_no_reply() {
+    let mut cluster = cluster("api").await;
+    let a = &cluster.instances[0];
+    webhook(a, &says("slow", "SM0000000000000000000000000000008a")).await;
+    while asked(&cluster.emulator).is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Redis forgets everything while the agent thinks (no persistence, a failover).
+    cluster.redis.stop();
+    cluster.redis.restart().await;
+    let sent = cluster.twilio.wait_for(1).await;
+    assert_eq!(sent[0].body, "Finally");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.twilio.sent().len(), 1, "sent once");
+    // The conversation goes on.
+    let b = &cluster.instances[1];
+    webhook(b, &says("hi", "SM0000000000000000000000000000008b")).await;
+    let sent = cluster.twilio.wait_for(2).await;
+    assert_eq!(sent[1].body, "Hello from the agent");
+}

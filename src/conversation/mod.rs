@@ -7,14 +7,17 @@
 //! The turn's place, the message's id and the replies owed are kept by the state
 //! layer, so that they hold across instances.
 
+mod takeover;
+mod turn;
+
 use crate::agent::{Agent, AgentQuery, QueryInput, MEDIA_EVENT};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
 use crate::rate_limit::Limited;
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
-use crate::state::{Admission, Json, MessageKey, Repeat, StateStore, TakenOver, Ticket};
-use crate::twilio::webhook::{FormParams, IncomingMessage};
+use crate::state::{Admission, Json, MessageKey, Repeat, StateStore};
+use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -338,201 +341,6 @@ impl Conversations {
                 duplicate: true,
             },
             None => Handled::queued(session, true),
-        }
-    }
-
-    /// One turn: waits for the turns before it, asks the agent, and gives the replies
-    /// to the webhook still `waiting`, or else sends them through the API.
-    async fn run_turn(
-        self: Arc<Self>,
-        ticket: Ticket,
-        message: IncomingMessage,
-        recipient: Recipient,
-        waiting: Option<oneshot::Sender<Handled>>,
-    ) {
-        let owing = self
-            .outbox()
-            .map(|outbox| outbox.owe(&recipient.message_sid));
-        let session = ticket.session;
-        let limited = ticket.limited;
-        let work = ticket.keep_alive(async {
-            ticket.wait_turn().await;
-            match limited {
-                Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
-                None => self.answer(message, session).await,
-            }
-        });
-        let handled = tokio::select! {
-            handled = work => handled,
-            () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
-        };
-        let handled = match waiting {
-            Some(webhook) => match webhook.send(handled.clone()) {
-                Ok(()) => return ticket.finish(StoredOutcome::of(&handled)).await,
-                Err(handled) => handled,
-            },
-            None => handled,
-        };
-        match self.outbox() {
-            // Twiml: the webhook stopped waiting (shutdown); a re-delivery gets this.
-            None => ticket.finish(StoredOutcome::of(&handled)).await,
-            Some(outbox) => {
-                let handled = Handled {
-                    route: Route::Api,
-                    ..handled
-                };
-                let outcome = StoredOutcome::of(&handled);
-                ticket.record_answer(&outcome).await;
-                self.send_through_api(outbox, ticket, &recipient, &handled, 0)
-                    .await;
-            }
-        }
-        drop(owing);
-    }
-
-    /// Sends `handled.replies[from..]` through the API for `ticket`'s turn, then
-    /// finishes the turn.
-    async fn send_through_api(
-        &self,
-        outbox: &Outbox,
-        ticket: Ticket,
-        recipient: &Recipient,
-        handled: &Handled,
-        from: usize,
-    ) {
-        let delivery =
-            ticket.keep_alive(outbox.deliver(&ticket, recipient, &handled.replies, from));
-        let report = tokio::select! {
-            report = delivery => report,
-            () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
-        };
-        let replies = handled.replies.len() - from;
-        self.metrics.replies_sent("api", report.sent);
-        let agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64);
-        if report.handed_over {
-            tracing::warn!(
-                message_sid = %recipient.message_sid,
-                sent = report.sent,
-                "another instance took over this message's turn: it sends the rest of its replies"
-            );
-            return;
-        }
-        for (status, code) in &report.failures {
-            self.metrics.reply_failed(*status, *code);
-        }
-        match report.last_error {
-            None => tracing::info!(
-                message_sid = %recipient.message_sid,
-                session = %handled.session,
-                outcome = handled.outcome.label(),
-                agent_ms,
-                sent = report.sent,
-                "replies sent through the Messages API"
-            ),
-            Some(error) => tracing::warn!(
-                message_sid = %recipient.message_sid,
-                session = %handled.session,
-                outcome = handled.outcome.label(),
-                agent_ms,
-                sent = report.sent,
-                replies,
-                error = %error,
-                "replies not sent through the Messages API: {} of {replies} failed",
-                replies - report.sent
-            ),
-        }
-        ticket.finish(StoredOutcome::of(handled)).await;
-    }
-
-    /// At the end of the grace, a turn still at work stops: another instance takes it
-    /// over (shared state), or its replies are lost with this process, which is said.
-    async fn leave(&self, ticket: Ticket, message_sid: &str) {
-        if ticket.release().await {
-            tracing::warn!(%message_sid, "shutting down: this message's replies are left to the other instances");
-        } else {
-            tracing::error!(%message_sid, "shutting down: the reply to this message was not sent");
-        }
-    }
-
-    /// Finishes a turn another instance left behind when its lease ran out.
-    pub async fn resume(self: Arc<Self>, taken: TakenOver) {
-        self.metrics.turn_taken_over();
-        let TakenOver {
-            ticket,
-            turn,
-            answer,
-            sent,
-            sending,
-        } = taken;
-        let Some(outbox) = self.outbox().cloned() else {
-            // The webhook that waited for this turn died with its instance: there is no
-            // other way to the person. A re-delivery of the message is answered afresh.
-            tracing::warn!(
-                message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
-                "took over the turn of an instance that died: with REPLY_MODE=twiml its reply is lost"
-            );
-            ticket.keep_alive(ticket.wait_turn()).await;
-            return ticket.abandon().await;
-        };
-        let message = serde_json::from_str::<TurnRecord>(&turn)
-            .ok()
-            .and_then(|record| {
-                let message = IncomingMessage::from_verified(
-                    FormParams::from_pairs(record.params),
-                    &self.account_sid,
-                )
-                .ok()?;
-                let recipient = Recipient::replying_to(&message, record.status_callback);
-                Some((message, recipient))
-            });
-        let Some((message, recipient)) = message else {
-            tracing::error!(
-                message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
-                "a turn taken over cannot be read: its message is skipped"
-            );
-            ticket.keep_alive(ticket.wait_turn()).await;
-            return ticket.abandon().await;
-        };
-        let message_sid = recipient.message_sid.clone();
-        let answer = answer.as_deref().and_then(StoredOutcome::read);
-        let Some(answer) = answer else {
-            tracing::warn!(%message_sid, "took over the turn of an instance that died before the agent's answer was recorded: asking the agent again");
-            return self.run_turn(ticket, message, recipient, None).await;
-        };
-        let mut from = sent;
-        if let Some(index) = sending.filter(|index| *index < answer.replies.len()) {
-            tracing::error!(
-                %message_sid,
-                reply = index,
-                "took over the turn of an instance that died while sending this reply: it may or may not have reached the person, and is not sent again"
-            );
-            from = index + 1;
-        }
-        let _owing = outbox.owe(&message_sid);
-        let handled = Handled {
-            replies: Arc::new(answer.replies),
-            route: Route::Api,
-            outcome: answer.outcome,
-            agent_latency: None,
-            session: ticket.session,
-            duplicate: false,
-        };
-        ticket.keep_alive(ticket.wait_turn()).await;
-        self.send_through_api(&outbox, ticket, &recipient, &handled, from)
-            .await;
-    }
-
-    /// While the state is shared: takes over, every `every`, the turns whose instance
-    /// stopped renewing them or let them go. Stops when the server does.
-    pub async fn take_over_expired(self: Arc<Self>, every: Duration) {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = self.stopped() => return,
-            }
-            for taken in self.state.take_over_expired().await {
-                tokio::spawn(Arc::clone(&self).resume(taken));
-            }
         }
     }
 

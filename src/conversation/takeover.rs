@@ -1,0 +1,101 @@
+//! Turns another instance left behind (it died, or let them go at shutdown), found
+//! by their leases running out and finished here: the replies not yet accepted by
+//! Twilio are sent, the agent is asked again only if its answer was never recorded.
+
+use super::{Conversations, Handled, Route, StoredOutcome, TurnRecord};
+use crate::outbox::Recipient;
+use crate::state::TakenOver;
+use crate::twilio::webhook::{FormParams, IncomingMessage};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Conversations {
+    /// Finishes a turn another instance left behind when its lease ran out.
+    pub async fn resume(self: Arc<Self>, taken: TakenOver) {
+        self.metrics.turn_taken_over();
+        let TakenOver {
+            ticket,
+            turn,
+            answer,
+            sent,
+            sending,
+        } = taken;
+        let Some(outbox) = self.outbox().cloned() else {
+            // The webhook that waited for this turn died with its instance: there is no
+            // other way to the person. A re-delivery of the message is answered afresh.
+            tracing::warn!(
+                message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
+                "took over the turn of an instance that died: with REPLY_MODE=twiml its reply is lost"
+            );
+            if !self.wait_or_leave(&ticket).await {
+                return;
+            }
+            return ticket.abandon().await;
+        };
+        let message = serde_json::from_str::<TurnRecord>(&turn)
+            .ok()
+            .and_then(|record| {
+                let message = IncomingMessage::from_verified(
+                    FormParams::from_pairs(record.params),
+                    &self.account_sid,
+                )
+                .ok()?;
+                let recipient = Recipient::replying_to(&message, record.status_callback);
+                Some((message, recipient))
+            });
+        let Some((message, recipient)) = message else {
+            tracing::error!(
+                message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
+                "a turn taken over cannot be read: its message is skipped"
+            );
+            if !self.wait_or_leave(&ticket).await {
+                let _ = ticket.release().await;
+                return;
+            }
+            return ticket.abandon().await;
+        };
+        let message_sid = recipient.message_sid.clone();
+        let answer = answer.as_deref().and_then(StoredOutcome::read);
+        let Some(answer) = answer else {
+            tracing::warn!(%message_sid, "took over the turn of an instance that died before the agent's answer was recorded: asking the agent again");
+            return self.run_turn(ticket, message, recipient, None).await;
+        };
+        let mut from = sent;
+        if let Some(index) = sending.filter(|index| *index < answer.replies.len()) {
+            tracing::error!(
+                %message_sid,
+                reply = index,
+                "took over the turn of an instance that died while sending this reply: it may or may not have reached the person, and is not sent again"
+            );
+            from = index + 1;
+        }
+        let _owing = outbox.owe(&message_sid);
+        let handled = Handled {
+            replies: Arc::new(answer.replies),
+            route: Route::Api,
+            outcome: answer.outcome,
+            agent_latency: None,
+            session: ticket.session,
+            duplicate: false,
+        };
+        if !self.wait_or_leave(&ticket).await {
+            return self.leave(ticket, &message_sid).await;
+        }
+        self.send_through_api(&outbox, ticket, &recipient, &handled, from)
+            .await;
+    }
+
+    /// While the state is shared: takes over, every `every`, the turns whose instance
+    /// stopped renewing them or let them go. Stops when the server does.
+    pub async fn take_over_expired(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = self.stopped() => return,
+            }
+            for taken in self.state.take_over_expired().await {
+                tokio::spawn(Arc::clone(&self).resume(taken));
+            }
+        }
+    }
+}

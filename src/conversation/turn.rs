@@ -1,0 +1,149 @@
+//! One turn, worked: it waits for the turns before it in its conversation, asks the
+//! agent (or, past a rate limit, does not), and gives the replies to the webhook still
+//! waiting or else sends them through the Messages API; at the end of the shutdown
+//! grace it leaves its work to the other instances.
+
+use super::{Conversations, Delivery, Handled, Route, StoredOutcome};
+use crate::outbox::{Outbox, Recipient};
+use crate::state::Ticket;
+use crate::twilio::webhook::IncomingMessage;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+impl Conversations {
+    /// One turn: waits for the turns before it, asks the agent, and gives the replies
+    /// to the webhook still `waiting`, or else sends them through the API.
+    pub(super) async fn run_turn(
+        self: Arc<Self>,
+        ticket: Ticket,
+        message: IncomingMessage,
+        recipient: Recipient,
+        waiting: Option<oneshot::Sender<Handled>>,
+    ) {
+        let owing = self
+            .outbox()
+            .map(|outbox| outbox.owe(&recipient.message_sid));
+        let session = ticket.session;
+        let limited = ticket.limited;
+        // With replies only in the webhook's answer, the wait for the turns before this
+        // one counts against the agent's time: Twilio hangs up after 15 s.
+        let deadline = match self.delivery {
+            Delivery::Twiml => Some(tokio::time::Instant::now() + self.agent.timeout()),
+            _ => None,
+        };
+        let work = ticket.keep_alive(async {
+            ticket.wait_turn().await;
+            match limited {
+                Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
+                None => self.answer(message, session).await,
+            }
+        });
+        let work = async {
+            match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, work)
+                    .await
+                    .unwrap_or_else(|_| self.fallback(session, "TIMEOUT".into(), None)),
+                None => work.await,
+            }
+        };
+        let handled = tokio::select! {
+            handled = work => handled,
+            () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
+        };
+        let handled = match waiting {
+            Some(webhook) => match webhook.send(handled.clone()) {
+                Ok(()) => return ticket.finish(StoredOutcome::of(&handled)).await,
+                Err(handled) => handled,
+            },
+            None => handled,
+        };
+        match self.outbox() {
+            // Twiml: the webhook stopped waiting (shutdown); a re-delivery gets this.
+            None => ticket.finish(StoredOutcome::of(&handled)).await,
+            Some(outbox) => {
+                let handled = Handled {
+                    route: Route::Api,
+                    ..handled
+                };
+                let outcome = StoredOutcome::of(&handled);
+                ticket.record_answer(&outcome).await;
+                self.send_through_api(outbox, ticket, &recipient, &handled, 0)
+                    .await;
+            }
+        }
+        drop(owing);
+    }
+
+    /// Sends `handled.replies[from..]` through the API for `ticket`'s turn, then
+    /// finishes the turn.
+    pub(super) async fn send_through_api(
+        &self,
+        outbox: &Outbox,
+        ticket: Ticket,
+        recipient: &Recipient,
+        handled: &Handled,
+        from: usize,
+    ) {
+        let delivery =
+            ticket.keep_alive(outbox.deliver(&ticket, recipient, &handled.replies, from));
+        let report = tokio::select! {
+            report = delivery => report,
+            () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
+        };
+        let replies = handled.replies.len().saturating_sub(from);
+        self.metrics.replies_sent("api", report.sent);
+        let agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64);
+        if report.handed_over {
+            tracing::warn!(
+                message_sid = %recipient.message_sid,
+                sent = report.sent,
+                "another instance took over this message's turn: it sends the rest of its replies"
+            );
+            return;
+        }
+        for (status, code) in &report.failures {
+            self.metrics.reply_failed(*status, *code);
+        }
+        match report.last_error {
+            None => tracing::info!(
+                message_sid = %recipient.message_sid,
+                session = %handled.session,
+                outcome = handled.outcome.label(),
+                agent_ms,
+                sent = report.sent,
+                "replies sent through the Messages API"
+            ),
+            Some(error) => tracing::warn!(
+                message_sid = %recipient.message_sid,
+                session = %handled.session,
+                outcome = handled.outcome.label(),
+                agent_ms,
+                sent = report.sent,
+                replies,
+                error = %error,
+                "replies not sent through the Messages API: {} of {replies} failed",
+                replies.saturating_sub(report.sent)
+            ),
+        }
+        ticket.finish(StoredOutcome::of(handled)).await;
+    }
+
+    /// At the end of the grace, a turn still at work stops: another instance takes it
+    /// over (shared state), or its replies are lost with this process, which is said.
+    pub(super) async fn leave(&self, ticket: Ticket, message_sid: &str) {
+        if ticket.release().await {
+            tracing::warn!(%message_sid, "shutting down: this message's replies are left to the other instances");
+        } else {
+            tracing::error!(%message_sid, "shutting down: the reply to this message was not sent");
+        }
+    }
+
+    /// Waits for the turns before `ticket`'s; false if the server handed its work over
+    /// meanwhile (shutting down).
+    pub(super) async fn wait_or_leave(&self, ticket: &Ticket) -> bool {
+        tokio::select! {
+            () = ticket.keep_alive(ticket.wait_turn()) => true,
+            () = self.handed_over() => false,
+        }
+    }
+}
