@@ -85,15 +85,8 @@ impl MessagesEmulator {
                 post(create_message).get(list_messages),
             )
             .with_state(shared.clone());
-        let limits = crate::config::ConnectionLimits::default();
-        let app = app.layer(crate::http::server::body_timeout_layer(&limits));
-        let task = tokio::spawn(crate::http::server::serve(
-            listener,
-            app,
-            limits,
-            None,
-            std::future::pending(),
-        ));
+        let task =
+            crate::http::server::spawn_with_default_limits(listener, app, std::future::pending());
         Ok(Self { addr, shared, task })
     }
 

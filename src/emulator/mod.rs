@@ -65,17 +65,9 @@ impl Emulator {
         let shared = routes::Shared::new(agent);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = routes::router(Arc::clone(&shared));
-        let limits = crate::config::ConnectionLimits::default();
-        let app = app.layer(crate::http::server::body_timeout_layer(&limits));
-        let task = tokio::spawn(crate::http::server::serve(
-            listener,
-            app,
-            limits,
-            None,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = crate::http::server::spawn_with_default_limits(listener, app, async {
+            let _ = stopped.await;
+        });
         Ok(Emulator {
             addr,
             shared,

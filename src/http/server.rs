@@ -154,6 +154,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves `app` with the default limits (and its bodies' timeout) on a task of its own,
+/// until `shutdown`: the local stand-ins (the emulators) are as hard to hold as the
+/// bridge.
+pub fn spawn_with_default_limits(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let limits = Limits::default();
+    let app = app.layer(body_timeout_layer(&limits));
+    tokio::spawn(serve(listener, app, limits, None, shutdown))
+}
+
 fn count(metrics: &Option<Arc<Metrics>>, reason: Closed) {
     if let Some(metrics) = metrics {
         metrics.connection_closed(reason.label());

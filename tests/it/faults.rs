@@ -229,34 +229,14 @@ async fn replies_go_out_with_an_api_key() {
 
 #[tokio::test]
 async fn at_the_end_of_the_grace_the_replies_not_sent_are_named() {
-    let (emulator, agent) = start_emulator(AGENT).await;
-    let twilio = MessagesEmulator::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-    )
-    .unwrap();
-    let vars =
-        twilio_dialogflow::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
-    let mut dotenv: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    dotenv.push_str("REPLY_MODE=api\nSHUTDOWN_GRACE=500ms\nPORT=0\nLOG_FORMAT=json\n");
-    let dir = WorkDir::with_dotenv(&dotenv);
-    let mut serve = Running::spawn(&mut dir.command(&["serve"], &[]), Output::Stderr);
-    let port = serve.find_line(listening_port).await;
-    let phone = Phone::new(
-        &format!("http://127.0.0.1:{port}/"),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
+    let local = Local::start(&[("REPLY_MODE", "api"), ("SHUTDOWN_GRACE", "500ms")]).await;
+    let (mut serve, phone) = local.serve(&[]).await;
     let message = Outgoing {
         message_sid: Some("SM00000000000000000000000000000lost".into()),
         ..says("slow")
     };
     send_from(&phone, &message).await;
-    while emulator.requests().is_empty() {
+    while local.emulator.requests().is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     serve.signal("TERM");
@@ -268,7 +248,7 @@ async fn at_the_end_of_the_grace_the_replies_not_sent_are_named() {
         })
         .await;
     assert_eq!(named, "SM00000000000000000000000000000lost");
-    assert!(twilio.sent().is_empty());
+    assert!(local.twilio.sent().is_empty());
 }
 
 /// Writes `request` raw and reads what comes back until the connection closes.
@@ -388,29 +368,20 @@ async fn abuse(addr: std::net::SocketAddr, dribble: bool, give_up: Duration) -> 
 
 #[tokio::test]
 async fn silent_and_dribbling_connections_cannot_take_the_bridge_down() {
-    let (emulator, agent) = start_emulator(AGENT).await;
-    let twilio = MessagesEmulator::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-    )
-    .unwrap();
-    let vars =
-        twilio_dialogflow::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
-    let mut dotenv: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    dotenv.push_str(
-        "REPLY_MODE=twiml\nHEADER_TIMEOUT=3s\nIDLE_TIMEOUT=5s\nPORT=0\nLOG_FORMAT=json\n",
-    );
-    let dir = WorkDir::with_dotenv(&dotenv);
+    let local = Local::start(&[
+        ("REPLY_MODE", "twiml"),
+        ("HEADER_TIMEOUT", "3s"),
+        ("IDLE_TIMEOUT", "5s"),
+    ])
+    .await;
     // The bridge may open 1024 files, as with a low `ulimit -n`.
-    let mut command = std::process::Command::new("prlimit");
-    command
-        .args(["--nofile=1024:1024", BIN, "serve"])
-        .current_dir(&dir.0)
-        .env_clear();
-    let mut serve = Running::spawn(&mut command, Output::Stderr);
-    let port = serve.find_line(listening_port).await;
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let (_serve, phone) = local.serve(&["prlimit", "--nofile=1024:1024"]).await;
+    let addr: std::net::SocketAddr = phone
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
     let give_up = Duration::from_secs(3 + 5 + 2);
     let mut abusers = Vec::new();
     for i in 0..2500 {

@@ -531,3 +531,76 @@ pub fn listening_port(line: &str) -> Option<u16> {
         .then(|| entry["port"].as_u64())?
         .map(|port| port as u16)
 }
+
+/// The emulators, and a directory whose `.env` points a bridge at them: for tests that
+/// run `serve` as a process (its logs, signals, several instances).
+pub struct Local {
+    pub emulator: Emulator,
+    pub twilio: MessagesEmulator,
+    pub dir: WorkDir,
+}
+
+impl Local {
+    /// With JSON logs, a free port, and `settings` added to the `.env`.
+    pub async fn start(settings: &[(&str, &str)]) -> Self {
+        Self::with_twilio_password(AUTH_TOKEN, settings).await
+    }
+
+    /// As [`Local::start`], with a Messages API that accepts only `password`.
+    pub async fn with_twilio_password(password: &str, settings: &[(&str, &str)]) -> Self {
+        let (emulator, agent) = start_emulator(AGENT).await;
+        let twilio = MessagesEmulator::start(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            ACCOUNT_SID,
+            password,
+        )
+        .unwrap();
+        let mut vars = twilio_dialogflow::demo::local_vars(
+            &agent,
+            &emulator,
+            &twilio,
+            ACCOUNT_SID,
+            AUTH_TOKEN,
+        );
+        for (name, value) in [("PORT", "0"), ("LOG_FORMAT", "json")]
+            .iter()
+            .chain(settings)
+        {
+            vars.insert(name.to_string(), value.to_string());
+        }
+        let dotenv: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        Self {
+            emulator,
+            twilio,
+            dir: WorkDir::with_dotenv(&dotenv),
+        }
+    }
+
+    /// `serve` in the directory (after `wrapper`, such as `prlimit --nofile=…`), once it
+    /// listens, with a phone that writes to it.
+    pub async fn serve(&self, wrapper: &[&str]) -> (Running, Phone) {
+        let mut command = match wrapper.split_first() {
+            None => self.dir.command(&["serve"], &[]),
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command
+                    .args(args)
+                    .args([BIN, "serve"])
+                    .current_dir(&self.dir.0)
+                    .env_clear();
+                command
+            }
+        };
+        let mut serve = Running::spawn(&mut command, Output::Stderr);
+        let port = serve.find_line(listening_port).await;
+        let phone = Phone::new(
+            &format!("http://127.0.0.1:{port}/"),
+            ACCOUNT_SID,
+            AUTH_TOKEN,
+            USER,
+            OUR_NUMBER,
+        )
+        .unwrap();
+        (serve, phone)
+    }
+}

@@ -135,29 +135,9 @@ async fn the_local_recipe_works_with_replies_through_the_api() {
 
 #[tokio::test]
 async fn replies_the_messages_api_refuses_are_a_warning_that_names_the_failure() {
-    let (emulator, agent) = start_emulator(AGENT).await;
     // Twilio's API, with another account's credentials: every send is refused.
-    let twilio = twilio_dialogflow::messages_emulator::MessagesEmulator::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        ACCOUNT_SID,
-        "another-token",
-    )
-    .unwrap();
-    let vars =
-        twilio_dialogflow::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
-    let mut dotenv: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    dotenv.push_str("REPLY_MODE=api\nPORT=0\nLOG_FORMAT=json\n");
-    let dir = WorkDir::with_dotenv(&dotenv);
-    let mut serve = Running::spawn(&mut dir.command(&["serve"], &[]), Output::Stderr);
-    let port = serve.find_line(listening_port).await;
-    let phone = twilio_dialogflow::chat::Phone::new(
-        &format!("http://127.0.0.1:{port}/"),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
+    let local = Local::with_twilio_password("another-token", &[("REPLY_MODE", "api")]).await;
+    let (mut serve, phone) = local.serve(&[]).await;
     assert!(
         ask(&phone, "hi").await.is_empty(),
         "the reply goes through the API"

@@ -7,7 +7,6 @@ use crate::helpers::*;
 use std::time::{Duration, Instant};
 use twilio_dialogflow::chat::{Outgoing, Phone, PhoneReply};
 use twilio_dialogflow::emulator::Emulator;
-use twilio_dialogflow::messages_emulator::MessagesEmulator;
 
 /// One `serve` process and a phone that writes to it.
 struct Instance {
@@ -17,11 +16,9 @@ struct Instance {
 
 /// The emulators, a Redis, and the instances sharing it.
 struct Cluster {
-    emulator: Emulator,
-    twilio: MessagesEmulator,
     redis: RedisServer,
     instances: Vec<Instance>,
-    _dir: WorkDir,
+    local: Local,
 }
 
 /// Two instances with `REPLY_MODE=reply_mode`, sharing one Redis with a 2 s lease.
@@ -31,54 +28,28 @@ async fn cluster(reply_mode: &str) -> Cluster {
 
 /// Two instances with `REPLY_MODE=reply_mode` and `settings`, sharing one Redis.
 async fn cluster_with(reply_mode: &str, settings: &[(&str, &str)]) -> Cluster {
-    let (emulator, agent) = start_emulator(AGENT).await;
-    let twilio = MessagesEmulator::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-    )
-    .unwrap();
     let redis = RedisServer::start().await;
-    let mut vars =
-        twilio_dialogflow::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
-    for (name, value) in [
+    let url = redis.url();
+    let mut all = vec![
         ("REPLY_MODE", reply_mode),
         ("REPLY_DEADLINE", "1s"),
         (
             "AGENT_TIMEOUT",
             if reply_mode == "twiml" { "10s" } else { "35s" },
         ),
-        ("STATE_URL", &redis.url()),
-        ("PORT", "0"),
-        ("LOG_FORMAT", "json"),
-    ]
-    .iter()
-    .chain(settings)
-    {
-        vars.insert(name.to_string(), value.to_string());
-    }
-    let dotenv: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    let dir = WorkDir::with_dotenv(&dotenv);
+        ("STATE_URL", url.as_str()),
+    ];
+    all.extend_from_slice(settings);
+    let local = Local::start(&all).await;
     let mut instances = Vec::new();
     for _ in 0..2 {
-        let mut serve = Running::spawn(&mut dir.command(&["serve"], &[]), Output::Stderr);
-        let port = serve.find_line(listening_port).await;
-        let phone = Phone::new(
-            &format!("http://127.0.0.1:{port}/"),
-            ACCOUNT_SID,
-            AUTH_TOKEN,
-            USER,
-            OUR_NUMBER,
-        )
-        .unwrap();
+        let (serve, phone) = local.serve(&[]).await;
         instances.push(Instance { serve, phone });
     }
     Cluster {
-        emulator,
-        twilio,
         redis,
         instances,
-        _dir: dir,
+        local,
     }
 }
 
@@ -135,7 +106,7 @@ async fn a_message_delivered_to_two_instances_is_answered_once() {
     let again = webhook(b, &message).await;
     assert_eq!(texts(&first), vec!["Hello from the agent"]);
     assert_eq!(first, again);
-    assert_eq!(asked(&cluster.emulator), vec!["a bit slow", "hi"]);
+    assert_eq!(asked(&cluster.local.emulator), vec!["a bit slow", "hi"]);
 }
 
 #[tokio::test]
@@ -148,10 +119,10 @@ async fn a_conversation_keeps_its_order_across_instances() {
     webhook(a, &says("a bit slow", "SM0000000000000000000000000000001a")).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     webhook(b, &says("hi", "SM0000000000000000000000000000001b")).await;
-    let sent = cluster.twilio.wait_for(2).await;
+    let sent = cluster.local.twilio.wait_for(2).await;
     let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, vec!["Slowly but surely", "Hello from the agent"]);
-    assert_eq!(asked(&cluster.emulator), vec!["a bit slow", "hi"]);
+    assert_eq!(asked(&cluster.local.emulator), vec!["a bit slow", "hi"]);
 }
 
 #[tokio::test]
@@ -161,13 +132,13 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
     // Owed by the first instance: a slow answer, and a quick one queued behind it.
     webhook(a, &says("slow", "SM0000000000000000000000000000002a")).await;
     webhook(a, &says("hi", "SM0000000000000000000000000000002b")).await;
-    while asked(&cluster.emulator).is_empty() {
+    while asked(&cluster.local.emulator).is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // No SIGTERM, no drain: what Cloud Run does to an instance out of memory.
     let killed = Instant::now();
     drop(cluster.instances.remove(0));
-    let sent = cluster.twilio.wait_for(2).await;
+    let sent = cluster.local.twilio.wait_for(2).await;
     let took = killed.elapsed();
     let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, vec!["Finally", "Hello from the agent"]);
@@ -175,7 +146,7 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
     assert!(took < Duration::from_secs(9), "delivered after {took:?}");
     // Exactly once: nothing more follows.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(cluster.twilio.sent().len(), 2);
+    assert_eq!(cluster.local.twilio.sent().len(), 2);
     let b = &mut cluster.instances[0];
     let taken = b
         .serve
@@ -198,7 +169,7 @@ async fn at_sigterm_owed_replies_are_left_to_the_other_instance_at_once() {
     let a = &cluster.instances[0];
     webhook(a, &says("slow", "SM0000000000000000000000000000006a")).await;
     webhook(a, &says("hi", "SM0000000000000000000000000000006b")).await;
-    while asked(&cluster.emulator).is_empty() {
+    while asked(&cluster.local.emulator).is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let stopping = Instant::now();
@@ -210,14 +181,14 @@ async fn at_sigterm_owed_replies_are_left_to_the_other_instance_at_once() {
                 .then_some(())
         })
         .await;
-    let sent = cluster.twilio.wait_for(2).await;
+    let sent = cluster.local.twilio.wait_for(2).await;
     let took = stopping.elapsed();
     let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, vec!["Finally", "Hello from the agent"]);
     // Grace (1 s), a sweep (1 s), the slow agent asked again (3 s): not the 20 s lease.
     assert!(took < Duration::from_secs(9), "delivered after {took:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(cluster.twilio.sent().len(), 2);
+    assert_eq!(cluster.local.twilio.sent().len(), 2);
 }
 
 #[tokio::test]
@@ -242,13 +213,13 @@ async fn an_outage_of_redis_costs_no_answer_and_dedup_comes_back() {
     let mut n = 0;
     loop {
         n += 1;
-        let before = asked(&cluster.emulator).len();
+        let before = asked(&cluster.local.emulator).len();
         let message = says("hi", &format!("SM00000000000000000000000000004{n:03}"));
         let first = webhook(a, &message).await;
         let second = webhook(b, &message).await;
         assert_eq!(texts(&first), vec!["Hello from the agent"]);
         assert_eq!(first, second);
-        if asked(&cluster.emulator).len() == before + 1 {
+        if asked(&cluster.local.emulator).len() == before + 1 {
             break;
         }
         assert!(
@@ -507,7 +478,7 @@ async fn the_rate_limit_holds_across_instances() {
             vec![],
         ]
     );
-    assert_eq!(asked(&cluster.emulator).len(), 2);
+    assert_eq!(asked(&cluster.local.emulator).len(), 2);
 }
 
 #[tokio::test]
@@ -515,19 +486,19 @@ async fn a_store_that_restarts_empty_mid_turn_loses_no_reply() {
     let mut cluster = cluster("api").await;
     let a = &cluster.instances[0];
     webhook(a, &says("slow", "SM0000000000000000000000000000008a")).await;
-    while asked(&cluster.emulator).is_empty() {
+    while asked(&cluster.local.emulator).is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Redis forgets everything while the agent thinks (no persistence, a failover).
     cluster.redis.stop();
     cluster.redis.restart().await;
-    let sent = cluster.twilio.wait_for(1).await;
+    let sent = cluster.local.twilio.wait_for(1).await;
     assert_eq!(sent[0].body, "Finally");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(cluster.twilio.sent().len(), 1, "sent once");
+    assert_eq!(cluster.local.twilio.sent().len(), 1, "sent once");
     // The conversation goes on.
     let b = &cluster.instances[1];
     webhook(b, &says("hi", "SM0000000000000000000000000000008b")).await;
-    let sent = cluster.twilio.wait_for(2).await;
+    let sent = cluster.local.twilio.wait_for(2).await;
     assert_eq!(sent[1].body, "Hello from the agent");
 }
