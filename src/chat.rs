@@ -44,6 +44,9 @@ pub struct Outgoing {
     pub media: Vec<String>,
     /// Re-use this MessageSid, as Twilio does when it re-delivers.
     pub message_sid: Option<String>,
+    /// Parameters Twilio adds in some cases (`OptOutType`, `FromCountry`,
+    /// `MessagingServiceSid`, …), each replacing one of the phone's own.
+    pub params: Vec<(String, String)>,
 }
 
 impl Phone {
@@ -94,6 +97,10 @@ impl Phone {
         for (i, url) in message.media.iter().enumerate() {
             params.push((format!("MediaUrl{i}"), url.clone()));
             params.push((format!("MediaContentType{i}"), content_type_of(url).into()));
+        }
+        for (name, value) in &message.params {
+            params.retain(|(existing, _)| existing != name);
+            params.push((name.clone(), value.clone()));
         }
         let signature = signature::compute(&self.auth_token, &self.url, &params);
         (FormParams::from_pairs(params), signature)
@@ -292,7 +299,7 @@ pub fn parse_line(line: &str) -> Line {
             Line::Send(Outgoing {
                 body: body.trim().to_owned(),
                 media: vec![url.to_owned()],
-                message_sid: None,
+                ..Outgoing::default()
             })
         }
         "quit" | "exit" => Line::Quit,

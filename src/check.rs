@@ -67,6 +67,7 @@ pub async fn run(
         ),
         input: QueryInput::Text(text.to_owned()),
         payload: serde_json::Map::new(),
+        language: None,
     };
     let started = Instant::now();
     match client.detect_intent(&query).await {

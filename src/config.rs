@@ -108,6 +108,8 @@ pub struct Settings {
     pub rate_limits: crate::rate_limit::RateLimits,
     /// What a person who writes faster than the limits is told, once.
     pub rate_limit_message: String,
+    /// STOP, START and HELP (Twilio's opt-out keywords) go to the agent as events.
+    pub opt_out_to_agent: bool,
 }
 
 /// What a client may take of the HTTP server; see `http/server.rs`.
@@ -273,6 +275,9 @@ pub struct AgentSettings {
     pub timeout: Duration,
     /// How long after the first attempt a failing agent is asked again.
     pub retry_window: Duration,
+    /// The agent's environment (CX `environments/E`, ES `environments/E/users/-`); none:
+    /// the draft.
+    pub environment: Option<String>,
 }
 
 impl fmt::Display for AgentSettings {
@@ -459,6 +464,7 @@ impl Reader<'_> {
         let state = self.state();
         let limits = self.limits();
         let rate_limits = self.rate_limits();
+        let opt_out_to_agent = self.parsed("OPT_OUT_TO_AGENT", parse_bool).unwrap_or(false);
         let rate_limit_message = self
             .get("RATE_LIMIT_MESSAGE")
             .unwrap_or(DEFAULT_RATE_LIMIT_MESSAGE)
@@ -473,6 +479,7 @@ impl Reader<'_> {
             limits,
             rate_limits,
             rate_limit_message,
+            opt_out_to_agent,
         })
     }
 
@@ -774,6 +781,13 @@ impl Reader<'_> {
                 }
             })
             .unwrap_or(default_timeout);
+        let environment = self.parsed("AGENT_ENVIRONMENT", |v| {
+            if is_resource_id(v) {
+                Ok(v.to_owned())
+            } else {
+                Err("must be the environment's id, not a name or path".to_owned())
+            }
+        });
         let retry_window = self
             .parsed("AGENT_RETRY_WINDOW", parse_duration)
             .unwrap_or(crate::agent::retry::DEFAULT_RETRY_WINDOW);
@@ -792,6 +806,7 @@ impl Reader<'_> {
             endpoint,
             timeout,
             retry_window,
+            environment,
         })
     }
 }

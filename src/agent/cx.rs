@@ -2,7 +2,7 @@
 
 use super::payload::{reply_from_payload, reply_from_text};
 use super::{endpoint_and_credentials, policies, AgentError, AgentQuery, QueryInput};
-use crate::config::AgentSettings;
+use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
 use google_cloud_dialogflow_cx_v3::client::Sessions;
 use google_cloud_dialogflow_cx_v3::model::{
@@ -14,34 +14,45 @@ use std::time::Duration;
 /// The channel whose channel-specific responses we send, as the Node sample did.
 pub const CHANNEL: &str = "TWILIO";
 
+/// The official CX sessions client of one endpoint.
+pub type Client = Sessions;
+
+pub async fn connect(endpoint: &Endpoint) -> Result<Client, AgentError> {
+    Ok(endpoint_and_credentials(endpoint, Sessions::builder())
+        .build()
+        .await?)
+}
+
 #[derive(Clone, Debug)]
 pub struct CxAgent {
     client: Sessions,
-    /// `projects/P/locations/L/agents/A`
-    agent_path: String,
+    /// `projects/P/locations/L/agents/A[/environments/E]`: where its sessions are.
+    sessions_path: String,
     language_code: String,
     session_ttl: Option<google_cloud_wkt::Duration>,
 }
 
 impl CxAgent {
-    pub async fn connect(
+    pub fn new(
+        client: Client,
         settings: &AgentSettings,
         agent_id: &str,
         session_ttl: Option<Duration>,
-    ) -> Result<Self, AgentError> {
-        let client = endpoint_and_credentials(&settings.endpoint, Sessions::builder())
-            .build()
-            .await?;
-        Ok(Self {
+    ) -> Self {
+        let agent = format!(
+            "projects/{}/locations/{}/agents/{agent_id}",
+            settings.project, settings.location
+        );
+        Self {
             client,
-            agent_path: format!(
-                "projects/{}/locations/{}/agents/{agent_id}",
-                settings.project, settings.location
-            ),
+            sessions_path: match &settings.environment {
+                Some(environment) => format!("{agent}/environments/{environment}"),
+                None => agent,
+            },
             language_code: settings.language_code.clone(),
             session_ttl: session_ttl
                 .map(|ttl| google_cloud_wkt::Duration::clamp(ttl.as_secs() as i64, 0)),
-        })
+        }
     }
 
     pub async fn detect_intent(
@@ -67,7 +78,7 @@ impl CxAgent {
 
     fn request(&self, query: &AgentQuery) -> DetectIntentRequest {
         let input = google_cloud_dialogflow_cx_v3::model::QueryInput::new()
-            .set_language_code(&self.language_code);
+            .set_language_code(query.language.as_deref().unwrap_or(&self.language_code));
         let input = match &query.input {
             QueryInput::Text(text) => input.set_text(TextInput::new().set_text(text)),
             QueryInput::Event(event) => input.set_event(EventInput::new().set_event(event)),
@@ -77,7 +88,7 @@ impl CxAgent {
             .set_payload(query.payload.clone())
             .set_or_clear_session_ttl(self.session_ttl);
         DetectIntentRequest::new()
-            .set_session(format!("{}/sessions/{}", self.agent_path, query.session))
+            .set_session(format!("{}/sessions/{}", self.sessions_path, query.session))
             .set_query_input(input)
             .set_query_params(params)
     }

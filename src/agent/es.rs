@@ -2,7 +2,7 @@
 
 use super::payload::{reply_from_payload, reply_from_text};
 use super::{endpoint_and_credentials, policies, AgentError, AgentQuery, QueryInput};
-use crate::config::AgentSettings;
+use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
 use google_cloud_dialogflow_v2::client::Sessions;
 use google_cloud_dialogflow_v2::model::intent::message::{Message, Platform};
@@ -12,28 +12,37 @@ use google_cloud_dialogflow_v2::model::{
 use google_cloud_gax::options::RequestOptionsBuilder;
 use std::time::Duration;
 
+/// The official ES sessions client of one endpoint.
+pub type Client = Sessions;
+
+pub async fn connect(endpoint: &Endpoint) -> Result<Client, AgentError> {
+    Ok(endpoint_and_credentials(endpoint, Sessions::builder())
+        .build()
+        .await?)
+}
+
 #[derive(Clone, Debug)]
 pub struct EsAgent {
     client: Sessions,
-    /// `projects/P/agent`, or `projects/P/locations/L/agent` for a regional agent.
-    agent_path: String,
+    /// `projects/P[/locations/L]/agent[/environments/E/users/-]`: where its sessions are.
+    sessions_path: String,
     language_code: String,
 }
 
 impl EsAgent {
-    pub async fn connect(settings: &AgentSettings) -> Result<Self, AgentError> {
-        let client = endpoint_and_credentials(&settings.endpoint, Sessions::builder())
-            .build()
-            .await?;
-        let agent_path = match settings.location.as_str() {
+    pub fn new(client: Client, settings: &AgentSettings) -> Self {
+        let agent = match settings.location.as_str() {
             "global" => format!("projects/{}/agent", settings.project),
             location => format!("projects/{}/locations/{location}/agent", settings.project),
         };
-        Ok(Self {
+        Self {
             client,
-            agent_path,
+            sessions_path: match &settings.environment {
+                Some(environment) => format!("{agent}/environments/{environment}/users/-"),
+                None => agent,
+            },
             language_code: settings.language_code.clone(),
-        })
+        }
     }
 
     pub async fn detect_intent(
@@ -58,21 +67,20 @@ impl EsAgent {
     }
 
     fn request(&self, query: &AgentQuery) -> DetectIntentRequest {
+        let language = query.language.as_deref().unwrap_or(&self.language_code);
         let input = google_cloud_dialogflow_v2::model::QueryInput::new();
         let input = match &query.input {
-            QueryInput::Text(text) => input.set_text(
-                TextInput::new()
-                    .set_text(text)
-                    .set_language_code(&self.language_code),
-            ),
+            QueryInput::Text(text) => {
+                input.set_text(TextInput::new().set_text(text).set_language_code(language))
+            }
             QueryInput::Event(event) => input.set_event(
                 EventInput::new()
                     .set_name(event)
-                    .set_language_code(&self.language_code),
+                    .set_language_code(language),
             ),
         };
         DetectIntentRequest::new()
-            .set_session(format!("{}/sessions/{}", self.agent_path, query.session))
+            .set_session(format!("{}/sessions/{}", self.sessions_path, query.session))
             .set_query_input(input)
             .set_query_params(QueryParameters::new().set_payload(query.payload.clone()))
     }

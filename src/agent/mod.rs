@@ -29,6 +29,9 @@ pub struct AgentQuery {
     pub input: QueryInput,
     /// Every webhook parameter, for the agent's own webhooks to read.
     pub payload: serde_json::Map<String, serde_json::Value>,
+    /// The query's language, when not the agent's configured one (the sender's country
+    /// may choose it).
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,16 +75,60 @@ enum Backend {
     Es(es::EsAgent),
 }
 
+/// The official clients made so far, one per API and endpoint: agents on the same
+/// endpoint share one (its connections, its credentials), however many routes name them.
+#[derive(Default)]
+pub struct Clients {
+    cx: tokio::sync::Mutex<std::collections::HashMap<String, cx::Client>>,
+    es: tokio::sync::Mutex<std::collections::HashMap<String, es::Client>>,
+}
+
 impl Agent {
     /// Builds the client for `settings`. With Google's endpoint this resolves
     /// Application Default Credentials; with the emulator it uses none.
     pub async fn connect(settings: &AgentSettings) -> Result<Self, AgentError> {
+        Self::connect_with(settings, &Clients::default()).await
+    }
+
+    /// As [`Agent::connect`], with a client from `clients` when one for the same
+    /// endpoint was made already.
+    pub async fn connect_with(
+        settings: &AgentSettings,
+        clients: &Clients,
+    ) -> Result<Self, AgentError> {
+        let endpoint = settings.endpoint.url();
         let backend = match &settings.kind {
             AgentKind::Cx {
                 agent_id,
                 session_ttl,
-            } => Backend::Cx(cx::CxAgent::connect(settings, agent_id, *session_ttl).await?),
-            AgentKind::Es => Backend::Es(es::EsAgent::connect(settings).await?),
+            } => {
+                let client = {
+                    let mut made = clients.cx.lock().await;
+                    match made.get(&endpoint) {
+                        Some(client) => client.clone(),
+                        None => {
+                            let client = cx::connect(&settings.endpoint).await?;
+                            made.insert(endpoint, client.clone());
+                            client
+                        }
+                    }
+                };
+                Backend::Cx(cx::CxAgent::new(client, settings, agent_id, *session_ttl))
+            }
+            AgentKind::Es => {
+                let client = {
+                    let mut made = clients.es.lock().await;
+                    match made.get(&endpoint) {
+                        Some(client) => client.clone(),
+                        None => {
+                            let client = es::connect(&settings.endpoint).await?;
+                            made.insert(endpoint, client.clone());
+                            client
+                        }
+                    }
+                };
+                Backend::Es(es::EsAgent::new(client, settings))
+            }
         };
         Ok(Self {
             backend,

@@ -40,6 +40,8 @@ pub enum Outcome {
     Queued,
     /// Past a rate limit: the agent was not asked.
     RateLimited,
+    /// A STOP, START or HELP keyword: Twilio answers it, the agent is not asked.
+    OptOut,
 }
 
 impl Outcome {
@@ -50,6 +52,7 @@ impl Outcome {
             Outcome::Empty => "empty",
             Outcome::Queued => "queued",
             Outcome::RateLimited => "rate_limited",
+            Outcome::OptOut => "opt_out",
         }
     }
 }
@@ -146,6 +149,8 @@ pub struct Messages {
     pub fallback: String,
     /// Once, to a person writing faster than the rate limits allow.
     pub rate_limited: String,
+    /// STOP, START and HELP go to the agent as events (`OPT_OUT_TO_AGENT`).
+    pub opt_out_to_agent: bool,
 }
 
 /// Answers incoming messages with the agent.
@@ -345,20 +350,29 @@ impl Conversations {
     }
 
     async fn answer(&self, message: IncomingMessage, session: SessionId) -> Handled {
-        let Some(input) = query_input(&message) else {
-            return Handled {
-                replies: Arc::default(),
-                route: Route::Webhook,
-                outcome: Outcome::Empty,
-                agent_latency: None,
-                session,
-                duplicate: false,
-            };
+        let nothing = |outcome| Handled {
+            replies: Arc::default(),
+            route: Route::Webhook,
+            outcome,
+            agent_latency: None,
+            session,
+            duplicate: false,
+        };
+        let input = match message.opt_out {
+            // Twilio answers these itself, and a reply of ours after STOP would be
+            // refused (error 21610): by default the agent does not hear of them.
+            Some(_) if !self.messages.opt_out_to_agent => return nothing(Outcome::OptOut),
+            Some(keyword) => QueryInput::Event(keyword.event().to_owned()),
+            None => match query_input(&message) {
+                Some(input) => input,
+                None => return nothing(Outcome::Empty),
+            },
         };
         let query = AgentQuery {
             session,
             input,
             payload: payload_of(&message),
+            language: None,
         };
         let started = Instant::now();
         let result = self.agent.detect_intent(&query).await;

@@ -88,6 +88,7 @@ impl AppState {
             Messages {
                 fallback: settings.fallback_message.clone(),
                 rate_limited: settings.rate_limit_message.clone(),
+                opt_out_to_agent: settings.opt_out_to_agent,
             },
             delivery,
             state,

@@ -67,8 +67,41 @@ pub struct IncomingMessage {
     pub to: String,
     pub body: String,
     pub media: Vec<Media>,
+    /// A STOP, START or HELP keyword that Twilio's opt-out handling recognised.
+    pub opt_out: Option<OptOut>,
     /// Every parameter of the webhook, handed to the agent as the query payload.
     pub params: FormParams,
+}
+
+/// The opt-out keywords Twilio's Advanced Opt-Out recognises (`OptOutType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOut {
+    /// STOP and its synonyms: Twilio blocks further messages to the sender.
+    Stop,
+    /// START: the sender opts back in.
+    Start,
+    /// HELP: Twilio answers with the help text.
+    Help,
+}
+
+impl OptOut {
+    fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "STOP" => Some(OptOut::Stop),
+            "START" => Some(OptOut::Start),
+            "HELP" => Some(OptOut::Help),
+            _ => None,
+        }
+    }
+
+    /// The event the agent gets with `OPT_OUT_TO_AGENT=true`.
+    pub fn event(self) -> &'static str {
+        match self {
+            OptOut::Stop => "twilio_opt_out",
+            OptOut::Start => "twilio_opt_in",
+            OptOut::Help => "twilio_help",
+        }
+    }
 }
 
 impl IncomingMessage {
@@ -101,6 +134,7 @@ impl IncomingMessage {
             to: params.get("To").unwrap_or_default().to_owned(),
             body: params.get("Body").unwrap_or_default().to_owned(),
             media,
+            opt_out: params.get("OptOutType").and_then(OptOut::parse),
             params,
         })
     }

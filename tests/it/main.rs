@@ -13,4 +13,5 @@ mod helpers;
 mod metrics;
 mod newcomer;
 mod refusals;
+mod routing;
 mod shared_state;
