@@ -553,6 +553,7 @@ mod tests {
             body: "hi".into(),
             media: vec!["https://m/p.png".into()],
             message_sid: Some("SM1".into()),
+            params: vec![("FromCountry".into(), "FR".into())],
         });
         assert!(signature::is_valid(
             &["token"],
@@ -563,6 +564,7 @@ mod tests {
         assert_eq!(params.get("MessageSid"), Some("SM1"));
         assert_eq!(params.get("MediaContentType0"), Some("image/png"));
         assert_eq!(params.get("WaId"), Some("15551234567"));
+        assert_eq!(params.get("FromCountry"), Some("FR"));
     }
 
     #[test]
