@@ -235,6 +235,9 @@ pub struct TwilioSettings {
     pub webhook_url: Option<String>,
     /// Whether `X-Forwarded-Proto`/`X-Forwarded-Host` describe the public URL.
     pub trust_proxy: bool,
+    /// Webhooks configuration SharedKeys by name (`TWILIO_WEBHOOK_KEYS`), for webhooks
+    /// Twilio signs with one.
+    pub webhook_keys: HashMap<String, Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -616,6 +619,26 @@ impl Reader<'_> {
         let trust_proxy = self
             .parsed("TRUST_PROXY", parse_bool)
             .unwrap_or(on_cloud_run);
+        let webhook_keys = self
+            .parsed("TWILIO_WEBHOOK_KEYS", |v| {
+                v.split(',')
+                    .filter(|entry| !entry.trim().is_empty())
+                    .map(|entry| match entry.split_once('=') {
+                        Some((name, secret)) if !name.trim().is_empty() && !secret.is_empty() => {
+                            Ok((name.trim().to_owned(), Secret::new(secret.trim())))
+                        }
+                        _ => Err("must be name=secret pairs, separated by commas".to_owned()),
+                    })
+                    .collect::<Result<HashMap<_, _>, _>>()
+            })
+            .unwrap_or_default();
+        // The value holds secrets: the error must not repeat it.
+        if let Some(line) = self.errors.last_mut() {
+            if line.starts_with("TWILIO_WEBHOOK_KEYS:") {
+                *line = "TWILIO_WEBHOOK_KEYS: must be name=secret pairs, separated by commas"
+                    .to_owned();
+            }
+        }
         let auth_tokens = std::iter::once(Secret::new(token?))
             .chain(secondary)
             .collect();
@@ -624,6 +647,7 @@ impl Reader<'_> {
             auth_tokens,
             webhook_url,
             trust_proxy,
+            webhook_keys,
         })
     }
 

@@ -17,6 +17,10 @@ pub enum Rejection {
     MissingSignature,
     #[error("X-Twilio-Signature does not match this request")]
     BadSignature,
+    #[error("X-Twilio-Webhooks-Signature-Settings names a key this bridge does not have (TWILIO_WEBHOOK_KEYS)")]
+    UnknownSigningKey,
+    #[error("X-Twilio-Webhooks-Signature-Settings names an algorithm this bridge does not know")]
+    UnknownAlgorithm,
     #[error("cannot tell the URL Twilio called: no Host header")]
     NoHost,
     #[error("the body is over {} KiB, far more than any Twilio webhook", super::MAX_BODY_BYTES / 1024)]
@@ -51,7 +55,10 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Rejection::MissingSignature | Rejection::BadSignature => StatusCode::FORBIDDEN,
+            Rejection::MissingSignature
+            | Rejection::BadSignature
+            | Rejection::UnknownSigningKey
+            | Rejection::UnknownAlgorithm => StatusCode::FORBIDDEN,
             Rejection::Webhook(WebhookError::WrongAccount) => StatusCode::FORBIDDEN,
             Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -67,6 +74,8 @@ impl Rejection {
             Rejection::NotAForm => "not_a_form",
             Rejection::MissingSignature => "missing_signature",
             Rejection::BadSignature => "bad_signature",
+            Rejection::UnknownSigningKey => "unknown_signing_key",
+            Rejection::UnknownAlgorithm => "unknown_algorithm",
             Rejection::NoHost => "no_host",
             Rejection::TooLarge => "too_large",
             Rejection::BodyTimeout(_) => "body_timeout",

@@ -123,13 +123,31 @@ fn verified_form(
         .ok_or(Rejection::MissingSignature)?;
     let url = url.ok_or(Rejection::NoHost)?;
     let params = FormParams::parse(body);
-    let tokens: Vec<&str> = state
-        .twilio
-        .auth_tokens
-        .iter()
-        .map(|t| t.expose())
-        .collect();
-    if !signature::is_valid(&tokens, &url, params.pairs(), signature) {
+    let settings = headers
+        .get("x-twilio-webhooks-signature-settings")
+        .and_then(|v| v.to_str().ok());
+    let valid = match settings.map(signature::signature_settings) {
+        // Signed with a Webhooks configuration SharedKey: only that key counts.
+        Some((key, algorithm)) => {
+            let algorithm = algorithm
+                .and_then(signature::Algorithm::parse)
+                .ok_or(Rejection::UnknownAlgorithm)?;
+            let key = key
+                .and_then(|name| state.twilio.webhook_keys.get(name))
+                .ok_or(Rejection::UnknownSigningKey)?;
+            signature::is_valid_with(algorithm, key.expose(), &url, params.pairs(), signature)
+        }
+        None => {
+            let tokens: Vec<&str> = state
+                .twilio
+                .auth_tokens
+                .iter()
+                .map(|t| t.expose())
+                .collect();
+            signature::is_valid(&tokens, &url, params.pairs(), signature)
+        }
+    };
+    if !valid {
         return Err(Rejection::BadSignature);
     }
     Ok((params, url))

@@ -9,6 +9,11 @@
 //! port, because what Twilio signs depends on how the URL was typed in its console; we
 //! try the same variants. Everything here is pure, so the SDKs' own test vectors can
 //! check it.
+//!
+//! With a Webhooks configuration SharedKey (public beta), Twilio signs with that key
+//! instead, names it and the algorithm in `X-Twilio-Webhooks-Signature-Settings:
+//! key=NAME,algorithm=HMAC_SHA256`, and only the hash changes: the signed string is the
+//! same.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -17,10 +22,116 @@ use sha1::Sha1;
 use std::collections::{BTreeMap, BTreeSet};
 
 type HmacSha1 = Hmac<Sha1>;
+type HmacSha256 = Hmac<sha2::Sha256>;
+
+/// The hash a signature is made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    HmacSha1,
+    HmacSha256,
+}
+
+impl Algorithm {
+    /// As `X-Twilio-Webhooks-Signature-Settings` names it.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "HMAC_SHA1" => Some(Algorithm::HmacSha1),
+            "HMAC_SHA256" => Some(Algorithm::HmacSha256),
+            _ => None,
+        }
+    }
+}
+
+/// What `X-Twilio-Webhooks-Signature-Settings` says: the SharedKey's name and the
+/// algorithm (`key=NAME,algorithm=HMAC_SHA256`); `None` if it says neither.
+pub fn signature_settings(header: &str) -> (Option<&str>, Option<&str>) {
+    let mut key = None;
+    let mut algorithm = None;
+    for part in header.split(',') {
+        match part.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("key", value)) => key = Some(value),
+            Some(("algorithm", value)) => algorithm = Some(value),
+            _ => {}
+        }
+    }
+    (key, algorithm)
+}
 
 /// The signature Twilio would send for `url` and form `params`, signed with `auth_token`.
 pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
-    BASE64.encode(mac(auth_token, url, params).finalize().into_bytes())
+    compute_with(Algorithm::HmacSha1, auth_token, url, params)
+}
+
+/// The signature of `url` and `params` with `key` and `algorithm`.
+pub fn compute_with(
+    algorithm: Algorithm,
+    key: &str,
+    url: &str,
+    params: &[(String, String)],
+) -> String {
+    BASE64.encode(digest(algorithm, key, &signed_string(url, params)))
+}
+
+/// Whether `signature` is the SharedKey signature of this request with `key`.
+pub fn is_valid_with(
+    algorithm: Algorithm,
+    key: &str,
+    url: &str,
+    params: &[(String, String)],
+    signature: &str,
+) -> bool {
+    let Ok(given) = BASE64.decode(signature.trim()) else {
+        return false;
+    };
+    url_variants(url).iter().any(|candidate| {
+        let message = signed_string(candidate, params);
+        match algorithm {
+            Algorithm::HmacSha1 => keyed::<HmacSha1>(key, &message)
+                .verify_slice(&given)
+                .is_ok(),
+            Algorithm::HmacSha256 => keyed::<HmacSha256>(key, &message)
+                .verify_slice(&given)
+                .is_ok(),
+        }
+    })
+}
+
+fn digest(algorithm: Algorithm, key: &str, message: &[u8]) -> Vec<u8> {
+    match algorithm {
+        Algorithm::HmacSha1 => keyed::<HmacSha1>(key, message)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        Algorithm::HmacSha256 => keyed::<HmacSha256>(key, message)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+    }
+}
+
+fn keyed<M: Mac + hmac::digest::KeyInit>(key: &str, message: &[u8]) -> M {
+    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key.as_bytes()) else {
+        unreachable!("HMAC takes keys of any length")
+    };
+    mac.update(message);
+    mac
+}
+
+/// The URL, then each parameter's name and value, sorted by name (a repeated name's
+/// distinct values sorted too).
+fn signed_string(url: &str, params: &[(String, String)]) -> Vec<u8> {
+    let mut sorted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (name, value) in params {
+        sorted.entry(name).or_default().insert(value);
+    }
+    let mut out = url.as_bytes().to_vec();
+    for (name, values) in sorted {
+        for value in values {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(value.as_bytes());
+        }
+    }
+    out
 }
 
 /// Whether `signature` is what Twilio sends for this request with any of `auth_tokens`.
@@ -33,33 +144,9 @@ pub fn is_valid(
     params: &[(String, String)],
     signature: &str,
 ) -> bool {
-    let Ok(given) = BASE64.decode(signature.trim()) else {
-        return false;
-    };
-    let variants = url_variants(url);
-    auth_tokens.iter().any(|token| {
-        variants
-            .iter()
-            .any(|candidate| mac(token, candidate, params).verify_slice(&given).is_ok())
-    })
-}
-
-fn mac(auth_token: &str, url: &str, params: &[(String, String)]) -> HmacSha1 {
-    let mut sorted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (name, value) in params {
-        sorted.entry(name).or_default().insert(value);
-    }
-    let Ok(mut mac) = HmacSha1::new_from_slice(auth_token.as_bytes()) else {
-        unreachable!("HMAC takes keys of any length")
-    };
-    mac.update(url.as_bytes());
-    for (name, values) in sorted {
-        for value in values {
-            mac.update(name.as_bytes());
-            mac.update(value.as_bytes());
-        }
-    }
-    mac
+    auth_tokens
+        .iter()
+        .any(|token| is_valid_with(Algorithm::HmacSha1, token, url, params, signature))
 }
 
 /// The URL as given, without its port, and with the scheme's default port.
@@ -155,6 +242,64 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    /// HMAC-SHA256 over the same signed string (Twilio: "only the hash changes"),
+    /// computed with Python's standard `hmac`, which gives the SDK vector above with
+    /// SHA-1: the public SDKs had no SHA-256 vectors when this was written.
+    const SHA256_VECTOR: &str = "033hgUJA9M/hXIZsYjwkerEP/DBm35nEri5FhCYjA5s=";
+    const SHA256_VECTOR_WITH_PORT: &str = "grxRoa/VNtXxd524NGLxIdev83nh23xhrRUVm50Umq4=";
+
+    #[test]
+    fn shared_key_signatures_are_hmac_sha256_over_the_same_string() {
+        assert_eq!(
+            compute_with(Algorithm::HmacSha256, TOKEN, URL, &params()),
+            SHA256_VECTOR
+        );
+        assert!(is_valid_with(
+            Algorithm::HmacSha256,
+            TOKEN,
+            URL,
+            &params(),
+            SHA256_VECTOR
+        ));
+        // Signed with the port written, checked against the URL without it.
+        assert!(is_valid_with(
+            Algorithm::HmacSha256,
+            TOKEN,
+            URL,
+            &params(),
+            SHA256_VECTOR_WITH_PORT
+        ));
+        // The SHA-1 signature is not a SHA-256 one, nor another key's.
+        assert!(!is_valid_with(
+            Algorithm::HmacSha256,
+            TOKEN,
+            URL,
+            &params(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        assert!(!is_valid_with(
+            Algorithm::HmacSha256,
+            "other",
+            URL,
+            &params(),
+            SHA256_VECTOR
+        ));
+    }
+
+    #[test]
+    fn the_settings_header_names_the_key_and_the_algorithm() {
+        assert_eq!(
+            signature_settings("key=support-bot,algorithm=HMAC_SHA256"),
+            (Some("support-bot"), Some("HMAC_SHA256"))
+        );
+        assert_eq!(
+            signature_settings(" algorithm=HMAC_SHA1 , key=k "),
+            (Some("k"), Some("HMAC_SHA1"))
+        );
+        assert_eq!(signature_settings("nonsense"), (None, None));
+        assert_eq!(Algorithm::parse("HMAC_SHA512"), None);
     }
 
     #[test]

@@ -68,3 +68,72 @@ async fn opt_out_keywords_can_go_to_the_agent_as_events() {
         assert_eq!(body["queryParams"]["payload"]["OptOutType"], keyword);
     }
 }
+
+/// "hi" from the test user, signed with `key` by `algorithm`, announced by `settings`.
+async fn post_with_shared_key(
+    stack: &Stack,
+    settings: &str,
+    algorithm: twilio_dialogflow::twilio::signature::Algorithm,
+    key: &str,
+) -> (u16, String) {
+    let (params, _) = stack.phone.webhook(&with("hi", &[]));
+    let url = stack.bridge.url();
+    let signature =
+        twilio_dialogflow::twilio::signature::compute_with(algorithm, key, &url, params.pairs());
+    post(
+        &url,
+        &[
+            FORM,
+            ("x-twilio-signature", &signature),
+            ("x-twilio-webhooks-signature-settings", settings),
+        ],
+        params.encode(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
+    use twilio_dialogflow::twilio::signature::Algorithm::{HmacSha1, HmacSha256};
+    let stack = start("CX", |vars| {
+        vars.insert(
+            "TWILIO_WEBHOOK_KEYS".into(),
+            "support=s3cr3t-key,old=older-key".into(),
+        );
+    })
+    .await;
+    let sha256 = "key=support,algorithm=HMAC_SHA256";
+    let (status, body) = post_with_shared_key(&stack, sha256, HmacSha256, "s3cr3t-key").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello from the agent"));
+    // Another key's signature, or the auth token's, does not pass for this key.
+    for key in ["older-key", AUTH_TOKEN] {
+        let (status, _) = post_with_shared_key(&stack, sha256, HmacSha256, key).await;
+        assert_eq!(status, 403, "{key}");
+    }
+    let (status, reason) =
+        post_with_shared_key(&stack, "key=nobody,algorithm=HMAC_SHA256", HmacSha256, "x").await;
+    assert_eq!(status, 403);
+    assert!(
+        reason.contains("names a key this bridge does not have"),
+        "{reason}"
+    );
+    let (status, reason) = post_with_shared_key(
+        &stack,
+        "key=support,algorithm=HMAC_MD5",
+        HmacSha256,
+        "s3cr3t-key",
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(
+        reason.contains("an algorithm this bridge does not know"),
+        "{reason}"
+    );
+    // A shared key with SHA-1, and a plain auth-token webhook, are still accepted.
+    let (status, _) =
+        post_with_shared_key(&stack, "key=old,algorithm=HMAC_SHA1", HmacSha1, "older-key").await;
+    assert_eq!(status, 200);
+    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    assert_eq!(stack.agent_requests().len(), 3);
+}
