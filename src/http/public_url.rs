@@ -53,6 +53,7 @@ mod tests {
             auth_tokens: vec![Secret::new("t")],
             webhook_url: webhook_url.map(str::to_owned),
             trust_proxy,
+            webhook_keys: Default::default(),
         }
     }
 
