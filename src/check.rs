@@ -3,7 +3,7 @@
 //! offline asks the agent one real question and shows the answer.
 
 use crate::agent::{Agent, AgentQuery, QueryInput};
-use crate::config::{AgentKind, ProjectLookup, Secret, Settings, Vars};
+use crate::config::{AgentKind, ProjectLookup, RouteSettings, Secret, Settings, Vars};
 use crate::session::SessionId;
 use crate::state::SharedState;
 use std::fmt::Write as _;
@@ -24,6 +24,7 @@ pub async fn run(
     vars: &Vars,
     project: &ProjectLookup,
     offline: bool,
+    all_routes: bool,
     text: &str,
 ) -> (Verdict, String) {
     let mut report = String::new();
@@ -40,10 +41,39 @@ pub async fn run(
     for (name, value) in resolved(&settings, project) {
         let _ = writeln!(report, "  {name:<28} {value}");
     }
+    let file_routes: Vec<&RouteSettings> = settings
+        .routes
+        .iter()
+        .filter(|route| route.matcher != crate::routes::Matcher::default())
+        .collect();
+    if !file_routes.is_empty() {
+        let _ = writeln!(report, "routes (first match wins):");
+        for route in file_routes {
+            let m = &route.matcher;
+            let matched: Vec<String> = [
+                m.to.as_ref().map(|v| format!("to {v}")),
+                m.messaging_service_sid
+                    .as_ref()
+                    .map(|v| format!("service {v}")),
+                m.account_sid.as_ref().map(|v| format!("account {v}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let _ = writeln!(
+                report,
+                "  {:<16} {} -> {}, language {}, replies {}",
+                route.name,
+                matched.join(" and "),
+                route.agent,
+                route.agent.language_code,
+                route.reply_mode
+            );
+        }
+    }
     for warning in settings.warnings() {
         let _ = writeln!(report, "warning: {warning}");
     }
-    let agent = &settings.agent;
     if offline {
         return (Verdict::Ok, report);
     }
@@ -51,12 +81,48 @@ pub async fn run(
     if let Some(line) = &store {
         let _ = writeln!(report, "{line}");
     }
-    let store_ok = store.as_deref().is_none_or(|line| !line.contains("cannot"));
-    let client = match Agent::connect(agent).await {
+    let mut healthy = store.as_deref().is_none_or(|line| !line.contains("cannot"));
+    // The default route's agent (or the first route's); with --all-routes, every one.
+    let asked: Vec<&RouteSettings> = if all_routes {
+        settings.routes.iter().collect()
+    } else {
+        settings
+            .default_route()
+            .or(settings.routes.first())
+            .into_iter()
+            .collect()
+    };
+    let clients = crate::agent::Clients::default();
+    for route in asked {
+        let label = if settings.routes.len() > 1 {
+            format!("agent of route {}", route.name)
+        } else {
+            "agent".to_owned()
+        };
+        healthy &= ask(&mut report, &label, route, &clients, &settings, text).await;
+    }
+    let verdict = if healthy {
+        Verdict::Ok
+    } else {
+        Verdict::Unhealthy
+    };
+    (verdict, report)
+}
+
+/// Asks `route`'s agent `text` and writes what it said; false if it failed.
+async fn ask(
+    report: &mut String,
+    label: &str,
+    route: &RouteSettings,
+    clients: &crate::agent::Clients,
+    settings: &Settings,
+    text: &str,
+) -> bool {
+    let client = match Agent::connect_with(&route.agent, clients).await {
         Ok(client) => client,
         Err(error) => {
-            let _ = writeln!(report, "agent: cannot create the client: {error}");
-            return (Verdict::Unhealthy, report);
+            let _ = writeln!(report, "{label}: cannot create the client: {error}");
+            return false;
         }
     };
     let query = AgentQuery {
@@ -74,7 +140,7 @@ pub async fn run(
         Ok(replies) => {
             let _ = writeln!(
                 report,
-                "agent: asked {text:?}, answered in {} ms:",
+                "{label}: asked {text:?}, answered in {} ms:",
                 started.elapsed().as_millis()
             );
             for reply in &replies {
@@ -88,20 +154,15 @@ pub async fn run(
             if replies.is_empty() {
                 let _ = writeln!(report, "  (no messages for the TWILIO channel)");
             }
-            let verdict = if store_ok {
-                Verdict::Ok
-            } else {
-                Verdict::Unhealthy
-            };
-            (verdict, report)
+            true
         }
         Err(error) => {
             let _ = writeln!(
                 report,
-                "agent: asked {text:?}, failed after {} ms: {error}",
+                "{label}: asked {text:?}, failed after {} ms: {error}",
                 started.elapsed().as_millis()
             );
-            (Verdict::Unhealthy, report)
+            false
         }
     }
 }
@@ -131,7 +192,6 @@ async fn store_health(settings: &Settings) -> Option<String> {
 /// Every setting as `serve` resolved it, named as the variable that sets it; secrets
 /// masked.
 pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static str, String)> {
-    let agent = &settings.agent;
     let twilio = &settings.twilio;
     let replies = &settings.replies;
     let seconds = |d: std::time::Duration| humantime::format_duration(d).to_string();
@@ -142,39 +202,12 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             "TWILIO_AUTH_TOKEN_SECONDARY",
             masked(twilio.auth_tokens.get(1..).unwrap_or_default()),
         ),
-        (
-            "GCP_PROJECT",
-            match project {
-                ProjectLookup::FromMetadata => {
-                    format!("{} (from the metadata server)", agent.project)
-                }
-                _ => agent.project.clone(),
-            },
-        ),
     ];
-    match &agent.kind {
-        AgentKind::Cx {
-            agent_id,
-            session_ttl,
-        } => {
-            lines.push(("AGENT_TYPE", "CX".into()));
-            lines.push(("AGENT_ID", agent_id.clone()));
-            lines.push((
-                "SESSION_TTL",
-                session_ttl.map_or("the agent's default".into(), seconds),
-            ));
-        }
-        AgentKind::Es => lines.push(("AGENT_TYPE", "ES".into())),
+    match settings.default_route() {
+        Some(route) => lines.extend(agent_lines(&route.agent, project, &route.fallback_message)),
+        None => lines.push(("default route", "(none: only the routes file's)".into())),
     }
     lines.extend([
-        ("AGENT_LOCATION", agent.location.clone()),
-        ("LANGUAGE_CODE", agent.language_code.clone()),
-        ("endpoint", agent.endpoint.url()),
-        ("AGENT_TIMEOUT", seconds(agent.timeout)),
-        (
-            "AGENT_RETRY_WINDOW",
-            seconds(agent.retry_window.min(agent.timeout)),
-        ),
         ("PORT", settings.port.to_string()),
         (
             "TWILIO_WEBHOOK_URL",
@@ -189,10 +222,6 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
                 true => "true (the public URL from X-Forwarded-Proto/X-Forwarded-Host)".into(),
                 false => "false (the public URL from the Host header, over http)".into(),
             },
-        ),
-        (
-            "FALLBACK_MESSAGE",
-            format!("{:?}", settings.fallback_message),
         ),
         ("REPLY_MODE", replies.mode.to_string()),
     ]);
@@ -264,6 +293,55 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             ("STATE_LEASE", seconds(state.lease)),
         ]),
     }
+    lines
+}
+
+/// The default route's agent, as the variables that set it.
+fn agent_lines(
+    agent: &crate::config::AgentSettings,
+    project: &ProjectLookup,
+    fallback_message: &str,
+) -> Vec<(&'static str, String)> {
+    let seconds = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let mut lines = vec![(
+        "GCP_PROJECT",
+        match project {
+            ProjectLookup::FromMetadata => format!("{} (from the metadata server)", agent.project),
+            _ => agent.project.clone(),
+        },
+    )];
+    match &agent.kind {
+        AgentKind::Cx {
+            agent_id,
+            session_ttl,
+        } => {
+            lines.push(("AGENT_TYPE", "CX".into()));
+            lines.push(("AGENT_ID", agent_id.clone()));
+            lines.push((
+                "SESSION_TTL",
+                session_ttl.map_or("the agent's default".into(), seconds),
+            ));
+        }
+        AgentKind::Es => lines.push(("AGENT_TYPE", "ES".into())),
+    }
+    lines.extend([
+        ("AGENT_LOCATION", agent.location.clone()),
+        (
+            "AGENT_ENVIRONMENT",
+            agent
+                .environment
+                .clone()
+                .unwrap_or_else(|| "(not set: the draft)".into()),
+        ),
+        ("LANGUAGE_CODE", agent.language_code.clone()),
+        ("endpoint", agent.endpoint.url()),
+        ("AGENT_TIMEOUT", seconds(agent.timeout)),
+        (
+            "AGENT_RETRY_WINDOW",
+            seconds(agent.retry_window.min(agent.timeout)),
+        ),
+        ("FALLBACK_MESSAGE", format!("{fallback_message:?}")),
+    ]);
     lines
 }
 

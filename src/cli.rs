@@ -74,6 +74,9 @@ enum Command {
         /// What to ask the agent.
         #[arg(long, default_value = "hello")]
         text: String,
+        /// Ask the agent of every route, not only the default route's.
+        #[arg(long)]
+        all_routes: bool,
     },
     /// Start an emulated agent and the bridge, and play a conversation through them.
     Demo {
@@ -185,8 +188,12 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
             session.run(prompt).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { offline, text } => {
-            let (verdict, report) = check::run(&vars, &project, offline, &text).await;
+        Command::Check {
+            offline,
+            text,
+            all_routes,
+        } => {
+            let (verdict, report) = check::run(&vars, &project, offline, all_routes, &text).await;
             print!("{report}");
             Ok(ExitCode::from(verdict as u8))
         }
@@ -218,10 +225,12 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
     let port = listener
         .local_addr()
         .map_or(settings.port, |addr| addr.port());
+    let default = settings.default_route();
     tracing::info!(
         port,
-        agent = %settings.agent,
-        endpoint = %settings.agent.endpoint.url(),
+        agent = default.map(|route| route.agent.to_string()),
+        endpoint = default.map(|route| route.agent.endpoint.url()),
+        routes = settings.routes.len(),
         reply_mode = %settings.replies.mode,
         "bridge listening"
     );

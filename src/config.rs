@@ -99,9 +99,9 @@ impl fmt::Debug for Secret {
 pub struct Settings {
     pub port: u16,
     pub twilio: TwilioSettings,
-    pub agent: AgentSettings,
-    /// What the user gets when the agent cannot answer.
-    pub fallback_message: String,
+    /// Which agent answers which webhook, first match first: those of `ROUTES_FILE`, then
+    /// the default route of today's variables (`AGENT_ID`, …) if they name an agent.
+    pub routes: Vec<RouteSettings>,
     pub replies: ReplySettings,
     pub state: StateSettings,
     pub limits: ConnectionLimits,
@@ -163,6 +163,29 @@ pub fn open_files_limit() -> usize {
             })
         })
         .unwrap_or(1024)
+}
+
+/// One route: what it matches, and the agent that answers there and how.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// For logs and metrics (never a phone number).
+    pub name: String,
+    pub matcher: crate::routes::Matcher,
+    pub agent: AgentSettings,
+    /// The sender's country (`FromCountry`) to the language asked in.
+    pub languages: std::collections::BTreeMap<String, String>,
+    /// What the user gets when the agent cannot answer.
+    pub fallback_message: String,
+    pub reply_mode: ReplyMode,
+}
+
+impl Settings {
+    /// The catch-all route of today's variables, if they name an agent.
+    pub fn default_route(&self) -> Option<&RouteSettings> {
+        self.routes
+            .last()
+            .filter(|route| route.matcher == crate::routes::Matcher::default())
+    }
 }
 
 /// Where the bridge keeps what must hold across instances: the messages already
@@ -370,8 +393,11 @@ impl Settings {
     /// Settings that are valid but probably not what the operator meant, one line each.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        let agent = &self.agent;
-        if let Endpoint::Google { host } = &agent.endpoint {
+        for route in &self.routes {
+            let agent = &route.agent;
+            let Endpoint::Google { host } = &agent.endpoint else {
+                continue;
+            };
             let regional = format!("{}-dialogflow.googleapis.com", agent.location);
             let mismatch = if agent.location == "global" {
                 host.ends_with("-dialogflow.googleapis.com")
@@ -384,13 +410,24 @@ impl Settings {
                 } else {
                     &regional
                 };
+                let (location, endpoint) = match route.name.as_str() {
+                    "default" => ("AGENT_LOCATION".to_owned(), "DF_ENDPOINT".to_owned()),
+                    name => (
+                        format!("route {name}: agent.location"),
+                        "agent.endpoint".to_owned(),
+                    ),
+                };
                 warnings.push(format!(
-                    "AGENT_LOCATION is {} but DF_ENDPOINT is {host}: an agent is only served by its own location's endpoint ({expected}); expect NOT_FOUND or the fallback message. Unset DF_ENDPOINT to use the right one.",
+                    "{location} is {} but {endpoint} is {host}: an agent is only served by its own location's endpoint ({expected}); expect NOT_FOUND or the fallback message. Unset {endpoint} to use the right one.",
                     agent.location
                 ));
             }
         }
-        if matches!(agent.endpoint, Endpoint::Emulator { .. })
+        let on_emulator = self
+            .routes
+            .iter()
+            .any(|route| matches!(route.agent.endpoint, Endpoint::Emulator { .. }));
+        if on_emulator
             && self.replies.mode != ReplyMode::Twiml
             && self.replies.api_base_url == DEFAULT_TWILIO_API_BASE_URL
         {
@@ -458,13 +495,53 @@ impl Reader<'_> {
                 _ => Err("must be twiml, api or auto".to_owned()),
             })
             .unwrap_or(ReplyMode::Auto);
-        let agent = self.agent(mode);
-        let replies = self.replies(mode);
         let fallback_message = self
             .get("FALLBACK_MESSAGE")
             .unwrap_or(DEFAULT_FALLBACK_MESSAGE)
             .to_owned();
+        let routes_file = self.parsed("ROUTES_FILE", |v| {
+            let text = std::fs::read_to_string(v).map_err(|e| format!("cannot be read: {e}"))?;
+            crate::routes::RoutesFile::parse(&text)
+        });
+        // With a routes file, today's variables make a default route only if they name
+        // an agent.
+        let has_default = self.get("ROUTES_FILE").is_none()
+            || self.get("AGENT_ID").is_some()
+            || self.get("AGENT_TYPE").is_some();
+        let default_agent = if has_default {
+            self.agent(mode)
+        } else {
+            Some(None).flatten()
+        };
+        let mut routes = Vec::new();
+        if let Some(file) = &routes_file {
+            for (i, spec) in file.routes.iter().enumerate() {
+                if let Some(route) = self.route(i, spec, mode, &fallback_message) {
+                    routes.push(route);
+                }
+            }
+            if file.routes.is_empty() && !has_default {
+                self.fail(
+                    "ROUTES_FILE",
+                    "has no routes, and no AGENT_ID or AGENT_TYPE makes a default one",
+                );
+            }
+        }
+        let default_languages = self
+            .parsed("LANGUAGE_BY_COUNTRY", parse_languages)
+            .unwrap_or_default();
+        let replies = self.replies(mode);
         let state = self.state();
+        if has_default {
+            routes.push(RouteSettings {
+                name: "default".into(),
+                matcher: crate::routes::Matcher::default(),
+                agent: default_agent?,
+                languages: default_languages,
+                fallback_message: fallback_message.clone(),
+                reply_mode: mode,
+            });
+        }
         let limits = self.limits();
         let rate_limits = self.rate_limits();
         let opt_out_to_agent = self.parsed("OPT_OUT_TO_AGENT", parse_bool).unwrap_or(false);
@@ -475,8 +552,7 @@ impl Reader<'_> {
         Some(Settings {
             port: port.unwrap_or(8080),
             twilio: twilio?,
-            agent: agent?,
-            fallback_message,
+            routes,
             replies: replies?,
             state: state?,
             limits,
@@ -484,6 +560,203 @@ impl Reader<'_> {
             rate_limit_message,
             opt_out_to_agent,
         })
+    }
+
+    /// Route `i` of the routes file, its gaps filled from today's variables; every
+    /// problem is named by the route's place and field.
+    fn route(
+        &mut self,
+        i: usize,
+        spec: &crate::routes::RouteSpec,
+        default_mode: ReplyMode,
+        default_fallback: &str,
+    ) -> Option<RouteSettings> {
+        let field = |name: &str| format!("ROUTES_FILE: routes[{i}].{name}");
+        let mut ok = true;
+        let mut fail = |reader: &mut Self, name: &str, problem: &str| {
+            reader.fail(&field(name), problem);
+            ok = false;
+        };
+        let name = spec.name.clone().unwrap_or_else(|| format!("route-{i}"));
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            fail(
+                self,
+                "name",
+                "must be letters, digits, '-', '_' or '.' (it is a metrics label)",
+            );
+        }
+        let matcher = crate::routes::Matcher {
+            to: spec.matcher.to.clone(),
+            messaging_service_sid: spec.matcher.messaging_service_sid.clone(),
+            account_sid: spec.matcher.account_sid.clone(),
+        };
+        if matcher == crate::routes::Matcher::default() {
+            fail(self, "match", "must name a to, messaging_service_sid or account_sid (the default route is today's variables)");
+        }
+        if let Some(sid) = &matcher.messaging_service_sid {
+            if !is_sid(sid, "MG") {
+                fail(
+                    self,
+                    "match.messaging_service_sid",
+                    "must be MG followed by 32 hexadecimal characters",
+                );
+            }
+        }
+        if let Some(sid) = &matcher.account_sid {
+            if !is_sid(sid, "AC") {
+                fail(
+                    self,
+                    "match.account_sid",
+                    "must be AC followed by 32 hexadecimal characters",
+                );
+            }
+        }
+        let mode = match spec
+            .reply_mode
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None => default_mode,
+            Some("twiml") => ReplyMode::Twiml,
+            Some("api") => ReplyMode::Api,
+            Some("auto") => ReplyMode::Auto,
+            Some(_) => {
+                fail(self, "reply_mode", "must be twiml, api or auto");
+                default_mode
+            }
+        };
+        let agent = &spec.agent;
+        let cx = match agent
+            .kind
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("CX") => true,
+            Some("ES") => false,
+            _ => {
+                fail(self, "agent.type", "is required: CX or ES");
+                true
+            }
+        };
+        let project = agent
+            .project
+            .clone()
+            .or_else(|| project_of(self.vars).map(str::to_owned));
+        if project.is_none() {
+            fail(self, "agent.project", "is required (or GCP_PROJECT)");
+        }
+        let location = agent.location.clone().unwrap_or_else(|| "global".into());
+        if !is_resource_id(&location) {
+            fail(
+                self,
+                "agent.location",
+                "must be a location id such as global or us-central1",
+            );
+        }
+        let agent_id = agent.id.clone();
+        match &agent_id {
+            Some(id) if !is_resource_id(id) => fail(
+                self,
+                "agent.id",
+                "must be the agent's id, not a name or path",
+            ),
+            None if cx => fail(self, "agent.id", "is required for a CX agent"),
+            _ => {}
+        }
+        if let Some(environment) = &agent.environment {
+            if !is_resource_id(environment) {
+                fail(
+                    self,
+                    "agent.environment",
+                    "must be the environment's id, not a name or path",
+                );
+            }
+        }
+        let session_ttl = match &spec.session_ttl {
+            Some(ttl) => match parse_session_ttl(ttl) {
+                Ok(ttl) => Some(ttl),
+                Err(problem) => {
+                    fail(self, "session_ttl", &problem);
+                    None
+                }
+            },
+            None => self
+                .get("SESSION_TTL")
+                .and_then(|v| parse_session_ttl(v).ok()),
+        };
+        let mut languages = std::collections::BTreeMap::new();
+        for (country, language) in &spec.languages {
+            if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
+                fail(
+                    self,
+                    "languages",
+                    "keys must be two-letter country codes such as FR",
+                );
+            }
+            languages.insert(country.to_ascii_uppercase(), language.clone());
+        }
+        let endpoint = match (&agent.emulator_host, self.get("DIALOGFLOW_EMULATOR_HOST")) {
+            (Some(host), _) => Endpoint::Emulator { host: host.clone() },
+            (None, Some(host)) => Endpoint::Emulator {
+                host: host.to_owned(),
+            },
+            (None, None) => Endpoint::Google {
+                host: match &agent.endpoint {
+                    Some(host) => host
+                        .trim_start_matches("https://")
+                        .trim_end_matches('/')
+                        .to_owned(),
+                    None if location == "global" => "dialogflow.googleapis.com".to_owned(),
+                    None => format!("{location}-dialogflow.googleapis.com"),
+                },
+            },
+        };
+        let (default_timeout, max_timeout) = agent_timeouts(mode);
+        let timeout = self
+            .get("AGENT_TIMEOUT")
+            .and_then(|v| parse_duration(v).ok())
+            .map_or(default_timeout, |t| t.min(max_timeout));
+        let retry_window = self
+            .get("AGENT_RETRY_WINDOW")
+            .and_then(|v| parse_duration(v).ok())
+            .unwrap_or(crate::agent::retry::DEFAULT_RETRY_WINDOW);
+        let kind = match cx {
+            true => AgentKind::Cx {
+                agent_id: agent_id.unwrap_or_default(),
+                session_ttl,
+            },
+            false => AgentKind::Es,
+        };
+        let settings = RouteSettings {
+            name,
+            matcher,
+            agent: AgentSettings {
+                kind,
+                project: project.unwrap_or_default(),
+                location,
+                language_code: spec
+                    .language
+                    .clone()
+                    .or_else(|| self.get("LANGUAGE_CODE").map(str::to_owned))
+                    .unwrap_or_else(|| "en".into()),
+                endpoint,
+                timeout,
+                retry_window,
+                environment: agent.environment.clone(),
+            },
+            languages,
+            fallback_message: spec
+                .fallback_message
+                .clone()
+                .unwrap_or_else(|| default_fallback.to_owned()),
+            reply_mode: mode,
+        };
+        ok.then_some(settings)
     }
 
     fn rate_limits(&mut self) -> crate::rate_limit::RateLimits {
@@ -857,6 +1130,34 @@ fn is_resource_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// `FR:fr,CA:en`: the sender's country to a language code.
+fn parse_languages(value: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once(':') {
+            Some((country, language))
+                if country.trim().len() == 2 && !language.trim().is_empty() =>
+            {
+                Ok((
+                    country.trim().to_ascii_uppercase(),
+                    language.trim().to_owned(),
+                ))
+            }
+            _ => Err("must be COUNTRY:language pairs, e.g. FR:fr,CA:en".to_owned()),
+        })
+        .collect()
+}
+
+/// The default and the longest agent timeout in `mode`: Twilio waits 15 s for a webhook
+/// that must carry the replies; otherwise as long as CX lets a webhook run, and more.
+fn agent_timeouts(mode: ReplyMode) -> (Duration, Duration) {
+    match mode {
+        ReplyMode::Twiml => (DEFAULT_AGENT_TIMEOUT, MAX_AGENT_TIMEOUT),
+        ReplyMode::Api | ReplyMode::Auto => (DEFAULT_AGENT_TIMEOUT_API, MAX_AGENT_TIMEOUT_API),
+    }
+}
+
 fn parse_bool(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
@@ -922,18 +1223,21 @@ mod tests {
         .unwrap();
         assert_eq!(settings.port, 8080);
         assert_eq!(
-            settings.agent.kind,
+            settings.routes[0].agent.kind,
             AgentKind::Cx {
                 agent_id: "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab".into(),
                 session_ttl: Some(Duration::from_secs(12 * 3600))
             }
         );
         assert_eq!(
-            settings.agent.endpoint.url(),
+            settings.routes[0].agent.endpoint.url(),
             "https://us-central1-dialogflow.googleapis.com"
         );
         assert!(!settings.twilio.trust_proxy);
-        assert_eq!(settings.fallback_message, DEFAULT_FALLBACK_MESSAGE);
+        assert_eq!(
+            settings.routes[0].fallback_message,
+            DEFAULT_FALLBACK_MESSAGE
+        );
     }
 
     #[test]
@@ -949,9 +1253,9 @@ mod tests {
             ("PORT", "9000"),
         ]))
         .unwrap();
-        assert_eq!(settings.agent.kind, AgentKind::Es);
+        assert_eq!(settings.routes[0].agent.kind, AgentKind::Es);
         assert_eq!(
-            settings.agent.endpoint.url(),
+            settings.routes[0].agent.endpoint.url(),
             "https://europe-west2-dialogflow.googleapis.com"
         );
         assert!(settings.twilio.trust_proxy);
@@ -981,7 +1285,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            settings.agent.endpoint,
+            settings.routes[0].agent.endpoint,
             Endpoint::Emulator {
                 host: "127.0.0.1:8085".into()
             }

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod rate_limit;
 pub mod reply;
+pub mod routes;
 pub mod session;
 pub mod state;
 pub mod twilio;

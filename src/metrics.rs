@@ -50,8 +50,14 @@ struct Limit {
     limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteName {
+    route: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    routed: Family<RouteName, Counter>,
     rate_limited: Family<Limit, Counter>,
     connections_open: prometheus_client::metrics::gauge::Gauge,
     connections_closed: Family<Reason, Counter>,
@@ -150,8 +156,15 @@ impl Metrics {
             "Messages not sent to the agent because they went past a rate limit (conversation, agent_budget)",
             rate_limited.clone(),
         );
+        let routed = Family::<RouteName, Counter>::default();
+        registry.register(
+            "routed_webhooks",
+            "Webhooks by the route that answered them (route names come from the configuration)",
+            routed.clone(),
+        );
         Self {
             registry,
+            routed,
             rate_limited,
             connections_open,
             connections_closed,
@@ -193,6 +206,14 @@ impl Metrics {
             .get_or_create(&SendFailure {
                 status: label(status.map(|s| s.to_string())),
                 twilio_error: label(twilio_error.map(|c| c.to_string())),
+            })
+            .inc();
+    }
+
+    pub fn routed(&self, route: &str) {
+        self.routed
+            .get_or_create(&RouteName {
+                route: route.to_owned(),
             })
             .inc();
     }

@@ -42,6 +42,8 @@ pub enum Outcome {
     RateLimited,
     /// A STOP, START or HELP keyword: Twilio answers it, the agent is not asked.
     OptOut,
+    /// No route matches the number written to, and there is no default route.
+    NoRoute,
 }
 
 impl Outcome {
@@ -53,6 +55,7 @@ impl Outcome {
             Outcome::Queued => "queued",
             Outcome::RateLimited => "rate_limited",
             Outcome::OptOut => "opt_out",
+            Outcome::NoRoute => "no_route",
         }
     }
 }
@@ -78,6 +81,8 @@ pub struct Handled {
     pub session: SessionId,
     /// A re-delivery, answered from the first delivery's outcome.
     pub duplicate: bool,
+    /// The name of the route that answered, for logs and metrics.
+    pub agent_route: Option<Arc<str>>,
 }
 
 impl Handled {
@@ -97,6 +102,7 @@ impl Handled {
             agent_latency: None,
             session,
             duplicate,
+            agent_route: None,
         }
     }
 }
@@ -109,6 +115,68 @@ pub enum Delivery {
         deadline: Duration,
         outbox: Arc<Outbox>,
     },
+}
+
+impl Delivery {
+    /// The outbox, when replies may go through the API.
+    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
+        match self {
+            Delivery::Twiml => None,
+            Delivery::Api(outbox) | Delivery::Auto { outbox, .. } => Some(outbox),
+        }
+    }
+}
+
+/// One route at work: the agent that answers there, in which language, what the person
+/// gets when it cannot, and which way the replies go.
+pub struct AgentRoute {
+    pub name: Arc<str>,
+    pub agent: Agent,
+    /// The sender's country (`FromCountry`) to the language asked in.
+    pub languages: std::collections::BTreeMap<String, String>,
+    pub fallback: String,
+    pub delivery: Delivery,
+}
+
+/// The routes, in order, and the index that finds the first that matches.
+pub struct AgentRoutes {
+    routes: Vec<Arc<AgentRoute>>,
+    index: crate::routes::Index,
+}
+
+impl AgentRoutes {
+    /// `routes` with what each matches, first match first.
+    pub fn new(routes: Vec<(crate::routes::Matcher, AgentRoute)>) -> Self {
+        let (matchers, routes): (Vec<_>, Vec<_>) = routes
+            .into_iter()
+            .map(|(matcher, route)| (matcher, Arc::new(route)))
+            .unzip();
+        Self {
+            routes,
+            index: crate::routes::Index::new(matchers),
+        }
+    }
+
+    /// The route of `message`, if any matches.
+    pub fn find(&self, message: &IncomingMessage) -> Option<&Arc<AgentRoute>> {
+        let addressed = crate::routes::Addressed {
+            to: &message.to,
+            messaging_service_sid: message.params.get("MessagingServiceSid"),
+            account_sid: &message.account_sid,
+        };
+        self.index.find(&addressed).map(|i| &self.routes[i])
+    }
+
+    /// Every outbox the routes send through, once each.
+    fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        let mut outboxes: Vec<Arc<Outbox>> = Vec::new();
+        for outbox in self.routes.iter().filter_map(|r| r.delivery.outbox()) {
+            if !outboxes.iter().any(|o| Arc::ptr_eq(o, outbox)) {
+                outboxes.push(Arc::clone(outbox));
+            }
+        }
+        outboxes
+    }
 }
 
 /// What the state store keeps of a turn's message: what another instance needs to
@@ -142,11 +210,9 @@ impl StoredOutcome {
     }
 }
 
-/// What the bridge itself says to a person.
+/// What the bridge itself says to a person, beside each route's fallback message.
 #[derive(Debug, Clone)]
 pub struct Messages {
-    /// When the agent cannot answer.
-    pub fallback: String,
     /// Once, to a person writing faster than the rate limits allow.
     pub rate_limited: String,
     /// STOP, START and HELP go to the agent as events (`OPT_OUT_TO_AGENT`).
@@ -155,9 +221,8 @@ pub struct Messages {
 
 /// Answers incoming messages with the agent.
 pub struct Conversations {
-    agent: Agent,
+    routes: AgentRoutes,
     messages: Messages,
-    delivery: Delivery,
     state: StateStore,
     metrics: Arc<Metrics>,
     /// The account whose messages are answered (a turn taken over is read again).
@@ -170,17 +235,15 @@ pub struct Conversations {
 
 impl Conversations {
     pub fn new(
-        agent: Agent,
+        routes: AgentRoutes,
         messages: Messages,
-        delivery: Delivery,
         state: StateStore,
         metrics: Arc<Metrics>,
         account_sid: String,
     ) -> Arc<Self> {
         Arc::new(Self {
-            agent,
+            routes,
             messages,
-            delivery,
             state,
             metrics,
             account_sid,
@@ -218,12 +281,9 @@ impl Conversations {
         }
     }
 
-    /// The outbox, when replies may go through the API.
-    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
-        match &self.delivery {
-            Delivery::Twiml => None,
-            Delivery::Api(outbox) | Delivery::Auto { outbox, .. } => Some(outbox),
-        }
+    /// The outboxes replies may go through.
+    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.routes.outboxes()
     }
 
     /// At the end of the grace: the turns still at work stop, and leave their replies to
@@ -231,7 +291,7 @@ impl Conversations {
     /// state); returns once they all did, or after `wait`.
     pub async fn hand_over(&self, wait: Duration) {
         self.handing_over.send_replace(true);
-        if let Some(outbox) = self.outbox() {
+        for outbox in self.outboxes() {
             let _ = outbox.drain(wait).await;
         }
     }
@@ -250,13 +310,33 @@ impl Conversations {
         recipient: Recipient,
     ) -> Handled {
         let session = session_of(&message);
+        let Some(route) = self.routes.find(&message).cloned() else {
+            // Not a 5xx: Twilio would only deliver it again.
+            return Handled {
+                outcome: Outcome::NoRoute,
+                route: Route::Webhook,
+                ..Handled::queued(session, false)
+            };
+        };
+        let mut handled = self.handle_on(&route, message, recipient, session).await;
+        handled.agent_route = Some(Arc::clone(&route.name));
+        handled
+    }
+
+    async fn handle_on(
+        self: &Arc<Self>,
+        route: &Arc<AgentRoute>,
+        message: IncomingMessage,
+        recipient: Recipient,
+        session: SessionId,
+    ) -> Handled {
         let key = message.message_sid.as_ref().map(|sid| MessageKey {
             account_sid: message.account_sid.clone(),
             message_sid: sid.clone(),
         });
         // What another instance needs to send this turn's replies, should this one die:
         // only when there is a store to share it and an API to send them through.
-        let record: Json = if self.state.is_shared() && self.outbox().is_some() {
+        let record: Json = if self.state.is_shared() && route.delivery.outbox().is_some() {
             let record = TurnRecord {
                 params: message.params.pairs().to_vec(),
                 status_callback: recipient.status_callback.clone(),
@@ -266,26 +346,32 @@ impl Conversations {
             Json::from("")
         };
         let ticket = match self.state.admit(key, session, record).await {
-            Admission::Repeat(repeat) => return self.repeat(repeat, session).await,
+            Admission::Repeat(repeat) => return self.repeat(route, repeat, session).await,
             Admission::First(ticket) => ticket,
         };
         let (answer, mut answered) = oneshot::channel();
-        let waiting = match &self.delivery {
+        let waiting = match &route.delivery {
             Delivery::Api(_) => None,
             Delivery::Twiml | Delivery::Auto { .. } => Some(answer),
         };
         // The turn runs on its own task so that it finishes, and its outcome is
         // remembered, even if Twilio hangs up on this request.
-        tokio::spawn(Arc::clone(self).run_turn(ticket, message, recipient, waiting));
-        match &self.delivery {
+        tokio::spawn(Arc::clone(self).run_turn(
+            ticket,
+            Arc::clone(route),
+            message,
+            recipient,
+            waiting,
+        ));
+        match &route.delivery {
             Delivery::Api(_) => Handled::queued(session, false),
             Delivery::Twiml => {
                 tokio::select! {
                     answer = &mut answered => answer.unwrap_or_else(|_| {
                         tracing::error!(session = %session, "answering a message panicked");
-                        self.fallback(session, "PANIC".into(), None)
+                        self.fallback(route, session, "PANIC".into(), None)
                     }),
-                    () = self.out_of_grace() => self.fallback(session, "SHUTDOWN".into(), None),
+                    () = self.out_of_grace() => self.fallback(route, session, "SHUTDOWN".into(), None),
                 }
             }
             Delivery::Auto { deadline, .. } => {
@@ -302,7 +388,7 @@ impl Conversations {
                     .unwrap_or(Err(()))
                 {
                     Ok(Ok(handled)) => handled,
-                    Ok(Err(_)) => self.fallback(session, "ABANDONED".into(), None),
+                    Ok(Err(_)) => self.fallback(route, session, "ABANDONED".into(), None),
                     Err(()) => {
                         // Too late for the webhook. Closing first makes the hand-over
                         // exact: either the answer is already here, or the turn's send
@@ -319,8 +405,8 @@ impl Conversations {
 
     /// A re-delivery: the first delivery's outcome, never a second agent call or a
     /// second set of messages.
-    async fn repeat(&self, repeat: Repeat, session: SessionId) -> Handled {
-        let wait = match &self.delivery {
+    async fn repeat(&self, route: &AgentRoute, repeat: Repeat, session: SessionId) -> Handled {
+        let wait = match &route.delivery {
             Delivery::Twiml => None,
             Delivery::Api(_) => Some(Duration::ZERO),
             Delivery::Auto { deadline, .. } => Some(*deadline),
@@ -344,12 +430,18 @@ impl Conversations {
                 agent_latency: None,
                 session,
                 duplicate: true,
+                agent_route: None,
             },
             None => Handled::queued(session, true),
         }
     }
 
-    async fn answer(&self, message: IncomingMessage, session: SessionId) -> Handled {
+    async fn answer(
+        &self,
+        route: &AgentRoute,
+        message: IncomingMessage,
+        session: SessionId,
+    ) -> Handled {
         let nothing = |outcome| Handled {
             replies: Arc::default(),
             route: Route::Webhook,
@@ -357,6 +449,7 @@ impl Conversations {
             agent_latency: None,
             session,
             duplicate: false,
+            agent_route: None,
         };
         let input = match message.opt_out {
             // Twilio answers these itself, and a reply of ours after STOP would be
@@ -372,10 +465,14 @@ impl Conversations {
             session,
             input,
             payload: payload_of(&message),
-            language: None,
+            language: message
+                .params
+                .get("FromCountry")
+                .and_then(|country| route.languages.get(&country.to_ascii_uppercase()))
+                .cloned(),
         };
         let started = Instant::now();
-        let result = self.agent.detect_intent(&query).await;
+        let result = route.agent.detect_intent(&query).await;
         let elapsed = started.elapsed();
         let latency = Some(elapsed);
         match result {
@@ -388,12 +485,13 @@ impl Conversations {
                     agent_latency: latency,
                     session,
                     duplicate: false,
+                    agent_route: None,
                 }
             }
             Err(error) => {
                 self.metrics.agent_failed(elapsed, error.label());
                 tracing::warn!(session = %session, error = %error, "the agent could not answer; sending the fallback message");
-                self.fallback(session, error.label(), latency)
+                self.fallback(route, session, error.label(), latency)
             }
         }
     }
@@ -419,24 +517,25 @@ impl Conversations {
             agent_latency: None,
             session,
             duplicate: false,
+            agent_route: None,
         }
     }
 
     fn fallback(
         &self,
+        route: &AgentRoute,
         session: SessionId,
         reason: String,
         agent_latency: Option<Duration>,
     ) -> Handled {
         Handled {
-            replies: Arc::new(fit_to_limits(vec![ReplyMessage::text(
-                &self.messages.fallback,
-            )])),
+            replies: Arc::new(fit_to_limits(vec![ReplyMessage::text(&route.fallback)])),
             route: Route::Webhook,
             outcome: Outcome::Fallback(reason),
             agent_latency,
             session,
             duplicate: false,
+            agent_route: None,
         }
     }
 }

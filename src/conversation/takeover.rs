@@ -20,18 +20,9 @@ impl Conversations {
             sent,
             sending,
         } = taken;
-        let Some(outbox) = self.outbox().cloned() else {
-            // The webhook that waited for this turn died with its instance: there is no
-            // other way to the person. A re-delivery of the message is answered afresh.
-            tracing::warn!(
-                message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
-                "took over the turn of an instance that died: with REPLY_MODE=twiml its reply is lost"
-            );
-            if !self.wait_or_leave(&ticket).await {
-                return;
-            }
-            return ticket.abandon().await;
-        };
+        // Only turns whose replies may go through the API carry their message (see
+        // `handle`): for the others, the webhook that waited died with its instance, and
+        // there is no other way to the person. A re-delivery is answered afresh.
         let message = serde_json::from_str::<TurnRecord>(&turn)
             .ok()
             .and_then(|record| {
@@ -43,10 +34,15 @@ impl Conversations {
                 let recipient = Recipient::replying_to(&message, record.status_callback);
                 Some((message, recipient))
             });
-        let Some((message, recipient)) = message else {
-            tracing::error!(
+        let found = message.and_then(|(message, recipient)| {
+            let route = Arc::clone(self.routes.find(&message)?);
+            let outbox = Arc::clone(route.delivery.outbox()?);
+            Some((message, recipient, route, outbox))
+        });
+        let Some((message, recipient, route, outbox)) = found else {
+            tracing::warn!(
                 message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
-                "a turn taken over cannot be read: its message is skipped"
+                "took over the turn of an instance that died: its replies could only go in that instance's webhook answer, and are lost"
             );
             if !self.wait_or_leave(&ticket).await {
                 let _ = ticket.release().await;
@@ -58,7 +54,7 @@ impl Conversations {
         let answer = answer.as_deref().and_then(StoredOutcome::read);
         let Some(answer) = answer else {
             tracing::warn!(%message_sid, "took over the turn of an instance that died before the agent's answer was recorded: asking the agent again");
-            return self.run_turn(ticket, message, recipient, None).await;
+            return self.run_turn(ticket, route, message, recipient, None).await;
         };
         let mut from = sent;
         if let Some(index) = sending.filter(|index| *index < answer.replies.len()) {
@@ -77,6 +73,7 @@ impl Conversations {
             agent_latency: None,
             session: ticket.session,
             duplicate: false,
+            agent_route: Some(Arc::clone(&route.name)),
         };
         if !self.wait_or_leave(&ticket).await {
             return self.leave(ticket, &message_sid).await;

@@ -3,7 +3,7 @@
 //! waiting or else sends them through the Messages API; at the end of the shutdown
 //! grace it leaves its work to the other instances.
 
-use super::{Conversations, Delivery, Handled, Route, StoredOutcome};
+use super::{AgentRoute, Conversations, Delivery, Handled, Route, StoredOutcome};
 use crate::outbox::{Outbox, Recipient};
 use crate::state::Ticket;
 use crate::twilio::webhook::IncomingMessage;
@@ -16,33 +16,35 @@ impl Conversations {
     pub(super) async fn run_turn(
         self: Arc<Self>,
         ticket: Ticket,
+        route: Arc<AgentRoute>,
         message: IncomingMessage,
         recipient: Recipient,
         waiting: Option<oneshot::Sender<Handled>>,
     ) {
-        let owing = self
+        let owing = route
+            .delivery
             .outbox()
             .map(|outbox| outbox.owe(&recipient.message_sid));
         let session = ticket.session;
         let limited = ticket.limited;
         // With replies only in the webhook's answer, the wait for the turns before this
         // one counts against the agent's time: Twilio hangs up after 15 s.
-        let deadline = match self.delivery {
-            Delivery::Twiml => Some(tokio::time::Instant::now() + self.agent.timeout()),
+        let deadline = match route.delivery {
+            Delivery::Twiml => Some(tokio::time::Instant::now() + route.agent.timeout()),
             _ => None,
         };
         let work = ticket.keep_alive(async {
             ticket.wait_turn().await;
             match limited {
                 Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
-                None => self.answer(message, session).await,
+                None => self.answer(&route, message, session).await,
             }
         });
         let work = async {
             match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, work)
                     .await
-                    .unwrap_or_else(|_| self.fallback(session, "TIMEOUT".into(), None)),
+                    .unwrap_or_else(|_| self.fallback(&route, session, "TIMEOUT".into(), None)),
                 None => work.await,
             }
         };
@@ -57,7 +59,7 @@ impl Conversations {
             },
             None => handled,
         };
-        match self.outbox() {
+        match route.delivery.outbox() {
             // Twiml: the webhook stopped waiting (shutdown); a re-delivery gets this.
             None => ticket.finish(StoredOutcome::of(&handled)).await,
             Some(outbox) => {

@@ -6,8 +6,9 @@ pub mod server;
 mod webhook;
 
 use crate::agent::Agent;
-use crate::config::{ConnectionLimits, ReplyMode, ReplySettings, Settings, TwilioSettings};
-use crate::conversation::{Conversations, Delivery, Messages};
+use crate::agent::Clients;
+use crate::config::{ConnectionLimits, ReplyMode, Settings, TwilioSettings};
+use crate::conversation::{AgentRoute, AgentRoutes, Conversations, Delivery, Messages};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::state::StateStore;
@@ -42,25 +43,47 @@ pub struct AppState {
     pub limits: ConnectionLimits,
 }
 
-fn delivery(twilio: &TwilioSettings, replies: &ReplySettings) -> Result<Delivery, SetupError> {
-    let outbox = || -> Result<Arc<Outbox>, SetupError> {
+/// The routes at work: each route's agent (routes on one endpoint share its client),
+/// and the way its replies go, through one outbox for all that need it.
+async fn agent_routes(settings: &Settings) -> Result<AgentRoutes, SetupError> {
+    let clients = Clients::default();
+    let replies = &settings.replies;
+    let needs_api = settings
+        .routes
+        .iter()
+        .any(|route| route.reply_mode != ReplyMode::Twiml);
+    let outbox = if needs_api {
         let credentials = ApiCredentials {
-            account_sid: twilio.account_sid.clone(),
+            account_sid: settings.twilio.account_sid.clone(),
             username: replies.api_username.clone(),
             passwords: replies.api_passwords.clone(),
         };
         let api = MessagesApi::new(&replies.api_base_url, credentials, replies.api_timeout)
             .map_err(SetupError::HttpClient)?;
-        Ok(Outbox::new(api, replies.messaging_service_sid.clone()))
+        Some(Outbox::new(api, replies.messaging_service_sid.clone()))
+    } else {
+        None
     };
-    Ok(match replies.mode {
-        ReplyMode::Twiml => Delivery::Twiml,
-        ReplyMode::Api => Delivery::Api(outbox()?),
-        ReplyMode::Auto => Delivery::Auto {
-            deadline: replies.deadline,
-            outbox: outbox()?,
-        },
-    })
+    let mut routes = Vec::new();
+    for route in &settings.routes {
+        let delivery = match (route.reply_mode, &outbox) {
+            (ReplyMode::Api, Some(outbox)) => Delivery::Api(Arc::clone(outbox)),
+            (ReplyMode::Auto, Some(outbox)) => Delivery::Auto {
+                deadline: replies.deadline,
+                outbox: Arc::clone(outbox),
+            },
+            _ => Delivery::Twiml,
+        };
+        let agent = AgentRoute {
+            name: route.name.as_str().into(),
+            agent: Agent::connect_with(&route.agent, &clients).await?,
+            languages: route.languages.clone(),
+            fallback: route.fallback_message.clone(),
+            delivery,
+        };
+        routes.push((route.matcher.clone(), agent));
+    }
+    Ok(AgentRoutes::new(routes))
 }
 
 /// Why the bridge could not be set up.
@@ -77,20 +100,17 @@ pub enum SetupError {
 impl AppState {
     /// Connects to the agent described by `settings`.
     pub async fn connect(settings: &Settings) -> Result<Arc<Self>, SetupError> {
-        let agent = Agent::connect(&settings.agent).await?;
-        let delivery = delivery(&settings.twilio, &settings.replies)?;
+        let routes = agent_routes(settings).await?;
         let metrics = Arc::new(Metrics::new());
         let state =
             StateStore::open(&settings.state, settings.rate_limits, Arc::clone(&metrics)).await?;
         let shared = state.is_shared();
         let conversations = Conversations::new(
-            agent,
+            routes,
             Messages {
-                fallback: settings.fallback_message.clone(),
                 rate_limited: settings.rate_limit_message.clone(),
                 opt_out_to_agent: settings.opt_out_to_agent,
             },
-            delivery,
             state,
             Arc::clone(&metrics),
             settings.twilio.account_sid.clone(),
@@ -167,13 +187,15 @@ pub async fn serve(
     // Replies already owed are still sent; the turns that cannot finish in the time
     // left are handed to the other instances, or named, so that nothing disappears
     // silently.
-    if let Some(outbox) = state.conversations.outbox() {
-        let owed = outbox
-            .drain(state.shutdown_grace.saturating_sub(since_signal))
-            .await;
-        if !owed.is_empty() {
-            state.conversations.hand_over(HAND_OVER_WAIT).await;
-        }
+    let grace_left = state.shutdown_grace.saturating_sub(since_signal);
+    let until = tokio::time::Instant::now() + grace_left;
+    let mut owed = false;
+    for outbox in state.conversations.outboxes() {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        owed |= !outbox.drain(left).await.is_empty();
+    }
+    if owed {
+        state.conversations.hand_over(HAND_OVER_WAIT).await;
     }
     Ok(())
 }

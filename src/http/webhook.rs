@@ -31,9 +31,20 @@ pub async fn incoming(
     let channel = message.channel();
     let recipient = Recipient::replying_to(&message, status_callback_url(&url));
     let handled = state.conversations.handle(message, recipient).await;
+    if handled.outcome == Outcome::NoRoute {
+        tracing::warn!(
+            message_sid = %message_sid,
+            channel,
+            "no route matches this webhook (its To, MessagingServiceSid and AccountSid) and there is no default route: answered with no reply"
+        );
+    }
+    if let Some(route) = &handled.agent_route {
+        state.metrics.routed(route);
+    }
     tracing::info!(
         message_sid = %message_sid,
         trace = cloud_trace(&headers),
+        route = handled.agent_route.as_deref(),
         channel,
         session = %handled.session,
         outcome = handled.outcome.label(),
