@@ -137,3 +137,212 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
     assert_eq!(stack.agent_requests().len(), 3);
 }
+
+/// A second agent, in another project, at another location, for another number.
+const FRENCH_AGENT: &str = r#"
+project: proj-fr
+location: europe-west1
+agent_id: agent-fr
+language: fr
+intents:
+  - name: bonjour
+    phrases: ["hi", "bonjour"]
+    replies:
+      - text: "Bonjour de l'agent"
+"#;
+
+/// The bridge with a routes file sending `+33170000001` to the French agent (on an
+/// emulator of its own), and everything else to the default route.
+async fn two_agents(
+    default_route: bool,
+) -> (Stack, twilio_dialogflow::emulator::Emulator, WorkDir) {
+    let (french, _) = start_emulator(FRENCH_AGENT).await;
+    let routes = format!(
+        r#"
+routes:
+  - name: france
+    match: {{ to: "+33170000001" }}
+    agent: {{ type: CX, project: proj-fr, location: europe-west1, id: agent-fr, environment: prod, emulator_host: "{}" }}
+    language: fr
+    languages: {{ CA: en }}
+    fallback_message: "Désolé"
+"#,
+        french.addr()
+    );
+    let dir = WorkDir::with_dotenv("");
+    std::fs::write(dir.0.join("routes.yaml"), routes).unwrap();
+    let file = dir.0.join("routes.yaml").display().to_string();
+    let stack = start("CX", |vars| {
+        vars.insert("ROUTES_FILE".into(), file);
+        if !default_route {
+            vars.remove("AGENT_TYPE");
+            vars.remove("AGENT_ID");
+        }
+    })
+    .await;
+    (stack, french, dir)
+}
+
+#[tokio::test]
+async fn two_numbers_reach_two_agents_each_in_its_language_and_environment() {
+    let (stack, french, _dir) = two_agents(true).await;
+    let french_phone = twilio_dialogflow::chat::Phone::new(
+        &stack.bridge.url(),
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        USER,
+        "+33170000001",
+    )
+    .unwrap();
+    assert_eq!(
+        texts(&ask(&french_phone, "hi").await),
+        vec!["Bonjour de l'agent"]
+    );
+    // The same number on WhatsApp takes the same route.
+    let whatsapp = twilio_dialogflow::chat::Phone::new(
+        &stack.bridge.url(),
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        "whatsapp:+15551230001",
+        "whatsapp:+33170000001",
+    )
+    .unwrap();
+    assert_eq!(
+        texts(&ask(&whatsapp, "hi").await),
+        vec!["Bonjour de l'agent"]
+    );
+    // Any other number: the default route of today's variables.
+    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    let asked = french.requests();
+    assert!(
+        asked[0].path.starts_with(
+            "/v3/projects/proj-fr/locations/europe-west1/agents/agent-fr/environments/prod/sessions/"
+        ),
+        "{}",
+        asked[0].path
+    );
+    assert_eq!(asked[0].body["queryInput"]["languageCode"], "fr");
+    // A sender from Canada is asked in English on the same route.
+    let canadian = with("hi", &[("FromCountry", "CA")]);
+    let (status, _) = post_from(&french_phone, &stack.bridge.url(), &canadian, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        french.requests().last().unwrap().body["queryInput"]["languageCode"],
+        "en"
+    );
+    assert_eq!(
+        stack.agent_requests().len(),
+        1,
+        "the default agent heard only its own"
+    );
+    let metrics = stack.metrics().await;
+    assert!(
+        metrics.contains(r#"twilio_dialogflow_routed_webhooks_total{route="france"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"twilio_dialogflow_routed_webhooks_total{route="default"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_no_route_matches_gets_200_and_no_reply() {
+    let (stack, french, _dir) = two_agents(false).await;
+    assert!(stack.say("hi").await.is_empty());
+    assert!(french.requests().is_empty());
+    assert!(stack
+        .metrics()
+        .await
+        .contains(r#"twilio_dialogflow_webhooks_total{outcome="no_route"} 1"#));
+}
+
+#[tokio::test]
+async fn a_language_by_country_for_the_default_route() {
+    let stack = start("ES", |vars| {
+        vars.insert("LANGUAGE_BY_COUNTRY".into(), "FR:fr,CA:en".into());
+    })
+    .await;
+    stack.send(&with("hi", &[("FromCountry", "FR")])).await;
+    stack.send(&with("hi", &[("FromCountry", "US")])).await;
+    let asked = stack.agent_requests();
+    assert_eq!(asked[0].body["queryInput"]["text"]["languageCode"], "fr");
+    assert_eq!(asked[1].body["queryInput"]["text"]["languageCode"], "en");
+}
+
+#[test]
+fn check_names_each_bad_route_by_its_place_and_field() {
+    let dir = WorkDir::with_dotenv("");
+    std::fs::write(
+        dir.0.join("routes.yaml"),
+        r#"
+routes:
+  - name: ok
+    match: { to: "+33170000001" }
+    agent: { type: CX, project: p, id: a }
+  - name: "bad name"
+    match: {}
+    agent: { type: DX, location: "europe west" }
+    session_ttl: forever
+"#,
+    )
+    .unwrap();
+    let output = dir
+        .command(
+            &["check", "--offline"],
+            &[
+                ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+                ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+                ("GCE_METADATA_HOST", "127.0.0.1:9"),
+                ("ROUTES_FILE", "routes.yaml"),
+            ],
+        )
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    for field in [
+        "routes[1].name:",
+        "routes[1].match:",
+        "routes[1].agent.type:",
+        "routes[1].agent.project:",
+        "routes[1].agent.location:",
+        "routes[1].session_ttl:",
+    ] {
+        assert!(
+            out.contains(&format!("configuration error: ROUTES_FILE: {field}")),
+            "{field} in {out}"
+        );
+    }
+    assert!(!out.contains("routes[0]"), "{out}");
+}
+
+#[tokio::test]
+async fn check_asks_every_routes_agent_with_all_routes() {
+    let (stack, _french, dir) = two_agents(true).await;
+    let default_host = stack.emulator.addr().to_string();
+    let envs = [
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("GCP_PROJECT", "test-project"),
+        ("AGENT_ID", "test-agent"),
+        ("DIALOGFLOW_EMULATOR_HOST", default_host.as_str()),
+        ("ROUTES_FILE", "routes.yaml"),
+    ];
+    let command = dir.command(&["check", "--all-routes", "--text", "hi"], &envs);
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = command;
+        command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("agent of route france: asked \"hi\""), "{out}");
+    assert!(out.contains("< Bonjour de l'agent"), "{out}");
+    assert!(
+        out.contains("agent of route default: asked \"hi\""),
+        "{out}"
+    );
+    assert!(out.contains("< Hello from the agent"), "{out}");
+}
