@@ -261,6 +261,34 @@ pub struct TwilioSettings {
     /// Webhooks configuration SharedKeys by name (`TWILIO_WEBHOOK_KEYS`), for webhooks
     /// Twilio signs with one.
     pub webhook_keys: HashMap<String, Secret>,
+    /// The sub-accounts (or other accounts) whose webhooks are taken too, each with its
+    /// own tokens and API credentials; `account_sid` is not among them.
+    pub other_accounts: Vec<Account>,
+}
+
+/// An account other than `TWILIO_ACCOUNT_SID` whose webhooks the bridge takes.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub sid: String,
+    /// Its auth token, then the secondary during a rotation: they verify its webhooks.
+    pub auth_tokens: Vec<Secret>,
+    /// The Messages API user: the account SID, or an API key SID.
+    pub api_username: String,
+    /// The API key's secret; or the auth tokens.
+    pub api_passwords: Vec<Secret>,
+}
+
+impl TwilioSettings {
+    /// The tokens that verify the webhooks of `account_sid`, if it is one of ours.
+    pub fn tokens_of(&self, account_sid: &str) -> Option<&[Secret]> {
+        if account_sid == self.account_sid {
+            return Some(&self.auth_tokens);
+        }
+        self.other_accounts
+            .iter()
+            .find(|account| account.sid == account_sid)
+            .map(|account| account.auth_tokens.as_slice())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -912,6 +940,7 @@ impl Reader<'_> {
                     .to_owned();
             }
         }
+        let other_accounts = self.other_accounts();
         let auth_tokens = std::iter::once(Secret::new(token?))
             .chain(secondary)
             .collect();
@@ -921,7 +950,81 @@ impl Reader<'_> {
             webhook_url,
             trust_proxy,
             webhook_keys,
+            other_accounts,
         })
+    }
+
+    /// Accounts from `TWILIO_AUTH_TOKEN__AC…` (with `TWILIO_AUTH_TOKEN_SECONDARY__AC…`,
+    /// `TWILIO_API_KEY_SID__AC…` and `TWILIO_API_KEY_SECRET__AC…`), and from the routes
+    /// file's `accounts`, which name the variables that hold the secrets.
+    fn other_accounts(&mut self) -> Vec<Account> {
+        let mut specs: Vec<(
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        )> = Vec::new();
+        let mut names: Vec<&String> = self.vars.keys().collect();
+        names.sort();
+        for name in names {
+            if let Some(sid) = name.strip_prefix("TWILIO_AUTH_TOKEN__") {
+                specs.push((
+                    sid.to_owned(),
+                    name.clone(),
+                    Some(format!("TWILIO_AUTH_TOKEN_SECONDARY__{sid}")),
+                    self.get(&format!("TWILIO_API_KEY_SID__{sid}"))
+                        .map(str::to_owned),
+                    Some(format!("TWILIO_API_KEY_SECRET__{sid}")),
+                ));
+            }
+        }
+        let file = self
+            .get("ROUTES_FILE")
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| crate::routes::RoutesFile::parse(&text).ok());
+        for spec in file.map(|f| f.accounts).unwrap_or_default() {
+            specs.push((
+                spec.sid,
+                spec.auth_token_env,
+                spec.auth_token_secondary_env,
+                spec.api_key_sid,
+                spec.api_key_secret_env,
+            ));
+        }
+        let mut accounts = Vec::new();
+        for (sid, token_var, secondary_var, key_sid, key_secret_var) in specs {
+            if !is_sid(&sid, "AC") {
+                self.fail(
+                    &token_var,
+                    "must end in an account SID: AC followed by 32 hexadecimal characters",
+                );
+                continue;
+            }
+            let Some(token) = self.get(&token_var).map(Secret::new) else {
+                self.fail(&token_var, format!("is required: the auth token of {sid}"));
+                continue;
+            };
+            let tokens: Vec<Secret> = std::iter::once(token)
+                .chain(secondary_var.and_then(|v| self.get(&v)).map(Secret::new))
+                .collect();
+            let key_secret = key_secret_var.and_then(|v| self.get(&v)).map(Secret::new);
+            let (api_username, api_passwords) = match (key_sid, key_secret) {
+                (Some(key), Some(secret)) if is_sid(&key, "SK") => (key, vec![secret]),
+                (Some(key), _) => {
+                    self.fail(&format!("TWILIO_API_KEY_SID__{sid}"), format!("{key:?} must be SK followed by 32 hexadecimal characters, with its secret set"));
+                    continue;
+                }
+                (None, _) => (sid.clone(), tokens.clone()),
+            };
+            accounts.push(Account {
+                sid,
+                auth_tokens: tokens,
+                api_username,
+                api_passwords,
+            });
+        }
+        accounts
     }
 
     fn replies(&mut self, mode: ReplyMode) -> Option<ReplySettings> {

@@ -56,8 +56,8 @@ struct Recorded {
 
 #[derive(Clone)]
 struct Shared {
-    username: String,
-    password: String,
+    /// The `username:password` pairs accepted (an account or API key each).
+    credentials: Arc<Mutex<Vec<String>>>,
     recorded: Arc<Mutex<Recorded>>,
     changed: Arc<Notify>,
 }
@@ -74,8 +74,7 @@ impl MessagesEmulator {
     pub fn start(listener: TcpListener, username: &str, password: &str) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let shared = Shared {
-            username: username.to_owned(),
-            password: password.to_owned(),
+            credentials: Arc::new(Mutex::new(vec![format!("{username}:{password}")])),
             recorded: Arc::default(),
             changed: Arc::default(),
         };
@@ -92,6 +91,15 @@ impl MessagesEmulator {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Also accepts Basic auth `username:password` (another account, a sub-account).
+    pub fn accept_also(&self, username: &str, password: &str) {
+        self.shared
+            .credentials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!("{username}:{password}"));
     }
 
     /// The messages accepted so far, in the order they arrived.
@@ -215,7 +223,7 @@ async fn create_message(
         }
         None => {}
     }
-    if !authorized(&headers, &shared.username, &shared.password) {
+    if !authorized(&headers, &shared.credentials) {
         return twilio_error(
             StatusCode::UNAUTHORIZED,
             20003,
@@ -301,7 +309,7 @@ async fn list_messages(
     Query(filter): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers, &shared.username, &shared.password) {
+    if !authorized(&headers, &shared.credentials) {
         return twilio_error(
             StatusCode::UNAUTHORIZED,
             20003,
@@ -344,7 +352,7 @@ async fn list_messages(
     .into_response()
 }
 
-fn authorized(headers: &HeaderMap, username: &str, password: &str) -> bool {
+fn authorized(headers: &HeaderMap, credentials: &Mutex<Vec<String>>) -> bool {
     let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -354,5 +362,9 @@ fn authorized(headers: &HeaderMap, username: &str, password: &str) -> bool {
     let Ok(decoded) = BASE64.decode(encoded.trim()) else {
         return false;
     };
-    decoded == format!("{username}:{password}").as_bytes()
+    credentials
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .any(|pair| pair.as_bytes() == decoded)
 }

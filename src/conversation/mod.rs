@@ -225,8 +225,8 @@ pub struct Conversations {
     messages: Messages,
     state: StateStore,
     metrics: Arc<Metrics>,
-    /// The account whose messages are answered (a turn taken over is read again).
-    account_sid: String,
+    /// The accounts whose messages are answered (a turn taken over is read again).
+    accounts: Vec<String>,
     /// Once the server begins to shut down: when it must have answered every webhook.
     stopping: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     /// Once the grace is over: turns still owed are left to the other instances.
@@ -239,14 +239,14 @@ impl Conversations {
         messages: Messages,
         state: StateStore,
         metrics: Arc<Metrics>,
-        account_sid: String,
+        accounts: Vec<String>,
     ) -> Arc<Self> {
         Arc::new(Self {
             routes,
             messages,
             state,
             metrics,
-            account_sid,
+            accounts,
             stopping: tokio::sync::watch::Sender::new(None),
             handing_over: tokio::sync::watch::Sender::new(false),
         })

@@ -26,11 +26,13 @@ impl Conversations {
         let message = serde_json::from_str::<TurnRecord>(&turn)
             .ok()
             .and_then(|record| {
-                let message = IncomingMessage::from_verified(
-                    FormParams::from_pairs(record.params),
-                    &self.account_sid,
-                )
-                .ok()?;
+                let params = FormParams::from_pairs(record.params);
+                let account = self
+                    .accounts
+                    .iter()
+                    .find(|sid| params.get("AccountSid") == Some(sid.as_str()))?
+                    .clone();
+                let message = IncomingMessage::from_verified(params, &account).ok()?;
                 let recipient = Recipient::replying_to(&message, record.status_callback);
                 Some((message, recipient))
             });

@@ -53,14 +53,31 @@ async fn agent_routes(settings: &Settings) -> Result<AgentRoutes, SetupError> {
         .iter()
         .any(|route| route.reply_mode != ReplyMode::Twiml);
     let outbox = if needs_api {
-        let credentials = ApiCredentials {
-            account_sid: settings.twilio.account_sid.clone(),
-            username: replies.api_username.clone(),
-            passwords: replies.api_passwords.clone(),
-        };
-        let api = MessagesApi::new(&replies.api_base_url, credentials, replies.api_timeout)
-            .map_err(SetupError::HttpClient)?;
-        Some(Outbox::new(api, replies.messaging_service_sid.clone()))
+        // Each account sends its replies with its own credentials.
+        let twilio = &settings.twilio;
+        let accounts = std::iter::once((
+            &twilio.account_sid,
+            &replies.api_username,
+            &replies.api_passwords,
+        ))
+        .chain(
+            twilio
+                .other_accounts
+                .iter()
+                .map(|a| (&a.sid, &a.api_username, &a.api_passwords)),
+        );
+        let mut apis = std::collections::HashMap::new();
+        for (sid, username, passwords) in accounts {
+            let credentials = ApiCredentials {
+                account_sid: sid.clone(),
+                username: username.clone(),
+                passwords: passwords.clone(),
+            };
+            let api = MessagesApi::new(&replies.api_base_url, credentials, replies.api_timeout)
+                .map_err(SetupError::HttpClient)?;
+            apis.insert(sid.clone(), api);
+        }
+        Some(Outbox::new(apis, replies.messaging_service_sid.clone()))
     } else {
         None
     };
@@ -113,7 +130,9 @@ impl AppState {
             },
             state,
             Arc::clone(&metrics),
-            settings.twilio.account_sid.clone(),
+            std::iter::once(settings.twilio.account_sid.clone())
+                .chain(settings.twilio.other_accounts.iter().map(|a| a.sid.clone()))
+                .collect(),
         );
         if shared {
             // Turns left behind by an instance that died are taken over by the others;

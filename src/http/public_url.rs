@@ -54,6 +54,7 @@ mod tests {
             webhook_url: webhook_url.map(str::to_owned),
             trust_proxy,
             webhook_keys: Default::default(),
+            other_accounts: Vec::new(),
         }
     }
 

@@ -78,7 +78,9 @@ fn read_message(
     let body = body.map_err(|r| Rejection::of_body(r, state.limits.body))?;
     let url = public_url(&state.twilio, headers, uri);
     let (params, url) = verified_form(state, url, headers, &body)?;
-    let message = IncomingMessage::from_verified(params, &state.twilio.account_sid)?;
+    // Verified with this account's token: it is ours.
+    let account = params.get("AccountSid").unwrap_or_default().to_owned();
+    let message = IncomingMessage::from_verified(params, &account)?;
     Ok((message, url))
 }
 
@@ -98,10 +100,8 @@ pub async fn status(
         None => public_url(&state.twilio, &headers, &uri),
     };
     let (params, _) = verified_form(&state, url, &headers, &body)?;
-    // Like a webhook, a callback of another account is refused.
-    if params.get("AccountSid") != Some(state.twilio.account_sid.as_str()) {
-        return Err(Rejection::Webhook(WebhookError::WrongAccount));
-    }
+    // Like a webhook, a callback of another account is refused (`verified_form` checked
+    // it with the token of the account it names).
     let message_status = params.get("MessageStatus").unwrap_or_default();
     let message_sid = params.get("MessageSid").unwrap_or_default();
     if matches!(message_status, "undelivered" | "failed") {
@@ -149,9 +149,12 @@ fn verified_form(
             signature::is_valid_with(algorithm, key.expose(), &url, params.pairs(), signature)
         }
         None => {
+            // The account the form names chooses the token; the signature then proves the
+            // form, that name included. An account not ours has no token to check with.
             let tokens: Vec<&str> = state
                 .twilio
-                .auth_tokens
+                .tokens_of(params.get("AccountSid").unwrap_or_default())
+                .ok_or(Rejection::Webhook(WebhookError::WrongAccount))?
                 .iter()
                 .map(|t| t.expose())
                 .collect();
@@ -160,6 +163,13 @@ fn verified_form(
     };
     if !valid {
         return Err(Rejection::BadSignature);
+    }
+    if state
+        .twilio
+        .tokens_of(params.get("AccountSid").unwrap_or_default())
+        .is_none()
+    {
+        return Err(Rejection::Webhook(WebhookError::WrongAccount));
     }
     Ok((params, url))
 }

@@ -346,3 +346,41 @@ async fn check_asks_every_routes_agent_with_all_routes() {
     );
     assert!(out.contains("< Hello from the agent"), "{out}");
 }
+
+#[tokio::test]
+async fn a_sub_account_is_verified_with_its_own_token_and_replies_with_its_credentials() {
+    const SUB: &str = "ACffffffffffffffffffffffffffffffff";
+    let stack = start("CX", |vars| {
+        vars.insert("REPLY_MODE".into(), "api".into());
+        vars.insert("AGENT_TIMEOUT".into(), "35s".into());
+        vars.insert(format!("TWILIO_AUTH_TOKEN__{SUB}"), "sub-token".into());
+    })
+    .await;
+    stack.twilio.accept_also(SUB, "sub-token");
+    let sub = |token: &str| {
+        twilio_dialogflow::chat::Phone::new(&stack.bridge.url(), SUB, token, USER, OUR_NUMBER)
+            .unwrap()
+    };
+    // The sub-account's webhook, signed with its own token.
+    assert!(
+        ask(&sub("sub-token"), "hi").await.is_empty(),
+        "through the API"
+    );
+    let sent = stack.twilio.wait_for(1).await;
+    assert_eq!(sent[0].account_sid, SUB, "sent as the sub-account");
+    assert_eq!(sent[0].body, "Hello from the agent");
+    // Signed with the main account's token instead: refused, nothing asked.
+    let forged = sub(AUTH_TOKEN).send(&with("hi", &[])).await.unwrap();
+    assert!(
+        matches!(
+            forged,
+            twilio_dialogflow::chat::PhoneReply::Refused { status: 403, .. }
+        ),
+        "{forged:?}"
+    );
+    assert_eq!(stack.agent_requests().len(), 1);
+    // And the main account goes on as before.
+    stack.say("hi").await;
+    let sent = stack.twilio.wait_for(2).await;
+    assert_eq!(sent[1].account_sid, ACCOUNT_SID);
+}
