@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the pure steps of a webhook: signature validation, form
-//! parsing, reply shaping and TwiML rendering.
+//! parsing, route lookup, reply shaping and TwiML rendering.
 //!
 //!     cargo bench --bench micro
 
@@ -89,5 +89,36 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(micro, benches);
+/// A thousand routes, one per number (half of them also by Messaging Service), and the
+/// lookup of a webhook for the last of them: the index makes it as cheap as the first.
+fn routing(c: &mut Criterion) {
+    use twilio_dialogflow::routes::{Addressed, Index, Matcher};
+    let matchers: Vec<Matcher> = (0..1000)
+        .map(|i| Matcher {
+            to: Some(format!("+331700{i:05}")),
+            messaging_service_sid: (i % 2 == 0).then(|| format!("MG{i:032x}")),
+            account_sid: None,
+        })
+        .chain(std::iter::once(Matcher::default()))
+        .collect();
+    let index = Index::new(matchers);
+    let webhook = Addressed {
+        to: "whatsapp:+33170000999",
+        messaging_service_sid: None,
+        account_sid: ACCOUNT,
+    };
+    c.bench_function("route lookup among 1000 routes", |b| {
+        b.iter(|| index.find(black_box(&webhook)))
+    });
+    let unrouted = Addressed {
+        to: "+15550000000",
+        ..webhook
+    };
+    c.bench_function(
+        "route lookup among 1000 routes, falling to the default",
+        |b| b.iter(|| index.find(black_box(&unrouted))),
+    );
+}
+
+criterion_group!(micro, benches, routing);
 criterion_main!(micro);

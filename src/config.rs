@@ -266,6 +266,16 @@ pub struct TwilioSettings {
     pub other_accounts: Vec<Account>,
 }
 
+/// An account's SID, and the variables (or values) of its token, secondary token, API
+/// key SID and API key secret, before they are read.
+type AccountVars = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// An account other than `TWILIO_ACCOUNT_SID` whose webhooks the bridge takes.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -958,13 +968,7 @@ impl Reader<'_> {
     /// `TWILIO_API_KEY_SID__AC…` and `TWILIO_API_KEY_SECRET__AC…`), and from the routes
     /// file's `accounts`, which name the variables that hold the secrets.
     fn other_accounts(&mut self) -> Vec<Account> {
-        let mut specs: Vec<(
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        )> = Vec::new();
+        let mut specs: Vec<AccountVars> = Vec::new();
         let mut names: Vec<&String> = self.vars.keys().collect();
         names.sort();
         for name in names {

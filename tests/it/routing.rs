@@ -384,3 +384,28 @@ async fn a_sub_account_is_verified_with_its_own_token_and_replies_with_its_crede
     let sent = stack.twilio.wait_for(2).await;
     assert_eq!(sent[1].account_sid, ACCOUNT_SID);
 }
+
+#[test]
+fn the_sample_routes_file_is_valid() {
+    let dir = WorkDir::with_dotenv("");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/routes.yaml");
+    let output = dir
+        .command(
+            &["check", "--offline"],
+            &[
+                ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+                ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+                ("GCP_PROJECT", "p"),
+                ("ROUTES_FILE", sample),
+                ("ACME_AUTH_TOKEN", "acme-token"),
+            ],
+        )
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    for route in ["france", "support-whatsapp", "client-acme"] {
+        assert!(out.contains(route), "{route} in {out}");
+    }
+    assert!(!out.contains("acme-token"), "{out}");
+}
