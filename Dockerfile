@@ -33,8 +33,9 @@ ARG GCP_PROJECT=""
 ENV GCP_PROJECT=${GCP_PROJECT}
 WORKDIR /app
 COPY --from=build /src/target/release/twilio-dialogflow /usr/local/bin/twilio-dialogflow
-# README.md is always there; the glob makes `.env` optional.
-COPY README.md .env* /app/
+# README.md is always there; the globs make `.env` and `routes.yaml` optional.
+# `routes.yaml` likewise, for ROUTES_FILE=routes.yaml (it holds no secrets).
+COPY README.md .env* routes.yaml* /app/
 ENV PORT=8080
 EXPOSE 8080
 USER nonroot
