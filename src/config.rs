@@ -738,22 +738,14 @@ impl Reader<'_> {
             }
             languages.insert(country.to_ascii_uppercase(), language.clone());
         }
-        let endpoint = match (&agent.emulator_host, self.get("DIALOGFLOW_EMULATOR_HOST")) {
-            (Some(host), _) => Endpoint::Emulator { host: host.clone() },
-            (None, Some(host)) => Endpoint::Emulator {
-                host: host.to_owned(),
-            },
-            (None, None) => Endpoint::Google {
-                host: match &agent.endpoint {
-                    Some(host) => host
-                        .trim_start_matches("https://")
-                        .trim_end_matches('/')
-                        .to_owned(),
-                    None if location == "global" => "dialogflow.googleapis.com".to_owned(),
-                    None => format!("{location}-dialogflow.googleapis.com"),
-                },
-            },
-        };
+        let endpoint = endpoint_of(
+            &location,
+            agent
+                .emulator_host
+                .as_deref()
+                .or(self.get("DIALOGFLOW_EMULATOR_HOST")),
+            agent.endpoint.as_deref(),
+        );
         let (default_timeout, max_timeout) = agent_timeouts(mode);
         let timeout = self
             .get("AGENT_TIMEOUT")
@@ -1148,21 +1140,11 @@ impl Reader<'_> {
             false => None,
         };
         let language_code = self.get("LANGUAGE_CODE").unwrap_or("en").to_owned();
-        let endpoint = match self.get("DIALOGFLOW_EMULATOR_HOST") {
-            Some(host) => Endpoint::Emulator {
-                host: host.to_owned(),
-            },
-            None => Endpoint::Google {
-                host: match self.get("DF_ENDPOINT") {
-                    Some(host) => host
-                        .trim_start_matches("https://")
-                        .trim_end_matches('/')
-                        .to_owned(),
-                    None if location == "global" => "dialogflow.googleapis.com".to_owned(),
-                    None => format!("{location}-dialogflow.googleapis.com"),
-                },
-            },
-        };
+        let endpoint = endpoint_of(
+            &location,
+            self.get("DIALOGFLOW_EMULATOR_HOST"),
+            self.get("DF_ENDPOINT"),
+        );
         let (default_timeout, max_timeout, why) = match mode {
             ReplyMode::Twiml => (
                 DEFAULT_AGENT_TIMEOUT,
@@ -1235,6 +1217,26 @@ fn is_resource_id(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Where an agent at `location` is asked: a local emulator if one is named, else
+/// Google's `endpoint` as given, else the location's own endpoint.
+fn endpoint_of(location: &str, emulator_host: Option<&str>, endpoint: Option<&str>) -> Endpoint {
+    match emulator_host {
+        Some(host) => Endpoint::Emulator {
+            host: host.to_owned(),
+        },
+        None => Endpoint::Google {
+            host: match endpoint {
+                Some(host) => host
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/')
+                    .to_owned(),
+                None if location == "global" => "dialogflow.googleapis.com".to_owned(),
+                None => format!("{location}-dialogflow.googleapis.com"),
+            },
+        },
+    }
 }
 
 /// `FR:fr,CA:en`: the sender's country to a language code.
