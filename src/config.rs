@@ -258,9 +258,10 @@ pub struct TwilioSettings {
     pub webhook_url: Option<String>,
     /// Whether `X-Forwarded-Proto`/`X-Forwarded-Host` describe the public URL.
     pub trust_proxy: bool,
-    /// Webhooks configuration SharedKeys by name (`TWILIO_WEBHOOK_KEYS`), for webhooks
-    /// Twilio signs with one.
-    pub webhook_keys: HashMap<String, Secret>,
+    /// Webhooks configuration SharedKeys by name, with the account each belongs to
+    /// (`TWILIO_WEBHOOK_KEYS` the main account's, `TWILIO_WEBHOOK_KEYS__AC…` another's):
+    /// a key signs only its own account's webhooks.
+    pub webhook_keys: HashMap<String, (String, Secret)>,
     /// The sub-accounts (or other accounts) whose webhooks are taken too, each with its
     /// own tokens and API credentials; `account_sid` is not among them.
     pub other_accounts: Vec<Account>,
@@ -466,7 +467,10 @@ impl Settings {
             .iter()
             .any(|route| matches!(route.agent.endpoint, Endpoint::Emulator { .. }));
         if on_emulator
-            && self.replies.mode != ReplyMode::Twiml
+            && self
+                .routes
+                .iter()
+                .any(|route| route.reply_mode != ReplyMode::Twiml)
             && self.replies.api_base_url == DEFAULT_TWILIO_API_BASE_URL
         {
             warnings.push(format!(
@@ -555,6 +559,12 @@ impl Reader<'_> {
         if let Some(file) = &routes_file {
             for (i, spec) in file.routes.iter().enumerate() {
                 if let Some(route) = self.route(i, spec, mode, &fallback_message) {
+                    if routes.iter().any(|r: &RouteSettings| r.name == route.name) {
+                        self.fail(
+                            &format!("ROUTES_FILE: routes[{i}].name"),
+                            "is another route's name too: names label metrics",
+                        );
+                    }
                     routes.push(route);
                 }
             }
@@ -631,6 +641,22 @@ impl Reader<'_> {
             messaging_service_sid: spec.matcher.messaging_service_sid.clone(),
             account_sid: spec.matcher.account_sid.clone(),
         };
+        if let Some(to) = &matcher.to {
+            let number = to.strip_prefix("whatsapp:").unwrap_or(to);
+            let e164 = number.strip_prefix('+').is_some_and(|digits| {
+                (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+            });
+            if !e164 {
+                fail(self, "match.to", "must be a number as Twilio sends it, +33170000001 (E.164), with whatsapp: for the WhatsApp sender only");
+            }
+        }
+        if name == "default" {
+            fail(
+                self,
+                "name",
+                "default is the name of the route of today's variables",
+            );
+        }
         if matcher == crate::routes::Matcher::default() {
             fail(self, "match", "must name a to, messaging_service_sid or account_sid (the default route is today's variables)");
         }
@@ -922,24 +948,42 @@ impl Reader<'_> {
         let trust_proxy = self
             .parsed("TRUST_PROXY", parse_bool)
             .unwrap_or(on_cloud_run);
-        let webhook_keys = self
-            .parsed("TWILIO_WEBHOOK_KEYS", |v| {
+        let mut webhook_keys = HashMap::new();
+        let mut key_vars: Vec<(String, String)> = self
+            .vars
+            .keys()
+            .filter_map(|name| {
+                let account = match name.strip_prefix("TWILIO_WEBHOOK_KEYS") {
+                    Some("") => account_sid.clone()?,
+                    Some(rest) => rest.strip_prefix("__")?.to_owned(),
+                    None => return None,
+                };
+                Some((name.clone(), account))
+            })
+            .collect();
+        key_vars.sort();
+        for (name, account) in key_vars {
+            let keys = self.parsed(&name, |v| {
                 v.split(',')
                     .filter(|entry| !entry.trim().is_empty())
                     .map(|entry| match entry.split_once('=') {
-                        Some((name, secret)) if !name.trim().is_empty() && !secret.is_empty() => {
-                            Ok((name.trim().to_owned(), Secret::new(secret.trim())))
+                        Some((key, secret))
+                            if !key.trim().is_empty() && !secret.trim().is_empty() =>
+                        {
+                            Ok((key.trim().to_owned(), Secret::new(secret.trim())))
                         }
                         _ => Err("must be name=secret pairs, separated by commas".to_owned()),
                     })
-                    .collect::<Result<HashMap<_, _>, _>>()
-            })
-            .unwrap_or_default();
-        // The value holds secrets: the error must not repeat it.
-        if let Some(line) = self.errors.last_mut() {
-            if line.starts_with("TWILIO_WEBHOOK_KEYS:") {
-                *line = "TWILIO_WEBHOOK_KEYS: must be name=secret pairs, separated by commas"
-                    .to_owned();
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            // The value holds secrets: the error must not repeat it.
+            if let Some(line) = self.errors.last_mut() {
+                if line.starts_with(&format!("{name}:")) {
+                    *line = format!("{name}: must be name=secret pairs, separated by commas");
+                }
+            }
+            for (key, secret) in keys.unwrap_or_default() {
+                webhook_keys.insert(key, (account.clone(), secret));
             }
         }
         let other_accounts = self.other_accounts();
@@ -998,7 +1042,19 @@ impl Reader<'_> {
                 continue;
             }
             let Some(token) = self.get(&token_var).map(Secret::new) else {
-                self.fail(&token_var, format!("is required: the auth token of {sid}"));
+                // A token written where its variable's name belongs must not be printed.
+                let looks_like_a_name = token_var
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                let shown = if looks_like_a_name {
+                    token_var.clone()
+                } else {
+                    "ROUTES_FILE: accounts[].auth_token_env".to_owned()
+                };
+                self.fail(
+                    &shown,
+                    format!("must name a variable that holds the auth token of {sid}"),
+                );
                 continue;
             };
             let tokens: Vec<Secret> = std::iter::once(token)

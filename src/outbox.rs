@@ -18,7 +18,8 @@ use tokio::sync::Notify;
 pub struct Outbox {
     /// The Messages API as each account (and sub-account) sends through it.
     apis: HashMap<String, MessagesApi>,
-    messaging_service_sid: Option<String>,
+    /// `TWILIO_MESSAGING_SERVICE_SID`, with the account it belongs to.
+    messaging_service_sid: Option<(String, String)>,
     /// MessageSids whose replies are still owed, with how many turns owe each.
     owed: Mutex<HashMap<String, usize>>,
     settled: Notify,
@@ -28,6 +29,8 @@ pub struct Outbox {
 #[derive(Debug, Clone)]
 pub struct Recipient {
     pub account_sid: String,
+    /// The Messaging Service the message came through, if any: replies go out from it.
+    pub messaging_service_sid: Option<String>,
     pub to: String,
     pub our_number: String,
     /// The incoming message the replies answer, for logs.
@@ -42,6 +45,11 @@ impl Recipient {
     pub fn replying_to(message: &IncomingMessage, status_callback: String) -> Self {
         Self {
             account_sid: message.account_sid.clone(),
+            messaging_service_sid: message
+                .params
+                .get("MessagingServiceSid")
+                .filter(|sid| !sid.is_empty())
+                .map(str::to_owned),
             to: message.from.clone(),
             our_number: message.to.clone(),
             message_sid: message.message_sid.clone().unwrap_or_default(),
@@ -74,10 +82,12 @@ impl Drop for Owing {
 }
 
 impl Outbox {
-    /// Sends through `apis`, one per account SID.
+    /// Sends through `apis`, one per account SID; `messaging_service_sid` (its account,
+    /// and its SID) is where that account's replies come from when the message did not
+    /// come through a Messaging Service of its own.
     pub fn new(
         apis: HashMap<String, MessagesApi>,
-        messaging_service_sid: Option<String>,
+        messaging_service_sid: Option<(String, String)>,
     ) -> Arc<Self> {
         Arc::new(Self {
             apis,
@@ -119,7 +129,12 @@ impl Outbox {
         replies: &[ReplyMessage],
         from: usize,
     ) -> Sent {
-        let sender = match &self.messaging_service_sid {
+        let configured = self
+            .messaging_service_sid
+            .as_ref()
+            .filter(|(account, _)| *account == recipient.account_sid)
+            .map(|(_, sid)| sid);
+        let sender = match recipient.messaging_service_sid.as_ref().or(configured) {
             Some(sid) => Sender::MessagingService(sid.clone()),
             None => Sender::Number(recipient.our_number.clone()),
         };

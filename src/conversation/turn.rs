@@ -35,7 +35,9 @@ impl Conversations {
         };
         let work = ticket.keep_alive(async {
             ticket.wait_turn().await;
-            match limited {
+            // STOP and the like are Twilio's to answer, limit or not: a "slow down"
+            // after STOP would be refused (error 21610).
+            match limited.filter(|_| message.opt_out.is_none()) {
                 Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
                 None => self.answer(&route, message, session).await,
             }

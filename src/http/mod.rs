@@ -77,7 +77,11 @@ async fn agent_routes(settings: &Settings) -> Result<AgentRoutes, SetupError> {
                 .map_err(SetupError::HttpClient)?;
             apis.insert(sid.clone(), api);
         }
-        Some(Outbox::new(apis, replies.messaging_service_sid.clone()))
+        let service = replies
+            .messaging_service_sid
+            .clone()
+            .map(|sid| (twilio.account_sid.clone(), sid));
+        Some(Outbox::new(apis, service))
     } else {
         None
     };

@@ -143,9 +143,13 @@ fn verified_form(
             let algorithm = algorithm
                 .and_then(signature::Algorithm::parse)
                 .ok_or(Rejection::UnknownAlgorithm)?;
-            let key = key
+            let (account, key) = key
                 .and_then(|name| state.twilio.webhook_keys.get(name))
                 .ok_or(Rejection::UnknownSigningKey)?;
+            // A key signs its own account's webhooks only.
+            if params.get("AccountSid") != Some(account.as_str()) {
+                return Err(Rejection::Webhook(WebhookError::WrongAccount));
+            }
             signature::is_valid_with(algorithm, key.expose(), &url, params.pairs(), signature)
         }
         None => {

@@ -407,7 +407,8 @@ impl SharedState {
         let mut admitted = self
             .run_admit(&message_key, &conversation, &session, &turn, &token)
             .await;
-        if matches!(admitted, Err(StoreError::Timeout(_))) {
+        let timed_out = matches!(admitted, Err(StoreError::Timeout(_)));
+        if timed_out {
             admitted = self
                 .run_admit(&message_key, &conversation, &session, &turn, &token)
                 .await;
@@ -442,9 +443,9 @@ impl SharedState {
                 (None, None) => self.local.admit(None, session),
             },
             // Counted and logged in `call`: this message is handled as one instance would.
-            Err(error) => {
+            Err(_) => {
                 self.metrics.state_fallback();
-                if matches!(error, StoreError::Timeout(_)) && !message_key.is_empty() {
+                if timed_out && !message_key.is_empty() {
                     tokio::spawn(Arc::clone(self).clear_lost_admission(
                         message_key,
                         conversation,

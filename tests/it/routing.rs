@@ -130,6 +130,37 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
         reason.contains("an algorithm this bridge does not know"),
         "{reason}"
     );
+    // A key signs its own account's webhooks only: not a form claiming another account.
+    let other = twilio_dialogflow::chat::Phone::new(
+        &stack.bridge.url(),
+        "ACffffffffffffffffffffffffffffffff",
+        AUTH_TOKEN,
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap();
+    let (params, _) = other.webhook(&with("hi", &[]));
+    let url = stack.bridge.url();
+    let signature = twilio_dialogflow::twilio::signature::compute_with(
+        HmacSha256,
+        "s3cr3t-key",
+        &url,
+        params.pairs(),
+    );
+    let (status, reason) = post(
+        &url,
+        &[
+            FORM,
+            ("x-twilio-signature", &signature),
+            ("x-twilio-webhooks-signature-settings", sha256),
+        ],
+        params.encode(),
+    )
+    .await;
+    assert_eq!(
+        (status, reason.trim()),
+        (403, "the webhook is for another Twilio account")
+    );
     // A shared key with SHA-1, and a plain auth-token webhook, are still accepted.
     let (status, _) =
         post_with_shared_key(&stack, "key=old,algorithm=HMAC_SHA1", HmacSha1, "older-key").await;
@@ -345,6 +376,39 @@ async fn check_asks_every_routes_agent_with_all_routes() {
         "{out}"
     );
     assert!(out.contains("< Hello from the agent"), "{out}");
+}
+
+#[tokio::test]
+async fn replies_come_from_the_messaging_service_the_message_came_through() {
+    let stack = start("CX", |vars| {
+        vars.insert("REPLY_MODE".into(), "api".into());
+        vars.insert("AGENT_TIMEOUT".into(), "35s".into());
+    })
+    .await;
+    let through_service = with(
+        "hi",
+        &[("MessagingServiceSid", "MG0123456789abcdef0123456789abcdef")],
+    );
+    stack.send(&through_service).await;
+    let sent = stack.twilio.wait_for(1).await;
+    assert_eq!(
+        sent[0].messaging_service_sid.as_deref(),
+        Some("MG0123456789abcdef0123456789abcdef")
+    );
+    assert_eq!(sent[0].from, None);
+}
+
+#[tokio::test]
+async fn stop_past_the_rate_limit_gets_no_slow_down_reply() {
+    let stack = start("CX", |vars| {
+        vars.insert("RATE_LIMIT_PER_CONVERSATION".into(), "1".into());
+    })
+    .await;
+    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    assert!(stack
+        .send(&with("STOP", &[("OptOutType", "STOP")]))
+        .await
+        .is_empty());
 }
 
 #[tokio::test]
