@@ -490,7 +490,7 @@ impl Conversations {
             }
             Err(error) => {
                 self.metrics.agent_failed(elapsed, error.label());
-                tracing::warn!(session = %session, error = %error, "the agent could not answer; sending the fallback message");
+                tracing::warn!(route = %route.name, session = %session, error = %error, "the agent could not answer; sending the fallback message");
                 self.fallback(route, session, error.label(), latency)
             }
         }

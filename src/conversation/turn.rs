@@ -50,10 +50,11 @@ impl Conversations {
                 None => work.await,
             }
         };
-        let handled = tokio::select! {
+        let mut handled = tokio::select! {
             handled = work => handled,
             () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
         };
+        handled.agent_route = Some(Arc::clone(&route.name));
         let handled = match waiting {
             Some(webhook) => match webhook.send(handled.clone()) {
                 Ok(()) => return ticket.finish(StoredOutcome::of(&handled)).await,
@@ -111,6 +112,7 @@ impl Conversations {
         match report.last_error {
             None => tracing::info!(
                 message_sid = %recipient.message_sid,
+                route = handled.agent_route.as_deref(),
                 session = %handled.session,
                 outcome = handled.outcome.label(),
                 agent_ms,
@@ -119,6 +121,7 @@ impl Conversations {
             ),
             Some(error) => tracing::warn!(
                 message_sid = %recipient.message_sid,
+                route = handled.agent_route.as_deref(),
                 session = %handled.session,
                 outcome = handled.outcome.label(),
                 agent_ms,
