@@ -24,6 +24,7 @@ use google_cloud_gax::error::Error;
 use google_cloud_gax::retry_policy::RetryPolicy;
 use google_cloud_gax::retry_result::RetryResult;
 use google_cloud_gax::retry_state::RetryState;
+use google_cloud_gax::throttle_result::ThrottleResult;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -166,6 +167,15 @@ impl RetryPolicy for Policy {
             return RetryResult::Exhausted(error);
         }
         RetryResult::Continue(error)
+    }
+
+    /// The client's throttler may hold an attempt back after many failures: past the
+    /// window, that ends the loop too, or the fallback would wait for the timeout.
+    fn on_throttle(&self, state: &RetryState, error: Error) -> ThrottleResult {
+        if state.start.elapsed() >= self.window {
+            return ThrottleResult::Exhausted(error);
+        }
+        ThrottleResult::Continue(error)
     }
 
     fn remaining_time(&self, state: &RetryState) -> Option<Duration> {
