@@ -593,14 +593,30 @@ impl Local {
         };
         let mut serve = Running::spawn(&mut command, Output::Stderr);
         let port = serve.find_line(listening_port).await;
-        let phone = Phone::new(
-            &format!("http://127.0.0.1:{port}/"),
-            ACCOUNT_SID,
-            AUTH_TOKEN,
-            USER,
-            OUR_NUMBER,
-        )
-        .unwrap();
-        (serve, phone)
+        (serve, phone_at(port))
     }
+}
+
+/// The test user's phone, writing to a bridge on local `port`.
+pub fn phone_at(port: u16) -> Phone {
+    Phone::new(
+        &format!("http://127.0.0.1:{port}/"),
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        USER,
+        OUR_NUMBER,
+    )
+    .unwrap()
+}
+
+/// Runs `command` to its end off the test's runtime (whose emulators answer it
+/// meanwhile): its exit code and standard output.
+pub async fn output_of(mut command: std::process::Command) -> (i32, String) {
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }

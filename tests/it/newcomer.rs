@@ -36,14 +36,7 @@ async fn the_node_samples_env_works_unchanged_on_google_cloud() {
     );
     let mut serve = Running::spawn(&mut serve, Output::Stderr);
     let port = serve.find_line(listening_port).await;
-    let phone = twilio_dialogflow::chat::Phone::new(
-        &format!("http://127.0.0.1:{port}/"),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
+    let phone = phone_at(port);
     assert_eq!(
         texts(&ask(&phone, "hi").await),
         vec!["Hello from the agent"]

@@ -361,14 +361,8 @@ async fn check_asks_every_routes_agent_with_all_routes() {
         ("ROUTES_FILE", "routes.yaml"),
     ];
     let command = dir.command(&["check", "--all-routes", "--text", "hi"], &envs);
-    let output = tokio::task::spawn_blocking(move || {
-        let mut command = command;
-        command.output().unwrap()
-    })
-    .await
-    .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{out}");
+    let (code, out) = output_of(command).await;
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("agent of route france: asked \"hi\""), "{out}");
     assert!(out.contains("< Bonjour de l'agent"), "{out}");
     assert!(

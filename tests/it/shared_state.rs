@@ -335,17 +335,8 @@ async fn a_tls_store_with_a_private_ca_and_a_password_is_checked_and_used() {
         ("STATE_URL", &url),
         ("STATE_CA_FILE", &ca),
     ];
-    let output = tokio::task::spawn_blocking({
-        let command = dir.command(&["check"], &envs);
-        move || {
-            let mut command = command;
-            command.output().unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{out}");
+    let (code, out) = output_of(dir.command(&["check"], &envs)).await;
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("state: Redis 7"), "{out}");
     assert!(out.contains("(TLS), round trip"), "{out}");
     assert!(out.contains("rediss://default:***@127.0.0.1"), "{out}");
@@ -386,14 +377,8 @@ async fn a_store_that_is_down_is_reported_by_check() {
         ("STATE_URL", &url),
     ];
     let command = dir.command(&["check"], &envs);
-    let output = tokio::task::spawn_blocking(move || {
-        let mut command = command;
-        command.output().unwrap()
-    })
-    .await
-    .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{out}");
+    let (code, out) = output_of(command).await;
+    assert_eq!(code, 1, "{out}");
     assert!(out.contains("state: cannot reach the store"), "{out}");
 }
 
