@@ -10,6 +10,9 @@ use crate::twilio::webhook::IncomingMessage;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+/// AGENT_TIMEOUT is at most 14 s with `twiml`: with this, still inside Twilio's 15 s.
+const TURN_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Conversations {
     /// One turn: waits for the turns before it, asks the agent, and gives the replies
     /// to the webhook still `waiting`, or else sends them through the API.
@@ -30,7 +33,11 @@ impl Conversations {
         // With replies only in the webhook's answer, the wait for the turns before this
         // one counts against the agent's time: Twilio hangs up after 15 s.
         let deadline = match route.delivery {
-            Delivery::Twiml => Some(tokio::time::Instant::now() + route.agent.timeout()),
+            // A little past the agent's own timeout, which ends its call first (and
+            // counts it): this bound is for the wait behind the turns before.
+            Delivery::Twiml => {
+                Some(tokio::time::Instant::now() + route.agent.timeout() + TURN_DEADLINE_MARGIN)
+            }
             _ => None,
         };
         let work = ticket.keep_alive(async {
