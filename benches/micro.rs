@@ -78,6 +78,7 @@ fn benches(c: &mut Criterion) {
         ReplyMessage {
             body: "Our menu".into(),
             media: vec!["https://example.com/menu.jpg".into()],
+            ..ReplyMessage::default()
         },
     ];
     c.bench_function("reply shaping and TwiML rendering (2 messages)", |b| {

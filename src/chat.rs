@@ -28,6 +28,115 @@ pub struct Phone {
     pub to: String,
 }
 
+/// `number` as a WhatsApp address.
+pub fn whatsapp(number: &str) -> String {
+    match number.strip_prefix("whatsapp:") {
+        Some(_) => number.to_owned(),
+        None => format!("whatsapp:{number}"),
+    }
+}
+
+/// WhatsApp reply buttons or a list, as the phone shows them and taps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneMenu {
+    /// A list opens with this button; `None`: reply buttons.
+    pub list_button: Option<String>,
+    pub items: Vec<MenuItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MenuItem {
+    pub title: String,
+    pub id: String,
+    pub description: Option<String>,
+}
+
+impl PhoneMenu {
+    /// The buttons or list of a Content API content's `types`, with its body.
+    pub fn of_content(types: &serde_json::Value) -> Option<(String, Self)> {
+        let text = |v: &serde_json::Value, name: &str| {
+            v.get(name).and_then(|t| t.as_str()).map(str::to_owned)
+        };
+        let items = |content: &serde_json::Value, list: &str, title: &str| -> Vec<MenuItem> {
+            content
+                .get(list)
+                .and_then(|l| l.as_array())
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|e| MenuItem {
+                            title: text(e, title).unwrap_or_default(),
+                            id: text(e, "id").unwrap_or_default(),
+                            description: text(e, "description"),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if let Some(quick) = types.get("twilio/quick-reply") {
+            let menu = Self {
+                list_button: None,
+                items: items(quick, "actions", "title"),
+            };
+            return Some((text(quick, "body").unwrap_or_default(), menu));
+        }
+        let list = types.get("twilio/list-picker")?;
+        let menu = Self {
+            list_button: Some(text(list, "button").unwrap_or_default()),
+            items: items(list, "items", "item"),
+        };
+        Some((text(list, "body").unwrap_or_default(), menu))
+    }
+
+    /// `[ Small ] [ Medium ] [ Large ]`, or a list's button and its numbered items.
+    pub fn show(&self) -> String {
+        match &self.list_button {
+            None => {
+                let buttons: Vec<String> = self
+                    .items
+                    .iter()
+                    .map(|i| format!("[ {} ]", i.title))
+                    .collect();
+                format!("< {}", buttons.join(" "))
+            }
+            Some(button) => {
+                let mut lines = vec![format!("< [ {button} ▾ ]")];
+                lines.extend(self.items.iter().enumerate().map(
+                    |(n, item)| match &item.description {
+                        Some(description) => {
+                            format!("<   {}. {} — {description}", n + 1, item.title)
+                        }
+                        None => format!("<   {}. {}", n + 1, item.title),
+                    },
+                ));
+                lines.join("\n")
+            }
+        }
+    }
+
+    /// The webhook Twilio sends when the `number`th (from 1) button or item is tapped.
+    pub fn tap(&self, number: usize) -> Option<Outgoing> {
+        let item = self.items.get(number.checked_sub(1)?)?;
+        let params = match self.list_button {
+            None => vec![
+                ("MessageType".to_owned(), "button".to_owned()),
+                ("ButtonText".to_owned(), item.title.clone()),
+                ("ButtonPayload".to_owned(), item.id.clone()),
+            ],
+            Some(_) => vec![
+                ("MessageType".to_owned(), "interactive".to_owned()),
+                ("ListId".to_owned(), item.id.clone()),
+                ("ListTitle".to_owned(), item.title.clone()),
+            ],
+        };
+        Some(Outgoing {
+            body: item.title.clone(),
+            params,
+            ..Outgoing::default()
+        })
+    }
+}
+
 /// What came back for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PhoneReply {
@@ -267,13 +376,15 @@ pub fn show(reply: &PhoneReply) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
     Send(Outgoing),
+    /// `/tap N`: the Nth WhatsApp button or list item last shown.
+    Tap(usize),
     Quit,
     Help,
     /// A `/word` the phone does not know: not sent, so a typo never reaches the agent.
     Unknown(String),
 }
 
-pub const USAGE: &str = "Type a message; /media URL [text] sends a picture; /help; /quit ends.";
+pub const USAGE: &str = "Type a message; /media URL [text] sends a picture; /tap N taps a WhatsApp button or list item; /location LAT LON [label] shares a place; /help; /quit ends.";
 
 /// Reads one line of the terminal phone: `/media URL [text]` sends an MMS, `/quit` and
 /// `/help` are the phone's own, any other `/word` is refused, and anything else is the
@@ -302,6 +413,32 @@ pub fn parse_line(line: &str) -> Line {
                 ..Outgoing::default()
             })
         }
+        "tap" => match rest.trim().parse::<usize>() {
+            Ok(number) => Line::Tap(number),
+            Err(_) => Line::Unknown(line.to_owned()),
+        },
+        "location" => {
+            let mut words = rest.split_whitespace();
+            let (Some(latitude), Some(longitude)) = (words.next(), words.next()) else {
+                return Line::Unknown(line.to_owned());
+            };
+            if latitude.parse::<f64>().is_err() || longitude.parse::<f64>().is_err() {
+                return Line::Unknown(line.to_owned());
+            }
+            let label = words.collect::<Vec<_>>().join(" ");
+            let mut params = vec![
+                ("MessageType".to_owned(), "location".to_owned()),
+                ("Latitude".to_owned(), latitude.to_owned()),
+                ("Longitude".to_owned(), longitude.to_owned()),
+            ];
+            if !label.is_empty() {
+                params.push(("Label".to_owned(), label));
+            }
+            Line::Send(Outgoing {
+                params,
+                ..Outgoing::default()
+            })
+        }
         "quit" | "exit" => Line::Quit,
         "help" => Line::Help,
         _ => Line::Unknown(line.to_owned()),
@@ -318,6 +455,7 @@ pub struct ApiInbox {
     auth_token: String,
     number: String,
     seen: HashSet<String>,
+    content_url: String,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +470,14 @@ struct ListedMessage {
     body: String,
     #[serde(default)]
     num_media: String,
+    /// The local stand-in says which content a message showed.
+    #[serde(default)]
+    content_sid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FetchedContent {
+    types: serde_json::Value,
 }
 
 /// How long the phone waits for a reply through the API: the bridge's default agent
@@ -363,7 +509,28 @@ impl ApiInbox {
             auth_token: auth_token.to_owned(),
             number: number.to_owned(),
             seen: HashSet::new(),
+            content_url: format!("{}/v1/Content", base_url.trim_end_matches('/')),
         })
+    }
+
+    /// The buttons or list of content `sid`, with its body.
+    async fn content(&self, sid: &str) -> anyhow::Result<Option<(String, PhoneMenu)>> {
+        let url = format!("{}/{sid}", self.content_url);
+        let response = self
+            .client
+            .get(&url)
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        if !response.status().is_success() {
+            return Ok(None);
+        }
+        let content: FetchedContent = response
+            .json()
+            .await
+            .with_context(|| format!("{url} did not answer a content"))?;
+        Ok(PhoneMenu::of_content(&content.types))
     }
 
     /// The messages sent to the phone so far, oldest first.
@@ -395,18 +562,24 @@ impl ApiInbox {
         Ok(())
     }
 
-    /// The new messages, once they stop coming; none after [`API_REPLY_PATIENCE`].
-    async fn new_replies(&mut self) -> anyhow::Result<Vec<ReplyMessage>> {
+    /// The new messages, once they stop coming; none after [`API_REPLY_PATIENCE`];
+    /// and the buttons or list of the last one that had some.
+    async fn new_replies(&mut self) -> anyhow::Result<(Vec<ReplyMessage>, Option<PhoneMenu>)> {
         let started = tokio::time::Instant::now();
         let mut replies = Vec::new();
+        let mut menu = None;
         let mut last_arrival = None;
         loop {
             for message in self.list().await? {
                 if self.seen.insert(message.sid) {
                     let media = message.num_media.parse::<usize>().unwrap_or(0);
+                    if let Some(sid) = &message.content_sid {
+                        menu = self.content(sid).await?.map(|(_, menu)| menu).or(menu);
+                    }
                     replies.push(ReplyMessage {
                         body: message.body,
                         media: (1..=media).map(|i| format!("#{i}")).collect(),
+                        ..ReplyMessage::default()
                     });
                     last_arrival = Some(tokio::time::Instant::now());
                 }
@@ -416,7 +589,7 @@ impl ApiInbox {
                 None => started.elapsed() >= API_REPLY_PATIENCE,
             };
             if done {
-                return Ok(replies);
+                return Ok((replies, menu));
             }
             tokio::time::sleep(API_POLL_EVERY).await;
         }
@@ -428,11 +601,26 @@ impl ApiInbox {
 pub struct Session {
     phone: Phone,
     inbox: Option<ApiInbox>,
+    /// The buttons or list last shown, to `/tap`.
+    menu: Option<PhoneMenu>,
 }
 
 impl Session {
     pub fn new(phone: Phone, inbox: Option<ApiInbox>) -> Self {
-        Self { phone, inbox }
+        Self {
+            phone,
+            inbox,
+            menu: None,
+        }
+    }
+
+    /// The webhook of a tap on the `number`th button or item last shown; or why not.
+    pub fn tap(&self, number: usize) -> Result<Outgoing, String> {
+        let Some(menu) = &self.menu else {
+            return Err("! no buttons or list to tap: they come with a WhatsApp reply (chat --whatsapp, with the Messages API stand-in)".to_owned());
+        };
+        menu.tap(number)
+            .ok_or_else(|| format!("! there is no choice {number}: 1 to {}", menu.items.len()))
     }
 
     /// Sends `message` and returns what the phone shows of the replies.
@@ -445,14 +633,20 @@ impl Session {
         match (&reply, &mut self.inbox) {
             (PhoneReply::Messages(messages), Some(inbox)) if messages.is_empty() => {
                 match inbox.new_replies().await {
-                    Ok(replies) if replies.is_empty() => {
+                    Ok((replies, _)) if replies.is_empty() => {
                         Ok("  (no reply, in the webhook's answer or through the Messages API)"
                             .to_owned())
                     }
-                    Ok(replies) => Ok(format!(
-                        "{}\n  (through the Messages API)",
-                        show(&PhoneReply::Messages(replies))
-                    )),
+                    Ok((replies, menu)) => {
+                        let mut shown = show(&PhoneReply::Messages(replies));
+                        if let Some(menu) = &menu {
+                            shown.push('\n');
+                            shown.push_str(&menu.show());
+                            shown.push_str("\n  (/tap N to tap one)");
+                        }
+                        self.menu = menu;
+                        Ok(format!("{shown}\n  (through the Messages API)"))
+                    }
                     Err(error) => Ok(format!(
                         "  (no reply in the webhook's answer; cannot read the Messages API: {error:#})"
                     )),
@@ -509,6 +703,10 @@ impl Session {
                     format!("! {command} is not a command of the phone, and was not sent. {USAGE} (//text sends /text.)")
                 }
                 Line::Send(message) => self.exchange(&message).await?,
+                Line::Tap(number) => match self.tap(number) {
+                    Ok(message) => self.exchange(&message).await?,
+                    Err(why) => why,
+                },
             };
             stdout.write_all(format!("{shown}\n").as_bytes()).await?;
             stdout.flush().await?;
@@ -529,7 +727,8 @@ mod tests {
             vec![
                 ReplyMessage {
                     body: "Fish & chips 🍟".into(),
-                    media: vec!["https://x/a.jpg?w=1&h=2".into()]
+                    media: vec!["https://x/a.jpg?w=1&h=2".into()],
+                    ..ReplyMessage::default()
                 },
                 ReplyMessage::text("plain"),
             ]
@@ -586,6 +785,12 @@ mod tests {
         assert_eq!(parse_line("/help"), Line::Help);
         assert_eq!(parse_line("/foo bar"), Line::Unknown("/foo bar".into()));
         assert_eq!(parse_line("/media"), Line::Unknown("/media".into()));
+        assert_eq!(parse_line("/tap 2"), Line::Tap(2));
+        assert_eq!(parse_line("/tap x"), Line::Unknown("/tap x".into()));
+        let Line::Send(place) = parse_line("/location 52.37 4.89 Our shop") else {
+            panic!("a location")
+        };
+        assert!(place.params.contains(&("Label".into(), "Our shop".into())));
         assert_ne!(new_message_sid(), new_message_sid());
     }
 }

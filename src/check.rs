@@ -229,6 +229,11 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         lines.extend([
             ("REPLY_DEADLINE", seconds(replies.deadline)),
             ("TWILIO_API_BASE_URL", replies.api_base_url.clone()),
+            ("TWILIO_CONTENT_BASE_URL", replies.content_base_url.clone()),
+            (
+                "TWILIO_MESSAGING_BASE_URL",
+                replies.messaging_base_url.clone(),
+            ),
             ("TWILIO_API_TIMEOUT", seconds(replies.api_timeout)),
             (
                 "Messages API user",
@@ -263,6 +268,14 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         (
             "RATE_LIMIT_MESSAGE",
             format!("{:?}", settings.rate_limit_message),
+        ),
+        ("MENU_ITEM", format!("{:?}", settings.rich.menu.item)),
+        ("MENU_PROMPT", format!("{:?}", settings.rich.menu.prompt)),
+        ("MENU_BUTTON", format!("{:?}", settings.rich.menu.button)),
+        ("MENU_TTL", seconds(settings.rich.menu_ttl)),
+        (
+            "TYPING_AFTER",
+            settings.rich.typing_after.map_or("off".to_owned(), seconds),
         ),
         ("HEADER_TIMEOUT", seconds(settings.limits.header)),
         ("BODY_TIMEOUT", seconds(settings.limits.body)),

@@ -52,6 +52,10 @@ enum Command {
         /// The number written to.
         #[arg(long, default_value = "+15555550199")]
         to: String,
+        /// Be a WhatsApp sender: `whatsapp:` before both numbers, and buttons and lists
+        /// to tap (`/tap 2`).
+        #[arg(long)]
+        whatsapp: bool,
         /// Send this one picture (MMS) with the first message.
         #[arg(long)]
         media: Option<String>,
@@ -151,6 +155,7 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
             url,
             from,
             to,
+            whatsapp,
             media,
             api_url,
             account_sid,
@@ -169,6 +174,10 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
             let auth_token = match auth_token {
                 Some(token) => token,
                 None => required(&vars, "TWILIO_AUTH_TOKEN", "chat")?,
+            };
+            let (from, to) = match whatsapp {
+                true => (chat::whatsapp(&from), chat::whatsapp(&to)),
+                false => (from, to),
             };
             let phone = chat::Phone::new(&url, &account_sid, &auth_token, &from, &to)?;
             let inbox = api_url

@@ -110,6 +110,18 @@ pub struct Settings {
     pub rate_limit_message: String,
     /// STOP, START and HELP (Twilio's opt-out keywords) go to the agent as events.
     pub opt_out_to_agent: bool,
+    pub rich: RichSettings,
+}
+
+/// How menus and WhatsApp's rich messages are shown.
+#[derive(Debug, Clone)]
+pub struct RichSettings {
+    pub menu: crate::menu::MenuFormat,
+    /// How long a menu waits for its answer ("2", or a choice's title).
+    pub menu_ttl: Duration,
+    /// Show "typing…" on WhatsApp when the agent has not answered this fast; never
+    /// when `None` (`TYPING_AFTER=0`).
+    pub typing_after: Option<Duration>,
 }
 
 /// What a client may take of the HTTP server; see `http/server.rs`.
@@ -247,6 +259,10 @@ pub struct ReplySettings {
     /// How long one request to the Messages API may take; one unanswered is not sent
     /// again (it may have gone out).
     pub api_timeout: Duration,
+    /// Twilio's Content API (`TWILIO_CONTENT_BASE_URL`): WhatsApp buttons and lists.
+    pub content_base_url: String,
+    /// Twilio's Messaging v2 API (`TWILIO_MESSAGING_BASE_URL`): the typing indicator.
+    pub messaging_base_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +395,12 @@ const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(300);
 const DEFAULT_STATE_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_STATE_PREFIX: &str = "twilio-dialogflow";
 pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
+pub const DEFAULT_TWILIO_CONTENT_BASE_URL: &str = "https://content.twilio.com";
+pub const DEFAULT_TWILIO_MESSAGING_BASE_URL: &str = "https://messaging.twilio.com";
+const DEFAULT_MENU_TTL: Duration = Duration::from_secs(60 * 60);
+const DEFAULT_TYPING_AFTER: Duration = Duration::from_secs(1);
+/// WhatsApp's limit for the button that opens a list.
+const MAX_MENU_BUTTON_CHARS: usize = 20;
 const DEFAULT_TWILIO_API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// All the problems found in a configuration, one line each.
@@ -597,6 +619,7 @@ impl Reader<'_> {
             .get("RATE_LIMIT_MESSAGE")
             .unwrap_or(DEFAULT_RATE_LIMIT_MESSAGE)
             .to_owned();
+        let rich = self.rich();
         Some(Settings {
             port: port.unwrap_or(8080),
             twilio: twilio?,
@@ -607,6 +630,7 @@ impl Reader<'_> {
             rate_limits,
             rate_limit_message,
             opt_out_to_agent,
+            rich,
         })
     }
 
@@ -1093,14 +1117,21 @@ impl Reader<'_> {
             })
             .unwrap_or(DEFAULT_REPLY_DEADLINE);
         let api_base_url = self
-            .parsed("TWILIO_API_BASE_URL", |v| {
-                if v.starts_with("https://") || v.starts_with("http://") {
-                    Ok(v.trim_end_matches('/').to_owned())
-                } else {
-                    Err("must be an http(s):// URL".to_owned())
-                }
-            })
+            .parsed("TWILIO_API_BASE_URL", parse_base_url)
             .unwrap_or_else(|| DEFAULT_TWILIO_API_BASE_URL.to_owned());
+        // A stand-in for the Messages API (`emulator --twilio-port`) serves the other
+        // two as well: with TWILIO_API_BASE_URL set, they default to it, so that a
+        // local setup never reaches Twilio by omission.
+        let other_host = |default: &str| match api_base_url.as_str() {
+            DEFAULT_TWILIO_API_BASE_URL => default.to_owned(),
+            stand_in => stand_in.to_owned(),
+        };
+        let content_base_url = self
+            .parsed("TWILIO_CONTENT_BASE_URL", parse_base_url)
+            .unwrap_or_else(|| other_host(DEFAULT_TWILIO_CONTENT_BASE_URL));
+        let messaging_base_url = self
+            .parsed("TWILIO_MESSAGING_BASE_URL", parse_base_url)
+            .unwrap_or_else(|| other_host(DEFAULT_TWILIO_MESSAGING_BASE_URL));
         let key_sid = self.get("TWILIO_API_KEY_SID").map(str::to_owned);
         let key_secret = self.get("TWILIO_API_KEY_SECRET").map(Secret::new);
         let (api_username, api_passwords) = match (key_sid, key_secret) {
@@ -1159,7 +1190,50 @@ impl Reader<'_> {
             messaging_service_sid,
             shutdown_grace,
             api_timeout,
+            content_base_url,
+            messaging_base_url,
         })
+    }
+
+    fn rich(&mut self) -> RichSettings {
+        let defaults = crate::menu::MenuFormat::default();
+        let text = |name: &str, default: String| match self.get(name) {
+            Some(value) if !value.trim().is_empty() => value.to_owned(),
+            _ => default,
+        };
+        let item = text("MENU_ITEM", defaults.item);
+        let prompt = text("MENU_PROMPT", defaults.prompt);
+        let button = text("MENU_BUTTON", defaults.button);
+        if !item.contains("{title}") && !item.contains("{number}") {
+            self.fail(
+                "MENU_ITEM",
+                format!("must contain {{number}} or {{title}} (got {item:?})"),
+            );
+        }
+        if button.chars().count() > MAX_MENU_BUTTON_CHARS {
+            self.fail(
+                "MENU_BUTTON",
+                format!("must be at most {MAX_MENU_BUTTON_CHARS} characters: WhatsApp refuses a longer list button (got {button:?})"),
+            );
+        }
+        RichSettings {
+            menu: crate::menu::MenuFormat {
+                item,
+                prompt,
+                button,
+            },
+            menu_ttl: self
+                .parsed("MENU_TTL", parse_duration)
+                .unwrap_or(DEFAULT_MENU_TTL),
+            typing_after: self
+                .parsed("TYPING_AFTER", |v| match v.trim() {
+                    "0" => Ok(Duration::ZERO),
+                    v => parse_duration(v),
+                })
+                .map_or(Some(DEFAULT_TYPING_AFTER), |d| {
+                    Some(d).filter(|d| !d.is_zero())
+                }),
+        }
     }
 
     fn agent(&mut self, mode: ReplyMode) -> Option<AgentSettings> {
@@ -1320,6 +1394,14 @@ fn agent_timeouts(mode: ReplyMode) -> (Duration, Duration) {
     match mode {
         ReplyMode::Twiml => (DEFAULT_AGENT_TIMEOUT, MAX_AGENT_TIMEOUT),
         ReplyMode::Api | ReplyMode::Auto => (DEFAULT_AGENT_TIMEOUT_API, MAX_AGENT_TIMEOUT_API),
+    }
+}
+
+fn parse_base_url(value: &str) -> Result<String, String> {
+    if value.starts_with("https://") || value.starts_with("http://") {
+        Ok(value.trim_end_matches('/').to_owned())
+    } else {
+        Err("must be an http(s):// URL".to_owned())
     }
 }
 

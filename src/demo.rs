@@ -19,6 +19,10 @@ const OUR_NUMBER: &str = "+15555550199";
 /// One step of the script.
 enum Step {
     Say(&'static str),
+    /// Said on WhatsApp, where menus are buttons and lists.
+    WhatsApp(&'static str),
+    /// A tap on WhatsApp's Nth button or list item.
+    Tap(usize),
     Picture(&'static str),
     Forged(&'static str),
     Redelivered(&'static str),
@@ -27,12 +31,19 @@ enum Step {
 const SCRIPT: &[(&str, Step)] = &[
     ("A greeting", Step::Say("hi")),
     (
-        "A multi-turn order; the agent keeps size and topping in the session",
+        "A multi-turn order by SMS: the agent's choices as numbered menus, answered with a number or a name",
         Step::Say("I'd like to order a pizza"),
     ),
-    ("", Step::Say("large")),
+    ("", Step::Say("2")),
     ("", Step::Say("pepperoni")),
     ("", Step::Say("confirm")),
+    (
+        "The same order on WhatsApp: the menus are reply buttons and a list, made once in the Content API",
+        Step::WhatsApp("order a pizza"),
+    ),
+    ("", Step::Tap(3)),
+    ("", Step::Tap(2)),
+    ("", Step::WhatsApp("confirm")),
     (
         "A rich reply: a custom payload with media for the TWILIO channel",
         Step::Say("menu"),
@@ -101,6 +112,22 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
         Settings::from_vars(&vars).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
     let bridge = RunningBridge::start(&settings, TcpListener::bind("127.0.0.1:0").await?).await?;
     let phone = Phone::new(&bridge.url(), ACCOUNT_SID, &auth_token, USER, OUR_NUMBER)?;
+    let whatsapp_user = chat::whatsapp(USER);
+    let mut whatsapp = chat::Session::new(
+        Phone::new(
+            &bridge.url(),
+            ACCOUNT_SID,
+            &auth_token,
+            &whatsapp_user,
+            &chat::whatsapp(OUR_NUMBER),
+        )?,
+        Some(chat::ApiInbox::new(
+            &twilio.base_url(),
+            ACCOUNT_SID,
+            &auth_token,
+            &whatsapp_user,
+        )?),
+    );
 
     println!("twilio-dialogflow demo");
     println!(
@@ -116,7 +143,7 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
         if !title.is_empty() {
             println!("\n# {title}");
         }
-        play(&phone, step).await?;
+        play(&phone, &mut whatsapp, step).await?;
     }
     println!(
         "\nThe agent received {} detectIntent requests (retries included).",
@@ -135,8 +162,26 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn play(phone: &Phone, step: &Step) -> anyhow::Result<()> {
+async fn play(phone: &Phone, whatsapp: &mut chat::Session, step: &Step) -> anyhow::Result<()> {
     let reply = match step {
+        Step::WhatsApp(text) => {
+            println!("> {text}   (on WhatsApp)");
+            let message = Outgoing {
+                body: text.to_string(),
+                ..Default::default()
+            };
+            println!("{}", whatsapp.exchange(&message).await?);
+            return Ok(());
+        }
+        Step::Tap(number) => {
+            println!("> /tap {number}");
+            let shown = match whatsapp.tap(*number) {
+                Ok(message) => whatsapp.exchange(&message).await?,
+                Err(why) => why,
+            };
+            println!("{shown}");
+            return Ok(());
+        }
         Step::Say(text) => {
             println!("> {text}");
             phone

@@ -4,12 +4,17 @@
 //!
 //! It can be told to fail the next few requests with a given status, to show what the
 //! bridge does when Twilio is down or throttling.
+//!
+//! It also serves what WhatsApp's rich messages need: the Content API (`POST
+//! /v1/Content`, `GET /v1/Content/{Sid}`) with the limits Twilio documents for
+//! `twilio/quick-reply` and `twilio/list-picker`, sends by `ContentSid`, and the typing
+//! indicator (`POST /v2/Indicators/Typing.json`).
 
 use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -31,6 +36,18 @@ pub struct SentMessage {
     pub body: String,
     pub media: Vec<String>,
     pub status_callback: Option<String>,
+    /// Sent by `ContentSid`: the content's SID (its body is in `body`).
+    pub content_sid: Option<String>,
+    pub content_variables: Option<String>,
+}
+
+/// One content the bridge created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedContent {
+    pub sid: String,
+    pub account_sid: String,
+    pub friendly_name: String,
+    pub types: serde_json::Value,
 }
 
 /// How the stand-in answers a request instead of accepting it.
@@ -44,6 +61,8 @@ pub enum Misbehaviour {
     Hang,
     /// The connection closes without an answer.
     Close,
+    /// Refused with this HTTP status and Twilio error code (e.g. 400 and 63021).
+    Refuse { status: u16, code: u32 },
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +71,11 @@ struct Recorded {
     /// How to answer the next requests, before accepting again.
     failures: Vec<Misbehaviour>,
     attempts: usize,
+    contents: Vec<CreatedContent>,
+    /// How to answer the next Content API creates.
+    content_failures: Vec<Misbehaviour>,
+    /// The MessageSids the typing indicator was asked for.
+    typing: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -83,6 +107,9 @@ impl MessagesEmulator {
                 "/2010-04-01/Accounts/{account}/Messages.json",
                 post(create_message).get(list_messages),
             )
+            .route("/v1/Content", post(create_content))
+            .route("/v1/Content/{sid}", get(fetch_content))
+            .route("/v2/Indicators/Typing.json", post(typing))
             .with_state(shared.clone());
         let task =
             crate::http::server::spawn_with_default_limits(listener, app, std::future::pending());
@@ -105,6 +132,21 @@ impl MessagesEmulator {
     /// The messages accepted so far, in the order they arrived.
     pub fn sent(&self) -> Vec<SentMessage> {
         self.lock().sent.clone()
+    }
+
+    /// The contents created so far, in order.
+    pub fn contents(&self) -> Vec<CreatedContent> {
+        self.lock().contents.clone()
+    }
+
+    /// The MessageSids whose senders were shown "typing…".
+    pub fn typing(&self) -> Vec<String> {
+        self.lock().typing.clone()
+    }
+
+    /// Answer the next Content API creates in these ways in turn.
+    pub fn misbehave_content_next(&self, faults: &[Misbehaviour]) {
+        self.lock().content_failures.extend_from_slice(faults);
     }
 
     /// Requests received, accepted or not.
@@ -169,6 +211,41 @@ impl Drop for MessagesEmulator {
     }
 }
 
+/// The answer `fault` asks for, instead of accepting the request.
+async fn misbehave(fault: Misbehaviour) -> Response {
+    match fault {
+        Misbehaviour::Status(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let code = if status == StatusCode::TOO_MANY_REQUESTS {
+                20429
+            } else {
+                20500
+            };
+            twilio_error(status, code, "Injected failure")
+        }
+        Misbehaviour::Refuse { status, code } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            twilio_error(status, code, "Injected refusal")
+        }
+        Misbehaviour::Throttle { retry_after } => {
+            let mut response =
+                twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+            if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Misbehaviour::Hang => std::future::pending().await,
+        // Unwinding out of the connection's task drops the connection unanswered,
+        // without the panic hook's message: what a peer that goes away looks like.
+        Misbehaviour::Close => {
+            std::panic::resume_unwind(Box::new("injected: the connection closes unanswered"))
+        }
+    }
+}
+
 fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
     let body = json!({
         "code": code,
@@ -195,33 +272,8 @@ async fn create_message(
         (!recorded.failures.is_empty()).then(|| recorded.failures.remove(0))
     };
     shared.changed.notify_waiters();
-    match failure {
-        Some(Misbehaviour::Status(status)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let code = if status == StatusCode::TOO_MANY_REQUESTS {
-                20429
-            } else {
-                20500
-            };
-            return twilio_error(status, code, "Injected failure");
-        }
-        Some(Misbehaviour::Throttle { retry_after }) => {
-            let mut response =
-                twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
-            if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, value);
-            }
-            return response;
-        }
-        Some(Misbehaviour::Hang) => return std::future::pending().await,
-        // Unwinding out of the connection's task drops the connection unanswered,
-        // without the panic hook's message: what a peer that goes away looks like.
-        Some(Misbehaviour::Close) => {
-            std::panic::resume_unwind(Box::new("injected: the connection closes unanswered"))
-        }
-        None => {}
+    if let Some(fault) = failure {
+        return misbehave(fault).await;
     }
     if !authorized(&headers, &shared.credentials) {
         return twilio_error(
@@ -236,6 +288,8 @@ async fn create_message(
     let mut text = String::new();
     let mut media = Vec::new();
     let mut status_callback = None;
+    let mut content_sid = None;
+    let mut content_variables = None;
     for (name, value) in form_urlencoded::parse(body.as_bytes()).into_owned() {
         match name.as_str() {
             "To" => to = Some(value),
@@ -244,7 +298,48 @@ async fn create_message(
             "Body" => text = value,
             "MediaUrl" => media.push(value),
             "StatusCallback" => status_callback = Some(value),
+            "ContentSid" => content_sid = Some(value),
+            "ContentVariables" => content_variables = Some(value),
             _ => {}
+        }
+    }
+    if let Some(variables) = &content_variables {
+        if content_sid.is_none() {
+            return twilio_error(
+                StatusCode::BAD_REQUEST,
+                21654,
+                "ContentVariables were given without a ContentSid.",
+            );
+        }
+        let valid = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(variables)
+            .is_ok_and(|map| {
+                map.values()
+                    .all(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            });
+        if !valid {
+            return twilio_error(
+                StatusCode::BAD_REQUEST,
+                21656,
+                "The ContentVariables Parameter is invalid.",
+            );
+        }
+    }
+    if let Some(sid) = &content_sid {
+        let content = shared
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contents
+            .iter()
+            .find(|c| &c.sid == sid && c.account_sid == account)
+            .cloned();
+        match content {
+            Some(content) => text = body_of_content(&content.types),
+            // Templates approved elsewhere are not known here: sent as they are.
+            None if sid.starts_with("HX") && sid.len() == 34 => text = format!("[template {sid}]"),
+            None => {
+                return twilio_error(StatusCode::BAD_REQUEST, 21655, "The ContentSid is Invalid.")
+            }
         }
     }
     let Some(to) = to else {
@@ -283,6 +378,8 @@ async fn create_message(
             body: text.clone(),
             media,
             status_callback,
+            content_sid: content_sid.clone(),
+            content_variables,
         });
         sid
     };
@@ -335,6 +432,9 @@ async fn list_messages(
                 "messaging_service_sid": m.messaging_service_sid,
                 "body": m.body,
                 "num_media": m.media.len().to_string(),
+                // Not in Twilio's list: the stand-in says which content a message
+                // showed, so that the terminal phone can draw its buttons.
+                "content_sid": m.content_sid,
                 "status": "delivered",
                 "direction": "outbound-api",
                 "api_version": "2010-04-01",
@@ -367,4 +467,222 @@ fn authorized(headers: &HeaderMap, credentials: &Mutex<Vec<String>>) -> bool {
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .any(|pair| pair.as_bytes() == decoded)
+}
+
+/// What a content's message reads as in the message list: its body.
+fn body_of_content(types: &serde_json::Value) -> String {
+    types
+        .as_object()
+        .and_then(|types| types.values().find_map(|t| t.get("body")?.as_str()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Twilio's limits for the content types the bridge creates, checked as the Content
+/// API checks them: the problem, if any.
+fn content_problem(types: &serde_json::Value) -> Option<String> {
+    use crate::whatsapp::{
+        MAX_BODY_CHARS, MAX_BUTTON_TITLE_CHARS, MAX_ID_CHARS, MAX_ITEM_DESCRIPTION_CHARS,
+        MAX_ITEM_TITLE_CHARS, MAX_LIST_ITEMS,
+    };
+    let chars = |v: &serde_json::Value| v.as_str().map_or(0, |s| s.chars().count());
+    let types = types.as_object()?;
+    if types.is_empty() {
+        return Some("types must name at least one content type".into());
+    }
+    for (kind, content) in types {
+        let body = content.get("body");
+        if body.is_none_or(|b| chars(b) == 0) || body.is_some_and(|b| chars(b) > MAX_BODY_CHARS) {
+            return Some(format!(
+                "{kind}: body must be 1 to {MAX_BODY_CHARS} characters"
+            ));
+        }
+        let (entries, most, title, title_max) = match kind.as_str() {
+            "twilio/quick-reply" => ("actions", 10, "title", MAX_BUTTON_TITLE_CHARS),
+            "twilio/list-picker" => ("items", MAX_LIST_ITEMS, "item", MAX_ITEM_TITLE_CHARS),
+            "twilio/text" => continue,
+            other => {
+                return Some(format!(
+                    "content type {other} is not served by the stand-in"
+                ))
+            }
+        };
+        let list = content.get(entries).and_then(|e| e.as_array());
+        let Some(list) = list.filter(|l| !l.is_empty() && l.len() <= most) else {
+            return Some(format!("{kind}: {entries} must be 1 to {most}"));
+        };
+        for entry in list {
+            let t = entry.get(title).map_or(0, chars);
+            if t == 0 || t > title_max {
+                return Some(format!(
+                    "{kind}: {title} must be 1 to {title_max} characters"
+                ));
+            }
+            if entry.get("id").is_some_and(|id| chars(id) > MAX_ID_CHARS) {
+                return Some(format!(
+                    "{kind}: id must be at most {MAX_ID_CHARS} characters"
+                ));
+            }
+            if entry
+                .get("description")
+                .is_some_and(|d| chars(d) > MAX_ITEM_DESCRIPTION_CHARS)
+            {
+                return Some(format!(
+                    "{kind}: description must be at most {MAX_ITEM_DESCRIPTION_CHARS} characters"
+                ));
+            }
+        }
+        if kind == "twilio/list-picker"
+            && content
+                .get("button")
+                .is_none_or(|b| chars(b) == 0 || chars(b) > 20)
+        {
+            return Some(format!("{kind}: button must be 1 to 20 characters"));
+        }
+    }
+    None
+}
+
+fn content_json(content: &CreatedContent) -> serde_json::Value {
+    json!({
+        "sid": content.sid,
+        "account_sid": content.account_sid,
+        "friendly_name": content.friendly_name,
+        "language": "en",
+        "variables": {},
+        "types": content.types,
+        "url": format!("https://content.twilio.com/v1/Content/{}", content.sid),
+    })
+}
+
+/// The account whose credentials `headers` carry, if they are accepted.
+fn account_of(headers: &HeaderMap, credentials: &Mutex<Vec<String>>) -> Option<String> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let decoded = BASE64.decode(value.strip_prefix("Basic ")?.trim()).ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    authorized(headers, credentials).then(|| pair.split(':').next().unwrap_or_default().to_owned())
+}
+
+/// `POST /v1/Content`: creates a content, as the Content API does.
+async fn create_content(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let failure = {
+        let mut recorded = shared
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (!recorded.content_failures.is_empty()).then(|| recorded.content_failures.remove(0))
+    };
+    if let Some(fault) = failure {
+        return misbehave(fault).await;
+    }
+    let Some(account) = account_of(&headers, &shared.credentials) else {
+        return twilio_error(
+            StatusCode::UNAUTHORIZED,
+            20003,
+            "Authentication Error - invalid username",
+        );
+    };
+    let request: serde_json::Value = match serde_json::from_str(&body) {
+        Ok(value) => value,
+        Err(_) => return twilio_error(StatusCode::BAD_REQUEST, 20001, "Invalid JSON"),
+    };
+    let types = request.get("types").cloned().unwrap_or_default();
+    if request
+        .get("language")
+        .and_then(|l| l.as_str())
+        .is_none_or(str::is_empty)
+    {
+        return twilio_error(StatusCode::BAD_REQUEST, 20001, "language is required");
+    }
+    if let Some(problem) = content_problem(&types) {
+        return twilio_error(StatusCode::BAD_REQUEST, 20001, &problem);
+    }
+    let content = {
+        let mut recorded = shared
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let content = CreatedContent {
+            sid: format!("HX{:032x}", recorded.contents.len() + 1),
+            account_sid: account,
+            friendly_name: request
+                .get("friendly_name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            types,
+        };
+        recorded.contents.push(content.clone());
+        content
+    };
+    shared.changed.notify_waiters();
+    (StatusCode::CREATED, Json(content_json(&content))).into_response()
+}
+
+/// `GET /v1/Content/{Sid}`.
+async fn fetch_content(
+    State(shared): State<Shared>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(account) = account_of(&headers, &shared.credentials) else {
+        return twilio_error(
+            StatusCode::UNAUTHORIZED,
+            20003,
+            "Authentication Error - invalid username",
+        );
+    };
+    let content = shared
+        .recorded
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contents
+        .iter()
+        .find(|c| c.sid == sid && c.account_sid == account)
+        .cloned();
+    match content {
+        Some(content) => Json(content_json(&content)).into_response(),
+        None => twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        ),
+    }
+}
+
+/// `POST /v2/Indicators/Typing.json`: `messageId` (an SM or MM SID) and `channel`.
+async fn typing(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    if !authorized(&headers, &shared.credentials) {
+        return twilio_error(
+            StatusCode::UNAUTHORIZED,
+            20003,
+            "Authentication Error - invalid username",
+        );
+    }
+    let form: std::collections::HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let message_id = form.get("messageId").cloned().unwrap_or_default();
+    let well_formed = (message_id.starts_with("SM") || message_id.starts_with("MM"))
+        && message_id.len() == 34
+        && message_id[2..].chars().all(|c| c.is_ascii_hexdigit());
+    if !well_formed || form.get("channel").map(String::as_str) != Some("whatsapp") {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            20001,
+            "messageId and channel=whatsapp are required",
+        );
+    }
+    shared
+        .recorded
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .typing
+        .push(message_id);
+    shared.changed.notify_waiters();
+    Json(json!({"success": true})).into_response()
 }

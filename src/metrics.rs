@@ -51,6 +51,11 @@ struct Limit {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteName {
     route: String,
 }
@@ -70,6 +75,10 @@ pub struct Metrics {
     replies_sent: Family<Route, Counter>,
     replies_failed: Family<SendFailure, Counter>,
     duplicates: Counter,
+    rich_sent: Family<Kind, Counter>,
+    menus_as_text: Family<Reason, Counter>,
+    contents_created: Counter,
+    choices_picked: Family<Kind, Counter>,
 }
 
 impl Default for Metrics {
@@ -162,8 +171,36 @@ impl Metrics {
             "Webhooks by the route that answered them (route names come from the configuration)",
             routed.clone(),
         );
+        let rich_sent = Family::<Kind, Counter>::default();
+        registry.register(
+            "rich_messages_sent",
+            "WhatsApp rich messages sent through the Messages API, by kind (quick_reply, list_picker, template)",
+            rich_sent.clone(),
+        );
+        let menus_as_text = Family::<Reason, Counter>::default();
+        registry.register(
+            "menus_as_text",
+            "Menus sent as numbered text, by reason (channel, twiml, too_many_choices, title_too_long, body_too_long, content_failed, send_failed, …)",
+            menus_as_text.clone(),
+        );
+        let contents_created = Counter::default();
+        registry.register(
+            "contents_created",
+            "Content API contents created for menus (each is made once and then reused)",
+            contents_created.clone(),
+        );
+        let choices_picked = Family::<Kind, Counter>::default();
+        registry.register(
+            "choices_picked",
+            "Menu choices the person picked, by how (button, list, number, title)",
+            choices_picked.clone(),
+        );
         Self {
             registry,
+            rich_sent,
+            menus_as_text,
+            contents_created,
+            choices_picked,
             routed,
             rate_limited,
             connections_open,
@@ -178,6 +215,22 @@ impl Metrics {
             replies_failed,
             duplicates,
         }
+    }
+
+    pub fn rich_sent(&self, kind: &'static str) {
+        self.rich_sent.get_or_create(&Kind { kind }).inc();
+    }
+
+    pub fn menu_as_text(&self, reason: &'static str) {
+        self.menus_as_text.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn content_created(&self) {
+        self.contents_created.inc();
+    }
+
+    pub fn choice_picked(&self, kind: &'static str) {
+        self.choices_picked.get_or_create(&Kind { kind }).inc();
     }
 
     pub fn webhook(&self, outcome: &'static str) {

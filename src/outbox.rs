@@ -5,11 +5,17 @@
 //! the turn how far it got, so that an instance taking the turn over after a crash
 //! sends only what is left. It also counts the messages whose replies are still owed,
 //! so that at shutdown the bridge can wait for them.
+//!
+//! A menu goes out as WhatsApp buttons or a list where it can ([`crate::whatsapp`]),
+//! and as numbered text where it cannot, or when WhatsApp refuses the content.
 
-use crate::reply::ReplyMessage;
-use crate::state::Ticket;
+use crate::menu::MenuFormat;
+use crate::metrics::Metrics;
+use crate::reply::{fit_to_limits, ReplyMessage, Template};
+use crate::state::{StateStore, Ticket};
 use crate::twilio::messages_api::{MessagesApi, SendError, Sender};
 use crate::twilio::webhook::IncomingMessage;
+use crate::whatsapp::{content_for, Content, Menu};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -23,6 +29,10 @@ pub struct Outbox {
     /// MessageSids whose replies are still owed, with how many turns owe each.
     owed: Mutex<HashMap<String, usize>>,
     settled: Notify,
+    /// How menus read as text, and where WhatsApp contents are remembered.
+    menu: MenuFormat,
+    state: StateStore,
+    metrics: Arc<Metrics>,
 }
 
 /// Who gets the replies, and from which number and account.
@@ -40,6 +50,10 @@ pub struct Recipient {
 }
 
 impl Recipient {
+    pub fn is_whatsapp(&self) -> bool {
+        self.to.starts_with("whatsapp:")
+    }
+
     /// The sender of `message`, answered from the number it wrote to; Twilio reports on
     /// the replies to `status_callback`.
     pub fn replying_to(message: &IncomingMessage, status_callback: String) -> Self {
@@ -84,17 +98,38 @@ impl Drop for Owing {
 impl Outbox {
     /// Sends through `apis`, one per account SID; `messaging_service_sid` (its account,
     /// and its SID) is where that account's replies come from when the message did not
-    /// come through a Messaging Service of its own.
+    /// come through a Messaging Service of its own. Menus read as `menu` says; the
+    /// WhatsApp contents made for them are remembered in `state`.
     pub fn new(
         apis: HashMap<String, MessagesApi>,
         messaging_service_sid: Option<(String, String)>,
+        menu: MenuFormat,
+        state: StateStore,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             apis,
             messaging_service_sid,
             owed: Mutex::default(),
             settled: Notify::new(),
+            menu,
+            state,
+            metrics,
         })
+    }
+
+    /// Shows "typing…" to the WhatsApp sender of `message_sid`. Best effort: a failure
+    /// is logged at debug level and changes nothing else.
+    pub async fn typing(&self, account_sid: &str, message_sid: &str) {
+        let Some(api) = self.apis.get(account_sid) else {
+            return;
+        };
+        match api.typing(message_sid).await {
+            Ok(()) => tracing::debug!(%message_sid, "typing indicator shown"),
+            Err(error) => {
+                tracing::debug!(%message_sid, error = %error, "the typing indicator could not be shown")
+            }
+        }
     }
 
     /// Counts `message_sid` as owed a reply until the guard is dropped.
@@ -149,21 +184,14 @@ impl Outbox {
                 report.handed_over = true;
                 break;
             }
-            match api
-                .send(
-                    &recipient.to,
-                    &sender,
-                    message,
-                    Some(&recipient.status_callback),
-                )
-                .await
-            {
-                Ok(_) => report.sent += 1,
+            match self.send_one(api, recipient, &sender, message).await {
+                Ok(()) => report.sent += 1,
                 Err(error) => {
                     tracing::error!(
                         message_sid = %recipient.message_sid,
                         status = error.status(),
                         twilio_error = error.code(),
+                        hint = error.hint(),
                         error = %error,
                         "a reply could not be sent through the Messages API"
                     );
@@ -176,6 +204,121 @@ impl Outbox {
             }
         }
         report
+    }
+
+    /// Sends one of the agent's messages: as it is, or its menu as WhatsApp buttons or
+    /// a list, or as numbered text.
+    async fn send_one(
+        &self,
+        api: &MessagesApi,
+        recipient: &Recipient,
+        sender: &Sender,
+        message: &ReplyMessage,
+    ) -> Result<(), SendError> {
+        let callback = Some(recipient.status_callback.as_str());
+        if message.template.is_some() {
+            api.send(&recipient.to, sender, message, callback).await?;
+            self.metrics.rich_sent("template");
+            return Ok(());
+        }
+        if message.choices.is_empty() {
+            return api.send(&recipient.to, sender, message, callback).await;
+        }
+        if !recipient.is_whatsapp() {
+            return self
+                .send_as_text(api, recipient, sender, message, "channel")
+                .await;
+        }
+        let menu = match Menu::of(message, &self.menu) {
+            Ok(menu) => menu,
+            Err(reason) => {
+                return self
+                    .send_as_text(api, recipient, sender, message, reason.label())
+                    .await
+            }
+        };
+        let sid = match content_for(&menu, api, &self.state).await {
+            Content::Ready { sid, created } => {
+                if created {
+                    self.metrics.content_created();
+                }
+                sid
+            }
+            Content::Failed(error) => {
+                tracing::warn!(
+                    message_sid = %recipient.message_sid,
+                    status = error.status(),
+                    twilio_error = error.code(),
+                    hint = error.hint(),
+                    error = %error,
+                    "the Content API could not make this menu: it is sent as numbered text"
+                );
+                return self
+                    .send_as_text(api, recipient, sender, message, "content_failed")
+                    .await;
+            }
+        };
+        // Buttons and lists carry no media: the picture goes first, on its own.
+        if !message.media.is_empty() {
+            let media = ReplyMessage::media(message.media.clone());
+            api.send(&recipient.to, sender, &media, callback).await?;
+        }
+        let content = ReplyMessage {
+            template: Some(Template {
+                sid,
+                variables: None,
+            }),
+            ..ReplyMessage::default()
+        };
+        match api.send(&recipient.to, sender, &content, callback).await {
+            Ok(()) => {
+                self.metrics.rich_sent(menu.kind.label());
+                Ok(())
+            }
+            Err(error) if error.content_refused() => {
+                self.metrics.reply_failed(error.status(), error.code());
+                tracing::warn!(
+                    message_sid = %recipient.message_sid,
+                    twilio_error = error.code(),
+                    hint = error.hint(),
+                    "WhatsApp refused the menu: it is sent again as numbered text"
+                );
+                let text_only = ReplyMessage {
+                    media: Vec::new(),
+                    ..message.clone()
+                };
+                self.send_as_text(api, recipient, sender, &text_only, "send_failed")
+                    .await
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `message` with its menu written out, in as many messages as its length needs.
+    async fn send_as_text(
+        &self,
+        api: &MessagesApi,
+        recipient: &Recipient,
+        sender: &Sender,
+        message: &ReplyMessage,
+        reason: &'static str,
+    ) -> Result<(), SendError> {
+        self.metrics.menu_as_text(reason);
+        let mut outcome = Ok(());
+        for piece in fit_to_limits(vec![self.menu.as_text(message)]) {
+            if let Err(error) = api
+                .send(
+                    &recipient.to,
+                    sender,
+                    &piece,
+                    Some(&recipient.status_callback),
+                )
+                .await
+            {
+                outcome = Err(error);
+            }
+        }
+        outcome
     }
 
     /// Waits up to `grace` for every owed reply; returns the MessageSids still owed.

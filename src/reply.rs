@@ -10,33 +10,107 @@ pub const MAX_BODY_CHARS: usize = 1600;
 /// Media URLs on one message.
 pub const MAX_MEDIA: usize = 10;
 
-/// One message to the user: text, media, or both.
+/// One message to the user: text, media, or both; with choices to pick from, or an
+/// approved Content API template instead.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReplyMessage {
     pub body: String,
     pub media: Vec<String>,
+    /// Shown as WhatsApp buttons or a list where they fit, as a numbered menu otherwise
+    /// ([`crate::menu`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<Choice>,
+    /// Sent as it is, by its `ContentSid`: only through the Messages API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
+}
+
+/// One choice of a menu.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Choice {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What the agent is asked when the person picks it; its title when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
+}
+
+impl Choice {
+    pub fn titled(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            description: None,
+            answer: None,
+        }
+    }
+
+    /// What the agent is asked when this is picked.
+    pub fn answer(&self) -> Answer {
+        self.answer
+            .clone()
+            .unwrap_or_else(|| Answer::Text(self.title.clone()))
+    }
+}
+
+/// What a picked choice asks the agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Answer {
+    Text(String),
+    /// A Dialogflow event (a CX `richContent` item's `event`).
+    Event(String),
+}
+
+/// A Content API content (`HX…`) with its variables, sent as is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Template {
+    pub sid: String,
+    /// `ContentVariables`: a JSON object, as text.
+    pub variables: Option<String>,
 }
 
 impl ReplyMessage {
     pub fn text(body: impl Into<String>) -> Self {
         Self {
             body: body.into(),
-            media: Vec::new(),
+            ..Self::default()
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.body.trim().is_empty() && self.media.is_empty()
+        self.body.trim().is_empty()
+            && self.media.is_empty()
+            && self.choices.is_empty()
+            && self.template.is_none()
+    }
+
+    pub fn media(urls: Vec<String>) -> Self {
+        Self {
+            media: urls,
+            ..Self::default()
+        }
+    }
+
+    /// Carries more than text and media: a menu or a template.
+    pub fn is_rich(&self) -> bool {
+        !self.choices.is_empty() || self.template.is_some()
     }
 }
 
 /// Splits every message that exceeds Twilio's limits into several that do not, in
-/// order; drops messages with nothing to say.
+/// order; drops messages with nothing to say. Menus and templates stay whole: how
+/// they are shown depends on the channel ([`crate::menu`]).
 pub fn fit_to_limits(messages: Vec<ReplyMessage>) -> Vec<ReplyMessage> {
     messages
         .into_iter()
         .filter(|m| !m.is_empty())
-        .flat_map(split_message)
+        .flat_map(|m| {
+            if m.is_rich() {
+                vec![m]
+            } else {
+                split_message(m)
+            }
+        })
         .collect()
 }
 
@@ -50,16 +124,10 @@ fn split_message(message: ReplyMessage) -> Vec<ReplyMessage> {
     // followed by its picture; further media follow in messages of their own.
     match (parts.last_mut(), media.next()) {
         (Some(last), Some(first_batch)) => last.media = first_batch.to_vec(),
-        (None, Some(first_batch)) => parts.push(ReplyMessage {
-            body: String::new(),
-            media: first_batch.to_vec(),
-        }),
+        (None, Some(first_batch)) => parts.push(ReplyMessage::media(first_batch.to_vec())),
         (_, None) => {}
     }
-    parts.extend(media.map(|batch| ReplyMessage {
-        body: String::new(),
-        media: batch.to_vec(),
-    }));
+    parts.extend(media.map(|batch| ReplyMessage::media(batch.to_vec())));
     parts
 }
 
@@ -150,6 +218,7 @@ mod tests {
         let out = fit_to_limits(vec![ReplyMessage {
             body: "look".into(),
             media: media.clone(),
+            ..ReplyMessage::default()
         }]);
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].body, "look");
@@ -165,16 +234,10 @@ mod tests {
 
     #[test]
     fn media_only_message_is_kept() {
-        let out = fit_to_limits(vec![ReplyMessage {
-            body: String::new(),
-            media: vec!["https://x/1.png".into()],
-        }]);
+        let out = fit_to_limits(vec![ReplyMessage::media(vec!["https://x/1.png".into()])]);
         assert_eq!(
             out,
-            vec![ReplyMessage {
-                body: String::new(),
-                media: vec!["https://x/1.png".into()]
-            }]
+            vec![ReplyMessage::media(vec!["https://x/1.png".into()])]
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Dialogflow CX v3 through the official client.
 
-use super::payload::{reply_from_payload, reply_from_text};
+use super::payload::{replies_from_payload, reply_from_text};
 use super::{endpoint_and_credentials, policies, AgentError, AgentQuery, QueryInput};
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
@@ -101,10 +101,12 @@ fn replies(messages: &[ResponseMessage]) -> Vec<ReplyMessage> {
     messages
         .iter()
         .filter(|m| m.channel.is_empty() || m.channel == CHANNEL)
-        .filter_map(|m| match m.message.as_ref()? {
-            response_message::Message::Text(text) => reply_from_text(&text.text),
-            response_message::Message::Payload(payload) => reply_from_payload(payload),
-            _ => None,
+        .flat_map(|m| match m.message.as_ref() {
+            Some(response_message::Message::Text(text)) => {
+                reply_from_text(&text.text).into_iter().collect()
+            }
+            Some(response_message::Message::Payload(payload)) => replies_from_payload(payload),
+            _ => Vec::new(),
         })
         .collect()
 }
@@ -140,7 +142,8 @@ mod tests {
                 ReplyMessage::text("one"),
                 ReplyMessage {
                     body: "menu".into(),
-                    media: vec!["https://x/m.jpg".into()]
+                    media: vec!["https://x/m.jpg".into()],
+                    ..ReplyMessage::default()
                 },
                 ReplyMessage::text("three"),
             ]

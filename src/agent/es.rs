@@ -1,6 +1,6 @@
 //! Dialogflow ES v2 through the official client.
 
-use super::payload::{reply_from_payload, reply_from_text};
+use super::payload::{card_message, quick_replies, replies_from_payload, reply_from_text};
 use super::{endpoint_and_credentials, policies, AgentError, AgentQuery, QueryInput};
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
@@ -101,12 +101,59 @@ fn replies(result: &QueryResult) -> Vec<ReplyMessage> {
     }
     messages
         .into_iter()
-        .filter_map(|m| match m.message.as_ref()? {
-            Message::Text(text) => reply_from_text(&text.text),
-            Message::Payload(payload) => reply_from_payload(payload),
-            _ => None,
+        .flat_map(|m| match m.message.as_ref() {
+            Some(Message::Text(text)) => reply_from_text(&text.text).into_iter().collect(),
+            Some(Message::Payload(payload)) => replies_from_payload(payload),
+            Some(Message::QuickReplies(quick)) => {
+                vec![quick_replies(
+                    quick.title.clone(),
+                    quick.quick_replies.clone(),
+                )]
+            }
+            Some(Message::Card(card)) => vec![card_message(
+                &card.title,
+                &card.subtitle,
+                &card.image_uri,
+                card.buttons
+                    .iter()
+                    .map(|b| (b.text.clone(), b.postback.clone()))
+                    .collect(),
+            )],
+            Some(Message::Image(image)) if !image.image_uri.is_empty() => {
+                vec![ReplyMessage::media(vec![image.image_uri.clone()])]
+            }
+            Some(other) => {
+                tracing::info!(
+                    message_type = message_type(other),
+                    "an ES message of a type the bridge does not show was skipped"
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
         })
+        .filter(|m: &ReplyMessage| !m.is_empty())
         .collect()
+}
+
+/// The message's type as the API names it, for the log line of a skipped one.
+fn message_type(message: &Message) -> &'static str {
+    match message {
+        Message::Text(_) => "text",
+        Message::Image(_) => "image",
+        Message::QuickReplies(_) => "quickReplies",
+        Message::Card(_) => "card",
+        Message::Payload(_) => "payload",
+        Message::SimpleResponses(_) => "simpleResponses",
+        Message::BasicCard(_) => "basicCard",
+        Message::Suggestions(_) => "suggestions",
+        Message::LinkOutSuggestion(_) => "linkOutSuggestion",
+        Message::ListSelect(_) => "listSelect",
+        Message::CarouselSelect(_) => "carouselSelect",
+        Message::BrowseCarouselCard(_) => "browseCarouselCard",
+        Message::TableCard(_) => "tableCard",
+        Message::MediaContent(_) => "mediaContent",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]
@@ -139,7 +186,8 @@ mod tests {
                 ReplyMessage::text("one"),
                 ReplyMessage {
                     body: "menu".into(),
-                    media: vec!["https://x/m.jpg".into()]
+                    media: vec!["https://x/m.jpg".into()],
+                    ..ReplyMessage::default()
                 }
             ]
         );

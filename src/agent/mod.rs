@@ -22,6 +22,10 @@ use thiserror::Error;
 /// rejects an empty text query. The media URLs are in the query payload.
 pub const MEDIA_EVENT: &str = "twilio_media";
 
+/// The event sent for a location shared on WhatsApp; the place is in the query
+/// payload's `location`.
+pub const LOCATION_EVENT: &str = "twilio_location";
+
 /// What the bridge asks the agent.
 #[derive(Debug, Clone)]
 pub struct AgentQuery {

@@ -10,13 +10,14 @@
 mod takeover;
 mod turn;
 
-use crate::agent::{Agent, AgentQuery, QueryInput, MEDIA_EVENT};
+use crate::agent::{Agent, AgentQuery, QueryInput, LOCATION_EVENT, MEDIA_EVENT};
+use crate::menu::{answer_of_id, MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
 use crate::rate_limit::Limited;
-use crate::reply::{fit_to_limits, ReplyMessage};
+use crate::reply::{fit_to_limits, Answer, ReplyMessage};
 use crate::session::SessionId;
-use crate::state::{Admission, Json, MessageKey, Repeat, StateStore};
+use crate::state::{Admission, Json, MessageKey, Repeat, Slot, StateStore};
 use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -217,6 +218,12 @@ pub struct Messages {
     pub rate_limited: String,
     /// STOP, START and HELP go to the agent as events (`OPT_OUT_TO_AGENT`).
     pub opt_out_to_agent: bool,
+    /// How a menu reads as text.
+    pub menu: MenuFormat,
+    /// How long a menu waits for its answer.
+    pub menu_ttl: Duration,
+    /// WhatsApp shows "typing…" when the agent takes longer than this.
+    pub typing_after: Option<Duration>,
 }
 
 /// Answers incoming messages with the agent.
@@ -451,15 +458,19 @@ impl Conversations {
             duplicate: false,
             agent_route: None,
         };
+        let mut pending = None;
         let input = match message.opt_out {
             // Twilio answers these itself, and a reply of ours after STOP would be
             // refused (error 21610): by default the agent does not hear of them.
             Some(_) if !self.messages.opt_out_to_agent => return nothing(Outcome::OptOut),
             Some(keyword) => QueryInput::Event(keyword.event().to_owned()),
-            None => match query_input(&message) {
-                Some(input) => input,
-                None => return nothing(Outcome::Empty),
-            },
+            None => {
+                pending = self.state.get(&self.menu_slot(), &session).await;
+                match self.input_of(&message, pending.as_ref()) {
+                    Some(input) => input,
+                    None => return nothing(Outcome::Empty),
+                }
+            }
         };
         let query = AgentQuery {
             session,
@@ -472,12 +483,25 @@ impl Conversations {
                 .cloned(),
         };
         let started = Instant::now();
+        let typing = self.typing(route, &message);
         let result = route.agent.detect_intent(&query).await;
+        if let Some(typing) = typing {
+            typing.abort();
+        }
         let elapsed = started.elapsed();
         let latency = Some(elapsed);
         match result {
             Ok(replies) => {
                 self.metrics.agent_answered(elapsed);
+                // The menu of this answer waits for the next message; one left from
+                // before is answered or passed by.
+                match PendingMenu::of(&replies) {
+                    Some(menu) => self.state.set(&self.menu_slot(), &session, &menu).await,
+                    None if pending.is_some() => {
+                        self.state.remove(&self.menu_slot(), &session).await
+                    }
+                    None => {}
+                }
                 Handled {
                     replies: Arc::new(fit_to_limits(replies)),
                     route: Route::Webhook,
@@ -494,6 +518,83 @@ impl Conversations {
                 self.fallback(route, session, error.label(), latency)
             }
         }
+    }
+
+    fn menu_slot(&self) -> Slot<PendingMenu> {
+        Slot::new("menu", self.messages.menu_ttl)
+    }
+
+    /// What to ask the agent: the choice a tap or a typed answer to the `pending` menu
+    /// picks, a shared location's event, or the message as it came.
+    fn input_of(
+        &self,
+        message: &IncomingMessage,
+        pending: Option<&PendingMenu>,
+    ) -> Option<QueryInput> {
+        if let Some(tap) = &message.tap {
+            let how = if message.params.get("ListId").is_some() {
+                "list"
+            } else {
+                "button"
+            };
+            self.metrics.choice_picked(how);
+            return Some(input_for(match &tap.id {
+                Some(id) => answer_of_id(id),
+                None => Answer::Text(tap.title.clone()),
+            }));
+        }
+        if message.location.is_some() {
+            return Some(QueryInput::Event(LOCATION_EVENT.to_owned()));
+        }
+        if let Some(choice) = pending.and_then(|menu| menu.pick(&message.body)) {
+            let how = if message.body.trim().parse::<usize>().is_ok() {
+                "number"
+            } else {
+                "title"
+            };
+            self.metrics.choice_picked(how);
+            return Some(input_for(choice.answer()));
+        }
+        query_input(message)
+    }
+
+    /// After `typing_after`, WhatsApp shows "typing…" until the reply: the task to
+    /// abort when the agent has answered.
+    fn typing(
+        &self,
+        route: &AgentRoute,
+        message: &IncomingMessage,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let after = self.messages.typing_after?;
+        let outbox = Arc::clone(route.delivery.outbox()?);
+        let message_sid = message.message_sid.clone()?;
+        if message.channel() != "whatsapp" {
+            return None;
+        }
+        let account_sid = message.account_sid.clone();
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            outbox.typing(&account_sid, &message_sid).await;
+        }))
+    }
+
+    /// Replies as they can travel in the webhook's TwiML answer: menus as text;
+    /// templates, which TwiML cannot carry, left out and said.
+    fn plain(&self, replies: &[ReplyMessage]) -> Vec<ReplyMessage> {
+        let mut plain = Vec::with_capacity(replies.len());
+        for message in replies {
+            if message.template.is_some() {
+                tracing::warn!(
+                    "a content template cannot travel in the webhook's answer and was not sent: templates need REPLY_MODE=auto or api"
+                );
+            } else if !message.choices.is_empty() {
+                self.metrics.menu_as_text("twiml");
+                plain.push(self.messages.menu.as_text(message));
+            } else {
+                plain.push(message.clone());
+            }
+        }
+        fit_to_limits(plain)
     }
 
     /// A message past a rate limit: the agent is not asked; the person is told once.
@@ -549,23 +650,49 @@ fn session_of(message: &IncomingMessage) -> SessionId {
 pub fn query_input(message: &IncomingMessage) -> Option<QueryInput> {
     let text = message.body.trim();
     if !text.is_empty() {
-        let text = match text.char_indices().nth(MAX_QUERY_CHARS) {
-            Some((cut, _)) => &text[..cut],
-            None => text,
-        };
-        return Some(QueryInput::Text(text.to_owned()));
+        return Some(QueryInput::Text(cut_to_query(text).to_owned()));
     }
     (!message.media.is_empty()).then(|| QueryInput::Event(MEDIA_EVENT.to_owned()))
 }
 
-/// Every webhook parameter, as the agent's webhooks will see it in the query payload.
+/// A picked choice as the agent's input.
+fn input_for(answer: Answer) -> QueryInput {
+    match answer {
+        Answer::Text(text) => QueryInput::Text(cut_to_query(&text).to_owned()),
+        Answer::Event(event) => QueryInput::Event(event),
+    }
+}
+
+/// `text` cut to what Dialogflow takes.
+fn cut_to_query(text: &str) -> &str {
+    match text.char_indices().nth(MAX_QUERY_CHARS) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+/// Every webhook parameter, as the agent's webhooks will see it in the query payload;
+/// with a shared location, also `location` (`latitude`, `longitude`, `address`,
+/// `label`) as numbers and text.
 pub fn payload_of(message: &IncomingMessage) -> Map<String, Value> {
-    message
+    let mut payload: Map<String, Value> = message
         .params
         .pairs()
         .iter()
         .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-        .collect()
+        .collect();
+    if let Some(location) = &message.location {
+        payload.insert(
+            "location".into(),
+            serde_json::json!({
+                "latitude": location.latitude,
+                "longitude": location.longitude,
+                "address": location.address,
+                "label": location.label,
+            }),
+        );
+    }
+    payload
 }
 
 #[cfg(test)]

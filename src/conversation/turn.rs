@@ -62,16 +62,34 @@ impl Conversations {
             () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
         };
         handled.agent_route = Some(Arc::clone(&route.name));
+        // WhatsApp menus and templates travel only through the API: TwiML has no
+        // ContentSid. The webhook then answers empty at once.
+        let needs_api = route.delivery.outbox().is_some()
+            && handled.replies.iter().any(|m| {
+                m.template.is_some() || (!m.choices.is_empty() && recipient.is_whatsapp())
+            });
         let handled = match waiting {
-            Some(webhook) => match webhook.send(handled.clone()) {
-                Ok(()) => return ticket.finish(StoredOutcome::of(&handled)).await,
-                Err(handled) => handled,
-            },
+            Some(webhook) if needs_api => {
+                let _ = webhook.send(Handled::queued(session, false));
+                handled
+            }
+            Some(webhook) => {
+                let plain = self.in_plain(&handled);
+                let outcome = StoredOutcome::of(&plain);
+                match webhook.send(plain) {
+                    Ok(()) => return ticket.finish(outcome).await,
+                    Err(_) => handled,
+                }
+            }
             None => handled,
         };
         match route.delivery.outbox() {
             // Twiml: the webhook stopped waiting (shutdown); a re-delivery gets this.
-            None => ticket.finish(StoredOutcome::of(&handled)).await,
+            None => {
+                ticket
+                    .finish(StoredOutcome::of(&self.in_plain(&handled)))
+                    .await
+            }
             Some(outbox) => {
                 let handled = Handled {
                     route: Route::Api,
@@ -84,6 +102,14 @@ impl Conversations {
             }
         }
         drop(owing);
+    }
+
+    /// `handled` as the webhook's TwiML can carry it.
+    fn in_plain(&self, handled: &Handled) -> Handled {
+        Handled {
+            replies: Arc::new(self.plain(&handled.replies)),
+            ..handled.clone()
+        }
     }
 
     /// Sends `handled.replies[from..]` through the API for `ticket`'s turn, then

@@ -80,11 +80,46 @@ pub enum Fault {
 pub struct Reply {
     pub text: Option<String>,
     pub payload: Option<Map<String, Value>>,
+    /// A question with answers to pick: ES `quickReplies`; in CX, Messenger
+    /// `richContent` chips.
+    pub quick_replies: Option<QuickReplies>,
+    /// A card: ES `card`; in CX, Messenger `richContent` (image, info, chips).
+    pub card: Option<Card>,
     /// CX only: sent only when the request's `queryParams.channel` matches.
     pub channel: Option<String>,
     /// ES only: the platform of the message (`SLACK`, `FACEBOOK`, …); none is the
     /// default platform.
     pub platform: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuickReplies {
+    #[serde(default)]
+    pub title: String,
+    pub replies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub subtitle: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub buttons: Vec<CardButton>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardButton {
+    pub text: String,
+    /// What the agent gets when the button is tapped (ES), or a link to open.
+    #[serde(default)]
+    pub postback: String,
 }
 
 /// Sets a session parameter to the first of `values` that the text contains.
@@ -176,8 +211,26 @@ impl AgentDefinition {
     /// What is wrong with one of `replies`, if anything.
     fn reply_problem(replies: &[Reply]) -> Option<String> {
         replies.iter().find_map(|reply| {
-            if reply.text.is_none() && reply.payload.is_none() {
-                return Some("a reply has neither text nor payload".to_owned());
+            let kinds = [
+                reply.text.is_some(),
+                reply.payload.is_some(),
+                reply.quick_replies.is_some(),
+                reply.card.is_some(),
+            ];
+            match kinds.iter().filter(|k| **k).count() {
+                0 => {
+                    return Some(
+                        "a reply has neither text nor payload (nor quick_replies, nor card)"
+                            .to_owned(),
+                    )
+                }
+                1 => {}
+                _ => {
+                    return Some(
+                        "a reply has more than one of text, payload, quick_replies and card"
+                            .to_owned(),
+                    )
+                }
             }
             let platform = reply.platform.as_ref()?;
             super::wire::platform_number(platform)

@@ -323,13 +323,60 @@ fn intent_id(index: usize) -> String {
     format!("{index:08x}-0000-4000-8000-{index:012x}")
 }
 
-/// The message's text (templates filled) or payload, shaped alike in CX and ES.
-fn content(reply: &Reply, parameters: &Map<String, Value>) -> Map<String, Value> {
+/// The message's text (templates filled) or payload, shaped alike in CX and ES; quick
+/// replies and cards as ES messages, or as CX agents write them: Messenger's
+/// `richContent` in a custom payload.
+fn content(reply: &Reply, parameters: &Map<String, Value>, cx: bool) -> Map<String, Value> {
     let mut message = Map::new();
     if let Some(text) = &reply.text {
         message.insert("text".into(), json!({"text": [fill(text, parameters)]}));
     } else if let Some(payload) = &reply.payload {
         message.insert("payload".into(), Value::Object(payload.clone()));
+    } else if let Some(quick) = &reply.quick_replies {
+        if cx {
+            let options: Vec<Value> = quick.replies.iter().map(|r| json!({"text": r})).collect();
+            let mut items = Vec::new();
+            if !quick.title.is_empty() {
+                items.push(json!({"type": "info", "title": quick.title}));
+            }
+            items.push(json!({"type": "chips", "options": options}));
+            message.insert("payload".into(), json!({"richContent": [items]}));
+        } else {
+            message.insert(
+                "quickReplies".into(),
+                json!({"title": quick.title, "quickReplies": quick.replies}),
+            );
+        }
+    } else if let Some(card) = &reply.card {
+        if cx {
+            let mut items = Vec::new();
+            if !card.image.is_empty() {
+                items.push(json!({"type": "image", "rawUrl": card.image}));
+            }
+            items.push(json!({"type": "info", "title": card.title, "subtitle": card.subtitle}));
+            let options: Vec<Value> = card
+                .buttons
+                .iter()
+                .map(|b| match b.postback.starts_with("http") {
+                    true => json!({"text": b.text, "link": b.postback}),
+                    false => json!({"text": b.text}),
+                })
+                .collect();
+            if !options.is_empty() {
+                items.push(json!({"type": "chips", "options": options}));
+            }
+            message.insert("payload".into(), json!({"richContent": [items]}));
+        } else {
+            let buttons: Vec<Value> = card
+                .buttons
+                .iter()
+                .map(|b| json!({"text": b.text, "postback": b.postback}))
+                .collect();
+            message.insert(
+                "card".into(),
+                json!({"title": card.title, "subtitle": card.subtitle, "imageUri": card.image, "buttons": buttons}),
+            );
+        }
     }
     message
 }
@@ -378,7 +425,7 @@ fn cx_response(
         .filter(|r| r.platform.is_none())
         .filter(|r| r.channel.as_deref().is_none_or(|c| c == channel))
         .map(|reply| {
-            let mut message = content(reply, parameters);
+            let mut message = content(reply, parameters, true);
             if let Some(channel) = &reply.channel {
                 message.insert("channel".into(), json!(channel));
             }
@@ -439,7 +486,7 @@ fn es_response(
         .iter()
         .filter(|r| r.channel.is_none())
         .map(|reply| {
-            let mut message = content(reply, parameters);
+            let mut message = content(reply, parameters, false);
             // PLATFORM_UNSPECIFIED is the default value, which proto3 JSON leaves out.
             if let Some(platform) = &reply.platform {
                 let number = wire::platform_number(platform).unwrap_or(0);

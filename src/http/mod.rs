@@ -45,7 +45,11 @@ pub struct AppState {
 
 /// The routes at work: each route's agent (routes on one endpoint share its client),
 /// and the way its replies go, through one outbox for all that need it.
-async fn agent_routes(settings: &Settings) -> Result<AgentRoutes, SetupError> {
+async fn agent_routes(
+    settings: &Settings,
+    state: &StateStore,
+    metrics: &Arc<Metrics>,
+) -> Result<AgentRoutes, SetupError> {
     let clients = Clients::default();
     let replies = &settings.replies;
     let needs_api = settings
@@ -74,14 +78,21 @@ async fn agent_routes(settings: &Settings) -> Result<AgentRoutes, SetupError> {
                 passwords: passwords.clone(),
             };
             let api = MessagesApi::new(&replies.api_base_url, credentials, replies.api_timeout)
-                .map_err(SetupError::HttpClient)?;
+                .map_err(SetupError::HttpClient)?
+                .with_hosts(&replies.content_base_url, &replies.messaging_base_url);
             apis.insert(sid.clone(), api);
         }
         let service = replies
             .messaging_service_sid
             .clone()
             .map(|sid| (twilio.account_sid.clone(), sid));
-        Some(Outbox::new(apis, service))
+        Some(Outbox::new(
+            apis,
+            service,
+            settings.rich.menu.clone(),
+            state.clone(),
+            Arc::clone(metrics),
+        ))
     } else {
         None
     };
@@ -121,16 +132,19 @@ pub enum SetupError {
 impl AppState {
     /// Connects to the agent described by `settings`.
     pub async fn connect(settings: &Settings) -> Result<Arc<Self>, SetupError> {
-        let routes = agent_routes(settings).await?;
         let metrics = Arc::new(Metrics::new());
         let state =
             StateStore::open(&settings.state, settings.rate_limits, Arc::clone(&metrics)).await?;
+        let routes = agent_routes(settings, &state, &metrics).await?;
         let shared = state.is_shared();
         let conversations = Conversations::new(
             routes,
             Messages {
                 rate_limited: settings.rate_limit_message.clone(),
                 opt_out_to_agent: settings.opt_out_to_agent,
+                menu: settings.rich.menu.clone(),
+                menu_ttl: settings.rich.menu_ttl,
+                typing_after: settings.rich.typing_after,
             },
             state,
             Arc::clone(&metrics),

@@ -140,27 +140,28 @@ impl Drop for LocalTicket {
     }
 }
 
-/// A record's slot and conversation.
-type RecordKey = (&'static str, SessionId);
+/// A record's slot and id.
+type RecordKey = (&'static str, Box<str>);
 
 /// Per-conversation records with a time to live (when they expire), bounded in number.
 #[derive(Default)]
 pub(super) struct Records(Mutex<HashMap<RecordKey, (Instant, Json)>>);
 
 impl Records {
-    pub(super) fn get(&self, slot: &'static str, session: &SessionId) -> Option<Json> {
+    pub(super) fn get(&self, slot: &'static str, id: &str) -> Option<Json> {
         let mut records = lock(&self.0);
-        match records.get(&(slot, *session)) {
+        let key: RecordKey = (slot, id.into());
+        match records.get(&key) {
             Some((expires, json)) if *expires > Instant::now() => Some(Arc::clone(json)),
             Some(_) => {
-                records.remove(&(slot, *session));
+                records.remove(&key);
                 None
             }
             None => None,
         }
     }
 
-    pub(super) fn set(&self, slot: &'static str, session: &SessionId, json: Json, ttl: Duration) {
+    pub(super) fn set(&self, slot: &'static str, id: &str, json: Json, ttl: Duration) {
         let now = Instant::now();
         let mut records = lock(&self.0);
         if records.len() >= RECORDS_AT_MOST {
@@ -171,16 +172,16 @@ impl Records {
             if let Some(first) = records
                 .iter()
                 .min_by_key(|(_, (expires, _))| *expires)
-                .map(|(key, _)| *key)
+                .map(|(key, _)| key.clone())
             {
                 records.remove(&first);
             }
         }
-        records.insert((slot, *session), (now + ttl, json));
+        records.insert((slot, id.into()), (now + ttl, json));
     }
 
-    pub(super) fn remove(&self, slot: &'static str, session: &SessionId) {
-        lock(&self.0).remove(&(slot, *session));
+    pub(super) fn remove(&self, slot: &'static str, id: &str) {
+        lock(&self.0).remove(&(slot, id.into()));
     }
 }
 
@@ -263,10 +264,15 @@ mod tests {
     fn records_expire() {
         let records = Records::default();
         let session = SessionId::for_conversation("AC1", "+1", "+2");
-        records.set("menu", &session, "1".into(), Duration::from_secs(60));
-        assert_eq!(records.get("menu", &session).as_deref(), Some("1"));
-        assert_eq!(records.get("other", &session), None);
-        records.set("menu", &session, "2".into(), Duration::ZERO);
-        assert_eq!(records.get("menu", &session), None);
+        records.set(
+            "menu",
+            session.as_str(),
+            "1".into(),
+            Duration::from_secs(60),
+        );
+        assert_eq!(records.get("menu", session.as_str()).as_deref(), Some("1"));
+        assert_eq!(records.get("other", session.as_str()), None);
+        records.set("menu", session.as_str(), "2".into(), Duration::ZERO);
+        assert_eq!(records.get("menu", session.as_str()), None);
     }
 }

@@ -203,6 +203,7 @@ impl Ticket {
 
 /// A typed per-conversation record with a time to live, e.g. a pending menu or a
 /// hand-over: `const MENU: Slot<PendingMenu> = Slot::new("menu", Duration::from_secs(3600));`
+#[derive(Debug)]
 pub struct Slot<T> {
     name: &'static str,
     ttl: Duration,
@@ -210,6 +211,7 @@ pub struct Slot<T> {
 }
 
 impl<T> Slot<T> {
+    /// Records of `name` live for `ttl` after they were last set.
     pub const fn new(name: &'static str, ttl: Duration) -> Self {
         Self {
             name,
@@ -270,11 +272,17 @@ impl StateStore {
         }
     }
 
-    /// The record of `session` in `slot`, if one is set and not expired.
-    pub async fn get<T: DeserializeOwned>(&self, slot: &Slot<T>, session: &SessionId) -> Option<T> {
+    /// The record `id` (a conversation's session, or another key) in `slot`, if one
+    /// is set and not expired.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        slot: &Slot<T>,
+        id: &(impl AsRef<str> + ?Sized),
+    ) -> Option<T> {
+        let id = id.as_ref();
         let json = match self {
-            StateStore::Local(local) => local.records.get(slot.name, session),
-            StateStore::Shared(shared) => shared.get_record(slot.name, session).await,
+            StateStore::Local(local) => local.records.get(slot.name, id),
+            StateStore::Shared(shared) => shared.get_record(slot.name, id).await,
         }?;
         match serde_json::from_str(&json) {
             Ok(value) => Some(value),
@@ -285,8 +293,14 @@ impl StateStore {
         }
     }
 
-    /// Sets the record of `session` in `slot`, for the slot's time to live.
-    pub async fn set<T: Serialize>(&self, slot: &Slot<T>, session: &SessionId, value: &T) {
+    /// Sets the record `id` in `slot`, for the slot's time to live.
+    pub async fn set<T: Serialize>(
+        &self,
+        slot: &Slot<T>,
+        id: &(impl AsRef<str> + ?Sized),
+        value: &T,
+    ) {
+        let id = id.as_ref();
         let json: Json = match serde_json::to_string(value) {
             Ok(json) => json.into(),
             Err(error) => {
@@ -295,18 +309,17 @@ impl StateStore {
             }
         };
         match self {
-            StateStore::Local(local) => local.records.set(slot.name, session, json, slot.ttl),
-            StateStore::Shared(shared) => {
-                shared.set_record(slot.name, session, json, slot.ttl).await
-            }
+            StateStore::Local(local) => local.records.set(slot.name, id, json, slot.ttl),
+            StateStore::Shared(shared) => shared.set_record(slot.name, id, json, slot.ttl).await,
         }
     }
 
-    /// Removes the record of `session` in `slot`.
-    pub async fn remove<T>(&self, slot: &Slot<T>, session: &SessionId) {
+    /// Removes the record `id` in `slot`.
+    pub async fn remove<T>(&self, slot: &Slot<T>, id: &(impl AsRef<str> + ?Sized)) {
+        let id = id.as_ref();
         match self {
-            StateStore::Local(local) => local.records.remove(slot.name, session),
-            StateStore::Shared(shared) => shared.remove_record(slot.name, session).await,
+            StateStore::Local(local) => local.records.remove(slot.name, id),
+            StateStore::Shared(shared) => shared.remove_record(slot.name, id).await,
         }
     }
 }

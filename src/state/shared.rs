@@ -650,8 +650,8 @@ impl SharedState {
         })
     }
 
-    pub(super) async fn get_record(&self, slot: &'static str, session: &SessionId) -> Option<Json> {
-        let key = self.key(&["r", slot, session.as_str()]);
+    pub(super) async fn get_record(&self, slot: &'static str, id: &str) -> Option<Json> {
+        let key = self.key(&["r", slot, id]);
         match self
             .call("get_record", |mut connection| async move {
                 redis::cmd("GET")
@@ -662,18 +662,12 @@ impl SharedState {
             .await
         {
             Ok(value) => value.map(Json::from),
-            Err(_) => self.local.records.get(slot, session),
+            Err(_) => self.local.records.get(slot, id),
         }
     }
 
-    pub(super) async fn set_record(
-        &self,
-        slot: &'static str,
-        session: &SessionId,
-        json: Json,
-        ttl: Duration,
-    ) {
-        let key = self.key(&["r", slot, session.as_str()]);
+    pub(super) async fn set_record(&self, slot: &'static str, id: &str, json: Json, ttl: Duration) {
+        let key = self.key(&["r", slot, id]);
         let value = Arc::clone(&json);
         let written = self
             .call("set_record", |mut connection| async move {
@@ -687,13 +681,13 @@ impl SharedState {
             })
             .await;
         if written.is_err() {
-            self.local.records.set(slot, session, json, ttl);
+            self.local.records.set(slot, id, json, ttl);
         }
     }
 
-    pub(super) async fn remove_record(&self, slot: &'static str, session: &SessionId) {
-        let key = self.key(&["r", slot, session.as_str()]);
-        self.local.records.remove(slot, session);
+    pub(super) async fn remove_record(&self, slot: &'static str, id: &str) {
+        let key = self.key(&["r", slot, id]);
+        self.local.records.remove(slot, id);
         let _ = self
             .call("remove_record", |mut connection| async move {
                 redis::cmd("DEL")

@@ -1,6 +1,9 @@
-//! A small client for Twilio's Messages API: `POST /2010-04-01/Accounts/{Sid}/Messages.json`.
+//! A small client for Twilio's Messages API: `POST /2010-04-01/Accounts/{Sid}/Messages.json`,
+//! with the two calls that go with WhatsApp's rich messages: creating Content API
+//! content (`POST /v1/Content`) and the typing indicator (`POST /v2/Indicators/Typing.json`).
 //!
-//! Used when a reply cannot travel in the webhook's answer (the agent was too slow).
+//! Used when a reply cannot travel in the webhook's answer (the agent was too slow, or
+//! the reply is a WhatsApp menu).
 //! Twilio answers errors with JSON `{"code", "message", "more_info", "status"}`; a 429
 //! or a 5xx is worth another try, any other 4xx is final.
 
@@ -66,6 +69,16 @@ impl SendError {
         }
     }
 
+    /// What Twilio's error code means and what to do, when known.
+    pub fn hint(&self) -> Option<&'static str> {
+        self.code().and_then(super::errors::hint)
+    }
+
+    /// Twilio refused the content itself: the same words as plain text could go out.
+    pub fn content_refused(&self) -> bool {
+        matches!(self, SendError::Refused { code, .. } if super::errors::content_refused(*code))
+    }
+
     /// Twilio's error code (`21610`, `63016`, …), if its answer had one.
     pub fn code(&self) -> Option<u32> {
         match self {
@@ -89,6 +102,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub struct MessagesApi {
     client: reqwest::Client,
     base_url: String,
+    content_base_url: String,
+    messaging_base_url: String,
     credentials: ApiCredentials,
     attempts: u32,
     first_backoff: Duration,
@@ -107,6 +122,8 @@ impl MessagesApi {
         Ok(Self {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
+            content_base_url: base_url.trim_end_matches('/').to_owned(),
+            messaging_base_url: base_url.trim_end_matches('/').to_owned(),
             credentials,
             attempts: 4,
             first_backoff: Duration::from_millis(250),
@@ -121,10 +138,23 @@ impl MessagesApi {
         self
     }
 
-    /// Sends one message to `to`. A 429, a 5xx or a connection that could not be made is
-    /// tried again with backoff (or after the 429's `Retry-After`, up to 5 s); anything
-    /// else is final, and a request that went out unanswered is never repeated, so that
-    /// no one gets a reply twice.
+    /// The Content API and the Messaging v2 API at their own base URLs (by default,
+    /// the Messages API's: the local stand-in serves all three).
+    pub fn with_hosts(mut self, content_base_url: &str, messaging_base_url: &str) -> Self {
+        self.content_base_url = content_base_url.trim_end_matches('/').to_owned();
+        self.messaging_base_url = messaging_base_url.trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// The account the client sends for.
+    pub fn account_sid(&self) -> &str {
+        &self.credentials.account_sid
+    }
+
+    /// Sends one message to `to`: its text and media, or its template. A 429, a 5xx or
+    /// a connection that could not be made is tried again with backoff (or after the
+    /// 429's `Retry-After`, up to 5 s); anything else is final, and a request that went
+    /// out unanswered is never repeated, so that no one gets a reply twice.
     pub async fn send(
         &self,
         to: &str,
@@ -141,31 +171,82 @@ impl MessagesApi {
             Sender::Number(number) => form.push(("From", number)),
             Sender::MessagingService(sid) => form.push(("MessagingServiceSid", sid)),
         }
-        if !message.body.is_empty() {
-            form.push(("Body", &message.body));
+        match &message.template {
+            Some(template) => {
+                form.push(("ContentSid", &template.sid));
+                if let Some(variables) = &template.variables {
+                    form.push(("ContentVariables", variables));
+                }
+            }
+            None => {
+                if !message.body.is_empty() {
+                    form.push(("Body", &message.body));
+                }
+                form.extend(message.media.iter().map(|url| ("MediaUrl", url.as_str())));
+            }
         }
-        form.extend(message.media.iter().map(|url| ("MediaUrl", url.as_str())));
         if let Some(callback) = status_callback {
             form.push(("StatusCallback", callback));
         }
+        // Created: what the answer says beyond that does not matter here.
+        self.call(|client| client.post(&url).form(&form)).await?;
+        Ok(())
+    }
+
+    /// Creates a Content API content (`POST /v1/Content`) and returns its `HX…` SID.
+    pub async fn create_content(&self, content: &serde_json::Value) -> Result<String, SendError> {
+        let url = format!("{}/v1/Content", self.content_base_url);
+        let response = self.call(|client| client.post(&url).json(content)).await?;
+        #[derive(Deserialize)]
+        struct Created {
+            sid: String,
+        }
+        let created: Created = response
+            .json()
+            .await
+            .map_err(|_| SendError::Unknown("the Content API's answer has no sid".into()))?;
+        Ok(created.sid)
+    }
+
+    /// Shows "typing…" to the WhatsApp sender of `message_sid` (Twilio's typing
+    /// indicator, in public beta): once, no retries, it only matters now.
+    pub async fn typing(&self, message_sid: &str) -> Result<(), SendError> {
+        let url = format!("{}/v2/Indicators/Typing.json", self.messaging_base_url);
+        let form = [("messageId", message_sid), ("channel", "whatsapp")];
+        self.call_with(1, |client| client.post(&url).form(&form))
+            .await
+            .map(drop)
+    }
+
+    async fn call(
+        &self,
+        request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SendError> {
+        self.call_with(self.attempts, request).await
+    }
+
+    /// Makes the request `request` builds, as [`MessagesApi::send`] says, and returns
+    /// Twilio's successful answer.
+    async fn call_with(
+        &self,
+        attempts: u32,
+        request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SendError> {
         let mut backoff = self.first_backoff;
         let mut wait = Duration::ZERO;
         let mut last = String::new();
         let mut last_answer: (Option<u16>, Option<u32>) = (None, None);
-        for attempt in 1..=self.attempts {
+        for attempt in 1..=attempts {
             if attempt > 1 {
                 tokio::time::sleep(wait.max(backoff)).await;
                 backoff = backoff.saturating_mul(2);
             }
             let password = self.password.load(Ordering::Relaxed);
-            let response = self
-                .client
-                .post(&url)
+            let response = request(&self.client)
                 .basic_auth(
                     &self.credentials.username,
                     self.credentials.passwords.get(password).map(Secret::expose),
                 )
-                .form(&form)
                 .send()
                 .await;
             let response = match response {
@@ -183,8 +264,7 @@ impl MessagesApi {
             };
             let status = response.status();
             if status.is_success() {
-                // Created: what the answer says beyond that does not matter here.
-                return Ok(());
+                return Ok(response);
             }
             wait = retry_after(response.headers());
             if status == reqwest::StatusCode::UNAUTHORIZED
@@ -218,7 +298,7 @@ impl MessagesApi {
             });
         }
         Err(SendError::GaveUp {
-            attempts: self.attempts,
+            attempts,
             last,
             status: last_answer.0,
             code: last_answer.1,

@@ -1,6 +1,7 @@
 //! Everything that speaks Twilio's side of the wire: webhook signatures, the webhook's
-//! form, and TwiML.
+//! form, TwiML, the Messages API and its errors.
 
+pub mod errors;
 pub mod messages_api;
 pub mod signature;
 pub mod twiml;

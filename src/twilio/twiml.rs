@@ -68,6 +68,7 @@ mod tests {
             ReplyMessage {
                 body: String::new(),
                 media: vec!["https://x.test/a.jpg?w=1&h=2".into()],
+                ..ReplyMessage::default()
             },
         ]);
         assert_eq!(

@@ -69,8 +69,81 @@ pub struct IncomingMessage {
     pub media: Vec<Media>,
     /// A STOP, START or HELP keyword that Twilio's opt-out handling recognised.
     pub opt_out: Option<OptOut>,
+    /// A WhatsApp button tapped or list item picked.
+    pub tap: Option<Tap>,
+    /// A location shared on WhatsApp.
+    pub location: Option<Location>,
     /// Every parameter of the webhook, handed to the agent as the query payload.
     pub params: FormParams,
+}
+
+/// A WhatsApp reply button tapped (`ButtonText`, `ButtonPayload`) or list item picked
+/// (`ListTitle`, `ListId`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tap {
+    /// What the person saw.
+    pub title: String,
+    /// The button's or item's id: what the sender of the menu set.
+    pub id: Option<String>,
+}
+
+impl Tap {
+    fn of(params: &FormParams) -> Option<Self> {
+        let present = |name| {
+            params
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let (title, id) = match present("ListId").or_else(|| present("ListTitle")) {
+            Some(_) => (present("ListTitle"), present("ListId")),
+            None => (present("ButtonText"), present("ButtonPayload")),
+        };
+        match (title, id) {
+            (None, None) => None,
+            (title, id) => Some(Self {
+                title: title.or_else(|| id.clone()).unwrap_or_default(),
+                id,
+            }),
+        }
+    }
+}
+
+/// A location shared on WhatsApp: `Latitude`, `Longitude`, and for a place, its
+/// `Address` and `Label`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub address: Option<String>,
+    pub label: Option<String>,
+}
+
+impl Location {
+    fn of(params: &FormParams) -> Option<Self> {
+        let number = |name| {
+            params
+                .get(name)?
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite())
+        };
+        let text = |name| {
+            params
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let latitude = number("Latitude").filter(|l| (-90.0..=90.0).contains(l))?;
+        let longitude = number("Longitude").filter(|l| (-180.0..=180.0).contains(l))?;
+        Some(Self {
+            latitude,
+            longitude,
+            address: text("Address"),
+            label: text("Label"),
+        })
+    }
 }
 
 /// The opt-out keywords Twilio's Advanced Opt-Out recognises (`OptOutType`).
@@ -135,6 +208,8 @@ impl IncomingMessage {
             body: params.get("Body").unwrap_or_default().to_owned(),
             media,
             opt_out: params.get("OptOutType").and_then(OptOut::parse),
+            tap: Tap::of(&params),
+            location: Location::of(&params),
             params,
         })
     }
@@ -218,6 +293,45 @@ mod tests {
                 content_type: Some("image/jpeg".into())
             }]
         );
+    }
+
+    #[test]
+    fn reads_taps_and_locations() {
+        let read = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("AccountSid", "AC1"), ("From", "whatsapp:+1")];
+            all.extend_from_slice(pairs);
+            IncomingMessage::from_verified(form(&all), "AC1").unwrap()
+        };
+        let button = read(&[("ButtonText", "Small"), ("ButtonPayload", "small")]);
+        assert_eq!(
+            button.tap,
+            Some(Tap {
+                title: "Small".into(),
+                id: Some("small".into())
+            })
+        );
+        let item = read(&[("ListId", "event:pepperoni"), ("ListTitle", "Pepperoni")]);
+        assert_eq!(item.tap.map(|t| t.id), Some(Some("event:pepperoni".into())));
+        let place = read(&[
+            ("Latitude", "52.37"),
+            ("Longitude", "4.89"),
+            ("Address", "Dam 1"),
+            ("Label", "Shop"),
+        ]);
+        assert_eq!(
+            place.location,
+            Some(Location {
+                latitude: 52.37,
+                longitude: 4.89,
+                address: Some("Dam 1".into()),
+                label: Some("Shop".into())
+            })
+        );
+        assert_eq!(
+            read(&[("Latitude", "95"), ("Longitude", "4")]).location,
+            None
+        );
+        assert_eq!(read(&[("Body", "hi")]).tap, None);
     }
 
     #[test]

@@ -77,7 +77,8 @@ async fn sends_twilio_channel_payloads_as_media_and_skips_other_channels() {
                 media: vec![
                     "https://example.com/menu.jpg".into(),
                     "https://example.com/drinks.jpg".into()
-                ]
+                ],
+                ..ReplyMessage::default()
             },
         ]
     );

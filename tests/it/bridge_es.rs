@@ -30,7 +30,8 @@ async fn sends_default_platform_messages_and_twilio_payloads_only() {
             ReplyMessage::text("Here is the ES menu"),
             ReplyMessage {
                 body: "ES card".into(),
-                media: vec!["https://example.com/es.jpg".into()]
+                media: vec!["https://example.com/es.jpg".into()],
+                ..ReplyMessage::default()
             },
         ]
     );

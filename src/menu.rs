@@ -1,0 +1,231 @@
+//! Menus: an agent's choices as text, and a person's answer read back as one of them.
+//!
+//! Where WhatsApp buttons cannot carry a menu (SMS, MMS, the webhook's TwiML answer,
+//! content that does not fit), it is written out as a numbered menu: "1 Small ·
+//! 2 Medium · 3 Large". The menu is remembered per conversation, so that "2", or
+//! "medium" typed in any case and with or without accents, is taken as that choice.
+
+use crate::reply::{Answer, Choice, ReplyMessage};
+use serde::{Deserialize, Serialize};
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::UnicodeNormalization;
+
+/// A menu's wording, configurable (`MENU_ITEM`, `MENU_PROMPT`, `MENU_BUTTON`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MenuFormat {
+    /// One choice: `{number}`, `{title}` and `{description}` are filled in.
+    pub item: String,
+    /// The text of a menu the agent gave no words for.
+    pub prompt: String,
+    /// The button that opens a WhatsApp list.
+    pub button: String,
+}
+
+impl Default for MenuFormat {
+    fn default() -> Self {
+        Self {
+            item: "{number} {title}".to_owned(),
+            prompt: "Choose one:".to_owned(),
+            button: "Choose".to_owned(),
+        }
+    }
+}
+
+/// Inline ("1 Small · 2 Large") while a menu is this short; one choice per line beyond,
+/// or when a choice has a description.
+const INLINE_AT_MOST: usize = 3;
+const INLINE_SEPARATOR: &str = " · ";
+
+impl MenuFormat {
+    /// One choice as the menu writes it.
+    pub fn item(&self, number: usize, choice: &Choice) -> String {
+        let description = choice.description.as_deref().unwrap_or_default();
+        let item = self
+            .item
+            .replace("{number}", &number.to_string())
+            .replace("{title}", &choice.title)
+            .replace("{description}", description);
+        if !description.is_empty() && !self.item.contains("{description}") {
+            format!("{item}: {description}")
+        } else {
+            item.trim_end().to_owned()
+        }
+    }
+
+    /// The message's text followed by its menu: what a person sees without buttons.
+    pub fn as_text(&self, message: &ReplyMessage) -> ReplyMessage {
+        if message.choices.is_empty() {
+            return ReplyMessage {
+                choices: Vec::new(),
+                ..message.clone()
+            };
+        }
+        let items: Vec<String> = message
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(i, choice)| self.item(i + 1, choice))
+            .collect();
+        let inline = items.len() <= INLINE_AT_MOST
+            && message.choices.iter().all(|c| c.description.is_none());
+        let menu = if inline {
+            items.join(INLINE_SEPARATOR)
+        } else {
+            items.join("\n")
+        };
+        let body = match message.body.trim() {
+            "" => menu,
+            text => format!("{text}\n{menu}"),
+        };
+        ReplyMessage {
+            body,
+            media: message.media.clone(),
+            choices: Vec::new(),
+            template: None,
+        }
+    }
+
+    /// The body a message with choices shows: the agent's words, or the prompt.
+    pub fn body_of<'a>(&'a self, message: &'a ReplyMessage) -> &'a str {
+        match message.body.trim() {
+            "" => &self.prompt,
+            _ => &message.body,
+        }
+    }
+}
+
+/// The menu a conversation is waiting on an answer to, kept in the state store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMenu {
+    pub choices: Vec<Choice>,
+}
+
+impl PendingMenu {
+    /// The last menu of a turn's replies, if any.
+    pub fn of(replies: &[ReplyMessage]) -> Option<Self> {
+        replies
+            .iter()
+            .rev()
+            .find(|m| !m.choices.is_empty())
+            .map(|m| Self {
+                choices: m.choices.clone(),
+            })
+    }
+
+    /// The choice `text` picks: its number, or its title (case, accents, spacing and
+    /// end punctuation aside).
+    pub fn pick(&self, text: &str) -> Option<&Choice> {
+        let typed = fold(text);
+        if typed.is_empty() {
+            return None;
+        }
+        if let Ok(number) = typed.parse::<usize>() {
+            return number.checked_sub(1).and_then(|i| self.choices.get(i));
+        }
+        self.choices.iter().find(|c| fold(&c.title) == typed)
+    }
+}
+
+/// Lower case, without accents, spacing collapsed, without end punctuation.
+fn fold(text: &str) -> String {
+    let folded: String = text
+        .nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect();
+    folded
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end_matches(['.', '!', '?', ','])
+        .to_owned()
+}
+
+/// What the agent is asked for a tap whose id is `id`: the ids the bridge gives its
+/// buttons (`event:NAME` for an event, the text otherwise).
+pub fn answer_of_id(id: &str) -> Answer {
+    match id.strip_prefix(EVENT_ID_PREFIX) {
+        Some(event) if !event.is_empty() => Answer::Event(event.to_owned()),
+        _ => Answer::Text(id.to_owned()),
+    }
+}
+
+/// The id of a choice's button or list item: what [`answer_of_id`] reads back.
+pub fn id_of(choice: &Choice) -> String {
+    match choice.answer() {
+        Answer::Event(event) => format!("{EVENT_ID_PREFIX}{event}"),
+        Answer::Text(text) => text,
+    }
+}
+
+const EVENT_ID_PREFIX: &str = "event:";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn menu(titles: &[&str]) -> ReplyMessage {
+        ReplyMessage {
+            body: "Size?".into(),
+            choices: titles.iter().map(|t| Choice::titled(*t)).collect(),
+            ..ReplyMessage::default()
+        }
+    }
+
+    #[test]
+    fn short_menus_inline_long_ones_by_line() {
+        let format = MenuFormat::default();
+        assert_eq!(
+            format.as_text(&menu(&["Small", "Medium", "Large"])).body,
+            "Size?\n1 Small · 2 Medium · 3 Large"
+        );
+        assert_eq!(
+            format.as_text(&menu(&["a", "b", "c", "d"])).body,
+            "Size?\n1 a\n2 b\n3 c\n4 d"
+        );
+        let mut described = menu(&["Pepperoni"]);
+        described.choices[0].description = Some("spicy".into());
+        assert_eq!(format.as_text(&described).body, "Size?\n1 Pepperoni: spicy");
+        let custom = MenuFormat {
+            item: "({number}) {title}".into(),
+            ..MenuFormat::default()
+        };
+        assert_eq!(
+            custom.as_text(&menu(&["A", "B"])).body,
+            "Size?\n(1) A · (2) B"
+        );
+    }
+
+    #[test]
+    fn a_number_or_a_title_picks_a_choice() {
+        let pending = PendingMenu::of(&[menu(&["Small", "Crème brûlée"])]).unwrap();
+        assert_eq!(
+            pending.pick(" 2 ").map(|c| c.title.as_str()),
+            Some("Crème brûlée")
+        );
+        assert_eq!(
+            pending.pick("CREME  BRULEE!").map(|c| c.title.as_str()),
+            Some("Crème brûlée")
+        );
+        assert_eq!(
+            pending.pick("small").map(|c| c.title.as_str()),
+            Some("Small")
+        );
+        assert_eq!(pending.pick("3"), None);
+        assert_eq!(pending.pick("0"), None);
+        assert_eq!(pending.pick("a small one"), None);
+    }
+
+    #[test]
+    fn ids_carry_events_and_texts() {
+        let event = Choice {
+            answer: Some(Answer::Event("help".into())),
+            ..Choice::titled("Help")
+        };
+        assert_eq!(answer_of_id(&id_of(&event)), Answer::Event("help".into()));
+        assert_eq!(
+            answer_of_id(&id_of(&Choice::titled("Small"))),
+            Answer::Text("Small".into())
+        );
+    }
+}
