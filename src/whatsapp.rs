@@ -262,7 +262,10 @@ mod tests {
             Err(DoesNotFit::TooManyChoices)
         );
         assert_eq!(
-            Menu::of(&menu(&["a", "b", "c", "A title of twenty-eight chars"]), &format),
+            Menu::of(
+                &menu(&["a", "b", "c", "A title of twenty-eight chars"]),
+                &format
+            ),
             Err(DoesNotFit::TitleTooLong)
         );
         let mut long_body = menu(&["a"]);

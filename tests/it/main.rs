@@ -13,5 +13,6 @@ mod helpers;
 mod metrics;
 mod newcomer;
 mod refusals;
+mod rich;
 mod routing;
 mod shared_state;
