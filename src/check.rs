@@ -137,7 +137,8 @@ async fn ask(
     };
     let started = Instant::now();
     match client.detect_intent(&query).await {
-        Ok(replies) => {
+        Ok(answer) => {
+            let replies = answer.replies;
             let _ = writeln!(
                 report,
                 "{label}: asked {text:?}, answered in {} ms:",
@@ -153,6 +154,9 @@ async fn ask(
             }
             if replies.is_empty() {
                 let _ = writeln!(report, "  (no messages for the TWILIO channel)");
+            }
+            if answer.handoff.is_some() {
+                let _ = writeln!(report, "  (and a hand-over to a person)");
             }
             true
         }

@@ -1,11 +1,11 @@
-//! The command line: `serve`, `emulator`, `chat`, `check` and `demo`.
+//! The command line: `serve`, `emulator`, `chat`, `desk`, `check` and `demo`.
 //!
 //! Every command reads the process environment over a `.env` file in the working
 //! directory, so that one `.env` configures the bridge, the local emulators and the
 //! terminal phone alike.
 
 use crate::config::{self, ProjectLookup, Settings, Vars};
-use crate::{chat, check, demo, emulator, http, logging};
+use crate::{chat, check, demo, desk, emulator, http, logging};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -69,6 +69,22 @@ enum Command {
         /// [default: TWILIO_AUTH_TOKEN]
         #[arg(long)]
         auth_token: Option<String>,
+    },
+    /// A terminal helpdesk for hand-over: prints the bridge's signed events and sends
+    /// what is typed back through the bridge's hand-over API.
+    Desk {
+        /// The port events are received on (point HANDOFF_URL at it).
+        #[arg(long, default_value_t = 8090)]
+        listen: u16,
+        /// The bridge's base URL [default: http://127.0.0.1:$PORT]
+        #[arg(long)]
+        bridge: Option<String>,
+        /// [default: HANDOFF_TOKEN]
+        #[arg(long)]
+        token: Option<String>,
+        /// [default: HANDOFF_SECRET]
+        #[arg(long)]
+        secret: Option<String>,
     },
     /// Check the configuration as `serve` reads it, and ask the agent one question.
     Check {
@@ -195,6 +211,30 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
             }
             let prompt = std::io::IsTerminal::is_terminal(&std::io::stdin());
             session.run(prompt).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Desk {
+            listen,
+            bridge,
+            token,
+            secret,
+        } => {
+            let bridge = bridge.unwrap_or_else(|| {
+                let port = var(&vars, "PORT").unwrap_or_else(|| "8080".into());
+                format!("http://127.0.0.1:{port}")
+            });
+            let token = match token {
+                Some(token) => token,
+                None => required(&vars, "HANDOFF_TOKEN", "desk")?,
+            };
+            let secret = match secret {
+                Some(secret) => secret,
+                None => required(&vars, "HANDOFF_SECRET", "desk")?,
+            };
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen))
+                .await
+                .with_context(|| format!("cannot listen on port {listen}"))?;
+            desk::run(listener, &secret, desk::HumanSide::new(&bridge, &token)?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {

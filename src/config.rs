@@ -111,6 +111,35 @@ pub struct Settings {
     /// STOP, START and HELP (Twilio's opt-out keywords) go to the agent as events.
     pub opt_out_to_agent: bool,
     pub rich: RichSettings,
+    /// Hand-over to people: on when `HANDOFF_URL` is set.
+    pub handoff: Option<HandoffSettings>,
+}
+
+/// Where conversations go when the agent hands them to a person, and how.
+#[derive(Debug, Clone)]
+pub struct HandoffSettings {
+    /// Where the hand-over events are posted (`HANDOFF_URL`).
+    pub url: String,
+    /// The Standard Webhooks secret (`whsec_…`) that signs them.
+    pub secret: Secret,
+    /// The bearer token the human side answers with (`HANDOFF_TOKEN`).
+    pub token: Secret,
+    /// Words that hand the conversation over without asking the agent, lower case.
+    pub keywords: Vec<String>,
+    /// A hand-over with no activity this long ends by itself.
+    pub ttl: Duration,
+    /// The agent gets the event `handoff_ended` before the first message back.
+    pub return_event: bool,
+    /// `handoff.started` carries the person's address.
+    pub include_address: bool,
+    /// What the person is told when the destination cannot be reached.
+    pub unavailable_message: String,
+    /// What the person is told when a keyword starts the hand-over.
+    pub started_message: String,
+    /// How long an event is tried before the hand-over is given up.
+    pub retry_for: Duration,
+    /// How many recent turns `handoff.started` carries.
+    pub history: usize,
 }
 
 /// How menus and WhatsApp's rich messages are shown.
@@ -397,6 +426,12 @@ pub const DEFAULT_STATE_PREFIX: &str = "twilio-dialogflow";
 pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
 pub const DEFAULT_TWILIO_CONTENT_BASE_URL: &str = "https://content.twilio.com";
 pub const DEFAULT_TWILIO_MESSAGING_BASE_URL: &str = "https://messaging.twilio.com";
+const DEFAULT_HANDOFF_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_HANDOFF_RETRY_FOR: Duration = Duration::from_secs(60);
+const DEFAULT_HANDOFF_HISTORY: usize = 10;
+const DEFAULT_HANDOFF_UNAVAILABLE_MESSAGE: &str =
+    "Sorry, no one can take over right now. You're back with the assistant.";
+const DEFAULT_HANDOFF_STARTED_MESSAGE: &str = "One moment: a person will answer you here.";
 const DEFAULT_MENU_TTL: Duration = Duration::from_secs(60 * 60);
 const DEFAULT_TYPING_AFTER: Duration = Duration::from_secs(1);
 /// WhatsApp's limit for the button that opens a list.
@@ -620,6 +655,7 @@ impl Reader<'_> {
             .unwrap_or(DEFAULT_RATE_LIMIT_MESSAGE)
             .to_owned();
         let rich = self.rich();
+        let handoff = self.handoff(mode, &routes);
         Some(Settings {
             port: port.unwrap_or(8080),
             twilio: twilio?,
@@ -631,6 +667,7 @@ impl Reader<'_> {
             rate_limit_message,
             opt_out_to_agent,
             rich,
+            handoff: handoff?,
         })
     }
 
@@ -1195,6 +1232,93 @@ impl Reader<'_> {
         })
     }
 
+    /// `None` inside: hand-over is off (no `HANDOFF_URL`); the outer `None`: a problem.
+    fn handoff(
+        &mut self,
+        mode: ReplyMode,
+        routes: &[RouteSettings],
+    ) -> Option<Option<HandoffSettings>> {
+        let Some(url) = self.parsed("HANDOFF_URL", parse_base_url) else {
+            for name in ["HANDOFF_SECRET", "HANDOFF_TOKEN", "HANDOFF_KEYWORDS"] {
+                if self.get(name).is_some() {
+                    self.fail(name, "is set but HANDOFF_URL is not: hand-over is off");
+                }
+            }
+            return Some(None);
+        };
+        let secret = self.required("HANDOFF_SECRET");
+        let token = self.required("HANDOFF_TOKEN");
+        if let Some(secret) = &secret {
+            if let Err(problem) = check_webhook_secret(secret) {
+                self.fail("HANDOFF_SECRET", problem);
+            }
+        }
+        if token.as_ref().is_some_and(|t| t.trim().len() < 16) {
+            self.fail(
+                "HANDOFF_TOKEN",
+                "must be at least 16 characters: it lets its holder write to your users",
+            );
+        }
+        if mode == ReplyMode::Twiml && routes.iter().all(|r| r.reply_mode == ReplyMode::Twiml) {
+            self.fail(
+                "HANDOFF_URL",
+                "needs REPLY_MODE=auto or api: the human side's replies go through the Messages API",
+            );
+        }
+        let keywords = self
+            .get("HANDOFF_KEYWORDS")
+            .map(|list| {
+                list.split(',')
+                    .map(|k| k.trim().to_lowercase())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let text = |this: &Self, name: &str, default: &str| match this.get(name) {
+            Some(value) if !value.trim().is_empty() => value.to_owned(),
+            _ => default.to_owned(),
+        };
+        let unavailable_message = text(
+            self,
+            "HANDOFF_UNAVAILABLE_MESSAGE",
+            DEFAULT_HANDOFF_UNAVAILABLE_MESSAGE,
+        );
+        let started_message = text(
+            self,
+            "HANDOFF_STARTED_MESSAGE",
+            DEFAULT_HANDOFF_STARTED_MESSAGE,
+        );
+        let settings = HandoffSettings {
+            url,
+            secret: Secret::new(secret?),
+            token: Secret::new(token?),
+            keywords,
+            ttl: self
+                .parsed("HANDOFF_TTL", parse_duration)
+                .unwrap_or(DEFAULT_HANDOFF_TTL),
+            return_event: self
+                .parsed("HANDOFF_RETURN_EVENT", parse_bool)
+                .unwrap_or(false),
+            include_address: self
+                .parsed("HANDOFF_INCLUDE_ADDRESS", parse_bool)
+                .unwrap_or(false),
+            unavailable_message,
+            started_message,
+            retry_for: self
+                .parsed("HANDOFF_RETRY_FOR", parse_duration)
+                .unwrap_or(DEFAULT_HANDOFF_RETRY_FOR),
+            history: self
+                .parsed("HANDOFF_HISTORY", |v| {
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= 100)
+                        .ok_or_else(|| "must be a number of turns, 0-100".to_owned())
+                })
+                .unwrap_or(DEFAULT_HANDOFF_HISTORY),
+        };
+        Some(Some(settings))
+    }
+
     fn rich(&mut self) -> RichSettings {
         let defaults = crate::menu::MenuFormat::default();
         let text = |name: &str, default: String| match self.get(name) {
@@ -1394,6 +1518,22 @@ fn agent_timeouts(mode: ReplyMode) -> (Duration, Duration) {
     match mode {
         ReplyMode::Twiml => (DEFAULT_AGENT_TIMEOUT, MAX_AGENT_TIMEOUT),
         ReplyMode::Api | ReplyMode::Auto => (DEFAULT_AGENT_TIMEOUT_API, MAX_AGENT_TIMEOUT_API),
+    }
+}
+
+/// A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 random bytes.
+pub fn check_webhook_secret(secret: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    let encoded = secret.strip_prefix("whsec_").ok_or(
+        "must be a Standard Webhooks secret: whsec_ followed by base64 (e.g. whsec_$(openssl rand -base64 32))",
+    )?;
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(key) if (24..=64).contains(&key.len()) => Ok(()),
+        Ok(key) => Err(format!(
+            "must carry 24 to 64 bytes after whsec_ (it carries {})",
+            key.len()
+        )),
+        Err(_) => Err("is not base64 after whsec_".to_owned()),
     }
 }
 

@@ -79,6 +79,20 @@ pub struct Metrics {
     menus_as_text: Family<Reason, Counter>,
     contents_created: Counter,
     choices_picked: Family<Kind, Counter>,
+    handoffs_started: Family<Trigger, Counter>,
+    handoffs_ended: Family<Reason, Counter>,
+    handoffs_failed: Counter,
+    handoff_events: Family<EventResult, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Trigger {
+    trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventResult {
+    result: &'static str,
 }
 
 impl Default for Metrics {
@@ -195,8 +209,36 @@ impl Metrics {
             "Menu choices the person picked, by how (button, list, number, title)",
             choices_picked.clone(),
         );
+        let handoffs_started = Family::<Trigger, Counter>::default();
+        registry.register(
+            "handoffs_started",
+            "Hand-overs to people started, by trigger (agent, payload, keyword)",
+            handoffs_started.clone(),
+        );
+        let handoffs_ended = Family::<Reason, Counter>::default();
+        registry.register(
+            "handoffs_ended",
+            "Hand-overs ended, by reason (desk, expired, unavailable)",
+            handoffs_ended.clone(),
+        );
+        let handoffs_failed = Counter::default();
+        registry.register(
+            "handoffs_failed",
+            "Hand-overs given back to the agent because the destination could not be reached",
+            handoffs_failed.clone(),
+        );
+        let handoff_events = Family::<EventResult, Counter>::default();
+        registry.register(
+            "handoff_events",
+            "Hand-over events posted to HANDOFF_URL, by result (delivered, retried, dropped)",
+            handoff_events.clone(),
+        );
         Self {
             registry,
+            handoffs_started,
+            handoffs_ended,
+            handoffs_failed,
+            handoff_events,
             rich_sent,
             menus_as_text,
             contents_created,
@@ -215,6 +257,22 @@ impl Metrics {
             replies_failed,
             duplicates,
         }
+    }
+
+    pub fn handoff_started(&self, trigger: &'static str) {
+        self.handoffs_started.get_or_create(&Trigger { trigger }).inc();
+    }
+
+    pub fn handoff_ended(&self, reason: &'static str) {
+        self.handoffs_ended.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn handoff_failed(&self) {
+        self.handoffs_failed.inc();
+    }
+
+    pub fn handoff_event(&self, result: &'static str) {
+        self.handoff_events.get_or_create(&EventResult { result }).inc();
     }
 
     pub fn rich_sent(&self, kind: &'static str) {

@@ -118,6 +118,11 @@ impl Outbox {
         })
     }
 
+    /// Whether this outbox sends for `account_sid`.
+    pub fn serves(&self, account_sid: &str) -> bool {
+        self.apis.contains_key(account_sid)
+    }
+
     /// Shows "typing…" to the WhatsApp sender of `message_sid`. Best effort: a failure
     /// is logged at debug level and changes nothing else.
     pub async fn typing(&self, account_sid: &str, message_sid: &str) {
@@ -164,15 +169,7 @@ impl Outbox {
         replies: &[ReplyMessage],
         from: usize,
     ) -> Sent {
-        let configured = self
-            .messaging_service_sid
-            .as_ref()
-            .filter(|(account, _)| *account == recipient.account_sid)
-            .map(|(_, sid)| sid);
-        let sender = match recipient.messaging_service_sid.as_ref().or(configured) {
-            Some(sid) => Sender::MessagingService(sid.clone()),
-            None => Sender::Number(recipient.our_number.clone()),
-        };
+        let sender = self.sender_for(recipient);
         let mut report = Sent::default();
         let Some(api) = self.apis.get(&recipient.account_sid) else {
             // Only verified webhooks of our accounts make turns: this is a bug, said.
@@ -204,6 +201,41 @@ impl Outbox {
             }
         }
         report
+    }
+
+    /// Where `recipient`'s replies come from: the Messaging Service the message came
+    /// through, else the account's configured one, else the number written to.
+    fn sender_for(&self, recipient: &Recipient) -> Sender {
+        let configured = self
+            .messaging_service_sid
+            .as_ref()
+            .filter(|(account, _)| *account == recipient.account_sid)
+            .map(|(_, sid)| sid);
+        match recipient.messaging_service_sid.as_ref().or(configured) {
+            Some(sid) => Sender::MessagingService(sid.clone()),
+            None => Sender::Number(recipient.our_number.clone()),
+        }
+    }
+
+    /// Sends `messages` to `recipient` now, in order, outside any turn (the human side
+    /// of a hand-over, a notice); stops at the first failure. Returns how many went out.
+    pub async fn send_now(
+        &self,
+        recipient: &Recipient,
+        messages: &[ReplyMessage],
+    ) -> Result<usize, SendError> {
+        let Some(api) = self.apis.get(&recipient.account_sid) else {
+            return Err(SendError::Unknown(
+                "no Messages API credentials for this account".into(),
+            ));
+        };
+        let sender = self.sender_for(recipient);
+        let mut sent = 0;
+        for message in messages {
+            self.send_one(api, recipient, &sender, message).await?;
+            sent += 1;
+        }
+        Ok(sent)
     }
 
     /// Sends one of the agent's messages: as it is, or its menu as WhatsApp buttons or

@@ -1,7 +1,10 @@
 //! Dialogflow CX v3 through the official client.
 
-use super::payload::{replies_from_payload, reply_from_text};
-use super::{endpoint_and_credentials, policies, AgentError, AgentQuery, QueryInput};
+use super::payload::{handoff_from_payload, replies_from_payload, reply_from_text};
+use super::{
+    endpoint_and_credentials, policies, AgentAnswer, AgentError, AgentQuery, HandoffRequest,
+    QueryInput,
+};
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
 use google_cloud_dialogflow_cx_v3::client::Sessions;
@@ -60,7 +63,7 @@ impl CxAgent {
         query: &AgentQuery,
         budget: Duration,
         retry_window: Duration,
-    ) -> Result<Vec<ReplyMessage>, AgentError> {
+    ) -> Result<AgentAnswer, AgentError> {
         let (retry, backoff) = policies(budget, retry_window);
         let response = self
             .client
@@ -72,7 +75,7 @@ impl CxAgent {
             .await?;
         Ok(response
             .query_result
-            .map(|result| replies(&result.response_messages))
+            .map(|result| answer(&result.response_messages))
             .unwrap_or_default())
     }
 
@@ -97,6 +100,31 @@ impl CxAgent {
 /// The messages to send: text responses and Twilio payloads of our channel or of no
 /// channel, in the agent's order. Other kinds (audio, handoff, …) mean nothing in a text
 /// message.
+fn answer(messages: &[ResponseMessage]) -> AgentAnswer {
+    let ours = || {
+        messages
+            .iter()
+            .filter(|m| m.channel.is_empty() || m.channel == CHANNEL)
+    };
+    let handoff = ours().find_map(|m| match m.message.as_ref()? {
+        response_message::Message::LiveAgentHandoff(handoff) => Some(HandoffRequest {
+            metadata: handoff.metadata.clone().unwrap_or_default(),
+            trigger: "live_agent_handoff",
+        }),
+        response_message::Message::Payload(payload) => {
+            handoff_from_payload(payload).map(|metadata| HandoffRequest {
+                metadata,
+                trigger: "payload",
+            })
+        }
+        _ => None,
+    });
+    AgentAnswer {
+        replies: replies(messages),
+        handoff,
+    }
+}
+
 fn replies(messages: &[ResponseMessage]) -> Vec<ReplyMessage> {
     messages
         .iter()

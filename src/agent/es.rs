@@ -1,7 +1,12 @@
 //! Dialogflow ES v2 through the official client.
 
-use super::payload::{card_message, quick_replies, replies_from_payload, reply_from_text};
-use super::{endpoint_and_credentials, policies, AgentError, AgentQuery, QueryInput};
+use super::payload::{
+    card_message, handoff_from_payload, quick_replies, replies_from_payload, reply_from_text,
+};
+use super::{
+    endpoint_and_credentials, policies, AgentAnswer, AgentError, AgentQuery, HandoffRequest,
+    QueryInput,
+};
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
 use google_cloud_dialogflow_v2::client::Sessions;
@@ -50,7 +55,7 @@ impl EsAgent {
         query: &AgentQuery,
         budget: Duration,
         retry_window: Duration,
-    ) -> Result<Vec<ReplyMessage>, AgentError> {
+    ) -> Result<AgentAnswer, AgentError> {
         let (retry, backoff) = policies(budget, retry_window);
         let response = self
             .client
@@ -62,7 +67,22 @@ impl EsAgent {
             .await?;
         Ok(response
             .query_result
-            .map(|result| replies(&result))
+            .map(|result| AgentAnswer {
+                handoff: result
+                    .fulfillment_messages
+                    .iter()
+                    .filter(|m| m.platform == Platform::Unspecified)
+                    .find_map(|m| match m.message.as_ref()? {
+                        Message::Payload(payload) => {
+                            handoff_from_payload(payload).map(|metadata| HandoffRequest {
+                                metadata,
+                                trigger: "payload",
+                            })
+                        }
+                        _ => None,
+                    }),
+                replies: replies(&result),
+            })
             .unwrap_or_default())
     }
 

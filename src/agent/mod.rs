@@ -26,6 +26,25 @@ pub const MEDIA_EVENT: &str = "twilio_media";
 /// payload's `location`.
 pub const LOCATION_EVENT: &str = "twilio_location";
 
+/// What the agent answered: its messages, and whether it handed the conversation to a
+/// person.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentAnswer {
+    pub replies: Vec<ReplyMessage>,
+    /// The agent handed the conversation to a person.
+    pub handoff: Option<HandoffRequest>,
+}
+
+/// A hand-over the agent asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoffRequest {
+    /// Free-form, for the human side.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// `live_agent_handoff` (CX's response message) or `payload` (a custom payload's
+    /// `handoff`).
+    pub trigger: &'static str,
+}
+
 /// What the bridge asks the agent.
 #[derive(Debug, Clone)]
 pub struct AgentQuery {
@@ -148,7 +167,7 @@ impl Agent {
 
     /// Asks the agent, retrying transient failures, and gives up after the configured
     /// timeout.
-    pub async fn detect_intent(&self, query: &AgentQuery) -> Result<Vec<ReplyMessage>, AgentError> {
+    pub async fn detect_intent(&self, query: &AgentQuery) -> Result<AgentAnswer, AgentError> {
         let call = async {
             match &self.backend {
                 Backend::Cx(agent) => {

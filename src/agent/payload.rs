@@ -80,6 +80,20 @@ pub fn replies_from_payload(payload: &Map<String, Value>) -> Vec<ReplyMessage> {
     replies
 }
 
+/// The hand-over a payload asks for, `{"handoff": {...}}` (CX) or `{"twilio":
+/// {"handoff": {...}}}` (ES), with its metadata; `"handoff": true` has none.
+pub fn handoff_from_payload(payload: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let object = match payload.get("twilio") {
+        Some(Value::Object(inner)) => inner,
+        _ => payload,
+    };
+    match object.get("handoff")? {
+        Value::Object(metadata) => Some(metadata.clone()),
+        Value::Bool(true) => Some(Map::new()),
+        _ => None,
+    }
+}
+
 /// Text variants of one message: Dialogflow returns one at run time, but an agent may
 /// send several lines; they stay together in one message.
 pub fn reply_from_text(lines: &[String]) -> Option<ReplyMessage> {
@@ -481,6 +495,26 @@ mod tests {
             got[1].choices[0].answer(),
             Answer::Text("order pepperoni".into())
         );
+    }
+
+    #[test]
+    fn hand_over_payloads() {
+        let metadata = |value: Value| match value {
+            Value::Object(map) => handoff_from_payload(&map),
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            metadata(json!({"handoff": {"queue": "billing"}})).map(|m| m.len()),
+            Some(1)
+        );
+        assert_eq!(
+            metadata(json!({"twilio": {"handoff": true}})),
+            Some(Map::new())
+        );
+        assert_eq!(metadata(json!({"handoff": false})), None);
+        assert_eq!(metadata(json!({"body": "hi"})), None);
+        // A hand-over payload sends nothing by itself.
+        assert_eq!(read(json!({"handoff": {"queue": "billing"}})), vec![]);
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! The turn's place, the message's id and the replies owed are kept by the state
 //! layer, so that they hold across instances.
 
+mod handover;
 mod takeover;
 mod turn;
+
+pub use handover::{HandoffWork, HumanSideError};
 
 use crate::agent::{Agent, AgentQuery, QueryInput, LOCATION_EVENT, MEDIA_EVENT};
 use crate::menu::{answer_of_id, MenuFormat, PendingMenu};
@@ -45,6 +48,8 @@ pub enum Outcome {
     OptOut,
     /// No route matches the number written to, and there is no default route.
     NoRoute,
+    /// The conversation is with a person: the message went to the human side.
+    WithPerson,
 }
 
 impl Outcome {
@@ -57,6 +62,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::OptOut => "opt_out",
             Outcome::NoRoute => "no_route",
+            Outcome::WithPerson => "with_person",
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct Handled {
     pub duplicate: bool,
     /// The name of the route that answered, for logs and metrics.
     pub agent_route: Option<Arc<str>>,
+    /// Hand-over events to post once the replies are on their way.
+    pub handoff: Option<HandoffWork>,
 }
 
 impl Handled {
@@ -104,6 +112,7 @@ impl Handled {
             session,
             duplicate,
             agent_route: None,
+            handoff: None,
         }
     }
 }
@@ -194,6 +203,9 @@ struct StoredOutcome {
     replies: Vec<ReplyMessage>,
     route: Route,
     outcome: Outcome,
+    /// What a takeover must still post.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handoff: Option<HandoffWork>,
 }
 
 impl StoredOutcome {
@@ -202,6 +214,7 @@ impl StoredOutcome {
             replies: handled.replies.to_vec(),
             route: handled.route,
             outcome: handled.outcome.clone(),
+            handoff: handled.handoff.clone(),
         };
         serde_json::to_string(&stored).unwrap_or_default().into()
     }
@@ -238,6 +251,8 @@ pub struct Conversations {
     stopping: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     /// Once the grace is over: turns still owed are left to the other instances.
     handing_over: tokio::sync::watch::Sender<bool>,
+    /// Hand-over to people, when configured.
+    handoff: Option<Arc<crate::handoff::Handoff>>,
 }
 
 impl Conversations {
@@ -247,6 +262,7 @@ impl Conversations {
         state: StateStore,
         metrics: Arc<Metrics>,
         accounts: Vec<String>,
+        handoff: Option<Arc<crate::handoff::Handoff>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             routes,
@@ -254,6 +270,7 @@ impl Conversations {
             state,
             metrics,
             accounts,
+            handoff,
             stopping: tokio::sync::watch::Sender::new(None),
             handing_over: tokio::sync::watch::Sender::new(false),
         })
@@ -438,6 +455,7 @@ impl Conversations {
                 session,
                 duplicate: true,
                 agent_route: None,
+                handoff: None,
             },
             None => Handled::queued(session, true),
         }
@@ -448,6 +466,7 @@ impl Conversations {
         route: &AgentRoute,
         message: IncomingMessage,
         session: SessionId,
+        recipient: &Recipient,
     ) -> Handled {
         let nothing = |outcome| Handled {
             replies: Arc::default(),
@@ -457,22 +476,41 @@ impl Conversations {
             session,
             duplicate: false,
             agent_route: None,
+            handoff: None,
+        };
+        // Twilio answers these itself, and a reply of ours after STOP would be refused
+        // (error 21610): by default the agent does not hear of them.
+        if message.opt_out.is_some() && !self.messages.opt_out_to_agent {
+            return nothing(Outcome::OptOut);
+        }
+        let (handoff, returning) = match &self.handoff {
+            Some(handoff) => {
+                match self
+                    .before_agent(handoff, route, &message, session, recipient)
+                    .await
+                {
+                    handover::Before::ToPerson(handled) => return handled,
+                    handover::Before::Agent {
+                        record,
+                        ended,
+                        returning,
+                    } => (Some((handoff, record, ended)), returning),
+                }
+            }
+            None => (None, false),
         };
         let mut pending = None;
         let input = match message.opt_out {
-            // Twilio answers these itself, and a reply of ours after STOP would be
-            // refused (error 21610): by default the agent does not hear of them.
-            Some(_) if !self.messages.opt_out_to_agent => return nothing(Outcome::OptOut),
-            Some(keyword) => QueryInput::Event(keyword.event().to_owned()),
+            Some(keyword) => Some(QueryInput::Event(keyword.event().to_owned())),
             None => {
                 pending = self.state.get(&self.menu_slot(), &session).await;
-                match self.input_of(&message, pending.as_ref()) {
-                    Some(input) => input,
-                    None => return nothing(Outcome::Empty),
-                }
+                self.input_of(&message, pending.as_ref())
             }
         };
-        let query = AgentQuery {
+        let Some(input) = input else {
+            return nothing(Outcome::Empty);
+        };
+        let mut query = AgentQuery {
             session,
             input,
             payload: payload_of(&message),
@@ -484,38 +522,73 @@ impl Conversations {
         };
         let started = Instant::now();
         let typing = self.typing(route, &message);
-        let result = route.agent.detect_intent(&query).await;
+        let result = async {
+            // Back from a person: the agent hears of it first, and may say welcome back.
+            let mut welcome = Vec::new();
+            if returning {
+                let input = std::mem::replace(
+                    &mut query.input,
+                    QueryInput::Event(crate::handoff::RETURN_EVENT.to_owned()),
+                );
+                welcome = route.agent.detect_intent(&query).await?.replies;
+                query.input = input;
+            }
+            let mut answer = route.agent.detect_intent(&query).await?;
+            welcome.append(&mut answer.replies);
+            answer.replies = welcome;
+            Ok::<_, crate::agent::AgentError>(answer)
+        }
+        .await;
         if let Some(typing) = typing {
             typing.abort();
         }
         let elapsed = started.elapsed();
         let latency = Some(elapsed);
         match result {
-            Ok(replies) => {
+            Ok(answer) => {
                 self.metrics.agent_answered(elapsed);
                 // The menu of this answer waits for the next message; one left from
                 // before is answered or passed by.
-                match PendingMenu::of(&replies) {
+                match PendingMenu::of(&answer.replies) {
                     Some(menu) => self.state.set(&self.menu_slot(), &session, &menu).await,
                     None if pending.is_some() => {
                         self.state.remove(&self.menu_slot(), &session).await
                     }
                     None => {}
                 }
+                let work = match handoff {
+                    Some((handoff, record, ended)) => {
+                        self.after_agent(
+                            handoff, route, &message, session, recipient, record, ended, &answer,
+                        )
+                        .await
+                    }
+                    None => None,
+                };
                 Handled {
-                    replies: Arc::new(fit_to_limits(replies)),
+                    replies: Arc::new(fit_to_limits(answer.replies)),
                     route: Route::Webhook,
                     outcome: Outcome::Answered,
                     agent_latency: latency,
                     session,
                     duplicate: false,
                     agent_route: None,
+                    handoff: work,
                 }
             }
             Err(error) => {
                 self.metrics.agent_failed(elapsed, error.label());
                 tracing::warn!(route = %route.name, session = %session, error = %error, "the agent could not answer; sending the fallback message");
-                self.fallback(route, session, error.label(), latency)
+                let mut handled = self.fallback(route, session, error.label(), latency);
+                // A hand-over that expired is over, whatever the agent did.
+                if let Some((handoff, mut record, ended)) = handoff {
+                    record.returning |= returning;
+                    handoff.save(&session, &record).await;
+                    handled.handoff = ended.map(|event| HandoffWork {
+                        events: vec![event],
+                    });
+                }
+                handled
             }
         }
     }
@@ -619,6 +692,7 @@ impl Conversations {
             session,
             duplicate: false,
             agent_route: None,
+            handoff: None,
         }
     }
 
@@ -637,6 +711,7 @@ impl Conversations {
             session,
             duplicate: false,
             agent_route: None,
+            handoff: None,
         }
     }
 }

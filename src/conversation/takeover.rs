@@ -76,6 +76,7 @@ impl Conversations {
             session: ticket.session,
             duplicate: false,
             agent_route: Some(Arc::clone(&route.name)),
+            handoff: answer.handoff,
         };
         if !self.wait_or_leave(&ticket).await {
             return self.leave(ticket, &message_sid).await;

@@ -46,7 +46,7 @@ impl Conversations {
             // after STOP would be refused (error 21610).
             match limited.filter(|_| message.opt_out.is_none()) {
                 Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
-                None => self.answer(&route, message, session).await,
+                None => self.answer(&route, message, session, &recipient).await,
             }
         });
         let work = async {
@@ -77,7 +77,12 @@ impl Conversations {
                 let plain = self.in_plain(&handled);
                 let outcome = StoredOutcome::of(&plain);
                 match webhook.send(plain) {
-                    Ok(()) => return ticket.finish(outcome).await,
+                    Ok(()) => {
+                        if let Some(work) = &handled.handoff {
+                            self.post_events(work, session, &recipient).await;
+                        }
+                        return ticket.finish(outcome).await;
+                    }
                     Err(_) => handled,
                 }
             }
@@ -141,6 +146,9 @@ impl Conversations {
         }
         for (status, code) in &report.failures {
             self.metrics.reply_failed(*status, *code);
+        }
+        if let Some(work) = &handled.handoff {
+            self.post_events(work, handled.session, recipient).await;
         }
         match report.last_error {
             None => tracing::info!(

@@ -85,6 +85,9 @@ pub struct Reply {
     pub quick_replies: Option<QuickReplies>,
     /// A card: ES `card`; in CX, Messenger `richContent` (image, info, chips).
     pub card: Option<Card>,
+    /// A hand-over to a person, with its metadata: CX `liveAgentHandoff`; in ES, a
+    /// custom payload `{"twilio": {"handoff": ...}}`.
+    pub handoff: Option<Map<String, Value>>,
     /// CX only: sent only when the request's `queryParams.channel` matches.
     pub channel: Option<String>,
     /// ES only: the platform of the message (`SLACK`, `FACEBOOK`, …); none is the
@@ -216,18 +219,19 @@ impl AgentDefinition {
                 reply.payload.is_some(),
                 reply.quick_replies.is_some(),
                 reply.card.is_some(),
+                reply.handoff.is_some(),
             ];
             match kinds.iter().filter(|k| **k).count() {
                 0 => {
                     return Some(
-                        "a reply has neither text nor payload (nor quick_replies, nor card)"
+                        "a reply has neither text nor payload (nor quick_replies, card, handoff)"
                             .to_owned(),
                     )
                 }
                 1 => {}
                 _ => {
                     return Some(
-                        "a reply has more than one of text, payload, quick_replies and card"
+                        "a reply has more than one of text, payload, quick_replies, card and handoff"
                             .to_owned(),
                     )
                 }

@@ -347,6 +347,18 @@ fn content(reply: &Reply, parameters: &Map<String, Value>, cx: bool) -> Map<Stri
                 json!({"title": quick.title, "quickReplies": quick.replies}),
             );
         }
+    } else if let Some(metadata) = &reply.handoff {
+        if cx {
+            message.insert(
+                "liveAgentHandoff".into(),
+                json!({"metadata": Value::Object(metadata.clone())}),
+            );
+        } else {
+            message.insert(
+                "payload".into(),
+                json!({"twilio": {"handoff": Value::Object(metadata.clone())}}),
+            );
+        }
     } else if let Some(card) = &reply.card {
         if cx {
             let mut items = Vec::new();

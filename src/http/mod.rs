@@ -1,5 +1,6 @@
 //! The bridge's HTTP server: the router, its shared state, and how it starts and stops.
 
+mod handoff;
 mod public_url;
 mod rejection;
 pub mod server;
@@ -41,6 +42,8 @@ pub struct AppState {
     /// How long replies still owed at shutdown may take.
     pub shutdown_grace: Duration,
     pub limits: ConnectionLimits,
+    /// The bearer token of the hand-over API; `None`: hand-over is off.
+    pub handoff_token: Option<crate::config::Secret>,
 }
 
 /// The routes at work: each route's agent (routes on one endpoint share its client),
@@ -127,6 +130,8 @@ pub enum SetupError {
     State(#[from] crate::state::OpenError),
     #[error("cannot create the HTTP client for Twilio's API: {0}")]
     HttpClient(reqwest::Error),
+    #[error(transparent)]
+    Handoff(#[from] crate::handoff::SetupError),
 }
 
 impl AppState {
@@ -136,6 +141,14 @@ impl AppState {
         let state =
             StateStore::open(&settings.state, settings.rate_limits, Arc::clone(&metrics)).await?;
         let routes = agent_routes(settings, &state, &metrics).await?;
+        let handoff = match &settings.handoff {
+            Some(handoff) => Some(crate::handoff::Handoff::new(
+                handoff.clone(),
+                state.clone(),
+                Arc::clone(&metrics),
+            )?),
+            None => None,
+        };
         let shared = state.is_shared();
         let conversations = Conversations::new(
             routes,
@@ -151,6 +164,7 @@ impl AppState {
             std::iter::once(settings.twilio.account_sid.clone())
                 .chain(settings.twilio.other_accounts.iter().map(|a| a.sid.clone()))
                 .collect(),
+            handoff,
         );
         if shared {
             // Turns left behind by an instance that died are taken over by the others;
@@ -165,6 +179,7 @@ impl AppState {
             metrics,
             shutdown_grace: settings.replies.shutdown_grace,
             limits: settings.limits,
+            handoff_token: settings.handoff.as_ref().map(|h| h.token.clone()),
         }))
     }
 }
@@ -174,6 +189,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(webhook::incoming))
         .route("/status", post(webhook::status))
+        .route(
+            "/handoff/{conversation}/messages",
+            post(handoff::messages),
+        )
+        .route("/handoff/{conversation}/end", post(handoff::end))
         .route("/healthz", get(|| async { "ok\n" }))
         // Cloud Run keeps some paths ending in `z` for itself: from outside, `/healthz`
         // may never reach the container.

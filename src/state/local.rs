@@ -55,13 +55,18 @@ impl LocalState {
         self: &Arc<Self>,
         key: Option<MessageKey>,
         session: SessionId,
+        counted: bool,
     ) -> Admission {
         let completion = match key.as_ref().map(|key| self.handled.claim(&key.to_string())) {
             Some(Claim::Repeat(repeat)) => return Admission::Repeat(Repeat::Local(repeat)),
             Some(Claim::First(completion)) => Some(completion),
             None => None,
         };
-        let limited = self.limiter.check(&session);
+        let limited = if counted {
+            self.limiter.check(&session)
+        } else {
+            None
+        };
         let seq = {
             let mut order = lock(&self.order);
             let order = order.entry(session).or_default();
@@ -214,9 +219,9 @@ mod tests {
         let state = Arc::new(LocalState::default());
         let session = SessionId::for_conversation("AC1", "+1", "+2");
         let other = SessionId::for_conversation("AC1", "+3", "+2");
-        let one = first(state.admit(key("SM1"), session));
-        let two = first(state.admit(key("SM2"), session));
-        let elsewhere = first(state.admit(key("SM3"), other));
+        let one = first(state.admit(key("SM1"), session, true));
+        let two = first(state.admit(key("SM2"), session, true));
+        let elsewhere = first(state.admit(key("SM3"), other, true));
         one.wait_turn().await;
         elsewhere.wait_turn().await;
         let waiting = tokio::spawn(async move {
@@ -246,16 +251,16 @@ mod tests {
     async fn a_repeat_gets_the_outcome_and_an_abandoned_turn_frees_its_id() {
         let state = Arc::new(LocalState::default());
         let session = SessionId::for_conversation("AC1", "+1", "+2");
-        let one = first(state.admit(key("SM1"), session));
-        let Admission::Repeat(repeat) = state.admit(key("SM1"), session) else {
+        let one = first(state.admit(key("SM1"), session, true));
+        let Admission::Repeat(repeat) = state.admit(key("SM1"), session, true) else {
             panic!("a repeat")
         };
         one.finish("\"answer\"".into()).await;
         assert_eq!(repeat.outcome().await.as_deref(), Some("\"answer\""));
-        let two = first(state.admit(key("SM2"), session));
+        let two = first(state.admit(key("SM2"), session, true));
         two.abandon().await;
         assert!(matches!(
-            state.admit(key("SM2"), session),
+            state.admit(key("SM2"), session, true),
             Admission::First(_)
         ));
     }

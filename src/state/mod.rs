@@ -259,8 +259,22 @@ impl StateStore {
         turn: Json,
     ) -> Admission {
         match self {
-            StateStore::Local(local) => local.admit(key, session),
-            StateStore::Shared(shared) => shared.admit(key, session, turn).await,
+            StateStore::Local(local) => local.admit(key, session, true),
+            StateStore::Shared(shared) => shared.admit(key, session, turn, true).await,
+        }
+    }
+
+    /// A turn of `session` for work that is not a person's message (the human side of
+    /// a hand-over writing): in order with the messages, outside the rate limits.
+    pub async fn admit_uncounted(&self, session: SessionId) -> Option<Ticket> {
+        let admission = match self {
+            StateStore::Local(local) => local.admit(None, session, false),
+            StateStore::Shared(shared) => shared.admit(None, session, Json::from(""), false).await,
+        };
+        match admission {
+            Admission::First(ticket) => Some(ticket),
+            // Without a MessageSid there is nothing to repeat.
+            Admission::Repeat(_) => None,
         }
     }
 

@@ -394,6 +394,7 @@ impl SharedState {
         key: Option<MessageKey>,
         session: SessionId,
         turn: Json,
+        counted: bool,
     ) -> Admission {
         let message_key = key
             .as_ref()
@@ -405,12 +406,12 @@ impl SharedState {
         // the same token, it gives the same turn. Only then is this process's own state
         // used, and the turn left in the store is cleared once the store answers.
         let mut admitted = self
-            .run_admit(&message_key, &conversation, &session, &turn, &token)
+            .run_admit(&message_key, &conversation, &session, &turn, &token, counted)
             .await;
         let timed_out = matches!(admitted, Err(StoreError::Timeout(_)));
         if timed_out {
             admitted = self
-                .run_admit(&message_key, &conversation, &session, &turn, &token)
+                .run_admit(&message_key, &conversation, &session, &turn, &token, counted)
                 .await;
         }
         match admitted {
@@ -440,7 +441,7 @@ impl SharedState {
                     state: Arc::clone(self),
                     key,
                 }),
-                (None, None) => self.local.admit(None, session),
+                (None, None) => self.local.admit(None, session, counted),
             },
             // Counted and logged in `call`: this message is handled as one instance would.
             Err(_) => {
@@ -453,7 +454,7 @@ impl SharedState {
                         token,
                     ));
                 }
-                self.local.admit(key, session)
+                self.local.admit(key, session, counted)
             }
         }
     }
@@ -465,7 +466,19 @@ impl SharedState {
         session: &SessionId,
         turn: &Json,
         token: &str,
+        counted: bool,
     ) -> Result<Admitted, StoreError> {
+        // Uncounted turns pass no limits: the script then counts nothing.
+        let per_conversation = self
+            .limits
+            .per_conversation
+            .filter(|_| counted)
+            .map_or(0, |n| n.get());
+        let per_hour = self
+            .limits
+            .agent_calls_per_hour
+            .filter(|_| counted)
+            .map_or(0, |n| n.get());
         let reply = self
             .call("admit", |mut connection| {
                 let mut invocation = self.scripts.admit.prepare_invoke();
@@ -482,8 +495,8 @@ impl SharedState {
                     .arg(REMEMBER_FOR.as_secs())
                     .arg(CONVERSATION_TTL.as_secs())
                     .arg(self.turn_prefix(session))
-                    .arg(self.limits.per_conversation.map_or(0, |n| n.get()))
-                    .arg(self.limits.agent_calls_per_hour.map_or(0, |n| n.get()));
+                    .arg(per_conversation)
+                    .arg(per_hour);
                 async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
             })
             .await?;

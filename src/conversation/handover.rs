@@ -1,0 +1,358 @@
+//! A conversation handed to a person: before the agent is asked, the message may go to
+//! the human side instead; after the agent answers, its hand-over (if any) begins; the
+//! events these make are posted after the turn's replies. The human side's own writing
+//! and ending also take a turn of the conversation, so that all of it happens in one
+//! order, whichever instance does it.
+
+use super::{AgentRoute, Conversations, Handled, Outcome, Route};
+use crate::agent::AgentAnswer;
+use crate::handoff::{
+    now, Active, Delivery, EndReason, Event, Handoff, Line, Record, Speaker, StoredRecipient,
+};
+use crate::outbox::Recipient;
+use crate::reply::{fit_to_limits, ReplyMessage};
+use crate::session::SessionId;
+use crate::twilio::messages_api::SendError;
+use crate::twilio::webhook::IncomingMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+use std::sync::Arc;
+
+/// The hand-over events a turn posts after its replies, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HandoffWork {
+    pub events: Vec<Event>,
+}
+
+/// Where a message goes, hand-over wise.
+pub(super) enum Before {
+    /// To the human side: the agent is not asked.
+    ToPerson(Handled),
+    /// To the agent; `record` is saved once it has answered, and `ended` is posted
+    /// first, when an expired hand-over was ended now.
+    Agent {
+        record: Record,
+        ended: Option<Event>,
+        /// The agent gets the return event first.
+        returning: bool,
+    },
+}
+
+/// Why the human side's call did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum HumanSideError {
+    #[error("no hand-over is in progress for this conversation")]
+    NotHandedOver,
+    #[error("the conversation is busy; try again")]
+    Busy,
+    #[error("the message was not sent: {0}")]
+    Send(#[from] SendError),
+}
+
+impl Conversations {
+    /// Reads the conversation's hand-over record: a message during a hand-over goes to
+    /// the human side; a keyword starts one; an expired one ends.
+    pub(super) async fn before_agent(
+        &self,
+        handoff: &Handoff,
+        route: &AgentRoute,
+        message: &IncomingMessage,
+        session: SessionId,
+        recipient: &Recipient,
+    ) -> Before {
+        let keep = handoff.settings.history;
+        let mut record = handoff.record(&session).await;
+        let mut ended = None;
+        if let Some(active) = record.active.as_mut() {
+            if !handoff.expired(active) {
+                active.last_activity = now();
+                record.remember(Speaker::Person, &message.body, &media_of(message), keep);
+                handoff.save(&session, &record).await;
+                return Before::ToPerson(with_person(
+                    session,
+                    Vec::new(),
+                    vec![Event::received(&session, message)],
+                ));
+            }
+            record.active = None;
+            record.returning = handoff.settings.return_event;
+            handoff.metrics.handoff_ended(EndReason::Expired.label());
+            tracing::info!(conversation = %session, "a hand-over ended by itself after HANDOFF_TTL without activity: the conversation is back with the agent");
+            ended = Some(Event::ended(&session, EndReason::Expired));
+        }
+        if handoff.is_keyword(&message.body) && route.delivery.outbox().is_some() {
+            record.remember(Speaker::Person, &message.body, &media_of(message), keep);
+            let started = start(
+                handoff,
+                &mut record,
+                message,
+                session,
+                recipient,
+                "keyword",
+                Map::new(),
+            );
+            handoff.save(&session, &record).await;
+            let replies = vec![ReplyMessage::text(&handoff.settings.started_message)];
+            let events = ended.into_iter().chain([started]).collect();
+            return Before::ToPerson(with_person(session, fit_to_limits(replies), events));
+        }
+        let returning = std::mem::take(&mut record.returning);
+        Before::Agent {
+            record,
+            ended,
+            returning,
+        }
+    }
+
+    /// Records the turn, and starts the hand-over the agent asked for.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn after_agent(
+        &self,
+        handoff: &Handoff,
+        route: &AgentRoute,
+        message: &IncomingMessage,
+        session: SessionId,
+        recipient: &Recipient,
+        mut record: Record,
+        ended: Option<Event>,
+        answer: &AgentAnswer,
+    ) -> Option<HandoffWork> {
+        let keep = handoff.settings.history;
+        record.remember(Speaker::Person, &message.body, &media_of(message), keep);
+        for reply in &answer.replies {
+            let shown = self.messages.menu.as_text(reply);
+            record.remember(Speaker::Agent, &shown.body, &shown.media, keep);
+        }
+        let mut events: Vec<Event> = ended.into_iter().collect();
+        match &answer.handoff {
+            Some(request) if route.delivery.outbox().is_some() => events.push(start(
+                handoff,
+                &mut record,
+                message,
+                session,
+                recipient,
+                request.trigger,
+                request.metadata.clone(),
+            )),
+            Some(_) => tracing::warn!(
+                route = %route.name,
+                conversation = %session,
+                "the agent handed the conversation to a person, but this route answers only in the webhook (REPLY_MODE=twiml), and the human side needs the Messages API: the agent keeps the conversation"
+            ),
+            None => {}
+        }
+        handoff.save(&session, &record).await;
+        (!events.is_empty()).then_some(HandoffWork { events })
+    }
+
+    /// Posts a turn's hand-over events, in order. One about the person's side that
+    /// cannot be delivered gives the hand-over up: the person is told, once, and the
+    /// conversation is back with the agent.
+    pub(super) async fn post_events(
+        &self,
+        work: &HandoffWork,
+        session: SessionId,
+        recipient: &Recipient,
+    ) {
+        let Some(handoff) = &self.handoff else {
+            return;
+        };
+        for event in &work.events {
+            let delivery = handoff.destination.deliver(event).await;
+            if matches!(delivery, Delivery::Dropped { .. }) && event.kind != "handoff.ended" {
+                self.give_up(handoff, session, recipient).await;
+                return;
+            }
+        }
+    }
+
+    async fn give_up(&self, handoff: &Handoff, session: SessionId, recipient: &Recipient) {
+        let mut record = handoff.record(&session).await;
+        if record.active.take().is_none() {
+            return;
+        }
+        handoff.save(&session, &record).await;
+        handoff.metrics.handoff_failed();
+        handoff.metrics.handoff_ended(EndReason::Unavailable.label());
+        tracing::warn!(
+            conversation = %session,
+            "the hand-over destination could not be reached: the person is told, and the conversation is back with the agent"
+        );
+        let notice = fit_to_limits(vec![ReplyMessage::text(
+            &handoff.settings.unavailable_message,
+        )]);
+        if let Err(error) = self.send_now(recipient, &notice).await {
+            tracing::error!(conversation = %session, error = %error, "the person could not be told that no one can take over");
+        }
+    }
+
+    /// Sends through the outbox that serves `recipient`'s account.
+    async fn send_now(
+        &self,
+        recipient: &Recipient,
+        messages: &[ReplyMessage],
+    ) -> Result<usize, SendError> {
+        let outbox = self
+            .outboxes()
+            .into_iter()
+            .find(|o| o.serves(&recipient.account_sid))
+            .ok_or_else(|| SendError::Unknown("no Messages API for this account".into()))?;
+        outbox.send_now(recipient, messages).await
+    }
+
+    /// The human side writes to the person of `conversation`: sent now, in the
+    /// conversation's order. Returns how many messages went out.
+    pub async fn human_says(
+        &self,
+        conversation: &str,
+        message: ReplyMessage,
+    ) -> Result<usize, HumanSideError> {
+        let (handoff, session) = self.conversation_of(conversation)?;
+        let ticket = self.human_turn(session).await?;
+        let result = async {
+            let mut record = handoff.record(&session).await;
+            let active = match record.active.as_mut() {
+                Some(active) if !handoff.expired(active) => active,
+                Some(_) => {
+                    self.end_now(handoff, session, &mut record, EndReason::Expired)
+                        .await;
+                    return Err(HumanSideError::NotHandedOver);
+                }
+                None => return Err(HumanSideError::NotHandedOver),
+            };
+            active.last_activity = now();
+            let recipient = active.recipient.recipient("");
+            let sent = self
+                .send_now(&recipient, &fit_to_limits(vec![message.clone()]))
+                .await?;
+            record.remember(
+                Speaker::Human,
+                &message.body,
+                &message.media,
+                handoff.settings.history,
+            );
+            handoff.save(&session, &record).await;
+            Ok(sent)
+        }
+        .await;
+        ticket.finish("".into()).await;
+        result
+    }
+
+    /// The human side gives `conversation` back to the agent.
+    pub async fn human_ends(&self, conversation: &str) -> Result<(), HumanSideError> {
+        let (handoff, session) = self.conversation_of(conversation)?;
+        let ticket = self.human_turn(session).await?;
+        let mut record = handoff.record(&session).await;
+        let result = match record.active {
+            Some(_) => {
+                self.end_now(handoff, session, &mut record, EndReason::Desk)
+                    .await;
+                Ok(())
+            }
+            None => Err(HumanSideError::NotHandedOver),
+        };
+        ticket.finish("".into()).await;
+        result
+    }
+
+    fn conversation_of(
+        &self,
+        conversation: &str,
+    ) -> Result<(&Arc<Handoff>, SessionId), HumanSideError> {
+        let handoff = self
+            .handoff
+            .as_ref()
+            .ok_or(HumanSideError::NotHandedOver)?;
+        let session = SessionId::parse(conversation).ok_or(HumanSideError::NotHandedOver)?;
+        Ok((handoff, session))
+    }
+
+    /// A turn of the conversation for the human side, once the turns before it are done.
+    async fn human_turn(&self, session: SessionId) -> Result<crate::state::Ticket, HumanSideError> {
+        let ticket = self
+            .state
+            .admit_uncounted(session)
+            .await
+            .ok_or(HumanSideError::Busy)?;
+        if !self.wait_or_leave(&ticket).await {
+            return Err(HumanSideError::Busy);
+        }
+        Ok(ticket)
+    }
+
+    /// Ends the hand-over in `record` now; `handoff.ended` is posted in the background.
+    async fn end_now(
+        &self,
+        handoff: &Arc<Handoff>,
+        session: SessionId,
+        record: &mut Record,
+        reason: EndReason,
+    ) {
+        record.active = None;
+        record.returning = handoff.settings.return_event;
+        handoff.save(&session, record).await;
+        handoff.metrics.handoff_ended(reason.label());
+        tracing::info!(conversation = %session, reason = reason.label(), "a hand-over ended: the conversation is back with the agent");
+        let handoff = Arc::clone(handoff);
+        let event = Event::ended(&session, reason);
+        tokio::spawn(async move {
+            handoff.destination.deliver(&event).await;
+        });
+    }
+}
+
+/// Starts a hand-over in `record`: the `handoff.started` event, with the recent turns.
+fn start(
+    handoff: &Handoff,
+    record: &mut Record,
+    message: &IncomingMessage,
+    session: SessionId,
+    recipient: &Recipient,
+    trigger: &'static str,
+    metadata: Map<String, serde_json::Value>,
+) -> Event {
+    let history: Vec<Line> = record.recent.iter().cloned().collect();
+    record.active = Some(Active {
+        started_at: now(),
+        last_activity: now(),
+        recipient: StoredRecipient::of(recipient),
+        channel: message.channel().to_owned(),
+    });
+    record.returning = false;
+    handoff.metrics.handoff_started(trigger);
+    tracing::info!(conversation = %session, trigger, "a hand-over to a person started");
+    let unique = message
+        .message_sid
+        .clone()
+        .unwrap_or_else(|| now().to_string());
+    Event::started(
+        &session,
+        &unique,
+        message.channel(),
+        trigger,
+        metadata,
+        &history,
+        handoff
+            .settings
+            .include_address
+            .then_some(message.from.as_str()),
+    )
+}
+
+fn with_person(session: SessionId, replies: Vec<ReplyMessage>, events: Vec<Event>) -> Handled {
+    Handled {
+        replies: Arc::new(replies),
+        route: Route::Webhook,
+        outcome: Outcome::WithPerson,
+        agent_latency: None,
+        session,
+        duplicate: false,
+        agent_route: None,
+        handoff: Some(HandoffWork { events }),
+    }
+}
+
+fn media_of(message: &IncomingMessage) -> Vec<String> {
+    message.media.iter().map(|m| m.url.clone()).collect()
+}

@@ -1,0 +1,138 @@
+//! Posting events to `HANDOFF_URL`, signed as the Standard Webhooks specification says
+//! (`webhook-id`, `webhook-timestamp`, `webhook-signature`; the `standardwebhooks`
+//! crate signs), and tried again with backoff on a 5xx, a 408 or 429, a timeout or a
+//! connection that failed, for `HANDOFF_RETRY_FOR`. Any other answer is final.
+
+use super::Event;
+use crate::config::HandoffSettings;
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One attempt may take this long.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct Destination {
+    client: reqwest::Client,
+    url: String,
+    signer: standardwebhooks::Webhook,
+    retry_for: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// Why the destination could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("HANDOFF_SECRET cannot sign: {0}")]
+    Secret(standardwebhooks::WebhookError),
+    #[error("cannot create the HTTP client for HANDOFF_URL: {0}")]
+    Client(reqwest::Error),
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted, after this many attempts.
+    Delivered { attempts: u32 },
+    /// Given up: the last answer (an HTTP status) or why there was none.
+    Dropped { attempts: u32, last: String },
+}
+
+impl Destination {
+    pub fn new(settings: &HandoffSettings, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
+        let signer =
+            standardwebhooks::Webhook::new(settings.secret.expose()).map_err(SetupError::Secret)?;
+        let client = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .user_agent(concat!("twilio-dialogflow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(SetupError::Client)?;
+        Ok(Self {
+            client,
+            url: settings.url.clone(),
+            signer,
+            retry_for: settings.retry_for,
+            metrics,
+        })
+    }
+
+    /// Posts `event` until it is accepted, refused, or `HANDOFF_RETRY_FOR` has passed.
+    pub async fn deliver(&self, event: &Event) -> Delivery {
+        let payload = event.body.to_string();
+        let started = tokio::time::Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let last = match self.attempt(event, &payload).await {
+                Ok(()) => {
+                    self.metrics.handoff_event("delivered");
+                    return Delivery::Delivered { attempts };
+                }
+                Err(Attempt::Final(last)) => {
+                    return self.dropped(event, attempts, last);
+                }
+                Err(Attempt::Again(last)) => last,
+            };
+            if started.elapsed() + backoff > self.retry_for {
+                return self.dropped(event, attempts, last);
+            }
+            self.metrics.handoff_event("retried");
+            tracing::debug!(event = %event.kind, webhook_id = %event.id, attempts, last = %last, "the hand-over destination did not take an event; trying again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn dropped(&self, event: &Event, attempts: u32, last: String) -> Delivery {
+        self.metrics.handoff_event("dropped");
+        tracing::warn!(
+            event = %event.kind,
+            webhook_id = %event.id,
+            conversation = event.body["conversation"].as_str().unwrap_or_default(),
+            attempts,
+            last = %last,
+            "the hand-over destination did not take an event; given up"
+        );
+        Delivery::Dropped { attempts, last }
+    }
+
+    async fn attempt(&self, event: &Event, payload: &str) -> Result<(), Attempt> {
+        let timestamp = super::now() as i64;
+        let signature = self
+            .signer
+            .sign(&event.id, timestamp, payload.as_bytes())
+            .map_err(|e| Attempt::Final(format!("cannot sign: {e}")))?;
+        let response = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header(standardwebhooks::HEADER_WEBHOOK_ID, &event.id)
+            .header(standardwebhooks::HEADER_WEBHOOK_TIMESTAMP, timestamp.to_string())
+            .header(standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature)
+            .body(payload.to_owned())
+            .send()
+            .await;
+        let status = match response {
+            Ok(response) => response.status(),
+            Err(error) if error.is_timeout() => return Err(Attempt::Again("timeout".into())),
+            Err(error) if error.is_connect() => {
+                return Err(Attempt::Again("could not connect".into()))
+            }
+            Err(_) => return Err(Attempt::Again("connection lost".into())),
+        };
+        let last = format!("HTTP {}", status.as_u16());
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            408 | 429 | 500..=599 => Err(Attempt::Again(last)),
+            _ => Err(Attempt::Final(last)),
+        }
+    }
+}
+
+enum Attempt {
+    Again(String),
+    Final(String),
+}

@@ -1,0 +1,255 @@
+//! Hand-over to people: when the agent (or the person) asks for a human, the
+//! conversation's messages go to a helpdesk (`HANDOFF_URL`) as signed events, and the
+//! helpdesk answers through the bridge's `/handoff/…` API until it ends the hand-over.
+//!
+//! What a conversation is doing is a record in the state store ([`Record`]), so every
+//! instance routes its messages the same way. Events are delivered inside the turn of
+//! the message they are about: turns of one conversation run one at a time, in order,
+//! across instances, so the events reach the helpdesk in order too.
+
+mod destination;
+pub mod events;
+
+use crate::config::HandoffSettings;
+use crate::metrics::Metrics;
+use crate::outbox::Recipient;
+use crate::session::SessionId;
+use crate::state::{Slot, StateStore};
+pub use destination::{Delivery, Destination, SetupError};
+pub use events::Event;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The event the agent gets before the first message after a hand-over
+/// (`HANDOFF_RETURN_EVENT=true`).
+pub const RETURN_EVENT: &str = "handoff_ended";
+
+/// Text kept per line of the recent turns.
+const LINE_CHARS: usize = 500;
+
+/// A conversation's hand-over state and its recent turns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Record {
+    /// With a person, since when and answered where.
+    #[serde(default)]
+    pub active: Option<Active>,
+    /// The agent gets [`RETURN_EVENT`] before the next message.
+    #[serde(default)]
+    pub returning: bool,
+    /// The last turns, oldest first, for `handoff.started`.
+    #[serde(default)]
+    pub recent: VecDeque<Line>,
+}
+
+/// A hand-over in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Active {
+    /// Unix seconds.
+    pub started_at: u64,
+    pub last_activity: u64,
+    /// Who the human side's replies go to, and from where.
+    pub recipient: StoredRecipient,
+    pub channel: String,
+}
+
+/// A [`Recipient`] as the record keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredRecipient {
+    pub account_sid: String,
+    pub messaging_service_sid: Option<String>,
+    pub to: String,
+    pub our_number: String,
+    pub status_callback: String,
+}
+
+impl StoredRecipient {
+    pub fn of(recipient: &Recipient) -> Self {
+        Self {
+            account_sid: recipient.account_sid.clone(),
+            messaging_service_sid: recipient.messaging_service_sid.clone(),
+            to: recipient.to.clone(),
+            our_number: recipient.our_number.clone(),
+            status_callback: recipient.status_callback.clone(),
+        }
+    }
+
+    pub fn recipient(&self, message_sid: &str) -> Recipient {
+        Recipient {
+            account_sid: self.account_sid.clone(),
+            messaging_service_sid: self.messaging_service_sid.clone(),
+            to: self.to.clone(),
+            our_number: self.our_number.clone(),
+            message_sid: message_sid.to_owned(),
+            status_callback: self.status_callback.clone(),
+        }
+    }
+}
+
+/// Who said a line of the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Speaker {
+    Person,
+    Agent,
+    Human,
+}
+
+/// One line of the recent turns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Line {
+    pub from: Speaker,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+impl Record {
+    /// Adds a line to the recent turns, keeping `keep` at most.
+    pub fn remember(&mut self, from: Speaker, text: &str, media: &[String], keep: usize) {
+        if keep == 0 || (text.trim().is_empty() && media.is_empty()) {
+            return;
+        }
+        let text = match text.char_indices().nth(LINE_CHARS) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text.to_owned(),
+        };
+        self.recent.push_back(Line {
+            from,
+            text,
+            media: media.to_vec(),
+            at: now(),
+        });
+        while self.recent.len() > keep {
+            self.recent.pop_front();
+        }
+    }
+}
+
+/// Why a hand-over ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The human side ended it.
+    Desk,
+    /// No activity for `HANDOFF_TTL`.
+    Expired,
+    /// The destination could not be reached.
+    Unavailable,
+}
+
+impl EndReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            EndReason::Desk => "desk",
+            EndReason::Expired => "expired",
+            EndReason::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Hand-over at work: its settings, its record slot, and the destination.
+pub struct Handoff {
+    pub settings: HandoffSettings,
+    pub destination: Destination,
+    pub state: StateStore,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Handoff {
+    pub fn new(
+        settings: HandoffSettings,
+        state: StateStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, destination::SetupError> {
+        let destination = Destination::new(&settings, Arc::clone(&metrics))?;
+        Ok(Arc::new(Self {
+            settings,
+            destination,
+            state,
+            metrics,
+        }))
+    }
+
+    fn slot(&self) -> Slot<Record> {
+        // Kept past the hand-over's own TTL, which is checked against its last
+        // activity: an expired hand-over is ended (and said) when next seen.
+        Slot::new("handoff", self.settings.ttl + Duration::from_secs(3600))
+    }
+
+    pub async fn record(&self, session: &SessionId) -> Record {
+        self.state
+            .get(&self.slot(), session)
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn save(&self, session: &SessionId, record: &Record) {
+        self.state.set(&self.slot(), session, record).await;
+    }
+
+    /// Whether `active` has seen no activity for the TTL.
+    pub fn expired(&self, active: &Active) -> bool {
+        now().saturating_sub(active.last_activity) >= self.settings.ttl.as_secs()
+    }
+
+    /// Whether `text` is one of `HANDOFF_KEYWORDS`.
+    pub fn is_keyword(&self, text: &str) -> bool {
+        let text = text.trim().to_lowercase();
+        !text.is_empty() && self.settings.keywords.iter().any(|k| *k == text)
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Bearer-token check in constant time: the token lets its holder write to users.
+pub fn token_matches(expected: &str, authorization: Option<&str>) -> bool {
+    let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (given, expected) = (given.trim().as_bytes(), expected.as_bytes());
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_turns_are_bounded_and_cut() {
+        let mut record = Record::default();
+        for i in 0..5 {
+            record.remember(Speaker::Person, &format!("line {i}"), &[], 3);
+        }
+        record.remember(Speaker::Agent, " ", &[], 3);
+        let texts: Vec<&str> = record.recent.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, vec!["line 2", "line 3", "line 4"]);
+        record.remember(Speaker::Agent, &"é".repeat(600), &[], 3);
+        assert_eq!(
+            record.recent.back().map(|l| l.text.chars().count()),
+            Some(LINE_CHARS + 1)
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_must_match_exactly() {
+        assert!(token_matches("s3cret-token", Some("Bearer s3cret-token")));
+        assert!(!token_matches("s3cret-token", Some("Bearer s3cret-tokeN")));
+        assert!(!token_matches("s3cret-token", Some("Bearer s3cret")));
+        assert!(!token_matches("s3cret-token", Some("s3cret-token")));
+        assert!(!token_matches("s3cret-token", None));
+    }
+}

@@ -1,0 +1,126 @@
+//! The human side of a hand-over: `POST /handoff/{conversation}/messages` writes to the
+//! person, `POST /handoff/{conversation}/end` gives the conversation back to the agent.
+//! Both need `Authorization: Bearer HANDOFF_TOKEN`; a refused call sends nothing.
+
+use super::AppState;
+use crate::conversation::HumanSideError;
+use crate::reply::{ReplyMessage, MAX_MEDIA};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// What the human side sends: text, media URLs, or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HumanMessage {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    media: Vec<String>,
+}
+
+pub async fn messages(
+    State(state): State<Arc<AppState>>,
+    Path(conversation): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<HumanMessage>, JsonRejection>,
+) -> Response {
+    if let Some(refused) = unauthorized(&state, &headers) {
+        return refused;
+    }
+    let message = match body {
+        Ok(Json(message)) => message,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "the body must be JSON {{\"text\": \"...\", \"media\": [\"https://...\"]}}: {}",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
+    let bad_media = message
+        .media
+        .iter()
+        .any(|url| !(url.starts_with("https://") || url.starts_with("http://")));
+    if bad_media || message.media.len() > 10 * MAX_MEDIA {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "media must be http(s) URLs, at most 100",
+        );
+    }
+    let reply = ReplyMessage {
+        body: message.text,
+        media: message.media,
+        ..ReplyMessage::default()
+    };
+    if reply.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "nothing to send: no text and no media");
+    }
+    match state.conversations.human_says(&conversation, reply).await {
+        Ok(sent) => (StatusCode::OK, Json(json!({"sent": sent}))).into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+pub async fn end(
+    State(state): State<Arc<AppState>>,
+    Path(conversation): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = unauthorized(&state, &headers) {
+        return refused;
+    }
+    match state.conversations.human_ends(&conversation).await {
+        Ok(()) => (StatusCode::OK, Json(json!({"ended": true}))).into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+/// `401` unless the request carries the hand-over token; also when hand-over is off.
+fn unauthorized(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let allowed = state
+        .handoff_token
+        .as_ref()
+        .is_some_and(|token| crate::handoff::token_matches(token.expose(), authorization));
+    if allowed {
+        return None;
+    }
+    state.metrics.webhook("handoff_unauthorized");
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "Authorization: Bearer HANDOFF_TOKEN is required",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(response)
+}
+
+fn refused(refusal: HumanSideError) -> Response {
+    let status = match &refusal {
+        HumanSideError::NotHandedOver => StatusCode::NOT_FOUND,
+        HumanSideError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        HumanSideError::Send(_) => StatusCode::BAD_GATEWAY,
+    };
+    let mut body = json!({"error": refusal.to_string()});
+    if let HumanSideError::Send(send) = &refusal {
+        body["twilio_error"] = json!(send.code());
+        body["hint"] = json!(send.hint());
+    }
+    (status, Json(body)).into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
