@@ -6,6 +6,7 @@
 
 use crate::chat::{self, Outgoing, Phone, PhoneReply};
 use crate::config::{Settings, Vars};
+use crate::desk;
 use crate::emulator::{AgentDefinition, Emulator, SAMPLE_AGENT};
 use crate::http::RunningBridge;
 use crate::messages_emulator::MessagesEmulator;
@@ -23,6 +24,12 @@ enum Step {
     WhatsApp(&'static str),
     /// A tap on WhatsApp's Nth button or list item.
     Tap(usize),
+    /// Said while the conversation is with a person: it goes to the helpdesk.
+    ToPerson(&'static str),
+    /// The helpdesk answers.
+    DeskSays(&'static str),
+    /// The helpdesk gives the conversation back to the agent.
+    DeskEnds,
     Picture(&'static str),
     Forged(&'static str),
     Redelivered(&'static str),
@@ -44,6 +51,14 @@ const SCRIPT: &[(&str, Step)] = &[
     ("", Step::Tap(3)),
     ("", Step::Tap(2)),
     ("", Step::WhatsApp("confirm")),
+    (
+        "A hand-over: the agent gets a person; the helpdesk (signed events, the /handoff API) takes over, then gives the conversation back",
+        Step::Say("talk to a person"),
+    ),
+    ("", Step::ToPerson("my pizza is late")),
+    ("", Step::DeskSays("So sorry! It leaves the oven in 5 minutes.")),
+    ("", Step::DeskEnds),
+    ("", Step::Say("thanks")),
     (
         "A rich reply: a custom payload with media for the TWILIO channel",
         Step::Say("menu"),
@@ -108,6 +123,21 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
     let mut vars = local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, &auth_token);
     vars.insert("SESSION_TTL".into(), "30m".into());
     vars.insert("AGENT_TIMEOUT".into(), "3s".into());
+    // A helpdesk on another port: the terminal desk's receiving half.
+    let desk_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let desk_url = format!("http://{}/", desk_listener.local_addr()?);
+    let secret = demo_secret(&auth_token);
+    let (events_in, events) = tokio::sync::mpsc::unbounded_channel();
+    let _desk = desk::receive(desk_listener, &secret, events_in)?;
+    let desk_token = format!("{auth_token}-desk-token");
+    for (name, value) in [
+        ("HANDOFF_URL", desk_url.as_str()),
+        ("HANDOFF_SECRET", secret.as_str()),
+        ("HANDOFF_TOKEN", desk_token.as_str()),
+        ("HANDOFF_RETURN_EVENT", "true"),
+    ] {
+        vars.insert(name.into(), value.into());
+    }
     let settings =
         Settings::from_vars(&vars).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
     let bridge = RunningBridge::start(&settings, TcpListener::bind("127.0.0.1:0").await?).await?;
@@ -139,11 +169,17 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
     println!(
         "  Texting {OUR_NUMBER} from {USER}; every message is a webhook signed as Twilio signs it."
     );
+    let mut desk = Desk {
+        events,
+        human: desk::HumanSide::new(&bridge.url(), &desk_token)?,
+        conversation: None,
+        twilio: &twilio,
+    };
     for (title, step) in SCRIPT {
         if !title.is_empty() {
             println!("\n# {title}");
         }
-        play(&phone, &mut whatsapp, step).await?;
+        play(&phone, &mut whatsapp, &mut desk, step).await?;
     }
     println!(
         "\nThe agent received {} detectIntent requests (retries included).",
@@ -162,8 +198,80 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn play(phone: &Phone, whatsapp: &mut chat::Session, step: &Step) -> anyhow::Result<()> {
+/// The helpdesk's side of the demo.
+struct Desk<'a> {
+    events: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    human: desk::HumanSide,
+    conversation: Option<String>,
+    twilio: &'a MessagesEmulator,
+}
+
+impl Desk<'_> {
+    /// Prints the next event the helpdesk receives.
+    async fn shows(&mut self) -> anyhow::Result<()> {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), self.events.recv())
+            .await
+            .context("the helpdesk received no event")?
+            .context("the helpdesk stopped")?;
+        if let Some(conversation) = event["conversation"].as_str() {
+            self.conversation = Some(conversation.to_owned());
+        }
+        for line in desk::show(&event).lines() {
+            println!("  desk ▸ {line}");
+        }
+        Ok(())
+    }
+
+    fn conversation(&self) -> anyhow::Result<&str> {
+        self.conversation
+            .as_deref()
+            .context("no hand-over has started")
+    }
+}
+
+/// A Standard Webhooks secret for this run.
+fn demo_secret(seed: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let key = sha2::Sha256::digest(seed.as_bytes());
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+async fn play(
+    phone: &Phone,
+    whatsapp: &mut chat::Session,
+    desk: &mut Desk<'_>,
+    step: &Step,
+) -> anyhow::Result<()> {
     let reply = match step {
+        Step::ToPerson(text) => {
+            println!("> {text}");
+            phone
+                .send(&Outgoing {
+                    body: text.to_string(),
+                    ..Default::default()
+                })
+                .await?;
+            println!("  (to the helpdesk, not the agent)");
+            return desk.shows().await;
+        }
+        Step::DeskSays(text) => {
+            let before = desk.twilio.sent().len();
+            println!("  desk ◂ {text}");
+            desk.human.say(desk.conversation()?, text, &[]).await?;
+            for message in desk.twilio.wait_for(before + 1).await.iter().skip(before) {
+                println!("< {}", message.body);
+            }
+            return Ok(());
+        }
+        Step::DeskEnds => {
+            println!("  desk ◂ /end");
+            desk.human.end(desk.conversation()?).await?;
+            return desk.shows().await;
+        }
         Step::WhatsApp(text) => {
             println!("> {text}   (on WhatsApp)");
             let message = Outgoing {
@@ -230,6 +338,9 @@ async fn play(phone: &Phone, whatsapp: &mut chat::Session, step: &Step) -> anyho
         }
     };
     println!("{}", chat::show(&reply));
+    if let Step::Say("talk to a person") = step {
+        desk.shows().await?;
+    }
     if let PhoneReply::Messages(messages) = &reply {
         if messages.is_empty() {
             println!("  (the reply follows through the Messages API)");

@@ -75,7 +75,12 @@ impl HumanSide {
     }
 
     /// Writes `text` (and `media`) to the person of `conversation`.
-    pub async fn say(&self, conversation: &str, text: &str, media: &[String]) -> anyhow::Result<Value> {
+    pub async fn say(
+        &self,
+        conversation: &str,
+        text: &str,
+        media: &[String],
+    ) -> anyhow::Result<Value> {
         self.post(
             &format!("handoff/{conversation}/messages"),
             &json!({"text": text, "media": media}),
@@ -125,7 +130,11 @@ pub fn show(event: &Value) -> String {
                 lines.push(format!("   address: {address}"));
             }
             for line in event["history"].as_array().into_iter().flatten() {
-                lines.push(format!("   {}: {}", text(&line["from"]), text(&line["text"])));
+                lines.push(format!(
+                    "   {}: {}",
+                    text(&line["from"]),
+                    text(&line["text"])
+                ));
             }
             lines.join("\n")
         }

@@ -260,7 +260,9 @@ impl Metrics {
     }
 
     pub fn handoff_started(&self, trigger: &'static str) {
-        self.handoffs_started.get_or_create(&Trigger { trigger }).inc();
+        self.handoffs_started
+            .get_or_create(&Trigger { trigger })
+            .inc();
     }
 
     pub fn handoff_ended(&self, reason: &'static str) {
@@ -272,7 +274,9 @@ impl Metrics {
     }
 
     pub fn handoff_event(&self, result: &'static str) {
-        self.handoff_events.get_or_create(&EventResult { result }).inc();
+        self.handoff_events
+            .get_or_create(&EventResult { result })
+            .inc();
     }
 
     pub fn rich_sent(&self, kind: &'static str) {

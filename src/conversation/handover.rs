@@ -173,7 +173,9 @@ impl Conversations {
         }
         handoff.save(&session, &record).await;
         handoff.metrics.handoff_failed();
-        handoff.metrics.handoff_ended(EndReason::Unavailable.label());
+        handoff
+            .metrics
+            .handoff_ended(EndReason::Unavailable.label());
         tracing::warn!(
             conversation = %session,
             "the hand-over destination could not be reached: the person is told, and the conversation is back with the agent"
@@ -260,10 +262,7 @@ impl Conversations {
         &self,
         conversation: &str,
     ) -> Result<(&Arc<Handoff>, SessionId), HumanSideError> {
-        let handoff = self
-            .handoff
-            .as_ref()
-            .ok_or(HumanSideError::NotHandedOver)?;
+        let handoff = self.handoff.as_ref().ok_or(HumanSideError::NotHandedOver)?;
         let session = SessionId::parse(conversation).ok_or(HumanSideError::NotHandedOver)?;
         Ok((handoff, session))
     }

@@ -229,12 +229,10 @@ impl AgentDefinition {
                     )
                 }
                 1 => {}
-                _ => {
-                    return Some(
-                        "a reply has more than one of text, payload, quick_replies, card and handoff"
-                            .to_owned(),
-                    )
-                }
+                _ => return Some(
+                    "a reply has more than one of text, payload, quick_replies, card and handoff"
+                        .to_owned(),
+                ),
             }
             let platform = reply.platform.as_ref()?;
             super::wire::platform_number(platform)

@@ -110,7 +110,10 @@ impl Destination {
             .post(&self.url)
             .header("content-type", "application/json")
             .header(standardwebhooks::HEADER_WEBHOOK_ID, &event.id)
-            .header(standardwebhooks::HEADER_WEBHOOK_TIMESTAMP, timestamp.to_string())
+            .header(
+                standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
+                timestamp.to_string(),
+            )
             .header(standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature)
             .body(payload.to_owned())
             .send()

@@ -90,9 +90,10 @@ impl Event {
         let mut fields = Map::new();
         fields.insert("channel".into(), json!(message.channel()));
         fields.insert("message".into(), Value::Object(content));
-        let unique = message.message_sid.clone().unwrap_or_else(|| {
-            humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
-        });
+        let unique = message
+            .message_sid
+            .clone()
+            .unwrap_or_else(|| humantime::format_rfc3339_nanos(SystemTime::now()).to_string());
         Self::new("message.received", session, &unique, fields)
     }
 

@@ -199,7 +199,7 @@ impl Handoff {
     /// Whether `text` is one of `HANDOFF_KEYWORDS`.
     pub fn is_keyword(&self, text: &str) -> bool {
         let text = text.trim().to_lowercase();
-        !text.is_empty() && self.settings.keywords.iter().any(|k| *k == text)
+        !text.is_empty() && self.settings.keywords.contains(&text)
     }
 }
 

@@ -61,7 +61,10 @@ pub async fn messages(
         ..ReplyMessage::default()
     };
     if reply.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "nothing to send: no text and no media");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "nothing to send: no text and no media",
+        );
     }
     match state.conversations.human_says(&conversation, reply).await {
         Ok(sent) => (StatusCode::OK, Json(json!({"sent": sent}))).into_response(),

@@ -189,10 +189,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(webhook::incoming))
         .route("/status", post(webhook::status))
-        .route(
-            "/handoff/{conversation}/messages",
-            post(handoff::messages),
-        )
+        .route("/handoff/{conversation}/messages", post(handoff::messages))
         .route("/handoff/{conversation}/end", post(handoff::end))
         .route("/healthz", get(|| async { "ok\n" }))
         // Cloud Run keeps some paths ending in `z` for itself: from outside, `/healthz`

@@ -406,12 +406,26 @@ impl SharedState {
         // the same token, it gives the same turn. Only then is this process's own state
         // used, and the turn left in the store is cleared once the store answers.
         let mut admitted = self
-            .run_admit(&message_key, &conversation, &session, &turn, &token, counted)
+            .run_admit(
+                &message_key,
+                &conversation,
+                &session,
+                &turn,
+                &token,
+                counted,
+            )
             .await;
         let timed_out = matches!(admitted, Err(StoreError::Timeout(_)));
         if timed_out {
             admitted = self
-                .run_admit(&message_key, &conversation, &session, &turn, &token, counted)
+                .run_admit(
+                    &message_key,
+                    &conversation,
+                    &session,
+                    &turn,
+                    &token,
+                    counted,
+                )
                 .await;
         }
         match admitted {

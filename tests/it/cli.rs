@@ -19,11 +19,18 @@ fn demo_plays_the_whole_conversation() {
     );
     for line in [
         "< Hi! I'm Pizzabot 🍕.",
-        "< Order placed: a large pepperoni pizza",
+        "< Order placed: a medium pepperoni pizza",
         "< [media] https://demo.twilio.com/owl.png",
         "< Thanks for the picture!",
         "< Sorry, I can't answer right now.",
         "! refused with HTTP 403",
+        "< 1 Small · 2 Medium · 3 Large",
+        "< [ Small ] [ Medium ] [ Large ]",
+        "hand-over started (sms, live_agent_handoff)",
+        "desk ▸ [",
+        "< So sorry! It leaves the oven in 5 minutes.",
+        "hand-over ended (desk)",
+        "< Welcome back! Pizzabot here again.",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }

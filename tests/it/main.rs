@@ -9,6 +9,7 @@ mod cli;
 mod emulator_cx;
 mod emulator_es;
 mod faults;
+mod handoff;
 mod helpers;
 mod metrics;
 mod newcomer;
