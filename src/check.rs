@@ -293,6 +293,25 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             ),
         ),
     ]);
+    match &settings.handoff {
+        None => lines.push(("HANDOFF_URL", "(not set: hand-over is off)".into())),
+        Some(handoff) => lines.extend([
+            ("HANDOFF_URL", handoff.url.clone()),
+            ("HANDOFF_SECRET", "whsec_*** (set)".into()),
+            ("HANDOFF_TOKEN", "*** (set)".into()),
+            (
+                "HANDOFF_KEYWORDS",
+                match handoff.keywords.is_empty() {
+                    true => "(none)".into(),
+                    false => handoff.keywords.join(", "),
+                },
+            ),
+            ("HANDOFF_TTL", seconds(handoff.ttl)),
+            ("HANDOFF_RETRY_FOR", seconds(handoff.retry_for)),
+            ("HANDOFF_RETURN_EVENT", handoff.return_event.to_string()),
+            ("HANDOFF_INCLUDE_ADDRESS", handoff.include_address.to_string()),
+        ]),
+    }
     let state = &settings.state;
     match &state.url {
         None => lines.push(("STATE_URL", "(not set: this process's own state)".into())),
