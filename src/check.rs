@@ -309,7 +309,10 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             ("HANDOFF_TTL", seconds(handoff.ttl)),
             ("HANDOFF_RETRY_FOR", seconds(handoff.retry_for)),
             ("HANDOFF_RETURN_EVENT", handoff.return_event.to_string()),
-            ("HANDOFF_INCLUDE_ADDRESS", handoff.include_address.to_string()),
+            (
+                "HANDOFF_INCLUDE_ADDRESS",
+                handoff.include_address.to_string(),
+            ),
         ]),
     }
     let state = &settings.state;

@@ -115,9 +115,13 @@ impl Conversations {
         recipient: &Recipient,
         mut record: Record,
         ended: Option<Event>,
+        returning: bool,
         answer: &AgentAnswer,
     ) -> Option<HandoffWork> {
         let keep = handoff.settings.history;
+        // Without history to keep, the record changes only when a hand-over starts or
+        // ends: then only is it written.
+        let mut changed = keep > 0 || ended.is_some() || returning;
         record.remember(Speaker::Person, &message.body, &media_of(message), keep);
         for reply in &answer.replies {
             let shown = self.messages.menu.as_text(reply);
@@ -125,15 +129,18 @@ impl Conversations {
         }
         let mut events: Vec<Event> = ended.into_iter().collect();
         match &answer.handoff {
-            Some(request) if route.delivery.outbox().is_some() => events.push(start(
-                handoff,
-                &mut record,
-                message,
-                session,
-                recipient,
-                request.trigger,
-                request.metadata.clone(),
-            )),
+            Some(request) if route.delivery.outbox().is_some() => {
+                changed = true;
+                events.push(start(
+                    handoff,
+                    &mut record,
+                    message,
+                    session,
+                    recipient,
+                    request.trigger,
+                    request.metadata.clone(),
+                ))
+            }
             Some(_) => tracing::warn!(
                 route = %route.name,
                 conversation = %session,
@@ -141,7 +148,9 @@ impl Conversations {
             ),
             None => {}
         }
-        handoff.save(&session, &record).await;
+        if changed {
+            handoff.save(&session, &record).await;
+        }
         (!events.is_empty()).then_some(HandoffWork { events })
     }
 

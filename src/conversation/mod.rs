@@ -559,7 +559,8 @@ impl Conversations {
                 let work = match handoff {
                     Some((handoff, record, ended)) => {
                         self.after_agent(
-                            handoff, route, &message, session, recipient, record, ended, &answer,
+                            handoff, route, &message, session, recipient, record, ended, returning,
+                            &answer,
                         )
                         .await
                     }

@@ -79,7 +79,9 @@ impl Conversations {
                 match webhook.send(plain) {
                     Ok(()) => {
                         if let Some(work) = &handled.handoff {
-                            self.post_events(work, session, &recipient).await;
+                            ticket
+                                .keep_alive(self.post_events(work, session, &recipient))
+                                .await;
                         }
                         return ticket.finish(outcome).await;
                     }
@@ -148,7 +150,10 @@ impl Conversations {
             self.metrics.reply_failed(*status, *code);
         }
         if let Some(work) = &handled.handoff {
-            self.post_events(work, handled.session, recipient).await;
+            // Retries may outlast the lease: it is renewed meanwhile.
+            ticket
+                .keep_alive(self.post_events(work, handled.session, recipient))
+                .await;
         }
         match report.last_error {
             None => tracing::info!(
