@@ -652,6 +652,11 @@ impl Session {
                     )),
                 }
             }
+            _ if matches!(&reply, PhoneReply::Messages(m) if !m.is_empty()) => {
+                // A reply in the webhook's answer: no buttons on screen any more.
+                self.menu = None;
+                Ok(show(&reply))
+            }
             (PhoneReply::Messages(messages), None) if messages.is_empty() => Ok(
                 "  (no reply in the webhook's answer: with REPLY_MODE=api or auto it follows through the Messages API)"
                     .to_owned(),

@@ -112,17 +112,18 @@ impl PendingMenu {
             })
     }
 
-    /// The choice `text` picks: its number, or its title (case, accents, spacing and
-    /// end punctuation aside).
+    /// The choice `text` picks: its title (case, accents, spacing and end punctuation
+    /// aside), or else its number: a menu of "2", "4", "6" is answered by title.
     pub fn pick(&self, text: &str) -> Option<&Choice> {
         let typed = fold(text);
         if typed.is_empty() {
             return None;
         }
-        if let Ok(number) = typed.parse::<usize>() {
-            return number.checked_sub(1).and_then(|i| self.choices.get(i));
+        if let Some(choice) = self.choices.iter().find(|c| fold(&c.title) == typed) {
+            return Some(choice);
         }
-        self.choices.iter().find(|c| fold(&c.title) == typed)
+        let number = typed.parse::<usize>().ok()?;
+        number.checked_sub(1).and_then(|i| self.choices.get(i))
     }
 }
 
@@ -214,6 +215,9 @@ mod tests {
         assert_eq!(pending.pick("3"), None);
         assert_eq!(pending.pick("0"), None);
         assert_eq!(pending.pick("a small one"), None);
+        let numbers = PendingMenu::of(&[menu(&["2", "4", "6"])]).unwrap();
+        assert_eq!(numbers.pick("4").map(|c| c.title.as_str()), Some("4"));
+        assert_eq!(numbers.pick("3").map(|c| c.title.as_str()), Some("6"));
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub enum Misbehaviour {
     Close,
     /// Refused with this HTTP status and Twilio error code (e.g. 400 and 63021).
     Refuse { status: u16, code: u32 },
+    /// Accepted, then reported `undelivered` with this error code on the message's
+    /// status callback, signed as Twilio signs it: how WhatsApp's refusals arrive.
+    FailLater { code: u32 },
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +79,8 @@ struct Recorded {
     content_failures: Vec<Misbehaviour>,
     /// The MessageSids the typing indicator was asked for.
     typing: Vec<String>,
+    /// Approved templates (`HX…`) known to the account, with their text.
+    templates: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -142,6 +147,13 @@ impl MessagesEmulator {
     /// The MessageSids whose senders were shown "typing…".
     pub fn typing(&self) -> Vec<String> {
         self.lock().typing.clone()
+    }
+
+    /// A template approved elsewhere, sendable by its `ContentSid`.
+    pub fn register_template(&self, sid: &str, body: &str) {
+        self.lock()
+            .templates
+            .push((sid.to_owned(), body.to_owned()));
     }
 
     /// Answer the next Content API creates in these ways in turn.
@@ -237,6 +249,10 @@ async fn misbehave(fault: Misbehaviour) -> Response {
             }
             response
         }
+        // Only a message can fail later; elsewhere it fails now.
+        Misbehaviour::FailLater { code } => {
+            twilio_error(StatusCode::BAD_REQUEST, code, "Injected refusal")
+        }
         Misbehaviour::Hang => std::future::pending().await,
         // Unwinding out of the connection's task drops the connection unanswered,
         // without the panic hook's message: what a peer that goes away looks like.
@@ -272,9 +288,11 @@ async fn create_message(
         (!recorded.failures.is_empty()).then(|| recorded.failures.remove(0))
     };
     shared.changed.notify_waiters();
-    if let Some(fault) = failure {
-        return misbehave(fault).await;
-    }
+    let fail_later = match failure {
+        Some(Misbehaviour::FailLater { code }) => Some(code),
+        Some(fault) => return misbehave(fault).await,
+        None => None,
+    };
     if !authorized(&headers, &shared.credentials) {
         return twilio_error(
             StatusCode::UNAUTHORIZED,
@@ -325,19 +343,42 @@ async fn create_message(
         }
     }
     if let Some(sid) = &content_sid {
-        let content = shared
-            .recorded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contents
-            .iter()
-            .find(|c| &c.sid == sid && c.account_sid == account)
-            .cloned();
-        match content {
-            Some(content) => text = body_of_content(&content.types),
-            // Templates approved elsewhere are not known here: sent as they are.
-            None if sid.starts_with("HX") && sid.len() == 34 => text = format!("[template {sid}]"),
-            None => {
+        let (content, template) = {
+            let recorded = shared
+                .recorded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (
+                recorded
+                    .contents
+                    .iter()
+                    .find(|c| &c.sid == sid && c.account_sid == account)
+                    .cloned(),
+                recorded
+                    .templates
+                    .iter()
+                    .find(|(known, _)| known == sid)
+                    .map(|(_, body)| body.clone()),
+            )
+        };
+        let variables = content_variables.as_deref().unwrap_or("{}");
+        match (content, template) {
+            (Some(content), _) => {
+                // WhatsApp takes at most 3 reply buttons in a session message.
+                let buttons = content.types["twilio/quick-reply"]["actions"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                if buttons > 3 && to.as_deref().is_some_and(|t| t.starts_with("whatsapp:")) {
+                    return twilio_error(
+                        StatusCode::BAD_REQUEST,
+                        63021,
+                        "Channel invalid content error: more than 3 quick reply buttons",
+                    );
+                }
+                text = fill_variables(&body_of_content(&content.types), variables);
+            }
+            (None, Some(body)) => text = fill_variables(&body, variables),
+            (None, None) => {
                 return twilio_error(StatusCode::BAD_REQUEST, 21655, "The ContentSid is Invalid.")
             }
         }
@@ -384,6 +425,16 @@ async fn create_message(
         sid
     };
     shared.changed.notify_waiters();
+    if let (Some(code), Some(callback)) = (fail_later, status_callback_of(&shared, &sid)) {
+        let token = token_of(&shared, &account);
+        tokio::spawn(report_failure(
+            callback,
+            token,
+            account.clone(),
+            sid.clone(),
+            code,
+        ));
+    }
     let answer = json!({
         "sid": sid,
         "account_sid": account,
@@ -685,4 +736,62 @@ async fn typing(State(shared): State<Shared>, headers: HeaderMap, body: String) 
         .push(message_id);
     shared.changed.notify_waiters();
     Json(json!({"success": true})).into_response()
+}
+
+/// `{{1}}`, `{{2}}`… replaced by the send's `ContentVariables`.
+fn fill_variables(body: &str, variables: &str) -> String {
+    let values: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(variables).unwrap_or_default();
+    values.iter().fold(body.to_owned(), |body, (name, value)| {
+        body.replace(
+            &format!("{{{{{name}}}}}"),
+            value.as_str().unwrap_or_default(),
+        )
+    })
+}
+
+fn status_callback_of(shared: &Shared, sid: &str) -> Option<String> {
+    shared
+        .recorded
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .sent
+        .iter()
+        .find(|m| m.sid == sid)
+        .and_then(|m| m.status_callback.clone())
+}
+
+/// The auth token of `account`: the password it was accepted with.
+fn token_of(shared: &Shared, account: &str) -> String {
+    shared
+        .credentials
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find_map(|pair| pair.strip_prefix(&format!("{account}:")).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Posts the status callback Twilio posts when a message it took was not delivered.
+async fn report_failure(callback: String, token: String, account: String, sid: String, code: u32) {
+    let params: Vec<(String, String)> = vec![
+        ("MessageSid".into(), sid.clone()),
+        ("SmsSid".into(), sid),
+        ("AccountSid".into(), account),
+        ("MessageStatus".into(), "undelivered".into()),
+        ("SmsStatus".into(), "undelivered".into()),
+        ("ErrorCode".into(), code.to_string()),
+        ("ApiVersion".into(), "2010-04-01".into()),
+    ];
+    let signature = crate::twilio::signature::compute(&token, &callback, &params);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish();
+    let _ = reqwest::Client::new()
+        .post(&callback)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(body)
+        .send()
+        .await;
 }

@@ -83,6 +83,12 @@ pub struct Metrics {
     handoffs_ended: Family<Reason, Counter>,
     handoffs_failed: Counter,
     handoff_events: Family<EventResult, Counter>,
+    deliveries_failed: Family<TwilioError, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TwilioError {
+    twilio_error: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -233,8 +239,15 @@ impl Metrics {
             "Hand-over events posted to HANDOFF_URL, by result (delivered, retried, dropped)",
             handoff_events.clone(),
         );
+        let deliveries_failed = Family::<TwilioError, Counter>::default();
+        registry.register(
+            "deliveries_failed",
+            "Replies Twilio took but reported failed or undelivered (status callback), by Twilio error code",
+            deliveries_failed.clone(),
+        );
         Self {
             registry,
+            deliveries_failed,
             handoffs_started,
             handoffs_ended,
             handoffs_failed,
@@ -257,6 +270,13 @@ impl Metrics {
             replies_failed,
             duplicates,
         }
+    }
+
+    pub fn delivery_failed(&self, code: Option<u32>) {
+        let twilio_error = code.map_or_else(String::new, |c| c.to_string());
+        self.deliveries_failed
+            .get_or_create(&TwilioError { twilio_error })
+            .inc();
     }
 
     pub fn handoff_started(&self, trigger: &'static str) {

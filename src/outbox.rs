@@ -15,11 +15,21 @@ use crate::reply::{fit_to_limits, ReplyMessage, Template};
 use crate::state::{StateStore, Ticket};
 use crate::twilio::messages_api::{MessagesApi, SendError, Sender};
 use crate::twilio::webhook::IncomingMessage;
-use crate::whatsapp::{content_for, Content, Menu};
+use crate::whatsapp::{content_for, forget, Content, Menu};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// A menu sent by `ContentSid`, and what it reads as in text.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SentMenu {
+    recipient: Recipient,
+    text: Vec<ReplyMessage>,
+}
+
+const SENT_MENUS: crate::state::Slot<SentMenu> =
+    crate::state::Slot::new("sent_menu", Duration::from_secs(3600));
 
 pub struct Outbox {
     /// The Messages API as each account (and sub-account) sends through it.
@@ -36,7 +46,7 @@ pub struct Outbox {
 }
 
 /// Who gets the replies, and from which number and account.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Recipient {
     pub account_sid: String,
     /// The Messaging Service the message came through, if any: replies go out from it.
@@ -218,24 +228,26 @@ impl Outbox {
     }
 
     /// Sends `messages` to `recipient` now, in order, outside any turn (the human side
-    /// of a hand-over, a notice); stops at the first failure. Returns how many went out.
+    /// of a hand-over, a notice); stops at the first failure. Returns how many went out,
+    /// and the failure if there was one.
     pub async fn send_now(
         &self,
         recipient: &Recipient,
         messages: &[ReplyMessage],
-    ) -> Result<usize, SendError> {
+    ) -> (usize, Result<(), SendError>) {
         let Some(api) = self.apis.get(&recipient.account_sid) else {
-            return Err(SendError::Unknown(
-                "no Messages API credentials for this account".into(),
-            ));
+            let missing = SendError::Unknown("no Messages API credentials for this account".into());
+            return (0, Err(missing));
         };
         let sender = self.sender_for(recipient);
         let mut sent = 0;
         for message in messages {
-            self.send_one(api, recipient, &sender, message).await?;
+            if let Err(error) = self.send_one(api, recipient, &sender, message).await {
+                return (sent, Err(error));
+            }
             sent += 1;
         }
-        Ok(sent)
+        (sent, Ok(()))
     }
 
     /// Sends one of the agent's messages: as it is, or its menu as WhatsApp buttons or
@@ -254,7 +266,10 @@ impl Outbox {
             return Ok(());
         }
         if message.choices.is_empty() {
-            return api.send(&recipient.to, sender, message, callback).await;
+            return api
+                .send(&recipient.to, sender, message, callback)
+                .await
+                .map(drop);
         }
         if !recipient.is_whatsapp() {
             return self
@@ -290,21 +305,34 @@ impl Outbox {
                     .await;
             }
         };
-        // Buttons and lists carry no media: the picture goes first, on its own.
+        // Buttons and lists carry no media: the picture goes first, on its own. If it
+        // is refused, the menu still goes.
         if !message.media.is_empty() {
             let media = ReplyMessage::media(message.media.clone());
-            api.send(&recipient.to, sender, &media, callback).await?;
+            if let Err(error) = api.send(&recipient.to, sender, &media, callback).await {
+                self.metrics.reply_failed(error.status(), error.code());
+                tracing::warn!(
+                    message_sid = %recipient.message_sid,
+                    twilio_error = error.code(),
+                    hint = error.hint(),
+                    error = %error,
+                    "the picture of a menu was not sent; the menu is"
+                );
+            }
         }
         let content = ReplyMessage {
             template: Some(Template {
                 sid,
-                variables: None,
+                variables: Some(menu.variables.clone()),
             }),
             ..ReplyMessage::default()
         };
         match api.send(&recipient.to, sender, &content, callback).await {
-            Ok(()) => {
+            Ok(sent) => {
                 self.metrics.rich_sent(menu.kind.label());
+                if let Some(sid) = sent {
+                    self.expect_status(&sid, recipient, message).await;
+                }
                 Ok(())
             }
             Err(error) if error.content_refused() => {
@@ -315,6 +343,8 @@ impl Outbox {
                     hint = error.hint(),
                     "WhatsApp refused the menu: it is sent again as numbered text"
                 );
+                // A content deleted or refused is made again next time.
+                forget(&menu, api, &self.state).await;
                 let text_only = ReplyMessage {
                     media: Vec::new(),
                     ..message.clone()
@@ -323,6 +353,47 @@ impl Outbox {
                     .await
             }
             Err(error) => Err(error),
+        }
+    }
+
+    /// Remembers a menu sent by `ContentSid` as `sid` for an hour: WhatsApp may refuse
+    /// it after Twilio took it, which only the status callback says.
+    async fn expect_status(&self, sid: &str, recipient: &Recipient, message: &ReplyMessage) {
+        let text = ReplyMessage {
+            media: Vec::new(),
+            ..message.clone()
+        };
+        let sent = SentMenu {
+            recipient: recipient.clone(),
+            text: fit_to_limits(vec![self.menu.as_text(&text)]),
+        };
+        self.state.set(&SENT_MENUS, sid, &sent).await;
+    }
+
+    /// A reply Twilio reported `failed` or `undelivered` with `error_code`: logged with
+    /// its hint and counted; a menu WhatsApp refused goes again, once, as numbered text.
+    pub async fn not_delivered(&self, message_sid: &str, error_code: Option<u32>) {
+        self.metrics.delivery_failed(error_code);
+        tracing::warn!(
+            message_sid,
+            twilio_error = error_code,
+            hint = error_code.and_then(crate::twilio::errors::hint),
+            "a reply was not delivered"
+        );
+        if !error_code.is_some_and(crate::twilio::errors::content_refused) {
+            return;
+        }
+        let Some(sent) = self.state.get(&SENT_MENUS, message_sid).await else {
+            return;
+        };
+        self.state.remove(&SENT_MENUS, message_sid).await;
+        self.metrics.menu_as_text("status_failed");
+        tracing::warn!(
+            message_sid,
+            "WhatsApp refused a menu after Twilio took it: it is sent again as numbered text"
+        );
+        if let (_, Err(error)) = self.send_now(&sent.recipient, &sent.text).await {
+            tracing::error!(message_sid, error = %error, "the menu could not be sent again as text");
         }
     }
 

@@ -4,6 +4,10 @@
 //! once, and its SID kept in the state store (shared between instances when Redis is
 //! configured) under a hash of what it shows.
 //!
+//! The menu's text is not part of the content: it is the content variable `{{1}}`,
+//! given with each send. So one content serves every menu of the same choices, however
+//! the agent words the question, and no person's words are stored in the Content API.
+//!
 //! A menu that does not fit WhatsApp's limits is not cut: it is shown as a numbered
 //! text menu instead ([`crate::menu`]), which loses nothing.
 
@@ -78,9 +82,14 @@ impl DoesNotFit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Menu {
     pub kind: Kind,
-    /// The value of `types` in the Content API's create request.
+    /// The value of `types` in the Content API's create request; the body is `{{1}}`.
     pub types: Value,
+    /// `ContentVariables` of the send: the body.
+    pub variables: String,
 }
+
+/// The body's place in the content.
+const BODY_VARIABLE: &str = "{{1}}";
 
 impl Menu {
     /// `message`'s menu as WhatsApp shows it, or why it does not fit.
@@ -115,11 +124,12 @@ impl Menu {
             let mut types = serde_json::Map::new();
             types.insert(
                 kind.content_type().into(),
-                json!({"body": body, "actions": actions}),
+                json!({"body": BODY_VARIABLE, "actions": actions}),
             );
             return Ok(Self {
                 kind,
                 types: Value::Object(types),
+                variables: json!({"1": body}).to_string(),
             });
         }
         if choices
@@ -147,11 +157,12 @@ impl Menu {
         let mut types = serde_json::Map::new();
         types.insert(
             kind.content_type().into(),
-            json!({"body": body, "button": format.button, "items": items}),
+            json!({"body": BODY_VARIABLE, "button": format.button, "items": items}),
         );
         Ok(Self {
             kind,
             types: Value::Object(types),
+            variables: json!({"1": body}).to_string(),
         })
     }
 
@@ -167,6 +178,14 @@ impl Menu {
             .map(|b| format!("{b:02x}"))
             .collect()
     }
+}
+
+/// Forgets the content remembered for `menu`: WhatsApp refused it (deleted, or of
+/// another account), and the next menu of its kind makes a new one.
+pub async fn forget(menu: &Menu, api: &MessagesApi, state: &StateStore) {
+    state
+        .remove(&REMEMBERED, &menu.hash(api.account_sid()))
+        .await;
 }
 
 /// What became of a menu's content.
@@ -191,6 +210,7 @@ pub async fn content_for(menu: &Menu, api: &MessagesApi, state: &StateStore) -> 
         "friendly_name": format!("twilio-dialogflow menu {hash}"),
         // The language of a template submitted for approval; menus are never submitted.
         "language": "en",
+        "variables": {"1": "Choose one:"},
         "types": menu.types,
     });
     match api.create_content(&request).await {
@@ -222,7 +242,7 @@ mod tests {
         assert_eq!(buttons.kind, Kind::QuickReply);
         assert_eq!(
             buttons.types,
-            json!({"twilio/quick-reply": {"body": "Size?", "actions": [
+            json!({"twilio/quick-reply": {"body": "{{1}}", "actions": [
                 {"title": "Small", "id": "Small"}, {"title": "Medium", "id": "Medium"}, {"title": "Large", "id": "Large"}
             ]}})
         );
@@ -234,6 +254,26 @@ mod tests {
         assert_eq!(
             list.types["twilio/list-picker"]["items"][9]["item"],
             "Topping 10"
+        );
+    }
+
+    #[test]
+    fn the_words_are_a_variable_so_one_content_serves_every_wording() {
+        let format = MenuFormat::default();
+        let mut one = menu(&["Small", "Large"]);
+        let mut other = one.clone();
+        one.body = "Hi Ann, which size for order 123?".into();
+        other.body = "Which size?".into();
+        let (one, other) = (
+            Menu::of(&one, &format).unwrap(),
+            Menu::of(&other, &format).unwrap(),
+        );
+        assert_eq!(one.types, other.types);
+        assert_eq!(one.hash("AC1"), other.hash("AC1"));
+        assert_ne!(one.hash("AC1"), one.hash("AC2"), "contents are per account");
+        assert_eq!(
+            one.variables,
+            r#"{"1":"Hi Ann, which size for order 123?"}"#
         );
     }
 
@@ -287,6 +327,6 @@ mod tests {
         let mut bare = menu(&["Yes", "No"]);
         bare.body.clear();
         let buttons = Menu::of(&bare, &MenuFormat::default()).unwrap();
-        assert_eq!(buttons.types["twilio/quick-reply"]["body"], "Choose one:");
+        assert_eq!(buttons.variables, r#"{"1":"Choose one:"}"#);
     }
 }

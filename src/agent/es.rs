@@ -214,6 +214,40 @@ mod tests {
     }
 
     #[test]
+    fn reads_quick_replies_cards_and_images_of_the_default_platform() {
+        let result = QueryResult::new().set_fulfillment_messages([
+            intent::Message::new().set_quick_replies(
+                intent::message::QuickReplies::new()
+                    .set_title("Size?")
+                    .set_quick_replies(["Small", "Large"]),
+            ),
+            intent::Message::new().set_card(
+                intent::message::Card::new()
+                    .set_title("Pepperoni")
+                    .set_image_uri("https://x/p.jpg")
+                    .set_buttons([intent::message::card::Button::new()
+                        .set_text("Order")
+                        .set_postback("order pepperoni")]),
+            ),
+            intent::Message::new()
+                .set_image(intent::message::Image::new().set_image_uri("https://x/i.jpg")),
+            intent::Message::new()
+                .set_platform(Platform::Slack)
+                .set_image(intent::message::Image::new().set_image_uri("https://x/slack.jpg")),
+        ]);
+        let got = replies(&result);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].body, "Size?");
+        assert_eq!(got[0].choices.len(), 2);
+        assert_eq!(got[1].media, vec!["https://x/p.jpg".to_string()]);
+        assert_eq!(
+            got[1].choices[0].answer(),
+            crate::reply::Answer::Text("order pepperoni".into())
+        );
+        assert_eq!(got[2], ReplyMessage::media(vec!["https://x/i.jpg".into()]));
+    }
+
+    #[test]
     fn falls_back_to_fulfillment_text() {
         let result = QueryResult::new().set_fulfillment_text("hello");
         assert_eq!(replies(&result), vec![ReplyMessage::text("hello")]);

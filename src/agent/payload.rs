@@ -233,6 +233,19 @@ fn event_name(value: &Value) -> Option<String> {
     }
 }
 
+/// An item's picture: `image.src.rawUrl` in the current Messenger, `image.rawUrl` in
+/// the first.
+fn image_of(item: &Map<String, Value>) -> Option<String> {
+    let image = item.get("image")?.as_object()?;
+    let url = image
+        .get("src")
+        .and_then(Value::as_object)
+        .map(|src| text_of(src.get("rawUrl")))
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| text_of(image.get("rawUrl")));
+    (!url.is_empty()).then_some(url)
+}
+
 /// An item's link: `link` (or an info's `actionLink`) in the first Messenger,
 /// `anchor.href` in the current one.
 fn link_of(item: &Map<String, Value>) -> String {
@@ -284,14 +297,7 @@ fn rich_item(item: &Map<String, Value>, lines: &mut Vec<String>, message: &mut R
             push(field("title"));
             push(field("subtitle"));
             push(link_of(item));
-            if let Some(url) = item
-                .get("image")
-                .and_then(Value::as_object)
-                .map(|image| text_of(image.get("rawUrl")))
-                .filter(|url| !url.is_empty())
-            {
-                message.media.push(url);
-            }
+            message.media.extend(image_of(item));
         }
         "description" => {
             push(field("title"));
@@ -301,6 +307,7 @@ fn rich_item(item: &Map<String, Value>, lines: &mut Vec<String>, message: &mut R
             push(field("title"));
             push(field("subtitle"));
             push(field("text"));
+            message.media.extend(image_of(item));
         }
         "image" => {
             let url = field("rawUrl");
@@ -445,7 +452,7 @@ mod tests {
                 {"type": "list", "title": "Pepperoni", "subtitle": "spicy", "event": {"event": "pepperoni", "languageCode": "en"}},
                 {"type": "button", "text": "Call us", "anchor": {"href": "tel:+1"}},
                 {"type": "button", "text": "Help", "event": {"name": "help"}},
-                {"type": "accordion", "title": "Allergens", "text": "gluten"}
+                {"type": "accordion", "title": "Allergens", "text": "gluten", "image": {"src": {"rawUrl": "https://p.example/a.png"}}}
             ]
         ]}));
         assert_eq!(got.len(), 2);
@@ -459,6 +466,7 @@ mod tests {
             got[1].body,
             "Toppings\nPick one\nor two\nCall us: tel:+1\nAllergens\ngluten"
         );
+        assert_eq!(got[1].media, vec!["https://p.example/a.png".to_string()]);
         assert_eq!(
             got[1].choices,
             vec![

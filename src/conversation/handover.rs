@@ -45,8 +45,8 @@ pub enum HumanSideError {
     NotHandedOver,
     #[error("the conversation is busy; try again")]
     Busy,
-    #[error("the message was not sent: {0}")]
-    Send(#[from] SendError),
+    #[error("{sent} message(s) sent, then Twilio did not take the next: {error}")]
+    Send { sent: usize, error: SendError },
 }
 
 impl Conversations {
@@ -180,6 +180,7 @@ impl Conversations {
         if record.active.take().is_none() {
             return;
         }
+        record.returning = handoff.settings.return_event;
         handoff.save(&session, &record).await;
         handoff.metrics.handoff_failed();
         handoff
@@ -192,8 +193,20 @@ impl Conversations {
         let notice = fit_to_limits(vec![ReplyMessage::text(
             &handoff.settings.unavailable_message,
         )]);
-        if let Err(error) = self.send_now(recipient, &notice).await {
+        if let (_, Err(error)) = self.send_now(recipient, &notice).await {
             tracing::error!(conversation = %session, error = %error, "the person could not be told that no one can take over");
+        }
+    }
+
+    /// Whether `session` is with a person now.
+    pub(super) async fn with_a_person(&self, session: SessionId) -> bool {
+        match &self.handoff {
+            Some(handoff) => handoff
+                .record(&session)
+                .await
+                .active
+                .is_some_and(|active| !handoff.expired(&active)),
+            None => false,
         }
     }
 
@@ -202,69 +215,110 @@ impl Conversations {
         &self,
         recipient: &Recipient,
         messages: &[ReplyMessage],
-    ) -> Result<usize, SendError> {
-        let outbox = self
-            .outboxes()
-            .into_iter()
-            .find(|o| o.serves(&recipient.account_sid))
-            .ok_or_else(|| SendError::Unknown("no Messages API for this account".into()))?;
-        outbox.send_now(recipient, messages).await
+    ) -> (usize, Result<(), SendError>) {
+        match self.outbox_of(&recipient.account_sid) {
+            Some(outbox) => outbox.send_now(recipient, messages).await,
+            None => (
+                0,
+                Err(SendError::Unknown(
+                    "no Messages API for this account".into(),
+                )),
+            ),
+        }
     }
 
     /// The human side writes to the person of `conversation`: sent now, in the
     /// conversation's order. Returns how many messages went out.
+    ///
+    /// The work runs on a task of its own that holds the conversation's turn, so that a
+    /// caller hanging up cannot leave a message sent and not recorded.
     pub async fn human_says(
-        &self,
+        self: &Arc<Self>,
         conversation: &str,
         message: ReplyMessage,
     ) -> Result<usize, HumanSideError> {
         let (handoff, session) = self.conversation_of(conversation)?;
+        let handoff = Arc::clone(handoff);
         let ticket = self.human_turn(session).await?;
-        let result = async {
-            let mut record = handoff.record(&session).await;
-            let active = match record.active.as_mut() {
-                Some(active) if !handoff.expired(active) => active,
-                Some(_) => {
-                    self.end_now(handoff, session, &mut record, EndReason::Expired)
-                        .await;
-                    return Err(HumanSideError::NotHandedOver);
-                }
-                None => return Err(HumanSideError::NotHandedOver),
-            };
-            active.last_activity = now();
-            let recipient = active.recipient.recipient("");
-            let sent = self
-                .send_now(&recipient, &fit_to_limits(vec![message.clone()]))
-                .await?;
+        let this = Arc::clone(self);
+        let work = async move {
+            let result = ticket
+                .keep_alive(this.human_says_in_turn(&handoff, session, message, &ticket))
+                .await;
+            ticket.finish("".into()).await;
+            result
+        };
+        tokio::spawn(work)
+            .await
+            .unwrap_or(Err(HumanSideError::Busy))
+    }
+
+    async fn human_says_in_turn(
+        &self,
+        handoff: &Handoff,
+        session: SessionId,
+        message: ReplyMessage,
+        ticket: &crate::state::Ticket,
+    ) -> Result<usize, HumanSideError> {
+        let mut record = handoff.record(&session).await;
+        let active = match record.active.as_mut() {
+            Some(active) if !handoff.expired(active) => active,
+            Some(_) => {
+                let ended = self
+                    .end_now(handoff, session, &mut record, EndReason::Expired)
+                    .await;
+                handoff.destination.deliver(&ended).await;
+                return Err(HumanSideError::NotHandedOver);
+            }
+            None => return Err(HumanSideError::NotHandedOver),
+        };
+        active.last_activity = now();
+        let recipient = active.recipient.recipient("");
+        let (sent, outcome) = self
+            .send_now(&recipient, &fit_to_limits(vec![message.clone()]))
+            .await;
+        if sent > 0 {
             record.remember(
                 Speaker::Human,
                 &message.body,
                 &message.media,
                 handoff.settings.history,
             );
-            handoff.save(&session, &record).await;
-            Ok(sent)
         }
-        .await;
-        ticket.finish("".into()).await;
-        result
+        // Taken over meanwhile (the lease ran out): the record is another's to write.
+        if ticket.is_held() {
+            handoff.save(&session, &record).await;
+        }
+        match outcome {
+            Ok(()) => Ok(sent),
+            Err(error) => Err(HumanSideError::Send { sent, error }),
+        }
     }
 
-    /// The human side gives `conversation` back to the agent.
-    pub async fn human_ends(&self, conversation: &str) -> Result<(), HumanSideError> {
+    /// The human side gives `conversation` back to the agent. `handoff.ended` is posted
+    /// in the conversation's turn, after the call has been answered.
+    pub async fn human_ends(self: &Arc<Self>, conversation: &str) -> Result<(), HumanSideError> {
         let (handoff, session) = self.conversation_of(conversation)?;
+        let handoff = Arc::clone(handoff);
         let ticket = self.human_turn(session).await?;
         let mut record = handoff.record(&session).await;
-        let result = match record.active {
-            Some(_) => {
-                self.end_now(handoff, session, &mut record, EndReason::Desk)
-                    .await;
-                Ok(())
-            }
-            None => Err(HumanSideError::NotHandedOver),
+        let Some(active) = &record.active else {
+            ticket.finish("".into()).await;
+            return Err(HumanSideError::NotHandedOver);
         };
-        ticket.finish("".into()).await;
-        result
+        let reason = match handoff.expired(active) {
+            true => EndReason::Expired,
+            false => EndReason::Desk,
+        };
+        let ended = self.end_now(&handoff, session, &mut record, reason).await;
+        tokio::spawn(async move {
+            ticket.keep_alive(handoff.destination.deliver(&ended)).await;
+            ticket.finish("".into()).await;
+        });
+        match reason {
+            EndReason::Desk => Ok(()),
+            _ => Err(HumanSideError::NotHandedOver),
+        }
     }
 
     fn conversation_of(
@@ -284,29 +338,26 @@ impl Conversations {
             .await
             .ok_or(HumanSideError::Busy)?;
         if !self.wait_or_leave(&ticket).await {
+            let _ = ticket.release().await;
             return Err(HumanSideError::Busy);
         }
         Ok(ticket)
     }
 
-    /// Ends the hand-over in `record` now; `handoff.ended` is posted in the background.
+    /// Ends the hand-over in `record` now; returns the `handoff.ended` event to post.
     async fn end_now(
         &self,
-        handoff: &Arc<Handoff>,
+        handoff: &Handoff,
         session: SessionId,
         record: &mut Record,
         reason: EndReason,
-    ) {
+    ) -> Event {
         record.active = None;
         record.returning = handoff.settings.return_event;
         handoff.save(&session, record).await;
         handoff.metrics.handoff_ended(reason.label());
         tracing::info!(conversation = %session, reason = reason.label(), "a hand-over ended: the conversation is back with the agent");
-        let handoff = Arc::clone(handoff);
-        let event = Event::ended(&session, reason);
-        tokio::spawn(async move {
-            handoff.destination.deliver(&event).await;
-        });
+        Event::ended(&session, reason)
     }
 }
 

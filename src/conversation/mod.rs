@@ -305,6 +305,11 @@ impl Conversations {
         }
     }
 
+    /// The outbox that sends for `account_sid`.
+    pub fn outbox_of(&self, account_sid: &str) -> Option<Arc<Outbox>> {
+        self.outboxes().into_iter().find(|o| o.serves(account_sid))
+    }
+
     /// The outboxes replies may go through.
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
         self.routes.outboxes()

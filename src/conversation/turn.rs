@@ -44,7 +44,12 @@ impl Conversations {
             ticket.wait_turn().await;
             // STOP and the like are Twilio's to answer, limit or not: a "slow down"
             // after STOP would be refused (error 21610).
-            match limited.filter(|_| message.opt_out.is_none()) {
+            // A person writing to a human is not held to the agent's pace.
+            let limited = match limited.filter(|_| message.opt_out.is_none()) {
+                Some(limited) if !self.with_a_person(session).await => Some(limited),
+                _ => None,
+            };
+            match limited {
                 Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
                 None => self.answer(&route, message, session, &recipient).await,
             }
@@ -79,6 +84,14 @@ impl Conversations {
                 match webhook.send(plain) {
                     Ok(()) => {
                         if let Some(work) = &handled.handoff {
+                            // Recorded as answered and sent first: an instance taking
+                            // the turn over then only posts the events.
+                            let answered = StoredOutcome::of(&Handled {
+                                route: Route::Api,
+                                ..handled.clone()
+                            });
+                            ticket.record_answer(&answered).await;
+                            ticket.record_sent(handled.replies.len()).await;
                             ticket
                                 .keep_alive(self.post_events(work, session, &recipient))
                                 .await;
@@ -98,10 +111,13 @@ impl Conversations {
                     .await
             }
             Some(outbox) => {
-                let handled = Handled {
-                    route: Route::Api,
-                    ..handled
-                };
+                let handled = self.for_recipient(
+                    Handled {
+                        route: Route::Api,
+                        ..handled
+                    },
+                    &recipient,
+                );
                 let outcome = StoredOutcome::of(&handled);
                 ticket.record_answer(&outcome).await;
                 self.send_through_api(outbox, ticket, &recipient, &handled, 0)
@@ -109,6 +125,30 @@ impl Conversations {
             }
         }
         drop(owing);
+    }
+
+    /// `handled` as the Messages API shows it to `recipient`: off WhatsApp, menus as
+    /// numbered text, one reply per message sent, so that the progress recorded per
+    /// reply is per message.
+    fn for_recipient(&self, handled: Handled, recipient: &crate::outbox::Recipient) -> Handled {
+        if recipient.is_whatsapp() || handled.replies.iter().all(|m| m.choices.is_empty()) {
+            return handled;
+        }
+        let replies = handled
+            .replies
+            .iter()
+            .map(|message| match message.choices.is_empty() {
+                true => message.clone(),
+                false => {
+                    self.metrics.menu_as_text("channel");
+                    self.messages.menu.as_text(message)
+                }
+            })
+            .collect();
+        Handled {
+            replies: Arc::new(crate::reply::fit_to_limits(replies)),
+            ..handled
+        }
     }
 
     /// `handled` as the webhook's TwiML can carry it.

@@ -14,6 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
+/// Ten messages' worth: more is not a chat message.
+const MAX_TEXT_CHARS: usize = 10 * crate::reply::MAX_BODY_CHARS;
+
 /// What the human side sends: text, media URLs, or both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,10 +52,18 @@ pub async fn messages(
         .media
         .iter()
         .any(|url| !(url.starts_with("https://") || url.starts_with("http://")));
-    if bad_media || message.media.len() > 10 * MAX_MEDIA {
+    if bad_media || message.media.len() > MAX_MEDIA {
         return error(
             StatusCode::BAD_REQUEST,
-            "media must be http(s) URLs, at most 100",
+            &format!("media must be http(s) URLs, at most {MAX_MEDIA}"),
+        );
+    }
+    if message.text.chars().count() > MAX_TEXT_CHARS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "text must be at most {MAX_TEXT_CHARS} characters (sent as up to 10 messages)"
+            ),
         );
     }
     let reply = ReplyMessage {
@@ -114,12 +125,13 @@ fn refused(refusal: HumanSideError) -> Response {
     let status = match &refusal {
         HumanSideError::NotHandedOver => StatusCode::NOT_FOUND,
         HumanSideError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-        HumanSideError::Send(_) => StatusCode::BAD_GATEWAY,
+        HumanSideError::Send { .. } => StatusCode::BAD_GATEWAY,
     };
     let mut body = json!({"error": refusal.to_string()});
-    if let HumanSideError::Send(send) = &refusal {
-        body["twilio_error"] = json!(send.code());
-        body["hint"] = json!(send.hint());
+    if let HumanSideError::Send { sent, error } = &refusal {
+        body["sent"] = json!(sent);
+        body["twilio_error"] = json!(error.code());
+        body["hint"] = json!(error.hint());
     }
     (status, Json(body)).into_response()
 }

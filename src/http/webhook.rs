@@ -105,12 +105,20 @@ pub async fn status(
     let message_status = params.get("MessageStatus").unwrap_or_default();
     let message_sid = params.get("MessageSid").unwrap_or_default();
     if matches!(message_status, "undelivered" | "failed") {
-        tracing::warn!(
-            message_sid,
-            message_status,
-            twilio_error = params.get("ErrorCode").unwrap_or_default(),
-            "a reply was not delivered"
-        );
+        let code = params.get("ErrorCode").and_then(|c| c.trim().parse().ok());
+        let account = params.get("AccountSid").unwrap_or_default();
+        match state.conversations.outbox_of(account) {
+            // Twilio waits for this answer: sending the menu again as text does not.
+            Some(outbox) => {
+                let message_sid = message_sid.to_owned();
+                tokio::spawn(async move { outbox.not_delivered(&message_sid, code).await });
+            }
+            None => tracing::warn!(
+                message_sid,
+                twilio_error = code,
+                "a reply was not delivered"
+            ),
+        }
     } else {
         tracing::debug!(message_sid, message_status, "reply status");
     }

@@ -161,7 +161,7 @@ impl MessagesApi {
         from: &Sender,
         message: &ReplyMessage,
         status_callback: Option<&str>,
-    ) -> Result<(), SendError> {
+    ) -> Result<Option<String>, SendError> {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
             self.base_url, self.credentials.account_sid
@@ -188,15 +188,22 @@ impl MessagesApi {
         if let Some(callback) = status_callback {
             form.push(("StatusCallback", callback));
         }
-        // Created: what the answer says beyond that does not matter here.
-        self.call(|client| client.post(&url).form(&form)).await?;
-        Ok(())
+        // Created. Its SID, when the answer has one, lets a later status be matched.
+        let response = self.call(|client| client.post(&url).form(&form)).await?;
+        #[derive(Deserialize)]
+        struct Created {
+            sid: Option<String>,
+        }
+        Ok(response.json::<Created>().await.ok().and_then(|c| c.sid))
     }
 
     /// Creates a Content API content (`POST /v1/Content`) and returns its `HX…` SID.
     pub async fn create_content(&self, content: &serde_json::Value) -> Result<String, SendError> {
         let url = format!("{}/v1/Content", self.content_base_url);
-        let response = self.call(|client| client.post(&url).json(content)).await?;
+        // Once: creating is not idempotent, and a menu not made now goes as text.
+        let response = self
+            .call_with(1, |client| client.post(&url).json(content))
+            .await?;
         #[derive(Deserialize)]
         struct Created {
             sid: String,
@@ -343,6 +350,7 @@ mod tests {
         let from = Sender::Number("+18005550000".into());
         api.send("+15551234567", &from, &ReplyMessage::text("hi"), None)
             .await
+            .map(drop)
     }
 
     #[tokio::test]

@@ -62,6 +62,40 @@ intents:
   - name: location
     events: [twilio_location]
     replies: [{ text: "Location received" }]
+  - name: four
+    phrases: ["four sizes"]
+    replies:
+      - payload: { body: "Size?", choices: [S, M, L, XL] }
+  - name: eleven
+    phrases: ["eleven toppings"]
+    replies:
+      - payload: { body: "Topping?", choices: [a, b, c, d, e, f, g, h, i, j, k] }
+  - name: wordy
+    phrases: ["wordy menu"]
+    replies:
+      - payload:
+          body: "Pick a long one"
+          choices:
+            - { title: "First", description: "LONG" }
+            - { title: "Second", description: "LONG" }
+  - name: picture.menu
+    phrases: ["picture menu"]
+    replies:
+      - payload: { body: "Like it?", media: "https://example.com/p.jpg", choices: [Yes, No] }
+  - name: messenger.more
+    phrases: ["messenger more"]
+    replies:
+      - payload:
+          richContent:
+            - - { type: description, title: "Toppings", text: ["Pick one"] }
+              - { type: list, title: "Pepperoni", subtitle: "spicy", event: { event: pepperoni_event } }
+              - { type: button, text: "Website", link: "https://p.example" }
+              - { type: accordion, title: "Allergens", text: "gluten" }
+              - { type: carousel }
+  - name: es.wrapped
+    phrases: ["wrapped"]
+    replies:
+      - payload: { twilio: { quickReplies: { title: "Wrapped?", quickReplies: [Yes, No] } } }
   - name: slow
     phrases: ["slow"]
     delay_ms: 1500
@@ -129,6 +163,10 @@ async fn through_api(
     let sent = stack.twilio.wait_for(before + count).await;
     assert_eq!(sent.len(), before + count, "{sent:#?}");
     sent[before..].to_vec()
+}
+
+fn long_agent() -> String {
+    RICH_AGENT.replace("\"LONG\"", &format!("{:?}", "words ".repeat(150)))
 }
 
 fn tap_button(title: &str, payload: &str) -> Outgoing {
@@ -204,7 +242,7 @@ async fn whatsapp_menus_are_buttons_and_lists_made_once_and_taps_come_back() {
         assert_eq!(contents.len(), 1, "{agent_type}");
         assert_eq!(
             contents[0].types,
-            serde_json::json!({"twilio/quick-reply": {"body": "What size?", "actions": [
+            serde_json::json!({"twilio/quick-reply": {"body": "{{1}}", "actions": [
                 {"title": "Small", "id": "Small"},
                 {"title": "Medium", "id": "Medium"},
                 {"title": "Large", "id": "Large"}
@@ -216,6 +254,11 @@ async fn whatsapp_menus_are_buttons_and_lists_made_once_and_taps_come_back() {
         );
         assert_eq!(sent[0].to, format!("whatsapp:{USER}"));
         assert_eq!(sent[0].body, "What size?");
+        assert_eq!(
+            sent[0].content_variables.as_deref(),
+            Some(r#"{"1":"What size?"}"#),
+            "the words are a variable, not part of the content"
+        );
         // The same menu again: the content made the first time is reused.
         let again = through_api(&stack, &phone, &says("order"), 1).await;
         assert_eq!(again[0].content_sid, sent[0].content_sid);
@@ -363,6 +406,10 @@ async fn wait_for_metric(stack: &Stack, needle: &str) -> String {
 #[tokio::test]
 async fn templates_are_sent_by_content_sid_and_need_the_api() {
     let stack = rich_stack("CX", api_mode).await;
+    stack.twilio.register_template(
+        "HX0123456789abcdef0123456789abcdef",
+        "Hello {{1}}, we miss you",
+    );
     let phone = whatsapp_phone(&stack);
     let sent = through_api(&stack, &phone, &says("template"), 1).await;
     assert_eq!(
@@ -370,6 +417,7 @@ async fn templates_are_sent_by_content_sid_and_need_the_api() {
         Some("HX0123456789abcdef0123456789abcdef")
     );
     assert_eq!(sent[0].content_variables.as_deref(), Some(r#"{"1":"Ann"}"#));
+    assert_eq!(sent[0].body, "Hello Ann, we miss you");
     let metrics = stack.metrics().await;
     assert!(
         metrics.contains(r#"twilio_dialogflow_rich_messages_sent_total{kind="template"} 1"#),
@@ -595,4 +643,174 @@ async fn the_terminal_phone_shows_buttons_and_taps_them() {
         .contains(&("ListId".into(), "event:pepperoni_event".into())));
     let shown = session.exchange(&pick).await.unwrap();
     assert!(shown.contains("< Pepperoni by event"), "{shown}");
+}
+
+#[tokio::test]
+async fn four_choices_make_a_whatsapp_list_and_eleven_a_numbered_menu() {
+    let stack = rich_stack("CX", api_mode).await;
+    let phone = whatsapp_phone(&stack);
+    through_api(&stack, &phone, &says("four sizes"), 1).await;
+    let contents = stack.twilio.contents();
+    assert_eq!(contents.len(), 1);
+    assert!(
+        contents[0].types.get("twilio/list-picker").is_some(),
+        "{:?}",
+        contents[0].types
+    );
+    let eleven = through_api(&stack, &phone, &says("eleven toppings"), 1).await;
+    assert!(
+        eleven[0].body.starts_with("Topping?\n1 a\n2 b\n"),
+        "{}",
+        eleven[0].body
+    );
+    assert!(eleven[0].body.ends_with("\n11 k"));
+    assert_eq!(
+        stack.twilio.contents().len(),
+        1,
+        "no content for a menu that does not fit"
+    );
+}
+
+#[tokio::test]
+async fn a_long_numbered_menu_is_split_within_twilios_limit_losing_nothing() {
+    let stack = start_with_agent(&long_agent(), "CX", |_| {}).await;
+    let replies = stack.say("wordy menu").await;
+    assert!(replies.len() >= 2, "{replies:?}");
+    assert!(replies.iter().all(|m| m.body.chars().count() <= 1600));
+    let whole: String = replies.iter().map(|m| m.body.as_str()).collect();
+    assert!(whole.starts_with("Pick a long one\n1 First: words"));
+    assert!(whole.contains("2 Second: words"));
+    assert_eq!(whole.matches("words").count(), 300);
+}
+
+#[tokio::test]
+async fn a_whatsapp_menu_with_a_picture_sends_the_picture_then_the_buttons() {
+    let stack = rich_stack("CX", api_mode).await;
+    let sent = through_api(&stack, &whatsapp_phone(&stack), &says("picture menu"), 2).await;
+    assert_eq!(sent[0].media, vec!["https://example.com/p.jpg".to_string()]);
+    assert_eq!(sent[0].content_sid, None);
+    assert!(sent[1].content_sid.is_some());
+    assert_eq!(sent[1].body, "Like it?");
+    // If the picture is refused, the buttons still go.
+    stack.twilio.misbehave_next(&[Misbehaviour::Refuse {
+        status: 400,
+        code: 21620,
+    }]);
+    let sent = through_api(&stack, &whatsapp_phone(&stack), &says("picture menu"), 1).await;
+    assert!(sent[0].content_sid.is_some());
+}
+
+#[tokio::test]
+async fn whatsapp_refusals_reported_by_the_status_callback_send_the_menu_as_text() {
+    let stack = rich_stack("CX", api_mode).await;
+    stack
+        .twilio
+        .misbehave_next(&[Misbehaviour::FailLater { code: 63021 }]);
+    let sent = through_api(&stack, &whatsapp_phone(&stack), &says("order"), 2).await;
+    assert!(
+        sent[0].content_sid.is_some(),
+        "taken, then reported undelivered"
+    );
+    assert_eq!(sent[1].body, "What size?\n1 Small · 2 Medium · 3 Large");
+    assert_eq!(sent[1].content_sid, None);
+    let metrics = stack.metrics().await;
+    for line in [
+        r#"twilio_dialogflow_menus_as_text_total{reason="status_failed"} 1"#,
+        r#"twilio_dialogflow_deliveries_failed_total{twilio_error="63021"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    // Outside the window (63016) text would fail too: counted, not sent again.
+    stack
+        .twilio
+        .misbehave_next(&[Misbehaviour::FailLater { code: 63016 }]);
+    through_api(&stack, &whatsapp_phone(&stack), &says("order"), 1).await;
+    wait_for_metric(&stack, r#"twilio_error="63016"} 1"#).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stack.twilio.sent().len(), 3);
+}
+
+#[tokio::test]
+async fn messenger_lists_buttons_descriptions_and_accordions_on_sms() {
+    let stack = rich_stack("CX", |_| {}).await;
+    let shown = stack.say("messenger more").await;
+    assert_eq!(
+        texts(&shown),
+        vec![
+            "Toppings\nPick one\nWebsite: https://p.example\nAllergens\ngluten\n1 Pepperoni: spicy"
+        ]
+    );
+    assert_eq!(texts(&stack.say("1").await), vec!["Pepperoni by event"]);
+    let es = rich_stack("ES", |_| {}).await;
+    assert_eq!(
+        texts(&es.say("wrapped").await),
+        vec!["Wrapped?\n1 Yes · 2 No"]
+    );
+}
+
+#[tokio::test]
+async fn instances_share_the_menus_contents() {
+    let redis = RedisServer::start().await;
+    let one = rich_stack("CX", |vars| {
+        api_mode(vars);
+        vars.insert("STATE_URL".into(), redis.url());
+    })
+    .await;
+    // The other instance sends through the same account (the same stand-in).
+    let twilio = one.twilio.base_url();
+    let other = rich_stack("CX", |vars| {
+        api_mode(vars);
+        vars.insert("STATE_URL".into(), redis.url());
+        vars.insert("TWILIO_API_BASE_URL".into(), twilio.clone());
+    })
+    .await;
+    through_api(&one, &whatsapp_phone(&one), &says("order"), 1).await;
+    let phone = Phone::new(
+        &other.bridge.url(),
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        "whatsapp:+15550004444",
+        &format!("whatsapp:{OUR_NUMBER}"),
+    )
+    .unwrap();
+    let (status, _) = post_from(&phone, &other.bridge.url(), &says("order"), &[]).await;
+    assert_eq!(status, 200);
+    let sent = one.twilio.wait_for(2).await;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].to, "whatsapp:+15550004444");
+    assert_eq!(sent[1].content_sid, sent[0].content_sid);
+    assert_eq!(
+        one.twilio.contents().len(),
+        1,
+        "made once for both instances"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_typing_indicator_changes_nothing() {
+    let stack = rich_stack("CX", |vars| {
+        api_mode(vars);
+        vars.insert("TYPING_AFTER".into(), "100ms".into());
+        vars.insert(
+            "TWILIO_MESSAGING_BASE_URL".into(),
+            format!("http://127.0.0.1:{}", free_port()),
+        );
+    })
+    .await;
+    let sent = through_api(&stack, &whatsapp_phone(&stack), &says("slow"), 1).await;
+    assert_eq!(sent[0].body, "Slow answer");
+}
+
+#[tokio::test]
+async fn a_tap_without_an_id_asks_the_title() {
+    let stack = rich_stack("CX", api_mode).await;
+    let phone = whatsapp_phone(&stack);
+    let tap = Outgoing {
+        body: "Large".into(),
+        params: vec![("ButtonText".into(), "Large".into())],
+        ..Default::default()
+    };
+    let sent = through_api(&stack, &phone, &tap, 1).await;
+    assert_eq!(sent[0].body, "Size large");
+    assert_eq!(last_asked(&stack), "Large");
 }
