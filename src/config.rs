@@ -1238,7 +1238,7 @@ impl Reader<'_> {
         mode: ReplyMode,
         routes: &[RouteSettings],
     ) -> Option<Option<HandoffSettings>> {
-        let Some(url) = self.parsed("HANDOFF_URL", parse_base_url) else {
+        let Some(url) = self.parsed("HANDOFF_URL", parse_handoff_url) else {
             for name in ["HANDOFF_SECRET", "HANDOFF_TOKEN", "HANDOFF_KEYWORDS"] {
                 if self.get(name).is_some() {
                     self.fail(name, "is set but HANDOFF_URL is not: hand-over is off");
@@ -1534,6 +1534,26 @@ pub fn check_webhook_secret(secret: &str) -> Result<(), String> {
             key.len()
         )),
         Err(_) => Err("is not base64 after whsec_".to_owned()),
+    }
+}
+
+/// The events carry what people write: HTTPS, except to this machine (a local desk).
+fn parse_handoff_url(value: &str) -> Result<String, String> {
+    let url = parse_base_url(value)?;
+    let host = url
+        .strip_prefix("http://")
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .map(|authority| {
+            authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host)
+        });
+    match host {
+        None | Some("127.0.0.1" | "localhost" | "[::1]") => Ok(url),
+        Some(_) => Err(
+            "must be an https:// URL: the events carry what people write (http:// only to 127.0.0.1 or localhost)"
+                .to_owned(),
+        ),
     }
 }
 

@@ -26,9 +26,11 @@ pub fn receive(
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let verifier = standardwebhooks::Webhook::new(secret)
         .map_err(|e| anyhow::anyhow!("HANDOFF_SECRET cannot verify: {e}"))?;
-    let app = Router::new()
-        .fallback(post(event))
-        .with_state(Arc::new((verifier, events)));
+    let app = Router::new().fallback(post(event)).with_state(Arc::new((
+        verifier,
+        events,
+        Default::default(),
+    )));
     Ok(crate::http::server::spawn_with_default_limits(
         listener,
         app,
@@ -36,13 +38,37 @@ pub fn receive(
     ))
 }
 
-type Receiver = Arc<(standardwebhooks::Webhook, mpsc::UnboundedSender<Value>)>;
+type Receiver = Arc<(
+    standardwebhooks::Webhook,
+    mpsc::UnboundedSender<Value>,
+    std::sync::Mutex<std::collections::VecDeque<String>>,
+)>;
+
+/// Ids of the events seen lately: a retry of one already taken is not shown again.
+const REMEMBERED_IDS: usize = 1000;
 
 async fn event(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let (verifier, events) = &*receiver;
+    let (verifier, events, seen) = &*receiver;
     if let Err(error) = verifier.verify(&body, &headers) {
         tracing::warn!(error = %error, "a hand-over event was refused: its signature does not check with HANDOFF_SECRET");
         return StatusCode::UNAUTHORIZED;
+    }
+    let id = headers
+        .get(standardwebhooks::HEADER_WEBHOOK_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    {
+        let mut seen = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&id) {
+            return StatusCode::NO_CONTENT;
+        }
+        if seen.len() >= REMEMBERED_IDS {
+            seen.pop_front();
+        }
+        seen.push_back(id);
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(value) => {

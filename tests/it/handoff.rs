@@ -56,6 +56,8 @@ struct Desk {
     fail_next: Arc<Mutex<Vec<u16>>>,
     down: Arc<Mutex<bool>>,
     attempts: Arc<Mutex<usize>>,
+    /// The `webhook-id` of every attempt, refused or not.
+    attempt_ids: Arc<Mutex<Vec<String>>>,
 }
 
 impl Desk {
@@ -103,6 +105,12 @@ impl Desk {
 
 async fn record(State(desk): State<Desk>, headers: HeaderMap, body: Bytes) -> StatusCode {
     *desk.attempts.lock().unwrap() += 1;
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    desk.attempt_ids.lock().unwrap().push(id);
     if *desk.down.lock().unwrap() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
@@ -363,6 +371,24 @@ async fn a_destination_failing_for_a_while_gets_every_event_once_in_order() {
     assert_eq!(events[2]["message"]["text"], "two");
     // Each retry of an event carries the same id: a desk can drop repeats.
     assert_eq!(*desk.attempts.lock().unwrap(), 5);
+    let ids = desk.attempt_ids.lock().unwrap().clone();
+    let delivered: Vec<String> = desk
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(headers, _)| headers["webhook-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids[..3],
+        [
+            delivered[0].clone(),
+            delivered[0].clone(),
+            delivered[0].clone()
+        ]
+    );
+    assert_eq!(ids[3..], delivered[1..]);
+    assert_ne!(delivered[1], delivered[2]);
     let metrics = stack.metrics().await;
     assert!(
         metrics.contains(r#"twilio_dialogflow_handoff_events_total{result="retried"} 2"#),
@@ -484,10 +510,15 @@ async fn the_terminal_desk_checks_signatures_and_answers_through_the_bridge() {
         "{started}"
     );
     // A forged event is refused.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
     let forged = reqwest::Client::new()
         .post(&desk_url)
         .header("webhook-id", "msg_1")
-        .header("webhook-timestamp", "1700000000")
+        .header("webhook-timestamp", now)
         .header("webhook-signature", "v1,AAAA")
         .body(r#"{"type":"handoff.started"}"#)
         .send()
@@ -523,11 +554,16 @@ fn hand_over_settings_are_checked() {
         twilio_dialogflow::config::Settings::from_vars(&vars).map_err(|e| e.to_string())
     };
     assert!(base(&[]).is_ok());
+    assert!(base(&[("HANDOFF_URL", "http://localhost:8090/")]).is_ok());
     for (extra, problem) in [
         (("REPLY_MODE", "twiml"), "needs REPLY_MODE=auto or api"),
         (("HANDOFF_SECRET", "hunter2"), "whsec_"),
         (("HANDOFF_SECRET", "whsec_c2hvcnQ="), "24 to 64 bytes"),
         (("HANDOFF_TOKEN", "short"), "at least 16"),
+        (
+            ("HANDOFF_URL", "http://desk.example/events"),
+            "must be an https:// URL",
+        ),
     ] {
         let error = base(&[extra]).unwrap_err();
         assert!(error.contains(problem), "{extra:?}: {error}");
@@ -547,4 +583,135 @@ fn the_signature_checker_agrees_with_the_reference_vector() {
         BASE64.encode(mac.finalize().into_bytes()),
         "tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
     );
+}
+
+#[tokio::test]
+async fn in_auto_mode_with_locations_and_past_the_rate_limit_everything_reaches_the_desk() {
+    let (desk, url) = Desk::start().await;
+    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
+        with_people(&url)(vars);
+        vars.insert("REPLY_MODE".into(), "auto".into());
+        vars.insert("RATE_LIMIT_PER_CONVERSATION".into(), "3".into());
+    })
+    .await;
+    // auto: the agent's reply travels in the webhook's answer, the events follow.
+    let reply = stack.say("talk to a person").await;
+    assert_eq!(texts(&reply), vec!["Getting a person"]);
+    desk.wait_for(1).await;
+    for text in ["one", "two", "three", "four"] {
+        let reply = stack.say(text).await;
+        assert!(
+            reply.is_empty(),
+            "nothing from the agent or the limit: {reply:?}"
+        );
+    }
+    let place = Outgoing {
+        params: vec![
+            ("Latitude".into(), "52.37".into()),
+            ("Longitude".into(), "4.89".into()),
+        ],
+        ..Default::default()
+    };
+    assert!(stack.send(&place).await.is_empty());
+    let events = desk.wait_for(6).await;
+    let said: Vec<&str> = events[1..5]
+        .iter()
+        .map(|e| e["message"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(said, vec!["one", "two", "three", "four"]);
+    assert_eq!(events[5]["message"]["location"]["latitude"], 52.37);
+    assert!(
+        stack.twilio.sent().is_empty(),
+        "no \"slow down\" to someone talking to a person"
+    );
+}
+
+#[tokio::test]
+async fn a_desk_that_goes_away_mid_hand_over_gives_the_conversation_back() {
+    let (desk, url) = Desk::start().await;
+    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
+        with_people(&url)(vars);
+        vars.insert("HANDOFF_RETRY_FOR".into(), "1s".into());
+        vars.insert("HANDOFF_RETURN_EVENT".into(), "true".into());
+    })
+    .await;
+    say(&stack, "talk to a person", 1).await;
+    desk.wait_for(1).await;
+    *desk.down.lock().unwrap() = true;
+    let told = say(&stack, "hello?", 1).await;
+    assert_eq!(
+        told,
+        vec!["Sorry, no one can take over right now. You're back with the assistant."]
+    );
+    assert_eq!(
+        say(&stack, "hello", 2).await,
+        vec!["Welcome back", "Hello from the agent"]
+    );
+}
+
+#[tokio::test]
+async fn a_hand_over_expires_when_the_person_writes_after_the_ttl() {
+    let (desk, url) = Desk::start().await;
+    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
+        with_people(&url)(vars);
+        vars.insert("HANDOFF_TTL".into(), "1s".into());
+    })
+    .await;
+    say(&stack, "talk to a person", 1).await;
+    say(&stack, "still there?", 0).await;
+    desk.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(say(&stack, "hello", 1).await, vec!["Hello from the agent"]);
+    let events = desk.wait_for(3).await;
+    assert_eq!(
+        (events[2]["type"].as_str(), events[2]["reason"].as_str()),
+        (Some("handoff.ended"), Some("expired"))
+    );
+}
+
+#[tokio::test]
+async fn the_human_side_sends_media_and_long_text_within_twilios_limits() {
+    let (desk, url) = Desk::start().await;
+    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", with_people(&url)).await;
+    say(&stack, "talk to a person", 1).await;
+    let conversation = conversation_of(&desk.wait_for(1).await[0]);
+    let long = "word ".repeat(700);
+    let (status, answer) = desk_call(
+        &stack,
+        &format!("{conversation}/messages"),
+        TOKEN,
+        json!({"text": long, "media": ["https://example.com/receipt.jpg"]}),
+    )
+    .await;
+    assert_eq!((status, answer), (200, json!({"sent": 3})));
+    let sent = stack.twilio.wait_for(4).await;
+    assert!(sent[1..].iter().all(|m| m.body.chars().count() <= 1600));
+    let whole: String = sent[1..].iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(whole, long);
+    assert_eq!(
+        sent[3].media,
+        vec!["https://example.com/receipt.jpg".to_string()]
+    );
+    for (body, problem) in [
+        (json!({"text": ""}), "nothing to send"),
+        (json!({"text": "x", "media": ["ftp://x"]}), "http(s) URLs"),
+        (json!({"text": "x".repeat(16_001)}), "at most 16000"),
+        (json!({"txt": "typo"}), "must be JSON"),
+    ] {
+        let (status, answer) =
+            desk_call(&stack, &format!("{conversation}/messages"), TOKEN, body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(problem),
+            "{answer}"
+        );
+    }
+    let (status, _) = desk_call(
+        &stack,
+        "not-a-conversation/messages",
+        TOKEN,
+        json!({"text": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
 }
