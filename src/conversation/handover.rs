@@ -92,6 +92,9 @@ impl Conversations {
                 Map::new(),
             );
             handoff.save(&session, &record).await;
+            if let Some(active) = &record.active {
+                handoff.schedule_end(&session, active).await;
+            }
             let replies = vec![ReplyMessage::text(&handoff.settings.started_message)];
             let events = ended.into_iter().chain([started]).collect();
             return Before::ToPerson(with_person(session, fit_to_limits(replies), events));
@@ -151,6 +154,9 @@ impl Conversations {
         if changed {
             handoff.save(&session, &record).await;
         }
+        if let (Some(_), Some(active)) = (&answer.handoff, &record.active) {
+            handoff.schedule_end(&session, active).await;
+        }
         (!events.is_empty()).then_some(HandoffWork { events })
     }
 
@@ -196,6 +202,47 @@ impl Conversations {
         if let (_, Err(error)) = self.send_now(recipient, &notice).await {
             tracing::error!(conversation = %session, error = %error, "the person could not be told that no one can take over");
         }
+    }
+
+    /// Ends, every `every`, the hand-overs quiet for `HANDOFF_TTL`, whatever instance
+    /// started them: the helpdesk gets `handoff.ended` (`expired`) without waiting for
+    /// the person to write again. Stops when the server does.
+    pub async fn end_quiet_handoffs(self: Arc<Self>, every: std::time::Duration) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = self.stopped() => return,
+            }
+            let due = self
+                .state
+                .claim_due(crate::handoff::SCHEDULE, now(), 100)
+                .await;
+            for session in due.iter().filter_map(|id| SessionId::parse(id)) {
+                tokio::spawn(Arc::clone(&self).end_if_quiet(session));
+            }
+        }
+    }
+
+    async fn end_if_quiet(self: Arc<Self>, session: SessionId) {
+        let Some(handoff) = self.handoff.clone() else {
+            return;
+        };
+        let Ok(ticket) = self.human_turn(session).await else {
+            return;
+        };
+        let mut record = handoff.record(&session).await;
+        match &record.active {
+            Some(active) if handoff.expired(active) => {
+                let ended = self
+                    .end_now(&handoff, session, &mut record, EndReason::Expired)
+                    .await;
+                ticket.keep_alive(handoff.destination.deliver(&ended)).await;
+            }
+            // Active since: looked at again when its TTL may have run out.
+            Some(active) => handoff.schedule_end(&session, active).await,
+            None => {}
+        }
+        ticket.finish("".into()).await;
     }
 
     /// Whether `session` is with a person now.

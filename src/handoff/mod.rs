@@ -26,6 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// (`HANDOFF_RETURN_EVENT=true`).
 pub const RETURN_EVENT: &str = "handoff_ended";
 
+/// The schedule of hand-overs whose TTL may run out.
+pub const SCHEDULE: &str = "handoffs";
+
 /// Text kept per line of the recent turns.
 const LINE_CHARS: usize = 500;
 
@@ -189,6 +192,14 @@ impl Handoff {
 
     pub async fn save(&self, session: &SessionId, record: &Record) {
         self.state.set(&self.slot(), session, record).await;
+    }
+
+    /// Puts the hand-over of `session` in the schedule of those to look at when its TTL
+    /// may have run out. Activity does not move it: when it comes due, the sweeper
+    /// looks at the record and either ends the hand-over or schedules it again.
+    pub async fn schedule_end(&self, session: &SessionId, active: &Active) {
+        let at = active.last_activity + self.settings.ttl.as_secs();
+        self.state.schedule(SCHEDULE, session.as_str(), at).await;
     }
 
     /// Whether `active` has seen no activity for the TTL.

@@ -166,6 +166,11 @@ impl AppState {
                 .collect(),
             handoff,
         );
+        if let Some(handoff) = &settings.handoff {
+            let every =
+                (handoff.ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(60));
+            tokio::spawn(Arc::clone(&conversations).end_quiet_handoffs(every));
+        }
         if shared {
             // Turns left behind by an instance that died are taken over by the others;
             // those an instance let go at shutdown, within a second.

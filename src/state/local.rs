@@ -23,6 +23,7 @@ pub struct LocalState {
     /// Wakes the turns waiting for another turn to finish.
     finished: Notify,
     pub(super) records: Records,
+    pub(super) schedules: Schedules,
 }
 
 /// Where a conversation stands: turns up to `done` are finished (and any in
@@ -48,6 +49,7 @@ impl LocalState {
             order: Mutex::default(),
             finished: Notify::new(),
             records: Records::default(),
+            schedules: Schedules::default(),
         }
     }
 
@@ -187,6 +189,42 @@ impl Records {
 
     pub(super) fn remove(&self, slot: &'static str, id: &str) {
         lock(&self.0).remove(&(slot, id.into()));
+    }
+}
+
+/// Ids due at a time, per index: when each must be looked at again.
+#[derive(Default)]
+pub(super) struct Schedules(Mutex<HashMap<&'static str, Due>>);
+
+/// Ids in the order they come due.
+type Due = std::collections::BTreeSet<(u64, Box<str>)>;
+
+impl Schedules {
+    pub(super) fn schedule(&self, index: &'static str, id: &str, at: u64) {
+        let mut schedules = lock(&self.0);
+        let due = schedules.entry(index).or_default();
+        due.retain(|(_, known)| &**known != id);
+        due.insert((at, id.into()));
+    }
+
+    /// Takes out, and returns, up to `limit` ids due at `now`.
+    pub(super) fn claim_due(&self, index: &'static str, now: u64, limit: usize) -> Vec<String> {
+        let mut schedules = lock(&self.0);
+        let Some(due) = schedules.get_mut(index) else {
+            return Vec::new();
+        };
+        let mut claimed = Vec::new();
+        while claimed.len() < limit {
+            match due.first() {
+                Some((at, _)) if *at <= now => {
+                    if let Some((_, id)) = due.pop_first() {
+                        claimed.push(id.into());
+                    }
+                }
+                _ => break,
+            }
+        }
+        claimed
     }
 }
 

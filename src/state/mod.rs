@@ -328,6 +328,24 @@ impl StateStore {
         }
     }
 
+    /// Puts `id` in the schedule `index`, due at `at` (Unix seconds); moves it if it is
+    /// there already.
+    pub async fn schedule(&self, index: &'static str, id: &str, at: u64) {
+        match self {
+            StateStore::Local(local) => local.schedules.schedule(index, id, at),
+            StateStore::Shared(shared) => shared.schedule(index, id, at).await,
+        }
+    }
+
+    /// Takes out of the schedule `index`, and returns, up to `limit` ids due at `now`;
+    /// with a shared store, each id goes to one instance only.
+    pub async fn claim_due(&self, index: &'static str, now: u64, limit: usize) -> Vec<String> {
+        match self {
+            StateStore::Local(local) => local.schedules.claim_due(index, now, limit),
+            StateStore::Shared(shared) => shared.claim_due(index, now, limit).await,
+        }
+    }
+
     /// Removes the record `id` in `slot`.
     pub async fn remove<T>(&self, slot: &Slot<T>, id: &(impl AsRef<str> + ?Sized)) {
         let id = id.as_ref();
