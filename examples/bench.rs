@@ -342,11 +342,11 @@ async fn shared_state(
     let client = redis::Client::open(redis_url.as_str())?;
     let mut connection = client.get_multiplexed_async_connection().await?;
     for &(concurrency, rps, p99) in in_process {
-        let scripts_before = scripts_run(&mut connection).await?;
+        let calls_before = store_round_trips(&url).await?;
         let before = (bridge.cpu(), redis.cpu());
         let shared = load(&url, concurrency, Duration::from_secs(seconds)).await;
-        let round_trips = (scripts_run(&mut connection).await? - scripts_before) as f64
-            / shared.requests.max(1) as f64;
+        let round_trips =
+            (store_round_trips(&url).await? - calls_before) as f64 / shared.requests.max(1) as f64;
         let cpu = (bridge.cpu() - before.0, redis.cpu() - before.1);
         rows.push((
             format!("Redis state, concurrency {concurrency}: requests/s (errors)"),
@@ -391,30 +391,19 @@ async fn shared_state(
     Ok(())
 }
 
-/// How many commands the server has run for the bridge (scripts, and reads and writes
-/// of records), leaving out the benchmark's own and the client's housekeeping: each is
-/// one round trip of the bridge's.
-async fn scripts_run(connection: &mut redis::aio::MultiplexedConnection) -> Result<u64> {
-    const NOT_THE_BRIDGES: &[&str] = &[
-        "info", "dbsize", "hello", "client", "ping", "select", "script", "config", "command",
-    ];
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(connection)
+/// How many round trips the bridge has made to the store, by its own count
+/// (`state_calls_total` in its `/metrics`): the server's command statistics would count
+/// the commands the scripts run inside too.
+async fn store_round_trips(bridge_url: &str) -> Result<u64> {
+    let metrics = reqwest::get(format!("{bridge_url}metrics"))
+        .await?
+        .text()
         .await?;
-    Ok(stats
+    Ok(metrics
         .lines()
-        .filter_map(|line| line.strip_prefix("cmdstat_"))
-        .filter(|line| {
-            let name = line.split([':', '|']).next().unwrap_or_default();
-            !NOT_THE_BRIDGES.contains(&name)
-        })
-        .filter_map(|line| {
-            line.split([':', ','])
-                .find_map(|field| field.strip_prefix("calls="))
-        })
-        .filter_map(|calls| calls.parse::<u64>().ok())
-        .sum())
+        .filter(|line| line.starts_with("twilio_dialogflow_state_calls_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
 }
 
 fn ms(d: Duration) -> String {

@@ -84,6 +84,12 @@ pub struct Metrics {
     handoffs_failed: Counter,
     handoff_events: Family<EventResult, Counter>,
     deliveries_failed: Family<TwilioError, Counter>,
+    state_calls: Family<Op, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -245,8 +251,15 @@ impl Metrics {
             "Replies Twilio took but reported failed or undelivered (status callback), by Twilio error code",
             deliveries_failed.clone(),
         );
+        let state_calls = Family::<Op, Counter>::default();
+        registry.register(
+            "state_calls",
+            "Round trips to the shared state store, by operation",
+            state_calls.clone(),
+        );
         Self {
             registry,
+            state_calls,
             deliveries_failed,
             handoffs_started,
             handoffs_ended,
@@ -369,6 +382,10 @@ impl Metrics {
         self.connections_closed
             .get_or_create(&Reason { reason })
             .inc();
+    }
+
+    pub fn state_call(&self, op: &'static str) {
+        self.state_calls.get_or_create(&Op { op }).inc();
     }
 
     pub fn state_error(&self, op: &'static str, error: &'static str) {

@@ -59,9 +59,9 @@ impl Conversations {
         message: &IncomingMessage,
         session: SessionId,
         recipient: &Recipient,
+        mut record: Record,
     ) -> Before {
         let keep = handoff.settings.history;
-        let mut record = handoff.record(&session).await;
         let mut ended = None;
         if let Some(active) = record.active.as_mut() {
             if !handoff.expired(active) {
@@ -243,18 +243,6 @@ impl Conversations {
             None => {}
         }
         ticket.finish("".into()).await;
-    }
-
-    /// Whether `session` is with a person now.
-    pub(super) async fn with_a_person(&self, session: SessionId) -> bool {
-        match &self.handoff {
-            Some(handoff) => handoff
-                .record(&session)
-                .await
-                .active
-                .is_some_and(|active| !handoff.expired(&active)),
-            None => false,
-        }
     }
 
     /// Sends through the outbox that serves `recipient`'s account.

@@ -224,6 +224,28 @@ impl StoredOutcome {
     }
 }
 
+/// What a turn knows of its conversation when it starts.
+#[derive(Default)]
+pub(super) struct Known {
+    /// The menu waiting for an answer.
+    pub menu: Option<PendingMenu>,
+    /// The hand-over record, with hand-over on.
+    pub handoff: Option<crate::handoff::Record>,
+}
+
+impl Known {
+    /// With a person now (the rate limits then do not hold the person back).
+    pub fn with_a_person(&self, handoff: Option<&crate::handoff::Handoff>) -> bool {
+        match (handoff, &self.handoff) {
+            (Some(handoff), Some(record)) => record
+                .active
+                .as_ref()
+                .is_some_and(|active| !handoff.expired(active)),
+            _ => false,
+        }
+    }
+}
+
 /// What the bridge itself says to a person, beside each route's fallback message.
 #[derive(Debug, Clone)]
 pub struct Messages {
@@ -374,7 +396,7 @@ impl Conversations {
         } else {
             Json::from("")
         };
-        let ticket = match self.state.admit(key, session, record).await {
+        let ticket = match self.state.admit(key, session, record, &self.reads()).await {
             Admission::Repeat(repeat) => return self.repeat(route, repeat, session).await,
             Admission::First(ticket) => ticket,
         };
@@ -472,6 +494,7 @@ impl Conversations {
         message: IncomingMessage,
         session: SessionId,
         recipient: &Recipient,
+        known: Known,
     ) -> Handled {
         let nothing = |outcome| Handled {
             replies: Arc::default(),
@@ -490,8 +513,9 @@ impl Conversations {
         }
         let (handoff, returning) = match &self.handoff {
             Some(handoff) => {
+                let record = known.handoff.unwrap_or_default();
                 match self
-                    .before_agent(handoff, route, &message, session, recipient)
+                    .before_agent(handoff, route, &message, session, recipient, record)
                     .await
                 {
                     handover::Before::ToPerson(handled) => return handled,
@@ -504,13 +528,10 @@ impl Conversations {
             }
             None => (None, false),
         };
-        let mut pending = None;
+        let pending = known.menu;
         let input = match message.opt_out {
             Some(keyword) => Some(QueryInput::Event(keyword.event().to_owned())),
-            None => {
-                pending = self.state.get(&self.menu_slot(), &session).await;
-                self.input_of(&message, pending.as_ref())
-            }
+            None => self.input_of(&message, pending.as_ref()),
         };
         let Some(input) = input else {
             return nothing(Outcome::Empty);
@@ -601,6 +622,26 @@ impl Conversations {
 
     fn menu_slot(&self) -> Slot<PendingMenu> {
         Slot::new("menu", self.messages.menu_ttl)
+    }
+
+    /// The conversation records a turn reads when it starts: the pending menu, and
+    /// with hand-over on, the hand-over record.
+    fn reads(&self) -> Vec<&'static str> {
+        let mut reads = vec![self.menu_slot().name()];
+        if let Some(handoff) = &self.handoff {
+            reads.push(handoff.slot().name());
+        }
+        reads
+    }
+
+    /// The records of [`Conversations::reads`], as the turn found them.
+    pub(super) async fn known(&self, ticket: &crate::state::Ticket) -> Known {
+        let menu = ticket.read(&self.menu_slot()).await;
+        let handoff = match &self.handoff {
+            Some(handoff) => Some(ticket.read(&handoff.slot()).await.unwrap_or_default()),
+            None => None,
+        };
+        Known { menu, handoff }
     }
 
     /// What to ask the agent: the choice a tap or a typed answer to the `pending` menu

@@ -42,16 +42,19 @@ impl Conversations {
         };
         let work = ticket.keep_alive(async {
             ticket.wait_turn().await;
+            let known = self.known(&ticket).await;
             // STOP and the like are Twilio's to answer, limit or not: a "slow down"
-            // after STOP would be refused (error 21610).
-            // A person writing to a human is not held to the agent's pace.
-            let limited = match limited.filter(|_| message.opt_out.is_none()) {
-                Some(limited) if !self.with_a_person(session).await => Some(limited),
-                _ => None,
-            };
+            // after STOP would be refused (error 21610). A person writing to a human is
+            // not held to the agent's pace.
+            let limited = limited
+                .filter(|_| message.opt_out.is_none())
+                .filter(|_| !known.with_a_person(self.handoff.as_deref()));
             match limited {
                 Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
-                None => self.answer(&route, message, session, &recipient).await,
+                None => {
+                    self.answer(&route, message, session, &recipient, known)
+                        .await
+                }
             }
         });
         let work = async {

@@ -177,7 +177,7 @@ impl Handoff {
         }))
     }
 
-    fn slot(&self) -> Slot<Record> {
+    pub fn slot(&self) -> Slot<Record> {
         // Kept past the hand-over's own TTL, which is checked against its last
         // activity: an expired hand-over is ended (and said) when next seen.
         Slot::new("handoff", self.settings.ttl + Duration::from_secs(3600))

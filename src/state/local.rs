@@ -134,6 +134,10 @@ impl LocalTicket {
         }
     }
 
+    pub(super) fn read(&self, slot: &'static str) -> Option<Json> {
+        self.state.records.get(slot, self.session.as_str())
+    }
+
     pub(super) fn finish(mut self, outcome: Json) {
         if let Some(completion) = self.completion.take() {
             completion.complete(outcome);

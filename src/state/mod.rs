@@ -114,7 +114,7 @@ pub struct Ticket {
 
 enum Held {
     Local(local::LocalTicket),
-    Shared(shared::SharedTicket),
+    Shared(Box<shared::SharedTicket>),
 }
 
 /// A turn another instance left behind, taken over by this one.
@@ -146,6 +146,16 @@ impl Ticket {
             Held::Local(_) => work.await,
             Held::Shared(ticket) => ticket.keep_alive(work).await,
         }
+    }
+
+    /// The record of `slot` as it was when the turn became ready (call after
+    /// [`Ticket::wait_turn`]).
+    pub async fn read<T: DeserializeOwned>(&self, slot: &Slot<T>) -> Option<T> {
+        let json = match &self.held {
+            Held::Local(ticket) => ticket.read(slot.name),
+            Held::Shared(ticket) => ticket.read(slot.name, &self.session).await,
+        }?;
+        serde_json::from_str(&json).ok()
     }
 
     /// Whether this instance still holds the turn.
@@ -219,6 +229,10 @@ impl<T> Slot<T> {
             kind: PhantomData,
         }
     }
+
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
 }
 
 /// The state store: this process's, or one shared through Redis with a fallback to this
@@ -252,15 +266,19 @@ impl StateStore {
 
     /// Claims `key` (if any) and gives the message the next turn of `session`;
     /// `turn` is what another instance needs to work the turn if this one cannot.
+    ///
+    /// The records of `reads` (slot names) are read when the turn is ready, with the
+    /// round trips the turn makes anyway: [`Ticket::read`] then costs nothing more.
     pub async fn admit(
         &self,
         key: Option<MessageKey>,
         session: SessionId,
         turn: Json,
+        reads: &[&'static str],
     ) -> Admission {
         match self {
             StateStore::Local(local) => local.admit(key, session, true),
-            StateStore::Shared(shared) => shared.admit(key, session, turn, true).await,
+            StateStore::Shared(shared) => shared.admit(key, session, turn, true, reads).await,
         }
     }
 
@@ -269,7 +287,11 @@ impl StateStore {
     pub async fn admit_uncounted(&self, session: SessionId) -> Option<Ticket> {
         let admission = match self {
             StateStore::Local(local) => local.admit(None, session, false),
-            StateStore::Shared(shared) => shared.admit(None, session, Json::from(""), false).await,
+            StateStore::Shared(shared) => {
+                shared
+                    .admit(None, session, Json::from(""), false, &[])
+                    .await
+            }
         };
         match admission {
             Admission::First(ticket) => Some(ticket),

@@ -127,16 +127,23 @@ end
 "#;
 
 /// KEYS: message (or ''), conversation, leases, the conversation's rate counts, the
-/// agent budget's count.
+/// agent budget's count, then records to read when the turn is ready.
 /// ARGV: session, turn, token, lease ms, message ttl s, conversation ttl s, turn key
 /// prefix, messages a minute per conversation (0: no limit), agent calls an hour (0: no
 /// limit).
-/// Returns {0, stored} for a repeat, {1, seq, limited, tell, ready} for a first
-/// delivery: limited is 0, 1 (the conversation's pace) or 2 (the agent budget); tell is
+/// Returns {0, stored} for a repeat, {1, seq, limited, tell, ready, records} for a first
+/// delivery (records: the values of the records to read, '' for none, when ready): limited is 0, 1 (the conversation's pace) or 2 (the agent budget); tell is
 /// 1 the first time within a minute; ready is 1 when the turns before it are done (no
 /// need to wait: the common case costs no further round trip). The same token again
 /// (a retry of an admission whose answer was lost) gets the same turn.
 const ADMIT: &str = r#"
+local function records(ready)
+  local values = {}
+  if ready == 1 then
+    for i = 6, #KEYS do values[#values + 1] = redis.call('GET', KEYS[i]) or '' end
+  end
+  return values
+end
 if KEYS[1] ~= '' then
   local seen = redis.call('GET', KEYS[1])
   if seen then
@@ -148,7 +155,7 @@ if KEYS[1] ~= '' then
     local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '0')
     local ready = 0
     if done + 1 >= seq then ready = 1 end
-    return {1, seq, limited, 0, ready}
+    return {1, seq, limited, 0, ready, records(ready)}
   end
 end
 local limited = 0
@@ -190,13 +197,18 @@ if KEYS[1] ~= '' then redis.call('SET', KEYS[1], 'pending:' .. ARGV[3] .. ':' ..
 local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '0')
 local ready = 0
 if done + 1 >= seq then ready = 1 end
-return {1, seq, limited, tell, ready}
+return {1, seq, limited, tell, ready, records(ready)}
 "#;
 
-/// KEYS: conversation. ARGV: seq, turn key prefix. 1 once the turns before seq are done.
+/// KEYS: conversation, then records to read. ARGV: seq, turn key prefix. Once the turns
+/// before seq are done, {1, records} (their values, '' for none); 0 before.
 const WAIT_TURN: &str = r#"
 local done = advance(KEYS[1], ARGV[2])
-if done + 1 >= tonumber(ARGV[1]) then return 1 end
+if done + 1 >= tonumber(ARGV[1]) then
+  local values = {}
+  for i = 2, #KEYS do values[#values + 1] = redis.call('GET', KEYS[i]) or '' end
+  return {1, values}
+end
 return 0
 "#;
 
@@ -352,6 +364,7 @@ impl SharedState {
         let Some(connection) = self.connection.get() else {
             return Err(self.failed(op, StoreError::Timeout(Duration::ZERO)));
         };
+        self.metrics.state_call(op);
         match tokio::time::timeout(self.timeout, call(connection.clone())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.failed(op, error.into())),
@@ -395,7 +408,12 @@ impl SharedState {
         session: SessionId,
         turn: Json,
         counted: bool,
+        reads: &[&'static str],
     ) -> Admission {
+        let record_keys: Vec<String> = reads
+            .iter()
+            .map(|slot| self.key(&["r", slot, session.as_str()]))
+            .collect();
         let message_key = key
             .as_ref()
             .map(|k| self.message_key(k))
@@ -405,45 +423,33 @@ impl SharedState {
         // The script may have run when its answer is lost (a timeout): asked again with
         // the same token, it gives the same turn. Only then is this process's own state
         // used, and the turn left in the store is cleared once the store answers.
-        let mut admitted = self
-            .run_admit(
-                &message_key,
-                &conversation,
-                &session,
-                &turn,
-                &token,
-                counted,
-            )
-            .await;
+        let call = AdmitCall {
+            message_key: &message_key,
+            conversation: &conversation,
+            session: &session,
+            turn: &turn,
+            token: &token,
+            counted,
+            record_keys: &record_keys,
+        };
+        let mut admitted = self.run_admit(&call).await;
         let timed_out = matches!(admitted, Err(StoreError::Timeout(_)));
         if timed_out {
-            admitted = self
-                .run_admit(
-                    &message_key,
-                    &conversation,
-                    &session,
-                    &turn,
-                    &token,
-                    counted,
-                )
-                .await;
+            admitted = self.run_admit(&call).await;
         }
         match admitted {
             Ok(Admitted::First {
                 seq,
                 limited,
                 ready,
+                records,
             }) => Admission::First(Ticket {
                 session,
                 key,
                 limited,
-                held: Held::Shared(SharedTicket::new(
-                    Arc::clone(self),
-                    &session,
-                    message_key,
-                    seq,
-                    token,
-                    ready,
+                held: Held::Shared(Box::new(
+                    SharedTicket::new(Arc::clone(self), &session, message_key, seq, token, ready)
+                        .reading(reads, record_keys, records),
                 )),
             }),
             Ok(Admitted::Repeat(seen)) => match (key, seen.strip_prefix("done:")) {
@@ -473,15 +479,16 @@ impl SharedState {
         }
     }
 
-    async fn run_admit(
-        &self,
-        message_key: &str,
-        conversation: &str,
-        session: &SessionId,
-        turn: &Json,
-        token: &str,
-        counted: bool,
-    ) -> Result<Admitted, StoreError> {
+    async fn run_admit(&self, call: &AdmitCall<'_>) -> Result<Admitted, StoreError> {
+        let AdmitCall {
+            message_key,
+            conversation,
+            session,
+            turn,
+            token,
+            counted,
+            record_keys,
+        } = *call;
         // Uncounted turns pass no limits: the script then counts nothing.
         let per_conversation = self
             .limits
@@ -501,7 +508,11 @@ impl SharedState {
                     .key(conversation)
                     .key(self.key(&["leases"]))
                     .key(self.key(&["rate", session.as_str()]))
-                    .key(self.key(&["budget"]))
+                    .key(self.key(&["budget"]));
+                for record in record_keys {
+                    invocation.key(record);
+                }
+                invocation
                     .arg(session.as_str())
                     .arg(&**turn)
                     .arg(token)
@@ -516,11 +527,12 @@ impl SharedState {
             .await?;
         match reply.as_slice() {
             [Value::Int(0), seen] => Ok(Admitted::Repeat(text(seen)?)),
-            [Value::Int(1), Value::Int(seq), Value::Int(limited), Value::Int(tell), Value::Int(ready)] => {
+            [Value::Int(1), Value::Int(seq), Value::Int(limited), Value::Int(tell), Value::Int(ready), records] => {
                 Ok(Admitted::First {
                     seq: (*seq).max(0) as u64,
                     limited: limited_of(*limited, *tell),
                     ready: *ready == 1,
+                    records: (*ready == 1).then(|| values_of(records)).transpose()?,
                 })
             }
             other => Err(StoreError::Corrupt(format!("admit answered {other:?}"))),
@@ -660,14 +672,14 @@ impl SharedState {
                 session,
                 key,
                 limited: limited_of(limited.parse().unwrap_or(0), tell.parse().unwrap_or(0)),
-                held: Held::Shared(SharedTicket::new(
+                held: Held::Shared(Box::new(SharedTicket::new(
                     Arc::clone(self),
                     &session,
                     message.clone(),
                     seq.parse().ok()?,
                     token.clone(),
                     false,
-                )),
+                ))),
             },
             turn: data.as_str().into(),
             // The message after those accepted was being sent, or about to be.
@@ -851,14 +863,41 @@ fn instance_id() -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What an admission asks the script.
+#[derive(Clone, Copy)]
+struct AdmitCall<'a> {
+    message_key: &'a str,
+    conversation: &'a str,
+    session: &'a SessionId,
+    turn: &'a Json,
+    token: &'a str,
+    counted: bool,
+    record_keys: &'a [String],
+}
+
 /// What an admission script said.
 enum Admitted {
     First {
         seq: u64,
         limited: Option<Limited>,
         ready: bool,
+        /// The records asked for, read when the turn was ready.
+        records: Option<Vec<Option<Json>>>,
     },
     Repeat(String),
+}
+
+/// The records a script read: '' for none.
+fn values_of(value: &Value) -> Result<Vec<Option<Json>>, StoreError> {
+    match value {
+        Value::Array(values) => values
+            .iter()
+            .map(|v| text(v).map(|t| (!t.is_empty()).then(|| Json::from(t))))
+            .collect(),
+        other => Err(StoreError::Corrupt(format!(
+            "expected records, got {other:?}"
+        ))),
+    }
 }
 
 /// The limit a turn went past, as the scripts number them.
@@ -913,6 +952,10 @@ pub(super) struct SharedTicket {
     created: Instant,
     /// The turns before it were done when it was admitted.
     ready: AtomicBool,
+    /// Records read when the turn became ready: their slots, keys, and values.
+    reads: Vec<&'static str>,
+    record_keys: Vec<String>,
+    records: std::sync::Mutex<Option<Vec<Option<Json>>>>,
 }
 
 impl SharedTicket {
@@ -936,7 +979,41 @@ impl SharedTicket {
             confirmed: AtomicU64::new(0),
             created: Instant::now(),
             ready: AtomicBool::new(ready),
+            reads: Vec::new(),
+            record_keys: Vec::new(),
+            records: std::sync::Mutex::new(None),
             state,
+        }
+    }
+
+    /// The records to read when the turn is ready, and those read already.
+    fn reading(
+        mut self,
+        reads: &[&'static str],
+        record_keys: Vec<String>,
+        records: Option<Vec<Option<Json>>>,
+    ) -> Self {
+        self.reads = reads.to_vec();
+        self.record_keys = record_keys;
+        self.records = std::sync::Mutex::new(records);
+        self
+    }
+
+    /// Record `slot` of the conversation as it was when the turn became ready: read
+    /// with the admission or the wait, else now.
+    pub(super) async fn read(&self, slot: &'static str, session: &SessionId) -> Option<Json> {
+        let read = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .and_then(|values| {
+                let at = self.reads.iter().position(|r| *r == slot)?;
+                Some(values.get(at).cloned().flatten())
+            });
+        match read {
+            Some(value) => value,
+            None => self.state.get_record(slot, session.as_str()).await,
         }
     }
 
@@ -980,17 +1057,27 @@ impl SharedTicket {
                 .state
                 .call("wait_turn", |mut connection| {
                     let mut invocation = self.state.scripts.wait_turn.prepare_invoke();
-                    invocation
-                        .key(&self.conversation)
-                        .arg(self.seq)
-                        .arg(&self.turn_prefix);
-                    async move { invocation.invoke_async::<i64>(&mut connection).await }
+                    invocation.key(&self.conversation);
+                    for record in &self.record_keys {
+                        invocation.key(record);
+                    }
+                    invocation.arg(self.seq).arg(&self.turn_prefix);
+                    async move { invocation.invoke_async::<Value>(&mut connection).await }
                 })
                 .await;
             match ready {
-                Ok(0) => {
+                Ok(Value::Int(0)) => {
                     let _ = tokio::time::timeout(pause, self.state.finished.notified()).await;
                     pause = (pause * 2).min(POLL_EVERY * 16);
+                }
+                Ok(Value::Array(answer)) => {
+                    if let Some(Ok(values)) = answer.get(1).map(values_of) {
+                        *self
+                            .records
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(values);
+                    }
+                    return;
                 }
                 // Ready; or the store cannot say, and a person is not kept waiting for it.
                 _ => return,

@@ -96,6 +96,11 @@ intents:
     phrases: ["wrapped"]
     replies:
       - payload: { twilio: { quickReplies: { title: "Wrapped?", quickReplies: [Yes, No] } } }
+  - name: slow.size
+    phrases: ["slow order"]
+    delay_ms: 600
+    replies:
+      - quick_replies: { title: "What size?", replies: [Small, Medium, Large] }
   - name: slow
     phrases: ["slow"]
     delay_ms: 1500
@@ -813,4 +818,35 @@ async fn a_tap_without_an_id_asks_the_title() {
     let sent = through_api(&stack, &phone, &tap, 1).await;
     assert_eq!(sent[0].body, "Size large");
     assert_eq!(last_asked(&stack), "Large");
+}
+
+#[tokio::test]
+async fn a_number_sent_while_the_menu_is_on_its_way_answers_it() {
+    // The "2" waits for the turn before it (the store's wait), and reads the menu that
+    // turn left, with the same round trip.
+    let redis = RedisServer::start().await;
+    let stack = rich_stack("CX", |vars| {
+        vars.insert("STATE_URL".into(), redis.url());
+    })
+    .await;
+    let first = {
+        let phone = stack.phone.clone();
+        tokio::spawn(async move { ask(&phone, "slow order").await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = ask(&stack.phone, "2").await;
+    assert_eq!(
+        texts(&first.await.unwrap()),
+        vec!["What size?\n1 Small · 2 Medium · 3 Large"]
+    );
+    assert_eq!(texts(&second), vec!["Size medium"]);
+    let metrics = stack.metrics().await;
+    assert!(
+        metrics.contains(r#"twilio_dialogflow_state_calls_total{op="wait_turn"}"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"op="get_record""#),
+        "the menu came with the turn, not a read of its own:\n{metrics}"
+    );
 }
