@@ -733,3 +733,41 @@ async fn with_two_instances_a_quiet_hand_over_is_ended_once() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(desk.kinds(), vec!["handoff.started", "handoff.ended"]);
 }
+
+#[tokio::test]
+async fn the_desk_command_shows_events_and_answers_through_the_bridge() {
+    let port = free_port();
+    let desk_url = format!("http://127.0.0.1:{port}/");
+    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", with_people(&desk_url)).await;
+    let dir = WorkDir::with_dotenv(&format!("HANDOFF_TOKEN={TOKEN}\nHANDOFF_SECRET={SECRET}\n"));
+    let port = port.to_string();
+    let bridge = stack.bridge.url();
+    let mut command = dir.command(&["desk", "--listen", &port, "--bridge", &bridge], &[]);
+    command.stdin(std::process::Stdio::piped());
+    let mut desk = Running::spawn(&mut command, Output::Stdout);
+    desk.find_line(|l| l.contains("Helpdesk listening").then_some(()))
+        .await;
+    say(&stack, "talk to a person", 1).await;
+    desk.find_line(|l| {
+        l.contains("hand-over started (sms, live_agent_handoff)")
+            .then_some(())
+    })
+    .await;
+    desk.find_line(|l| l.contains("person: talk to a person").then_some(()))
+        .await;
+    say(&stack, "my order is late", 0).await;
+    desk.find_line(|l| l.contains("] person: my order is late").then_some(()))
+        .await;
+    desk.write_line("Hi, Sam from the shop here");
+    desk.find_line(|l| l.contains("(sent)").then_some(())).await;
+    assert_eq!(
+        stack.twilio.wait_for(2).await[1].body,
+        "Hi, Sam from the shop here"
+    );
+    desk.write_line("/end");
+    desk.find_line(|l| l.contains("given back to the agent").then_some(()))
+        .await;
+    desk.find_line(|l| l.contains("hand-over ended (desk)").then_some(()))
+        .await;
+    assert_eq!(say(&stack, "hello", 1).await, vec!["Hello from the agent"]);
+}

@@ -375,6 +375,14 @@ impl Running {
         Self { child, lines }
     }
 
+    /// Writes `line` to the child's standard input (started with `Stdio::piped()`).
+    pub fn write_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").expect("the child reads its input");
+        stdin.flush().expect("the child reads its input");
+    }
+
     /// Sends the child `signal` (`TERM`, `KILL`, …), as the platform would.
     pub fn signal(&self, signal: &str) {
         let sent = std::process::Command::new("kill")
