@@ -13,7 +13,7 @@ mod turn;
 
 pub use handover::{HandoffWork, HumanSideError};
 
-use crate::agent::{Agent, AgentQuery, QueryInput, LOCATION_EVENT, MEDIA_EVENT};
+use crate::agent::{Agent, AgentAnswer, AgentQuery, QueryInput, LOCATION_EVENT, MEDIA_EVENT};
 use crate::menu::{answer_of_id, MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
@@ -548,23 +548,35 @@ impl Conversations {
         };
         let started = Instant::now();
         let typing = self.typing(route, &message);
-        let result = async {
-            // Back from a person: the agent hears of it first, and may say welcome back.
-            let mut welcome = Vec::new();
-            if returning {
-                let input = std::mem::replace(
-                    &mut query.input,
-                    QueryInput::Event(crate::handoff::RETURN_EVENT.to_owned()),
-                );
-                welcome = route.agent.detect_intent(&query).await?.replies;
-                query.input = input;
-            }
-            let mut answer = route.agent.detect_intent(&query).await?;
-            welcome.append(&mut answer.replies);
-            answer.replies = welcome;
-            Ok::<_, crate::agent::AgentError>(answer)
+        // Back from a person: the agent hears of it first, and may say welcome back. One
+        // call site, so that the turn holds one request's state, not two.
+        let mut inputs = Vec::with_capacity(2);
+        if returning {
+            inputs.push(QueryInput::Event(crate::handoff::RETURN_EVENT.to_owned()));
         }
-        .await;
+        inputs.push(std::mem::replace(
+            &mut query.input,
+            QueryInput::Text(String::new()),
+        ));
+        let mut answer = AgentAnswer::default();
+        let mut failed = None;
+        for input in inputs {
+            query.input = input;
+            match route.agent.detect_intent(&query).await {
+                Ok(more) => {
+                    answer.replies.extend(more.replies);
+                    answer.handoff = more.handoff.or(answer.handoff);
+                }
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        let result = match failed {
+            None => Ok(answer),
+            Some(error) => Err(error),
+        };
         if let Some(typing) = typing {
             typing.abort();
         }

@@ -40,7 +40,8 @@ impl Conversations {
             }
             _ => None,
         };
-        let work = ticket.keep_alive(async {
+        // Boxed: a turn in flight holds its work once, not once per layer of futures.
+        let work = Box::pin(ticket.keep_alive(async {
             ticket.wait_turn().await;
             let known = self.known(&ticket).await;
             // STOP and the like are Twilio's to answer, limit or not: a "slow down"
@@ -56,7 +57,7 @@ impl Conversations {
                         .await
                 }
             }
-        });
+        }));
         let work = async {
             match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, work)
@@ -96,7 +97,7 @@ impl Conversations {
                             ticket.record_answer(&answered).await;
                             ticket.record_sent(handled.replies.len()).await;
                             ticket
-                                .keep_alive(self.post_events(work, session, &recipient))
+                                .keep_alive(Box::pin(self.post_events(work, session, &recipient)))
                                 .await;
                         }
                         return ticket.finish(outcome).await;
@@ -123,8 +124,9 @@ impl Conversations {
                 );
                 let outcome = StoredOutcome::of(&handled);
                 ticket.record_answer(&outcome).await;
-                self.send_through_api(outbox, ticket, &recipient, &handled, 0)
-                    .await;
+                // Boxed: a turn answered in the webhook, most of them, does not carry
+                // the API's request state in its future (each turn in flight is one).
+                Box::pin(self.send_through_api(outbox, ticket, &recipient, &handled, 0)).await;
             }
         }
         drop(owing);
@@ -195,7 +197,7 @@ impl Conversations {
         if let Some(work) = &handled.handoff {
             // Retries may outlast the lease: it is renewed meanwhile.
             ticket
-                .keep_alive(self.post_events(work, handled.session, recipient))
+                .keep_alive(Box::pin(self.post_events(work, handled.session, recipient)))
                 .await;
         }
         match report.last_error {

@@ -141,7 +141,11 @@ impl Ticket {
 
     /// Keeps the lease of a shared turn alive while `work` runs; tells whether another
     /// instance took the turn over meanwhile (then its work is no longer this one's).
+    ///
+    /// `work` is boxed once, here: passed down by value through the layers below, a
+    /// large future would be stored again at each (every turn in flight holds one).
     pub async fn keep_alive<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let work = Box::pin(work);
         match &self.held {
             Held::Local(_) => work.await,
             Held::Shared(ticket) => ticket.keep_alive(work).await,
