@@ -166,11 +166,7 @@ mod tests {
     use super::*;
 
     fn menu(titles: &[&str]) -> ReplyMessage {
-        ReplyMessage {
-            body: "Size?".into(),
-            choices: titles.iter().map(|t| Choice::titled(*t)).collect(),
-            ..ReplyMessage::default()
-        }
+        ReplyMessage::menu("Size?", titles)
     }
 
     #[test]

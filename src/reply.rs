@@ -84,6 +84,15 @@ impl ReplyMessage {
             && self.template.is_none()
     }
 
+    /// A question and its choices, by title.
+    pub fn menu(body: impl Into<String>, titles: &[&str]) -> Self {
+        Self {
+            body: body.into(),
+            choices: titles.iter().map(|t| Choice::titled(*t)).collect(),
+            ..Self::default()
+        }
+    }
+
     pub fn media(urls: Vec<String>) -> Self {
         Self {
             media: urls,

@@ -225,14 +225,10 @@ pub async fn content_for(menu: &Menu, api: &MessagesApi, state: &StateStore) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reply::{Answer, Choice};
+    use crate::reply::Answer;
 
     fn menu(titles: &[&str]) -> ReplyMessage {
-        ReplyMessage {
-            body: "Size?".into(),
-            choices: titles.iter().map(|t| Choice::titled(*t)).collect(),
-            ..ReplyMessage::default()
-        }
+        ReplyMessage::menu("Size?", titles)
     }
 
     #[test]

@@ -24,18 +24,29 @@ pub struct HandoffWork {
     pub events: Vec<Event>,
 }
 
+/// The turn a hand-over step works on.
+pub(super) struct TurnAt<'a> {
+    pub route: &'a AgentRoute,
+    pub message: &'a IncomingMessage,
+    pub session: SessionId,
+    pub recipient: &'a Recipient,
+}
+
+/// What the turn found before asking the agent, for [`Conversations::after_agent`].
+pub(super) struct Found {
+    pub record: Record,
+    /// Posted first: an expired hand-over was ended now.
+    pub ended: Option<Event>,
+    /// The agent gets the return event first.
+    pub returning: bool,
+}
+
 /// Where a message goes, hand-over wise.
 pub(super) enum Before {
     /// To the human side: the agent is not asked.
     ToPerson(Handled),
-    /// To the agent; `record` is saved once it has answered, and `ended` is posted
-    /// first, when an expired hand-over was ended now.
-    Agent {
-        record: Record,
-        ended: Option<Event>,
-        /// The agent gets the return event first.
-        returning: bool,
-    },
+    /// To the agent; what was found is saved once it has answered.
+    Agent(Found),
 }
 
 /// Why the human side's call did not go through.
@@ -55,12 +66,15 @@ impl Conversations {
     pub(super) async fn before_agent(
         &self,
         handoff: &Handoff,
-        route: &AgentRoute,
-        message: &IncomingMessage,
-        session: SessionId,
-        recipient: &Recipient,
+        turn: &TurnAt<'_>,
         mut record: Record,
     ) -> Before {
+        let TurnAt {
+            route,
+            message,
+            session,
+            ..
+        } = *turn;
         let keep = handoff.settings.history;
         let mut ended = None;
         if let Some(active) = record.active.as_mut() {
@@ -82,15 +96,7 @@ impl Conversations {
         }
         if handoff.is_keyword(&message.body) && route.delivery.outbox().is_some() {
             record.remember(Speaker::Person, &message.body, &media_of(message), keep);
-            let started = start(
-                handoff,
-                &mut record,
-                message,
-                session,
-                recipient,
-                "keyword",
-                Map::new(),
-            );
+            let started = start(handoff, &mut record, turn, "keyword", Map::new());
             handoff.save(&session, &record).await;
             if let Some(active) = &record.active {
                 handoff.schedule_end(&session, active).await;
@@ -100,27 +106,32 @@ impl Conversations {
             return Before::ToPerson(with_person(session, fit_to_limits(replies), events));
         }
         let returning = std::mem::take(&mut record.returning);
-        Before::Agent {
+        Before::Agent(Found {
             record,
             ended,
             returning,
-        }
+        })
     }
 
     /// Records the turn, and starts the hand-over the agent asked for.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn after_agent(
         &self,
         handoff: &Handoff,
-        route: &AgentRoute,
-        message: &IncomingMessage,
-        session: SessionId,
-        recipient: &Recipient,
-        mut record: Record,
-        ended: Option<Event>,
-        returning: bool,
+        turn: &TurnAt<'_>,
+        found: Found,
         answer: &AgentAnswer,
     ) -> Option<HandoffWork> {
+        let TurnAt {
+            route,
+            message,
+            session,
+            ..
+        } = *turn;
+        let Found {
+            mut record,
+            ended,
+            returning,
+        } = found;
         let keep = handoff.settings.history;
         // Without history to keep, the record changes only when a hand-over starts or
         // ends: then only is it written.
@@ -137,9 +148,7 @@ impl Conversations {
                 events.push(start(
                     handoff,
                     &mut record,
-                    message,
-                    session,
-                    recipient,
+                    turn,
                     request.trigger,
                     request.metadata.clone(),
                 ))
@@ -400,12 +409,16 @@ impl Conversations {
 fn start(
     handoff: &Handoff,
     record: &mut Record,
-    message: &IncomingMessage,
-    session: SessionId,
-    recipient: &Recipient,
+    turn: &TurnAt<'_>,
     trigger: &'static str,
     metadata: Map<String, serde_json::Value>,
 ) -> Event {
+    let TurnAt {
+        message,
+        session,
+        recipient,
+        ..
+    } = *turn;
     let history: Vec<Line> = record.recent.iter().cloned().collect();
     record.active = Some(Active {
         started_at: now(),

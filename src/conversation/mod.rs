@@ -511,19 +511,21 @@ impl Conversations {
         if message.opt_out.is_some() && !self.messages.opt_out_to_agent {
             return nothing(Outcome::OptOut);
         }
+        let turn = handover::TurnAt {
+            route,
+            message: &message,
+            session,
+            recipient,
+        };
         let (handoff, returning) = match &self.handoff {
             Some(handoff) => {
                 let record = known.handoff.unwrap_or_default();
-                match self
-                    .before_agent(handoff, route, &message, session, recipient, record)
-                    .await
-                {
+                match self.before_agent(handoff, &turn, record).await {
                     handover::Before::ToPerson(handled) => return handled,
-                    handover::Before::Agent {
-                        record,
-                        ended,
-                        returning,
-                    } => (Some((handoff, record, ended)), returning),
+                    handover::Before::Agent(found) => {
+                        let returning = found.returning;
+                        (Some((handoff, found)), returning)
+                    }
                 }
             }
             None => (None, false),
@@ -595,12 +597,8 @@ impl Conversations {
                     None => {}
                 }
                 let work = match handoff {
-                    Some((handoff, record, ended)) => {
-                        self.after_agent(
-                            handoff, route, &message, session, recipient, record, ended, returning,
-                            &answer,
-                        )
-                        .await
+                    Some((handoff, found)) => {
+                        self.after_agent(handoff, &turn, found, &answer).await
                     }
                     None => None,
                 };
@@ -620,10 +618,11 @@ impl Conversations {
                 tracing::warn!(route = %route.name, session = %session, error = %error, "the agent could not answer; sending the fallback message");
                 let mut handled = self.fallback(route, session, error.label(), latency);
                 // A hand-over that expired is over, whatever the agent did.
-                if let Some((handoff, mut record, ended)) = handoff {
-                    record.returning |= returning;
+                if let Some((handoff, found)) = handoff {
+                    let mut record = found.record;
+                    record.returning |= found.returning;
                     handoff.save(&session, &record).await;
-                    handled.handoff = ended.map(|event| HandoffWork {
+                    handled.handoff = found.ended.map(|event| HandoffWork {
                         events: vec![event],
                     });
                 }
