@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 use std::sync::Arc;
 
+/// When a quiet hand-over could not be looked at, how long before it is again.
+const RETRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The hand-over events a turn posts after its replies, in order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HandoffWork {
@@ -237,6 +240,11 @@ impl Conversations {
             return;
         };
         let Ok(ticket) = self.human_turn(session).await else {
+            // Shutting down: looked at again later, by this instance or another.
+            let later = now() + RETRY_SWEEP.as_secs();
+            self.state
+                .schedule(crate::handoff::SCHEDULE, session.as_str(), later)
+                .await;
             return;
         };
         let mut record = handoff.record(&session).await;
@@ -283,9 +291,9 @@ impl Conversations {
     ) -> Result<usize, HumanSideError> {
         let (handoff, session) = self.conversation_of(conversation)?;
         let handoff = Arc::clone(handoff);
-        let ticket = self.human_turn(session).await?;
         let this = Arc::clone(self);
         let work = async move {
+            let ticket = this.human_turn(session).await?;
             let result = ticket
                 .keep_alive(this.human_says_in_turn(&handoff, session, message, &ticket))
                 .await;
@@ -340,29 +348,39 @@ impl Conversations {
     }
 
     /// The human side gives `conversation` back to the agent. `handoff.ended` is posted
-    /// in the conversation's turn, after the call has been answered.
+    /// in the conversation's turn, after the call has been answered; all of it on a task
+    /// of its own, so that a caller hanging up leaves nothing half done.
     pub async fn human_ends(self: &Arc<Self>, conversation: &str) -> Result<(), HumanSideError> {
         let (handoff, session) = self.conversation_of(conversation)?;
         let handoff = Arc::clone(handoff);
-        let ticket = self.human_turn(session).await?;
-        let mut record = handoff.record(&session).await;
-        let Some(active) = &record.active else {
-            ticket.finish("".into()).await;
-            return Err(HumanSideError::NotHandedOver);
-        };
-        let reason = match handoff.expired(active) {
-            true => EndReason::Expired,
-            false => EndReason::Desk,
-        };
-        let ended = self.end_now(&handoff, session, &mut record, reason).await;
+        let this = Arc::clone(self);
+        let (told, answer) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
+            let ticket = match this.human_turn(session).await {
+                Ok(ticket) => ticket,
+                Err(refusal) => {
+                    let _ = told.send(Err(refusal));
+                    return;
+                }
+            };
+            let mut record = handoff.record(&session).await;
+            let reason = match &record.active {
+                Some(active) if handoff.expired(active) => EndReason::Expired,
+                Some(_) => EndReason::Desk,
+                None => {
+                    let _ = told.send(Err(HumanSideError::NotHandedOver));
+                    return ticket.finish("".into()).await;
+                }
+            };
+            let ended = this.end_now(&handoff, session, &mut record, reason).await;
+            let _ = told.send(match reason {
+                EndReason::Desk => Ok(()),
+                _ => Err(HumanSideError::NotHandedOver),
+            });
             ticket.keep_alive(handoff.destination.deliver(&ended)).await;
             ticket.finish("".into()).await;
         });
-        match reason {
-            EndReason::Desk => Ok(()),
-            _ => Err(HumanSideError::NotHandedOver),
-        }
+        answer.await.unwrap_or(Err(HumanSideError::Busy))
     }
 
     fn conversation_of(

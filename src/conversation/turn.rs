@@ -94,10 +94,11 @@ impl Conversations {
                                 route: Route::Api,
                                 ..handled.clone()
                             });
-                            ticket.record_answer(&answered).await;
-                            ticket.record_sent(handled.replies.len()).await;
                             ticket
-                                .keep_alive(Box::pin(self.post_events(work, session, &recipient)))
+                                .record_answer_sent(&answered, handled.replies.len())
+                                .await;
+                            ticket
+                                .keep_alive(self.post_events(work, session, &recipient))
                                 .await;
                         }
                         return ticket.finish(outcome).await;
@@ -197,7 +198,7 @@ impl Conversations {
         if let Some(work) = &handled.handoff {
             // Retries may outlast the lease: it is renewed meanwhile.
             ticket
-                .keep_alive(Box::pin(self.post_events(work, handled.session, recipient)))
+                .keep_alive(self.post_events(work, handled.session, recipient))
                 .await;
         }
         match report.last_error {

@@ -173,8 +173,14 @@ impl Ticket {
     /// Records the answer before its messages are sent through the API, so that an
     /// instance taking over sends what is left of it instead of asking the agent again.
     pub async fn record_answer(&self, answer: &Json) {
+        self.record_answer_sent(answer, 0).await;
+    }
+
+    /// Records the answer with its first `sent` messages already accepted (they went
+    /// in the webhook's answer), in one round trip.
+    pub async fn record_answer_sent(&self, answer: &Json, sent: usize) {
         if let Held::Shared(ticket) = &self.held {
-            ticket.record_answer(answer).await;
+            ticket.record_answer(answer, sent).await;
         }
     }
 

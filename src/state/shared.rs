@@ -527,12 +527,15 @@ impl SharedState {
             .await?;
         match reply.as_slice() {
             [Value::Int(0), seen] => Ok(Admitted::Repeat(text(seen)?)),
-            [Value::Int(1), Value::Int(seq), Value::Int(limited), Value::Int(tell), Value::Int(ready), records] => {
+            [Value::Int(1), Value::Int(seq), Value::Int(limited), Value::Int(tell), Value::Int(ready), records] =>
+            {
                 Ok(Admitted::First {
                     seq: (*seq).max(0) as u64,
                     limited: limited_of(*limited, *tell),
                     ready: *ready == 1,
-                    records: (*ready == 1).then(|| values_of(records)).transpose()?,
+                    // A value that cannot be read is read again when asked for: the
+                    // turn itself was made, and stands.
+                    records: (*ready == 1).then(|| values_of(records).ok()).flatten(),
                 })
             }
             other => Err(StoreError::Corrupt(format!("admit answered {other:?}"))),
@@ -1142,8 +1145,9 @@ impl SharedTicket {
         }
     }
 
-    pub(super) async fn record_answer(&self, answer: &Json) {
-        self.record(&[("answer", answer), ("sent", "0")]).await;
+    pub(super) async fn record_answer(&self, answer: &Json, sent: usize) {
+        self.record(&[("answer", answer), ("sent", &sent.to_string())])
+            .await;
     }
 
     pub(super) async fn record_sent(&self, sent: usize) {
