@@ -19,6 +19,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY crates crates
 # The sample agent is built into the binary for `demo`; the benchmarks are targets of
 # the manifest, which cargo wants to find.
 COPY examples examples

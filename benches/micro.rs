@@ -5,10 +5,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use twilio_dialogflow::reply::{fit_to_limits, ReplyMessage};
-use twilio_dialogflow::twilio::signature;
-use twilio_dialogflow::twilio::twiml;
-use twilio_dialogflow::twilio::webhook::{FormParams, IncomingMessage};
+use bridge::reply::{fit_to_limits, ReplyMessage};
+use bridge::twilio::signature;
+use bridge::twilio::twiml;
+use bridge::twilio::webhook::{FormParams, IncomingMessage};
 
 const URL: &str = "https://bridge-abc123-uc.a.run.app/";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -93,7 +93,7 @@ fn benches(c: &mut Criterion) {
 /// A thousand routes, one per number (half of them also by Messaging Service), and the
 /// lookup of a webhook for the last of them: the index makes it as cheap as the first.
 fn routing(c: &mut Criterion) {
-    use twilio_dialogflow::routes::{Addressed, Index, Matcher};
+    use bridge::routes::{Addressed, Index, Matcher};
     let matchers: Vec<Matcher> = (0..1000)
         .map(|i| Matcher {
             to: Some(format!("+331700{i:05}")),

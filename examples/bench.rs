@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use twilio_dialogflow::twilio::signature;
-use twilio_dialogflow::twilio::webhook::FormParams;
+use bridge::twilio::signature;
+use bridge::twilio::webhook::FormParams;
 
 const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 const AUTH_TOKEN: &str = "bench-token";

@@ -2,10 +2,10 @@
 //! configuration exactly as `serve` does, reports every problem at once, and unless
 //! offline asks the agent one real question and shows the answer.
 
-use crate::agent::{Agent, AgentQuery, QueryInput};
-use crate::config::{AgentKind, ProjectLookup, RouteSettings, Secret, Settings, Vars};
-use crate::session::SessionId;
-use crate::state::SharedState;
+use bridge::agent::{Agent, AgentQuery, QueryInput};
+use bridge::config::{AgentKind, ProjectLookup, RouteSettings, Secret, Settings, Vars};
+use bridge::session::SessionId;
+use bridge::state::SharedState;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ pub enum Verdict {
 }
 
 /// Runs the check; returns the verdict and the report to print. `project` says where
-/// the project id came from (see [`crate::config::complete_project`]).
+/// the project id came from (see [`bridge::config::complete_project`]).
 pub async fn run(
     vars: &Vars,
     project: &ProjectLookup,
@@ -44,7 +44,7 @@ pub async fn run(
     let file_routes: Vec<&RouteSettings> = settings
         .routes
         .iter()
-        .filter(|route| route.matcher != crate::routes::Matcher::default())
+        .filter(|route| route.matcher != bridge::routes::Matcher::default())
         .collect();
     if !file_routes.is_empty() {
         let _ = writeln!(report, "routes (first match wins):");
@@ -92,7 +92,7 @@ pub async fn run(
             .into_iter()
             .collect()
     };
-    let clients = crate::agent::Clients::default();
+    let clients = bridge::agent::Clients::default();
     for route in asked {
         let label = if settings.routes.len() > 1 {
             format!("agent of route {}", route.name)
@@ -114,7 +114,7 @@ async fn ask(
     report: &mut String,
     label: &str,
     route: &RouteSettings,
-    clients: &crate::agent::Clients,
+    clients: &bridge::agent::Clients,
     settings: &Settings,
     text: &str,
 ) -> bool {
@@ -175,7 +175,7 @@ async fn ask(
 /// TLS and a round trip's time; or why it cannot be used.
 async fn store_health(settings: &Settings) -> Option<String> {
     settings.state.url.as_ref()?;
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(bridge::metrics::Metrics::new());
     let state = match SharedState::open(&settings.state, settings.rate_limits, metrics).await {
         Ok(state) => state,
         Err(error) => return Some(format!("state: cannot use the store: {error}")),
@@ -229,7 +229,7 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         ),
         ("REPLY_MODE", replies.mode.to_string()),
     ]);
-    if replies.mode != crate::config::ReplyMode::Twiml {
+    if replies.mode != bridge::config::ReplyMode::Twiml {
         lines.extend([
             ("REPLY_DEADLINE", seconds(replies.deadline)),
             ("TWILIO_API_BASE_URL", replies.api_base_url.clone()),
@@ -289,7 +289,7 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             format!(
                 "{} (open files allowed: {})",
                 settings.limits.max_connections,
-                crate::config::open_files_limit()
+                bridge::config::open_files_limit()
             ),
         ),
     ]);
@@ -337,7 +337,7 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
 
 /// The default route's agent, as the variables that set it.
 fn agent_lines(
-    agent: &crate::config::AgentSettings,
+    agent: &bridge::config::AgentSettings,
     project: &ProjectLookup,
     fallback_message: &str,
 ) -> Vec<(&'static str, String)> {

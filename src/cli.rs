@@ -4,8 +4,10 @@
 //! directory, so that one `.env` configures the bridge, the local emulators and the
 //! terminal phone alike.
 
-use crate::config::{self, ProjectLookup, Settings, Vars};
-use crate::{chat, check, demo, desk, emulator, http, logging};
+use bridge::config::{self, ProjectLookup, Settings, Vars};
+use crate::check;
+use bridge::{logging, startup};
+use stand_ins::{chat, demo, desk, emulator};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -266,10 +268,10 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
-    let state = http::AppState::connect(&settings)
+    let state = startup::build(&settings)
         .await
         .context("cannot set up the Dialogflow client")?;
-    let listener = http::server::listen(std::net::SocketAddr::from(([0, 0, 0, 0], settings.port)))
+    let listener = startup::listen(std::net::SocketAddr::from(([0, 0, 0, 0], settings.port)))
         .with_context(|| format!("cannot listen on port {}", settings.port))?;
     let port = listener
         .local_addr()
@@ -283,7 +285,7 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
         reply_mode = %settings.replies.mode,
         "bridge listening"
     );
-    http::serve(listener, state, http::shutdown_signal())
+    startup::serve(listener, state, startup::shutdown_signal())
         .await
         .context("the server failed")?;
     Ok(ExitCode::SUCCESS)

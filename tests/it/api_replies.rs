@@ -3,8 +3,8 @@
 
 use crate::helpers::*;
 use std::time::{Duration, Instant};
-use twilio_dialogflow::chat::Outgoing;
-use twilio_dialogflow::messages_emulator::SentMessage;
+use stand_ins::chat::Outgoing;
+use stand_ins::messages_api::SentMessage;
 
 const EMPTY: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
 

@@ -3,9 +3,9 @@
 
 use crate::helpers::*;
 use serde_json::json;
-use twilio_dialogflow::chat::Outgoing;
-use twilio_dialogflow::config::DEFAULT_FALLBACK_MESSAGE;
-use twilio_dialogflow::reply::ReplyMessage;
+use stand_ins::chat::Outgoing;
+use bridge::config::DEFAULT_FALLBACK_MESSAGE;
+use bridge::reply::ReplyMessage;
 
 #[tokio::test]
 async fn answers_text_with_the_agents_reply() {
@@ -255,7 +255,7 @@ async fn shutdown_lets_requests_in_flight_finish() {
     let (reply, _) = shut_down_while_the_agent_thinks("8s").await;
     assert_eq!(
         reply,
-        twilio_dialogflow::chat::PhoneReply::Messages(vec![ReplyMessage::text("Finally")])
+        stand_ins::chat::PhoneReply::Messages(vec![ReplyMessage::text("Finally")])
     );
 }
 
@@ -265,7 +265,7 @@ async fn at_the_end_of_the_grace_a_waiting_webhook_gets_the_fallback() {
     let (reply, took) = shut_down_while_the_agent_thinks("1s").await;
     assert_eq!(
         reply,
-        twilio_dialogflow::chat::PhoneReply::Messages(vec![ReplyMessage::text(
+        stand_ins::chat::PhoneReply::Messages(vec![ReplyMessage::text(
             DEFAULT_FALLBACK_MESSAGE
         )])
     );
@@ -276,7 +276,7 @@ async fn at_the_end_of_the_grace_a_waiting_webhook_gets_the_fallback() {
 /// agent has the question, and returns the reply and how long the shutdown took.
 async fn shut_down_while_the_agent_thinks(
     grace: &str,
-) -> (twilio_dialogflow::chat::PhoneReply, std::time::Duration) {
+) -> (stand_ins::chat::PhoneReply, std::time::Duration) {
     let stack = start("CX", |vars| {
         vars.insert("AGENT_TIMEOUT".into(), "10s".into());
         vars.insert("SHUTDOWN_GRACE".into(), grace.into());

@@ -2,8 +2,8 @@
 
 use crate::helpers::*;
 use serde_json::json;
-use twilio_dialogflow::chat::Outgoing;
-use twilio_dialogflow::reply::ReplyMessage;
+use stand_ins::chat::Outgoing;
+use bridge::reply::ReplyMessage;
 
 #[tokio::test]
 async fn answers_text_and_sends_the_es_query() {
@@ -86,6 +86,6 @@ async fn a_failing_es_agent_gets_the_fallback_message() {
     let stack = start("ES", |_| {}).await;
     assert_eq!(
         texts(&stack.say("denied").await),
-        vec![twilio_dialogflow::config::DEFAULT_FALLBACK_MESSAGE]
+        vec![bridge::config::DEFAULT_FALLBACK_MESSAGE]
     );
 }

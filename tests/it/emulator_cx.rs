@@ -7,8 +7,8 @@ use google_cloud_dialogflow_cx_v3::model::{
 };
 use google_cloud_gax::error::rpc::Code;
 use serde_json::{json, Value};
-use twilio_dialogflow::emulator::SAMPLE_AGENT;
-use twilio_dialogflow::emulator::{AgentDefinition, Emulator};
+use stand_ins::emulator::SAMPLE_AGENT;
+use stand_ins::emulator::{AgentDefinition, Emulator};
 
 const AGENT: &str = "projects/demo-project/locations/global/agents/pizzabot";
 

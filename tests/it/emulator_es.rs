@@ -5,8 +5,8 @@ use google_cloud_dialogflow_v2::model::intent::message::{Message, Platform};
 use google_cloud_dialogflow_v2::model::{DetectIntentRequest, EventInput, QueryInput, TextInput};
 use google_cloud_gax::error::rpc::Code;
 use serde_json::json;
-use twilio_dialogflow::emulator::SAMPLE_AGENT;
-use twilio_dialogflow::emulator::{AgentDefinition, Emulator};
+use stand_ins::emulator::SAMPLE_AGENT;
+use stand_ins::emulator::{AgentDefinition, Emulator};
 
 async fn emulator(yaml: &str) -> Emulator {
     let agent = AgentDefinition::from_yaml_str(yaml).unwrap();

@@ -6,8 +6,8 @@ use crate::helpers::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use twilio_dialogflow::chat::{Outgoing, Phone};
-use twilio_dialogflow::messages_emulator::{MessagesEmulator, Misbehaviour};
+use stand_ins::chat::{Outgoing, Phone};
+use stand_ins::messages_api::{MessagesEmulator, Misbehaviour};
 
 /// The test agent, and intents that misbehave as Google's side can.
 fn faulty_agent() -> String {
@@ -98,7 +98,7 @@ async fn an_agent_that_keeps_failing_fast_gets_the_fallback_within_the_retry_win
     let sent = stack.twilio.wait_for(1).await;
     assert_eq!(
         sent[0].body,
-        twilio_dialogflow::config::DEFAULT_FALLBACK_MESSAGE
+        bridge::config::DEFAULT_FALLBACK_MESSAGE
     );
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -116,7 +116,7 @@ async fn garbage_a_cut_answer_and_silence_are_not_asked_again() {
         let before = stack.agent_requests().len();
         assert_eq!(
             texts(&stack.say(text).await),
-            vec![twilio_dialogflow::config::DEFAULT_FALLBACK_MESSAGE],
+            vec![bridge::config::DEFAULT_FALLBACK_MESSAGE],
             "{text}"
         );
         // The agent may have taken the turn: it is not played twice.
@@ -127,7 +127,7 @@ async fn garbage_a_cut_answer_and_silence_are_not_asked_again() {
     let started = Instant::now();
     assert_eq!(
         texts(&stack.say("hang").await),
-        vec![twilio_dialogflow::config::DEFAULT_FALLBACK_MESSAGE]
+        vec![bridge::config::DEFAULT_FALLBACK_MESSAGE]
     );
     let took = started.elapsed();
     assert!(
@@ -445,7 +445,7 @@ async fn a_conversation_past_its_rate_limit_is_told_once_and_the_agent_is_spared
     }
     assert_eq!(
         texts(&stack.say("hi").await),
-        vec![twilio_dialogflow::config::DEFAULT_RATE_LIMIT_MESSAGE]
+        vec![bridge::config::DEFAULT_RATE_LIMIT_MESSAGE]
     );
     assert!(stack.say("hi").await.is_empty(), "told once, then nothing");
     assert_eq!(stack.agent_requests().len(), 3);
@@ -486,7 +486,7 @@ async fn the_agent_call_budget_holds_for_every_conversation() {
     );
     assert_eq!(
         texts(&stack.say("hi").await),
-        vec![twilio_dialogflow::config::DEFAULT_RATE_LIMIT_MESSAGE]
+        vec![bridge::config::DEFAULT_RATE_LIMIT_MESSAGE]
     );
     assert_eq!(stack.agent_requests().len(), 2);
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use twilio_dialogflow::chat::Outgoing;
+use stand_ins::chat::Outgoing;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TOKEN: &str = "desk-token-0123456789";
@@ -176,7 +176,7 @@ async fn say(stack: &Stack, text: &str, count: usize) -> Vec<String> {
 
 async fn say_as(
     stack: &Stack,
-    phone: &twilio_dialogflow::chat::Phone,
+    phone: &stand_ins::chat::Phone,
     text: &str,
     count: usize,
 ) -> Vec<String> {
@@ -498,7 +498,7 @@ async fn the_terminal_desk_checks_signatures_and_answers_through_the_bridge() {
     let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let desk_url = format!("http://{}/", listener.local_addr().unwrap());
-    let _desk = twilio_dialogflow::desk::receive(listener, SECRET, sender).unwrap();
+    let _desk = stand_ins::desk::receive(listener, SECRET, sender).unwrap();
     let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", with_people(&desk_url)).await;
     say(&stack, "talk to a person", 1).await;
     let started = tokio::time::timeout(Duration::from_secs(10), received.recv())
@@ -506,7 +506,7 @@ async fn the_terminal_desk_checks_signatures_and_answers_through_the_bridge() {
         .unwrap()
         .unwrap();
     assert!(
-        twilio_dialogflow::desk::show(&started)
+        stand_ins::desk::show(&started)
             .contains("hand-over started (sms, live_agent_handoff)"),
         "{started}"
     );
@@ -526,7 +526,7 @@ async fn the_terminal_desk_checks_signatures_and_answers_through_the_bridge() {
         .await
         .unwrap();
     assert_eq!(forged.status().as_u16(), 401);
-    let human = twilio_dialogflow::desk::HumanSide::new(&stack.bridge.url(), TOKEN).unwrap();
+    let human = stand_ins::desk::HumanSide::new(&stack.bridge.url(), TOKEN).unwrap();
     let conversation = conversation_of(&started);
     human.say(&conversation, "Hi, I'm Sam", &[]).await.unwrap();
     assert_eq!(stack.twilio.wait_for(2).await[1].body, "Hi, I'm Sam");
@@ -552,7 +552,7 @@ fn hand_over_settings_are_checked() {
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }
-        twilio_dialogflow::config::Settings::from_vars(&vars).map_err(|e| e.to_string())
+        bridge::config::Settings::from_vars(&vars).map_err(|e| e.to_string())
     };
     assert!(base(&[]).is_ok());
     assert!(base(&[("HANDOFF_URL", "http://localhost:8090/")]).is_ok());

@@ -3,14 +3,14 @@
 //! Twilio.
 
 use std::collections::HashMap;
-use twilio_dialogflow::chat::{Outgoing, Phone, PhoneReply};
-use twilio_dialogflow::config::Settings;
-use twilio_dialogflow::emulator::{AgentDefinition, Emulator, RecordedRequest};
-use twilio_dialogflow::http::RunningBridge;
-use twilio_dialogflow::messages_emulator::MessagesEmulator;
-use twilio_dialogflow::reply::ReplyMessage;
-use twilio_dialogflow::twilio::signature;
-use twilio_dialogflow::twilio::webhook::FormParams;
+use stand_ins::chat::{Outgoing, Phone, PhoneReply};
+use bridge::config::Settings;
+use stand_ins::emulator::{AgentDefinition, Emulator, RecordedRequest};
+use bridge::startup::RunningBridge;
+use stand_ins::messages_api::MessagesEmulator;
+use bridge::reply::ReplyMessage;
+use bridge::twilio::signature;
+use bridge::twilio::webhook::FormParams;
 
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const AUTH_TOKEN: &str = "test-auth-token";
@@ -159,7 +159,7 @@ pub async fn start_with_agent(
     )
     .unwrap();
     let mut vars =
-        twilio_dialogflow::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
+        stand_ins::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
     vars.extend(
         [
             ("AGENT_TYPE", agent_type),
@@ -563,7 +563,7 @@ impl Local {
             password,
         )
         .unwrap();
-        let mut vars = twilio_dialogflow::demo::local_vars(
+        let mut vars = stand_ins::demo::local_vars(
             &agent,
             &emulator,
             &twilio,

@@ -1,7 +1,7 @@
 //! `GET /metrics` counts what really happened.
 
 use crate::helpers::*;
-use twilio_dialogflow::chat::{Outgoing, Phone};
+use stand_ins::chat::{Outgoing, Phone};
 
 #[tokio::test]
 async fn metrics_count_real_requests() {

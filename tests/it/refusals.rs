@@ -2,7 +2,7 @@
 //! never reaches the agent.
 
 use crate::helpers::*;
-use twilio_dialogflow::chat::{Outgoing, Phone, PhoneReply};
+use stand_ins::chat::{Outgoing, Phone, PhoneReply};
 
 fn hi() -> Outgoing {
     Outgoing {

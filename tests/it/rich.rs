@@ -6,9 +6,9 @@
 use crate::helpers::*;
 use std::collections::HashMap;
 use std::time::Duration;
-use twilio_dialogflow::chat::{Outgoing, Phone};
-use twilio_dialogflow::emulator::RecordedRequest;
-use twilio_dialogflow::messages_emulator::{Misbehaviour, SentMessage};
+use stand_ins::chat::{Outgoing, Phone};
+use stand_ins::emulator::RecordedRequest;
+use stand_ins::messages_api::{Misbehaviour, SentMessage};
 
 const RICH_AGENT: &str = r#"
 project: rich-project
@@ -616,14 +616,14 @@ async fn the_content_api_stand_in_enforces_whatsapps_limits() {
 async fn the_terminal_phone_shows_buttons_and_taps_them() {
     let stack = rich_stack("CX", api_mode).await;
     let phone = whatsapp_phone(&stack);
-    let inbox = twilio_dialogflow::chat::ApiInbox::new(
+    let inbox = stand_ins::chat::ApiInbox::new(
         &stack.twilio.base_url(),
         ACCOUNT_SID,
         AUTH_TOKEN,
         &phone.from,
     )
     .unwrap();
-    let mut session = twilio_dialogflow::chat::Session::new(phone, Some(inbox));
+    let mut session = stand_ins::chat::Session::new(phone, Some(inbox));
     assert!(session.tap(1).is_err(), "nothing to tap yet");
     let shown = session.exchange(&says("order")).await.unwrap();
     assert!(

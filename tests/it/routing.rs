@@ -2,7 +2,7 @@
 //! keywords, Twilio's shared-key signatures and routes.
 
 use crate::helpers::*;
-use twilio_dialogflow::chat::Outgoing;
+use stand_ins::chat::Outgoing;
 
 fn with(body: &str, params: &[(&str, &str)]) -> Outgoing {
     Outgoing {
@@ -73,13 +73,13 @@ async fn opt_out_keywords_can_go_to_the_agent_as_events() {
 async fn post_with_shared_key(
     stack: &Stack,
     settings: &str,
-    algorithm: twilio_dialogflow::twilio::signature::Algorithm,
+    algorithm: bridge::twilio::signature::Algorithm,
     key: &str,
 ) -> (u16, String) {
     let (params, _) = stack.phone.webhook(&with("hi", &[]));
     let url = stack.bridge.url();
     let signature =
-        twilio_dialogflow::twilio::signature::compute_with(algorithm, key, &url, params.pairs());
+        bridge::twilio::signature::compute_with(algorithm, key, &url, params.pairs());
     post(
         &url,
         &[
@@ -94,7 +94,7 @@ async fn post_with_shared_key(
 
 #[tokio::test]
 async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
-    use twilio_dialogflow::twilio::signature::Algorithm::{HmacSha1, HmacSha256};
+    use bridge::twilio::signature::Algorithm::{HmacSha1, HmacSha256};
     let stack = start("CX", |vars| {
         vars.insert(
             "TWILIO_WEBHOOK_KEYS".into(),
@@ -131,7 +131,7 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
         "{reason}"
     );
     // A key signs its own account's webhooks only: not a form claiming another account.
-    let other = twilio_dialogflow::chat::Phone::new(
+    let other = stand_ins::chat::Phone::new(
         &stack.bridge.url(),
         "ACffffffffffffffffffffffffffffffff",
         AUTH_TOKEN,
@@ -141,7 +141,7 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     .unwrap();
     let (params, _) = other.webhook(&with("hi", &[]));
     let url = stack.bridge.url();
-    let signature = twilio_dialogflow::twilio::signature::compute_with(
+    let signature = bridge::twilio::signature::compute_with(
         HmacSha256,
         "s3cr3t-key",
         &url,
@@ -186,7 +186,7 @@ intents:
 /// emulator of its own), and everything else to the default route.
 async fn two_agents(
     default_route: bool,
-) -> (Stack, twilio_dialogflow::emulator::Emulator, WorkDir) {
+) -> (Stack, stand_ins::emulator::Emulator, WorkDir) {
     let (french, _) = start_emulator(FRENCH_AGENT).await;
     let routes = format!(
         r#"
@@ -217,7 +217,7 @@ routes:
 #[tokio::test]
 async fn two_numbers_reach_two_agents_each_in_its_language_and_environment() {
     let (stack, french, _dir) = two_agents(true).await;
-    let french_phone = twilio_dialogflow::chat::Phone::new(
+    let french_phone = stand_ins::chat::Phone::new(
         &stack.bridge.url(),
         ACCOUNT_SID,
         AUTH_TOKEN,
@@ -230,7 +230,7 @@ async fn two_numbers_reach_two_agents_each_in_its_language_and_environment() {
         vec!["Bonjour de l'agent"]
     );
     // The same number on WhatsApp takes the same route.
-    let whatsapp = twilio_dialogflow::chat::Phone::new(
+    let whatsapp = stand_ins::chat::Phone::new(
         &stack.bridge.url(),
         ACCOUNT_SID,
         AUTH_TOKEN,
@@ -416,7 +416,7 @@ async fn a_sub_account_is_verified_with_its_own_token_and_replies_with_its_crede
     .await;
     stack.twilio.accept_also(SUB, "sub-token");
     let sub = |token: &str| {
-        twilio_dialogflow::chat::Phone::new(&stack.bridge.url(), SUB, token, USER, OUR_NUMBER)
+        stand_ins::chat::Phone::new(&stack.bridge.url(), SUB, token, USER, OUR_NUMBER)
             .unwrap()
     };
     // The sub-account's webhook, signed with its own token.
@@ -432,7 +432,7 @@ async fn a_sub_account_is_verified_with_its_own_token_and_replies_with_its_crede
     assert!(
         matches!(
             forged,
-            twilio_dialogflow::chat::PhoneReply::Refused { status: 403, .. }
+            stand_ins::chat::PhoneReply::Refused { status: 403, .. }
         ),
         "{forged:?}"
     );

@@ -5,8 +5,8 @@
 
 use crate::helpers::*;
 use std::time::{Duration, Instant};
-use twilio_dialogflow::chat::{Outgoing, Phone, PhoneReply};
-use twilio_dialogflow::emulator::Emulator;
+use stand_ins::chat::{Outgoing, Phone, PhoneReply};
+use stand_ins::emulator::Emulator;
 
 /// One `serve` process and a phone that writes to it.
 struct Instance {
@@ -77,7 +77,7 @@ fn asked(emulator: &Emulator) -> Vec<String> {
 async fn webhook(
     instance: &Instance,
     message: &Outgoing,
-) -> Vec<twilio_dialogflow::reply::ReplyMessage> {
+) -> Vec<bridge::reply::ReplyMessage> {
     match instance
         .phone
         .send(message)
@@ -387,14 +387,14 @@ struct PendingMenu {
     choices: Vec<String>,
 }
 
-const MENU: twilio_dialogflow::state::Slot<PendingMenu> =
-    twilio_dialogflow::state::Slot::new("menu", Duration::from_millis(1500));
+const MENU: bridge::state::Slot<PendingMenu> =
+    bridge::state::Slot::new("menu", Duration::from_millis(1500));
 
 /// The typed per-conversation records, on both stores.
 #[tokio::test]
 async fn conversation_records_are_typed_and_expire_in_both_stores() {
     let redis = RedisServer::start().await;
-    let metrics = std::sync::Arc::new(twilio_dialogflow::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(bridge::metrics::Metrics::new());
     let mut vars = std::collections::HashMap::new();
     for (name, value) in [
         ("AGENT_TYPE", "ES"),
@@ -404,13 +404,13 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
     ] {
         vars.insert(name.to_owned(), value.to_owned());
     }
-    let local = twilio_dialogflow::config::Settings::from_vars(&vars).unwrap();
+    let local = bridge::config::Settings::from_vars(&vars).unwrap();
     vars.insert("STATE_URL".into(), redis.url());
-    let shared = twilio_dialogflow::config::Settings::from_vars(&vars).unwrap();
+    let shared = bridge::config::Settings::from_vars(&vars).unwrap();
     let session =
-        twilio_dialogflow::session::SessionId::for_conversation(ACCOUNT_SID, USER, OUR_NUMBER);
+        bridge::session::SessionId::for_conversation(ACCOUNT_SID, USER, OUR_NUMBER);
     for settings in [local, shared] {
-        let store = twilio_dialogflow::state::StateStore::open(
+        let store = bridge::state::StateStore::open(
             &settings.state,
             settings.rate_limits,
             std::sync::Arc::clone(&metrics),
@@ -459,7 +459,7 @@ async fn the_rate_limit_holds_across_instances() {
         vec![
             vec!["Hello from the agent"],
             vec!["Hello from the agent"],
-            vec![twilio_dialogflow::config::DEFAULT_RATE_LIMIT_MESSAGE],
+            vec![bridge::config::DEFAULT_RATE_LIMIT_MESSAGE],
             vec![],
         ]
     );

@@ -1,22 +1,15 @@
-//! The bridge's HTTP server: the router, its shared state, and how it starts and stops.
+//! Start-up in one place: the bridge built from its settings (state store, agents,
+//! outbox, hand-over, background tasks), served until a signal, and stopped so that no
+//! owed reply is lost. `http/` only routes and answers.
 
-mod handoff;
-mod public_url;
-mod rejection;
-pub mod server;
-mod webhook;
-
-use crate::agent::Agent;
-use crate::agent::Clients;
-use crate::config::{ConnectionLimits, ReplyMode, Settings, TwilioSettings};
+use crate::agent::{Agent, Clients};
+use crate::config::{ReplyMode, Settings};
 use crate::conversation::{AgentRoute, AgentRoutes, Conversations, Delivery, Messages};
+use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::state::StateStore;
 use crate::twilio::messages_api::{ApiCredentials, MessagesApi};
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,27 +17,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use public_url::public_url;
-pub use rejection::Rejection;
+pub use hardened_http::{listen, shutdown_signal};
 
 /// After the grace, how long the turns still at work get to leave their replies to the
 /// other instances.
 const HAND_OVER_WAIT: Duration = Duration::from_secs(1);
-
-/// Twilio's webhooks are a few KiB; anything far larger is not from Twilio.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// What every request handler shares.
-pub struct AppState {
-    pub twilio: TwilioSettings,
-    pub conversations: Arc<Conversations>,
-    pub metrics: Arc<Metrics>,
-    /// How long replies still owed at shutdown may take.
-    pub shutdown_grace: Duration,
-    pub limits: ConnectionLimits,
-    /// The bearer token of the hand-over API; `None`: hand-over is off.
-    pub handoff_token: Option<crate::config::Secret>,
-}
 
 /// The routes at work: each route's agent (routes on one endpoint share its client),
 /// and the way its replies go, through one outbox for all that need it.
@@ -134,88 +111,59 @@ pub enum SetupError {
     Handoff(#[from] crate::handoff::SetupError),
 }
 
-impl AppState {
-    /// Connects to the agent described by `settings`.
-    pub async fn connect(settings: &Settings) -> Result<Arc<Self>, SetupError> {
-        let metrics = Arc::new(Metrics::new());
-        let state =
-            StateStore::open(&settings.state, settings.rate_limits, Arc::clone(&metrics)).await?;
-        let routes = agent_routes(settings, &state, &metrics).await?;
-        let handoff = match &settings.handoff {
-            Some(handoff) => Some(crate::handoff::Handoff::new(
-                handoff.clone(),
-                state.clone(),
-                Arc::clone(&metrics),
-            )?),
-            None => None,
-        };
-        let shared = state.is_shared();
-        let conversations = Conversations::new(
-            routes,
-            Messages {
-                rate_limited: settings.rate_limit_message.clone(),
-                opt_out_to_agent: settings.opt_out_to_agent,
-                menu: settings.rich.menu.clone(),
-                menu_ttl: settings.rich.menu_ttl,
-                typing_after: settings.rich.typing_after,
-            },
-            state,
+/// Builds the bridge described by `settings`: the state store, the agents' clients, the
+/// routes, the outbox, hand-over, and the background tasks (quiet hand-overs, turns left
+/// by dead instances).
+pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
+    let metrics = Arc::new(Metrics::new());
+    let state =
+        StateStore::open(&settings.state, settings.rate_limits, Arc::clone(&metrics)).await?;
+    let routes = agent_routes(settings, &state, &metrics).await?;
+    let handoff = match &settings.handoff {
+        Some(handoff) => Some(crate::handoff::Handoff::new(
+            handoff.clone(),
+            state.clone(),
             Arc::clone(&metrics),
-            std::iter::once(settings.twilio.account_sid.clone())
-                .chain(settings.twilio.other_accounts.iter().map(|a| a.sid.clone()))
-                .collect(),
-            handoff,
-        );
-        if let Some(handoff) = &settings.handoff {
-            let every =
-                (handoff.ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(60));
-            tokio::spawn(Arc::clone(&conversations).end_quiet_handoffs(every));
-        }
-        if shared {
-            // Turns left behind by an instance that died are taken over by the others;
-            // those an instance let go at shutdown, within a second.
-            let every = (settings.state.lease / 3)
-                .clamp(Duration::from_millis(100), Duration::from_secs(1));
-            tokio::spawn(Arc::clone(&conversations).take_over_expired(every));
-        }
-        Ok(Arc::new(Self {
-            twilio: settings.twilio.clone(),
-            conversations,
-            metrics,
-            shutdown_grace: settings.replies.shutdown_grace,
-            limits: settings.limits,
-            handoff_token: settings.handoff.as_ref().map(|h| h.token.clone()),
-        }))
+        )?),
+        None => None,
+    };
+    let shared = state.is_shared();
+    let conversations = Conversations::new(
+        routes,
+        Messages {
+            rate_limited: settings.rate_limit_message.clone(),
+            opt_out_to_agent: settings.opt_out_to_agent,
+            menu: settings.rich.menu.clone(),
+            menu_ttl: settings.rich.menu_ttl,
+            typing_after: settings.rich.typing_after,
+        },
+        state,
+        Arc::clone(&metrics),
+        std::iter::once(settings.twilio.account_sid.clone())
+            .chain(settings.twilio.other_accounts.iter().map(|a| a.sid.clone()))
+            .collect(),
+        handoff,
+    );
+    if let Some(handoff) = &settings.handoff {
+        let every =
+            (handoff.ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(60));
+        tokio::spawn(Arc::clone(&conversations).end_quiet_handoffs(every));
     }
-}
-
-pub fn router(state: Arc<AppState>) -> Router {
-    let body_timeout = server::body_timeout_layer(&state.limits);
-    Router::new()
-        .route("/", post(webhook::incoming))
-        .route("/status", post(webhook::status))
-        .route("/handoff/{conversation}/messages", post(handoff::messages))
-        .route("/handoff/{conversation}/end", post(handoff::end))
-        .route("/healthz", get(|| async { "ok\n" }))
-        // Cloud Run keeps some paths ending in `z` for itself: from outside, `/healthz`
-        // may never reach the container.
-        .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(body_timeout)
-        .with_state(state)
-}
-
-async fn metrics(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-) -> impl axum::response::IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    if shared {
+        // Turns left behind by an instance that died are taken over by the others;
+        // those an instance let go at shutdown, within a second.
+        let every = (settings.state.lease / 3)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
+        tokio::spawn(Arc::clone(&conversations).take_over_expired(every));
+    }
+    Ok(Arc::new(AppState {
+        twilio: settings.twilio.clone(),
+        conversations,
+        metrics,
+        shutdown_grace: settings.replies.shutdown_grace,
+        limits: settings.limits,
+        handoff_token: settings.handoff.as_ref().map(|h| h.token.clone()),
+    }))
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and
@@ -234,11 +182,12 @@ pub async fn serve(
         let _ = signalled_at.set(std::time::Instant::now());
         conversations.begin_shutdown(grace);
     };
-    server::serve(
+    let observer: Arc<dyn hardened_http::Observer> = Arc::clone(&state.metrics) as _;
+    hardened_http::serve(
         listener,
         router(Arc::clone(&state)),
         state.limits,
-        Some(Arc::clone(&state.metrics)),
+        Some(observer),
         shutdown,
     )
     .await?;
@@ -269,7 +218,7 @@ pub struct RunningBridge {
 impl RunningBridge {
     pub async fn start(settings: &Settings, listener: TcpListener) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
-        let state = AppState::connect(settings).await?;
+        let state = build(settings).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, state, async {
             let _ = stopped.await;
@@ -287,33 +236,4 @@ impl RunningBridge {
         self.task.await??;
         Ok(())
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what Cloud Run sends before stopping an instance).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
 }

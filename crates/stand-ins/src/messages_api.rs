@@ -117,7 +117,7 @@ impl MessagesEmulator {
             .route("/v2/Indicators/Typing.json", post(typing))
             .with_state(shared.clone());
         let task =
-            crate::http::server::spawn_with_default_limits(listener, app, std::future::pending());
+            hardened_http::spawn_with_default_limits(listener, app, std::future::pending());
         Ok(Self { addr, shared, task })
     }
 
@@ -532,7 +532,7 @@ fn body_of_content(types: &serde_json::Value) -> String {
 /// Twilio's limits for the content types the bridge creates, checked as the Content
 /// API checks them: the problem, if any.
 fn content_problem(types: &serde_json::Value) -> Option<String> {
-    use crate::whatsapp::{
+    use bridge::whatsapp::{
         MAX_BODY_CHARS, MAX_BUTTON_TITLE_CHARS, MAX_ID_CHARS, MAX_ITEM_DESCRIPTION_CHARS,
         MAX_ITEM_TITLE_CHARS, MAX_LIST_ITEMS,
     };
@@ -783,7 +783,7 @@ async fn report_failure(callback: String, token: String, account: String, sid: S
         ("ErrorCode".into(), code.to_string()),
         ("ApiVersion".into(), "2010-04-01".into()),
     ];
-    let signature = crate::twilio::signature::compute(&token, &callback, &params);
+    let signature = bridge::twilio::signature::compute(&token, &callback, &params);
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter())
         .finish();

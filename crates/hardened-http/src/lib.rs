@@ -13,9 +13,11 @@
 //! - at most `max_connections` are open: a new one first closes the one resting
 //!   longest, and is refused only when every open connection is busy with a request.
 //!
-//! Every close for these reasons is counted.
+//! Every close for these reasons is reported to the server's [`Observer`].
+//!
+//! The crate knows nothing of the bridge: the bridge and the local stand-ins both serve
+//! through it, and the bridge counts what it reports.
 
-use crate::metrics::Metrics;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -34,7 +36,64 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 
 /// The connection limits; see the module's documentation.
-pub use crate::config::ConnectionLimits as Limits;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request's headers must be complete this long after the connection opened, or
+    /// after its first byte.
+    pub header: Duration,
+    /// A request's body must arrive within this.
+    pub body: Duration,
+    /// How long a keep-alive connection may rest between requests.
+    pub idle: Duration,
+    /// Open connections at most; past it, the one resting longest is closed.
+    pub max_connections: usize,
+}
+
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longer than the idle timeout of common load balancers (60 s), so that they close
+/// first and never send a request on a connection being closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header: DEFAULT_HEADER_TIMEOUT,
+            body: DEFAULT_BODY_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Half the process's file-descriptor limit, less a reserve: each webhook in flight
+/// also holds a connection to the agent, and the process needs files of its own.
+pub fn default_max_connections() -> usize {
+    (open_files_limit() / 2).saturating_sub(32).max(16)
+}
+
+/// The soft limit on open files (`ulimit -n`), as Linux reports it; 1024 elsewhere.
+pub fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits.lines().find_map(|line| {
+                let soft = line
+                    .strip_prefix("Max open files")?
+                    .split_whitespace()
+                    .next()?;
+                soft.parse().ok()
+            })
+        })
+        .unwrap_or(1024)
+}
+
+/// What the server tells about its connections, for metrics.
+pub trait Observer: Send + Sync {
+    fn opened(&self);
+    fn ended(&self);
+    fn closed(&self, reason: Closed);
+}
 
 /// Connections the kernel may hold for us before we accept them. A burst larger than
 /// the queue is dropped by the kernel, and its clients retry only seconds later; the
@@ -90,7 +149,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    metrics: Option<Arc<Metrics>>,
+    observer: Option<Arc<dyn Observer>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let connections = Arc::new(Connections::default());
@@ -115,14 +174,14 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         if connections.len() >= limits.max_connections && !connections.shed_one() {
-            count(&metrics, Closed::Refused);
+            count(&observer, Closed::Refused);
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
         let state = connections.open();
-        if let Some(metrics) = &metrics {
-            metrics.connection_opened();
+        if let Some(observer) = &observer {
+            observer.opened();
         }
         let io = TokioIo::new(Watched {
             stream,
@@ -137,15 +196,15 @@ pub async fn serve(
         builder.timer(TokioTimer::new()).header_read_timeout(None);
         let connection = graceful.watch(builder.serve_connection(io, service));
         let connections = Arc::clone(&connections);
-        let metrics = metrics.clone();
+        let observer = observer.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = connection => {}
-                reason = watchdog(&state, limits) => count(&metrics, reason),
+                reason = watchdog(&state, limits) => count(&observer, reason),
             }
             connections.close(state.id);
-            if let Some(metrics) = &metrics {
-                metrics.connection_ended();
+            if let Some(observer) = &observer {
+                observer.ended();
             }
         });
     }
@@ -167,9 +226,9 @@ pub fn spawn_with_default_limits(
     tokio::spawn(serve(listener, app, limits, None, shutdown))
 }
 
-fn count(metrics: &Option<Arc<Metrics>>, reason: Closed) {
-    if let Some(metrics) = metrics {
-        metrics.connection_closed(reason.label());
+fn count(observer: &Option<Arc<dyn Observer>>, reason: Closed) {
+    if let Some(observer) = observer {
+        observer.closed(reason);
     }
 }
 
@@ -386,6 +445,35 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
             response
         })
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Cloud Run sends before stopping an instance).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

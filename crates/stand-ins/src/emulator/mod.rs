@@ -14,7 +14,7 @@ mod wire;
 
 pub use agent_file::AgentDefinition;
 
-use crate::messages_emulator::MessagesEmulator;
+use crate::messages_api::MessagesEmulator;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -65,7 +65,7 @@ impl Emulator {
         let shared = routes::Shared::new(agent);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = routes::router(Arc::clone(&shared));
-        let task = crate::http::server::spawn_with_default_limits(listener, app, async {
+        let task = hardened_http::spawn_with_default_limits(listener, app, async {
             let _ = stopped.await;
         });
         Ok(Emulator {
@@ -98,7 +98,7 @@ impl Emulator {
 }
 
 /// The sample agent, built in so that `emulator` and `demo` run from any directory.
-pub const SAMPLE_AGENT: &str = include_str!("../../examples/agents/pizza.yaml");
+pub const SAMPLE_AGENT: &str = include_str!("../../../../examples/agents/pizza.yaml");
 
 /// A local stand-in for Twilio's Messages API, beside the emulator.
 pub struct TwilioStandIn {
@@ -165,7 +165,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        _ = crate::http::shutdown_signal() => {}
+        _ = hardened_http::shutdown_signal() => {}
         _ = show_sent => {}
     }
     emulator.shutdown().await;

@@ -5,9 +5,9 @@
 //! signed with the account's auth token exactly as Twilio signs it, so it works against
 //! any bridge, local or deployed, that knows that token.
 
-use crate::reply::ReplyMessage;
-use crate::twilio::signature;
-use crate::twilio::webhook::FormParams;
+use bridge::reply::ReplyMessage;
+use bridge::twilio::signature;
+use bridge::twilio::webhook::FormParams;
 use anyhow::{bail, Context};
 use quick_xml::events::Event;
 use quick_xml::Reader;

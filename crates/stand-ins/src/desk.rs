@@ -31,7 +31,7 @@ pub fn receive(
         events,
         Default::default(),
     )));
-    Ok(crate::http::server::spawn_with_default_limits(
+    Ok(hardened_http::spawn_with_default_limits(
         listener,
         app,
         std::future::pending(),

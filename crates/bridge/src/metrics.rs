@@ -370,20 +370,6 @@ impl Metrics {
         self.rate_limited.get_or_create(&Limit { limit }).inc();
     }
 
-    pub fn connection_opened(&self) {
-        self.connections_open.inc();
-    }
-
-    pub fn connection_ended(&self) {
-        self.connections_open.dec();
-    }
-
-    pub fn connection_closed(&self, reason: &'static str) {
-        self.connections_closed
-            .get_or_create(&Reason { reason })
-            .inc();
-    }
-
     pub fn state_call(&self, op: &'static str) {
         self.state_calls.get_or_create(&Op { op }).inc();
     }
@@ -412,5 +398,24 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The HTTP server's connections, counted.
+impl hardened_http::Observer for Metrics {
+    fn opened(&self) {
+        self.connections_open.inc();
+    }
+
+    fn ended(&self) {
+        self.connections_open.dec();
+    }
+
+    fn closed(&self, reason: hardened_http::Closed) {
+        self.connections_closed
+            .get_or_create(&Reason {
+                reason: reason.label(),
+            })
+            .inc();
     }
 }

@@ -153,58 +153,12 @@ pub struct RichSettings {
     pub typing_after: Option<Duration>,
 }
 
-/// What a client may take of the HTTP server; see `http/server.rs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// A request's headers must be complete this long after the connection opened, or
-    /// after its first byte.
-    pub header: Duration,
-    /// A request's body must arrive within this.
-    pub body: Duration,
-    /// How long a keep-alive connection may rest between requests.
-    pub idle: Duration,
-    /// Open connections at most; past it, the one resting longest is closed.
-    pub max_connections: usize,
-}
-
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longer than the idle timeout of common load balancers (60 s), so that they close
-/// first and never send a request on a connection being closed.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            header: DEFAULT_HEADER_TIMEOUT,
-            body: DEFAULT_BODY_TIMEOUT,
-            idle: DEFAULT_IDLE_TIMEOUT,
-            max_connections: default_max_connections(),
-        }
-    }
-}
-
-/// Half the process's file-descriptor limit, less a reserve: each webhook in flight
-/// also holds a connection to the agent, and the process needs files of its own.
-pub fn default_max_connections() -> usize {
-    (open_files_limit() / 2).saturating_sub(32).max(16)
-}
-
-/// The soft limit on open files (`ulimit -n`), as Linux reports it; 1024 elsewhere.
-pub fn open_files_limit() -> usize {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|limits| {
-            limits.lines().find_map(|line| {
-                let soft = line
-                    .strip_prefix("Max open files")?
-                    .split_whitespace()
-                    .next()?;
-                soft.parse().ok()
-            })
-        })
-        .unwrap_or(1024)
-}
+/// The HTTP server's connection limits (`HEADER_TIMEOUT`, `BODY_TIMEOUT`, …).
+pub use hardened_http::Limits as ConnectionLimits;
+pub use hardened_http::{
+    default_max_connections, open_files_limit, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+};
 
 /// One route: what it matches, and the agent that answers there and how.
 #[derive(Debug, Clone)]

@@ -5,11 +5,11 @@
 //! through real HTTP and real signatures and prints it as the phone would show it.
 
 use crate::chat::{self, Outgoing, Phone, PhoneReply};
-use crate::config::{Settings, Vars};
+use bridge::config::{Settings, Vars};
 use crate::desk;
 use crate::emulator::{AgentDefinition, Emulator, SAMPLE_AGENT};
-use crate::http::RunningBridge;
-use crate::messages_emulator::MessagesEmulator;
+use bridge::startup::RunningBridge;
+use crate::messages_api::MessagesEmulator;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
