@@ -3,12 +3,12 @@
 //!
 //!     cargo bench --bench micro
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use std::hint::black_box;
 use bridge::reply::{fit_to_limits, ReplyMessage};
 use bridge::twilio::signature;
 use bridge::twilio::twiml;
 use bridge::twilio::webhook::{FormParams, IncomingMessage};
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
 
 const URL: &str = "https://bridge-abc123-uc.a.run.app/";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";

@@ -8,14 +8,14 @@
 //! webhooks over loopback. Everything shares one machine; the table says so. With a
 //! `redis-server` on the PATH, the load is run again with the state in Redis.
 
+use bridge::twilio::signature;
+use bridge::twilio::webhook::FormParams;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use bridge::twilio::signature;
-use bridge::twilio::webhook::FormParams;
 
 const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 const AUTH_TOKEN: &str = "bench-token";

@@ -4,12 +4,12 @@
 //! directory, so that one `.env` configures the bridge, the local emulators and the
 //! terminal phone alike.
 
-use bridge::config::{self, ProjectLookup, Settings, Vars};
 use crate::check;
-use bridge::{logging, startup};
-use stand_ins::{chat, demo, desk, emulator};
 use anyhow::Context;
+use bridge::config::{self, ProjectLookup, Settings, Vars};
+use bridge::{logging, startup};
 use clap::{Parser, Subcommand};
+use stand_ins::{chat, demo, desk, emulator};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,9 +2,9 @@
 //! (the local emulator of it), in order, once.
 
 use crate::helpers::*;
-use std::time::{Duration, Instant};
 use stand_ins::chat::Outgoing;
 use stand_ins::messages_api::SentMessage;
+use std::time::{Duration, Instant};
 
 const EMPTY: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
 

@@ -2,10 +2,10 @@
 //! behind it.
 
 use crate::helpers::*;
-use serde_json::json;
-use stand_ins::chat::Outgoing;
 use bridge::config::DEFAULT_FALLBACK_MESSAGE;
 use bridge::reply::ReplyMessage;
+use serde_json::json;
+use stand_ins::chat::Outgoing;
 
 #[tokio::test]
 async fn answers_text_with_the_agents_reply() {
@@ -265,9 +265,7 @@ async fn at_the_end_of_the_grace_a_waiting_webhook_gets_the_fallback() {
     let (reply, took) = shut_down_while_the_agent_thinks("1s").await;
     assert_eq!(
         reply,
-        stand_ins::chat::PhoneReply::Messages(vec![ReplyMessage::text(
-            DEFAULT_FALLBACK_MESSAGE
-        )])
+        stand_ins::chat::PhoneReply::Messages(vec![ReplyMessage::text(DEFAULT_FALLBACK_MESSAGE)])
     );
     assert!(took < std::time::Duration::from_millis(2500), "{took:?}");
 }

@@ -1,9 +1,9 @@
 //! The bridge with an ES agent, end to end.
 
 use crate::helpers::*;
+use bridge::reply::ReplyMessage;
 use serde_json::json;
 use stand_ins::chat::Outgoing;
-use bridge::reply::ReplyMessage;
 
 #[tokio::test]
 async fn answers_text_and_sends_the_es_query() {

@@ -3,11 +3,11 @@
 //! without a word.
 
 use crate::helpers::*;
+use stand_ins::chat::{Outgoing, Phone};
+use stand_ins::messages_api::{MessagesEmulator, Misbehaviour};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use stand_ins::chat::{Outgoing, Phone};
-use stand_ins::messages_api::{MessagesEmulator, Misbehaviour};
 
 /// The test agent, and intents that misbehave as Google's side can.
 fn faulty_agent() -> String {
@@ -96,10 +96,7 @@ async fn an_agent_that_keeps_failing_fast_gets_the_fallback_within_the_retry_win
     let started = Instant::now();
     stack.say("outage").await;
     let sent = stack.twilio.wait_for(1).await;
-    assert_eq!(
-        sent[0].body,
-        bridge::config::DEFAULT_FALLBACK_MESSAGE
-    );
+    assert_eq!(sent[0].body, bridge::config::DEFAULT_FALLBACK_MESSAGE);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "fallback after {:?}",

@@ -14,10 +14,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use stand_ins::chat::Outgoing;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stand_ins::chat::Outgoing;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TOKEN: &str = "desk-token-0123456789";
@@ -506,8 +506,7 @@ async fn the_terminal_desk_checks_signatures_and_answers_through_the_bridge() {
         .unwrap()
         .unwrap();
     assert!(
-        stand_ins::desk::show(&started)
-            .contains("hand-over started (sms, live_agent_handoff)"),
+        stand_ins::desk::show(&started).contains("hand-over started (sms, live_agent_handoff)"),
         "{started}"
     );
     // A forged event is refused.

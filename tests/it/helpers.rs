@@ -2,15 +2,15 @@
 //! ports, a stand-in for Twilio's Messages API, and a phone that signs webhooks like
 //! Twilio.
 
-use std::collections::HashMap;
-use stand_ins::chat::{Outgoing, Phone, PhoneReply};
 use bridge::config::Settings;
-use stand_ins::emulator::{AgentDefinition, Emulator, RecordedRequest};
-use bridge::startup::RunningBridge;
-use stand_ins::messages_api::MessagesEmulator;
 use bridge::reply::ReplyMessage;
+use bridge::startup::RunningBridge;
 use bridge::twilio::signature;
 use bridge::twilio::webhook::FormParams;
+use stand_ins::chat::{Outgoing, Phone, PhoneReply};
+use stand_ins::emulator::{AgentDefinition, Emulator, RecordedRequest};
+use stand_ins::messages_api::MessagesEmulator;
+use std::collections::HashMap;
 
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const AUTH_TOKEN: &str = "test-auth-token";
@@ -158,8 +158,7 @@ pub async fn start_with_agent(
         AUTH_TOKEN,
     )
     .unwrap();
-    let mut vars =
-        stand_ins::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
+    let mut vars = stand_ins::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
     vars.extend(
         [
             ("AGENT_TYPE", agent_type),
@@ -563,13 +562,8 @@ impl Local {
             password,
         )
         .unwrap();
-        let mut vars = stand_ins::demo::local_vars(
-            &agent,
-            &emulator,
-            &twilio,
-            ACCOUNT_SID,
-            AUTH_TOKEN,
-        );
+        let mut vars =
+            stand_ins::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
         for (name, value) in [("PORT", "0"), ("LOG_FORMAT", "json")]
             .iter()
             .chain(settings)

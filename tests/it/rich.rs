@@ -4,11 +4,11 @@
 //! typing indicator.
 
 use crate::helpers::*;
-use std::collections::HashMap;
-use std::time::Duration;
 use stand_ins::chat::{Outgoing, Phone};
 use stand_ins::emulator::RecordedRequest;
 use stand_ins::messages_api::{Misbehaviour, SentMessage};
+use std::collections::HashMap;
+use std::time::Duration;
 
 const RICH_AGENT: &str = r#"
 project: rich-project

@@ -78,8 +78,7 @@ async fn post_with_shared_key(
 ) -> (u16, String) {
     let (params, _) = stack.phone.webhook(&with("hi", &[]));
     let url = stack.bridge.url();
-    let signature =
-        bridge::twilio::signature::compute_with(algorithm, key, &url, params.pairs());
+    let signature = bridge::twilio::signature::compute_with(algorithm, key, &url, params.pairs());
     post(
         &url,
         &[
@@ -141,12 +140,8 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     .unwrap();
     let (params, _) = other.webhook(&with("hi", &[]));
     let url = stack.bridge.url();
-    let signature = bridge::twilio::signature::compute_with(
-        HmacSha256,
-        "s3cr3t-key",
-        &url,
-        params.pairs(),
-    );
+    let signature =
+        bridge::twilio::signature::compute_with(HmacSha256, "s3cr3t-key", &url, params.pairs());
     let (status, reason) = post(
         &url,
         &[
@@ -184,9 +179,7 @@ intents:
 
 /// The bridge with a routes file sending `+33170000001` to the French agent (on an
 /// emulator of its own), and everything else to the default route.
-async fn two_agents(
-    default_route: bool,
-) -> (Stack, stand_ins::emulator::Emulator, WorkDir) {
+async fn two_agents(default_route: bool) -> (Stack, stand_ins::emulator::Emulator, WorkDir) {
     let (french, _) = start_emulator(FRENCH_AGENT).await;
     let routes = format!(
         r#"
@@ -416,8 +409,7 @@ async fn a_sub_account_is_verified_with_its_own_token_and_replies_with_its_crede
     .await;
     stack.twilio.accept_also(SUB, "sub-token");
     let sub = |token: &str| {
-        stand_ins::chat::Phone::new(&stack.bridge.url(), SUB, token, USER, OUR_NUMBER)
-            .unwrap()
+        stand_ins::chat::Phone::new(&stack.bridge.url(), SUB, token, USER, OUR_NUMBER).unwrap()
     };
     // The sub-account's webhook, signed with its own token.
     assert!(

@@ -4,9 +4,9 @@
 //! answer.
 
 use crate::helpers::*;
-use std::time::{Duration, Instant};
 use stand_ins::chat::{Outgoing, Phone, PhoneReply};
 use stand_ins::emulator::Emulator;
+use std::time::{Duration, Instant};
 
 /// One `serve` process and a phone that writes to it.
 struct Instance {
@@ -74,10 +74,7 @@ fn asked(emulator: &Emulator) -> Vec<String> {
         .collect()
 }
 
-async fn webhook(
-    instance: &Instance,
-    message: &Outgoing,
-) -> Vec<bridge::reply::ReplyMessage> {
+async fn webhook(instance: &Instance, message: &Outgoing) -> Vec<bridge::reply::ReplyMessage> {
     match instance
         .phone
         .send(message)
@@ -407,8 +404,7 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
     let local = bridge::config::Settings::from_vars(&vars).unwrap();
     vars.insert("STATE_URL".into(), redis.url());
     let shared = bridge::config::Settings::from_vars(&vars).unwrap();
-    let session =
-        bridge::session::SessionId::for_conversation(ACCOUNT_SID, USER, OUR_NUMBER);
+    let session = bridge::session::SessionId::for_conversation(ACCOUNT_SID, USER, OUR_NUMBER);
     for settings in [local, shared] {
         let store = bridge::state::StateStore::open(
             &settings.state,

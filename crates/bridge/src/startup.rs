@@ -145,15 +145,14 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
         handoff,
     );
     if let Some(handoff) = &settings.handoff {
-        let every =
-            (handoff.ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(60));
+        let every = (handoff.ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(60));
         tokio::spawn(Arc::clone(&conversations).end_quiet_handoffs(every));
     }
     if shared {
         // Turns left behind by an instance that died are taken over by the others;
         // those an instance let go at shutdown, within a second.
-        let every = (settings.state.lease / 3)
-            .clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let every =
+            (settings.state.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
         tokio::spawn(Arc::clone(&conversations).take_over_expired(every));
     }
     Ok(Arc::new(AppState {

@@ -5,10 +5,10 @@
 //! signed with the account's auth token exactly as Twilio signs it, so it works against
 //! any bridge, local or deployed, that knows that token.
 
+use anyhow::{bail, Context};
 use bridge::reply::ReplyMessage;
 use bridge::twilio::signature;
 use bridge::twilio::webhook::FormParams;
-use anyhow::{bail, Context};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use serde::Deserialize;

@@ -5,12 +5,12 @@
 //! through real HTTP and real signatures and prints it as the phone would show it.
 
 use crate::chat::{self, Outgoing, Phone, PhoneReply};
-use bridge::config::{Settings, Vars};
 use crate::desk;
 use crate::emulator::{AgentDefinition, Emulator, SAMPLE_AGENT};
-use bridge::startup::RunningBridge;
 use crate::messages_api::MessagesEmulator;
 use anyhow::Context;
+use bridge::config::{Settings, Vars};
+use bridge::startup::RunningBridge;
 use tokio::net::TcpListener;
 
 const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";

@@ -116,8 +116,7 @@ impl MessagesEmulator {
             .route("/v1/Content/{sid}", get(fetch_content))
             .route("/v2/Indicators/Typing.json", post(typing))
             .with_state(shared.clone());
-        let task =
-            hardened_http::spawn_with_default_limits(listener, app, std::future::pending());
+        let task = hardened_http::spawn_with_default_limits(listener, app, std::future::pending());
         Ok(Self { addr, shared, task })
     }
 
