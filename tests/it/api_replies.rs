@@ -258,11 +258,30 @@ async fn shutdown_cuts_the_webhooks_wait_short_and_sends_the_reply_through_the_a
         })
     };
     let waiting = deliver();
-    while stack.agent_requests().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    agent_asked(&stack.emulator, 1).await;
+    // The repeat's connection is open, and the server then answers its request even
+    // if it starts to stop (it only refuses new connections): three with the one
+    // reading the metrics, kept open for every look.
     let repeat = deliver();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = reqwest::Client::new();
+    let url = format!("{}metrics", stack.bridge.url());
+    eventually(
+        "the repeat's connection",
+        Duration::from_secs(10),
+        || async {
+            let metrics = metrics
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let open = series_value(&metrics, "twilio_dialogflow_connections_open");
+            ready_if(open, |open| *open >= 3.0)
+        },
+    )
+    .await;
     let Stack {
         bridge,
         twilio,

@@ -290,10 +290,7 @@ async fn shut_down_while_the_agent_thinks(
             .await
     });
     // Shut down once the agent has the question, as SIGTERM would arrive mid-request.
-    while stack.agent_requests().is_empty() {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    agent_asked(&stack.emulator, 1).await;
     let stopping = std::time::Instant::now();
     stack.bridge.shutdown().await.unwrap();
     let took = stopping.elapsed();

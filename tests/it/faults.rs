@@ -5,6 +5,8 @@
 use crate::helpers::*;
 use stand_ins::chat::{Outgoing, Phone};
 use stand_ins::messages_api::{MessagesEmulator, Misbehaviour};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,18 +46,8 @@ fn faulty_agent() -> String {
         + "fallback:\n  replies:\n    - text: \"Sorry, what?\"\n"
 }
 
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 fn failed_with(metrics: &str, status: &str) -> f64 {
-    value(
+    series_value(
         metrics,
         &format!("twilio_dialogflow_agent_errors_total{{status=\"{status}\"}}"),
     )
@@ -184,7 +176,7 @@ async fn a_send_that_went_out_unanswered_is_never_sent_again() {
         assert_eq!(stack.twilio.attempts(), 2, "{fault:?}: one try each");
         let metrics = stack.metrics().await;
         assert_eq!(
-            value(
+            series_value(
                 &metrics,
                 r#"twilio_dialogflow_replies_failed_total{status="none",twilio_error="none"}"#
             ),
@@ -192,7 +184,7 @@ async fn a_send_that_went_out_unanswered_is_never_sent_again() {
             "{metrics}"
         );
         assert_eq!(
-            value(
+            series_value(
                 &metrics,
                 r#"twilio_dialogflow_replies_sent_total{route="api"}"#
             ),
@@ -233,9 +225,7 @@ async fn at_the_end_of_the_grace_the_replies_not_sent_are_named() {
         ..says("slow")
     };
     send_from(&phone, &message).await;
-    while local.emulator.requests().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    agent_asked(&local.emulator, 1).await;
     serve.signal("TERM");
     let named = serve
         .find_line(|line| {
@@ -306,7 +296,7 @@ async fn a_body_that_does_not_arrive_gets_408_and_the_connection_closes() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(stack.agent_requests().is_empty());
     assert_eq!(
-        value(
+        series_value(
             &stack.metrics().await,
             r#"twilio_dialogflow_webhooks_total{outcome="body_timeout"}"#
         ),
@@ -335,10 +325,18 @@ async fn status_callbacks_of_another_account_are_refused() {
 }
 
 /// A client that opens a connection and sends nothing, or its headers a byte a second:
-/// when the server closed it, measured from when it opened.
-async fn abuse(addr: std::net::SocketAddr, dribble: bool, give_up: Duration) -> Option<Duration> {
+/// when the server closed it, measured from when it opened. `connected` counts the
+/// clients past their attempt to connect.
+async fn abuse(
+    addr: std::net::SocketAddr,
+    dribble: bool,
+    give_up: Duration,
+    connected: Arc<AtomicUsize>,
+) -> Option<Duration> {
     let opened = Instant::now();
-    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let stream = TcpStream::connect(addr).await;
+    connected.fetch_add(1, Ordering::Relaxed);
+    let mut stream = stream.ok()?;
     let headers =
         b"POST / HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/x-www-form-urlencoded\r\n";
     let mut next = 0;
@@ -381,14 +379,22 @@ async fn silent_and_dribbling_connections_cannot_take_the_bridge_down() {
         .unwrap();
     let give_up = Duration::from_secs(3 + 5 + 2);
     let mut abusers = Vec::new();
+    let connected = Arc::new(AtomicUsize::new(0));
     for i in 0..2500 {
-        abusers.push(tokio::spawn(abuse(addr, i >= 2000, give_up)));
+        let connected = Arc::clone(&connected);
+        abusers.push(tokio::spawn(abuse(addr, i >= 2000, give_up, connected)));
         if i % 100 == 99 {
             tokio::task::yield_now().await;
         }
     }
-    // Let them all connect, then a real webhook must still be answered, at once.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once they have all connected (none comes after it to push it out), a real
+    // webhook must still be answered, at once.
+    eventually(
+        "every abuser connected",
+        Duration::from_secs(20),
+        || async { ready_if(connected.load(Ordering::Relaxed), |n| *n == 2500) },
+    )
+    .await;
     let phone = Phone::new(
         &format!("http://{addr}/"),
         ACCOUNT_SID,
@@ -421,10 +427,10 @@ async fn silent_and_dribbling_connections_cannot_take_the_bridge_down() {
         open, 0,
         "connections still open after {give_up:?} (the others by {latest:?}):\n{metrics}"
     );
-    let closed = value(
+    let closed = series_value(
         &metrics,
         r#"twilio_dialogflow_connections_closed_total{reason="header_timeout"}"#,
-    ) + value(
+    ) + series_value(
         &metrics,
         r#"twilio_dialogflow_connections_closed_total{reason="shed"}"#,
     );
@@ -454,14 +460,14 @@ async fn a_conversation_past_its_rate_limit_is_told_once_and_the_agent_is_spared
     );
     let metrics = stack.metrics().await;
     assert_eq!(
-        value(
+        series_value(
             &metrics,
             r#"twilio_dialogflow_rate_limited_total{limit="conversation"}"#
         ),
         2.0
     );
     assert_eq!(
-        value(
+        series_value(
             &metrics,
             r#"twilio_dialogflow_webhooks_total{outcome="rate_limited"}"#
         ),

@@ -85,14 +85,14 @@ impl Desk {
             .collect()
     }
 
+    /// The events accepted, once there are at least `count` (within 10 s).
     async fn wait_for(&self, count: usize) -> Vec<Value> {
-        for _ in 0..200 {
-            if self.received.lock().unwrap().len() >= count {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        self.events()
+        eventually(
+            &format!("{count} event(s) at the desk"),
+            Duration::from_secs(10),
+            || async { ready_if(self.events(), |events| events.len() >= count) },
+        )
+        .await
     }
 
     fn kinds(&self) -> Vec<String> {
@@ -650,7 +650,7 @@ async fn a_desk_that_goes_away_mid_hand_over_gives_the_conversation_back() {
 }
 
 #[tokio::test]
-async fn a_hand_over_expires_when_the_person_writes_after_the_ttl() {
+async fn a_hand_over_expires_after_the_ttl_and_the_person_is_back_with_the_agent() {
     let (desk, url) = Desk::start().await;
     let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
         with_people(&url)(vars);
@@ -660,13 +660,15 @@ async fn a_hand_over_expires_when_the_person_writes_after_the_ttl() {
     say(&stack, "talk to a person", 1).await;
     say(&stack, "still there?", 0).await;
     desk.wait_for(2).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(say(&stack, "hello", 1).await, vec!["Hello from the agent"]);
+    // Quiet for the TTL (1 s, on a clock of whole seconds), the hand-over ends: the
+    // sweep (every 500 ms) tells the desk. Waiting for that, not for a guess at how
+    // long it takes, the person then writes to the agent.
     let events = desk.wait_for(3).await;
     assert_eq!(
         (events[2]["type"].as_str(), events[2]["reason"].as_str()),
         (Some("handoff.ended"), Some("expired"))
     );
+    assert_eq!(say(&stack, "hello", 1).await, vec!["Hello from the agent"]);
 }
 
 #[tokio::test]
@@ -716,6 +718,20 @@ async fn the_human_side_sends_media_and_long_text_within_twilios_limits() {
     assert_eq!(status, 404);
 }
 
+/// The value of `series` in `stack`'s metrics.
+async fn metric(series: &str, stack: &Stack) -> f64 {
+    series_value(&stack.metrics().await, series)
+}
+
+const EXPIRED: &str = r#"twilio_dialogflow_handoffs_ended_total{reason="expired"}"#;
+
+/// How many times each of two instances has looked for hand-overs due to end (each
+/// sweep asks the store once).
+async fn sweeps(one: &Stack, other: &Stack) -> (f64, f64) {
+    const DUE: &str = r#"twilio_dialogflow_state_calls_total{op="due"}"#;
+    (metric(DUE, one).await, metric(DUE, other).await)
+}
+
 #[tokio::test]
 async fn with_two_instances_a_quiet_hand_over_is_ended_once() {
     let redis = RedisServer::start().await;
@@ -726,26 +742,50 @@ async fn with_two_instances_a_quiet_hand_over_is_ended_once() {
         vars.insert("HANDOFF_TTL".into(), "1s".into());
     };
     let one = start_with_agent(AGENT_WITH_PEOPLE, "CX", shared).await;
-    let _other = start_with_agent(AGENT_WITH_PEOPLE, "CX", shared).await;
+    let other = start_with_agent(AGENT_WITH_PEOPLE, "CX", shared).await;
     say(&one, "talk to a person", 1).await;
+    // Quiet for the TTL (1 s, on a clock of whole seconds), it is ended by the sweep of
+    // one instance or the other (each every 500 ms).
     desk.wait_for(2).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(desk.kinds(), vec!["handoff.started", "handoff.ended"]);
+    // Once: each instance has since looked at the schedule again (two calls, so one
+    // whole sweep began after the end), and neither found it due a second time.
+    let before = sweeps(&one, &other).await;
+    eventually(
+        "a sweep of each instance",
+        Duration::from_secs(10),
+        || async {
+            ready_if(sweeps(&one, &other).await, |now| {
+                now.0 >= before.0 + 2.0 && now.1 >= before.1 + 2.0
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(EXPIRED, &one).await + metric(EXPIRED, &other).await,
+        1.0
+    );
     assert_eq!(desk.kinds(), vec!["handoff.started", "handoff.ended"]);
 }
 
 #[tokio::test]
 async fn the_desk_command_shows_events_and_answers_through_the_bridge() {
-    let port = free_port();
-    let desk_url = format!("http://127.0.0.1:{port}/");
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", with_people(&desk_url)).await;
+    // Each needs the other's address: the bridge's port is taken first, the desk takes
+    // one of its own (port 0) and says which, and the bridge then starts, told it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = format!("http://{}/", listener.local_addr().unwrap());
     let dir = WorkDir::with_dotenv(&format!("HANDOFF_TOKEN={TOKEN}\nHANDOFF_SECRET={SECRET}\n"));
-    let port = port.to_string();
-    let bridge = stack.bridge.url();
-    let mut command = dir.command(&["desk", "--listen", &port, "--bridge", &bridge], &[]);
+    let mut command = dir.command(&["desk", "--listen", "0", "--bridge", &bridge], &[]);
     command.stdin(std::process::Stdio::piped());
     let mut desk = Running::spawn(&mut command, Output::Stdout);
-    desk.find_line(|l| l.contains("Helpdesk listening").then_some(()))
+    let desk_url = desk
+        .find_line(|l| {
+            let rest = l.split_once("Helpdesk listening on ")?.1;
+            Some(rest.split_whitespace().next()?.to_owned())
+        })
         .await;
+    let stack = start_on(listener, AGENT_WITH_PEOPLE, "CX", with_people(&desk_url)).await;
+    assert_eq!(stack.bridge.url(), bridge);
     say(&stack, "talk to a person", 1).await;
     desk.find_line(|l| {
         l.contains("hand-over started (sms, live_agent_handoff)")

@@ -11,6 +11,7 @@ use stand_ins::chat::{Outgoing, Phone, PhoneReply};
 use stand_ins::emulator::{AgentDefinition, Emulator, RecordedRequest};
 use stand_ins::messages_api::MessagesEmulator;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const AUTH_TOKEN: &str = "test-auth-token";
@@ -119,6 +120,69 @@ pub fn long_reply() -> String {
     "pizza ".repeat(500)
 }
 
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `probe` is ready (`Ok`), looking again every 20 ms, and gives what it
+/// found; after `timeout`, fails the test with `what` it waited for and what the probe
+/// last saw (its `Err`). A test waits for a condition with this, not for a fixed time:
+/// it goes on as soon as the condition holds, and a condition that never comes fails
+/// with what was there instead, rather than hanging.
+pub async fn eventually<T, S, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Fut,
+) -> T
+where
+    S: std::fmt::Debug,
+    Fut: std::future::Future<Output = Result<T, S>>,
+{
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        // A probe that hangs (a request no one answers) is cut short at the deadline too.
+        let left = timeout.saturating_sub(started.elapsed()).max(POLL);
+        match tokio::time::timeout(left, probe()).await {
+            Ok(Ok(found)) => return found,
+            Ok(Err(seen)) => last = Some(seen),
+            Err(_) => {}
+        }
+        if started.elapsed() >= timeout {
+            panic!("waited {timeout:?} for {what}; last seen: {last:#?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Lets `window` pass, for a claim that something does *not* happen (no second reply):
+/// no signal says "never", so such a claim is checked over a short window, after the
+/// last thing that could have led to it was seen to happen.
+pub async fn quiet_window(window: Duration) {
+    tokio::time::sleep(window).await;
+}
+
+/// `value`, ready for [`eventually`] when `ready` says so: `Ok(value)`, else `Err(value)`
+/// (what the failure shows).
+pub fn ready_if<S>(value: S, ready: impl FnOnce(&S) -> bool) -> Result<S, S> {
+    if ready(&value) {
+        Ok(value)
+    } else {
+        Err(value)
+    }
+}
+
+/// The value of `series` (its name and labels, as `/metrics` writes them) in
+/// `metrics`; 0 when it is not there yet.
+pub fn series_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
 pub struct Stack {
     pub emulator: Emulator,
     pub bridge: RunningBridge,
@@ -151,6 +215,18 @@ pub async fn start_with_agent(
     agent_type: &str,
     tweak: impl FnOnce(&mut HashMap<String, String>),
 ) -> Stack {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_on(listener, agent_yaml, agent_type, tweak).await
+}
+
+/// [`start_with_agent`], with the bridge serving on `listener`: for a test that must
+/// tell another process the bridge's address before the bridge starts.
+pub async fn start_on(
+    listener: tokio::net::TcpListener,
+    agent_yaml: &str,
+    agent_type: &str,
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+) -> Stack {
     let (emulator, agent) = start_emulator(agent_yaml).await;
     let twilio = MessagesEmulator::start(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -171,7 +247,6 @@ pub async fn start_with_agent(
     );
     tweak(&mut vars);
     let settings = Settings::from_vars(&vars).expect("test configuration is valid");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bridge = RunningBridge::start(&settings, listener)
         .await
         .expect("bridge starts");
@@ -227,6 +302,17 @@ impl Stack {
             .await
             .unwrap()
     }
+}
+
+/// The requests `emulator` has received, once there are at least `count` (within
+/// 10 s): the agent has the question, so the turn is under way.
+pub async fn agent_asked(emulator: &Emulator, count: usize) -> Vec<RecordedRequest> {
+    eventually(
+        &format!("{count} request(s) to the agent"),
+        Duration::from_secs(10),
+        || async { ready_if(emulator.requests(), |asked| asked.len() >= count) },
+    )
+    .await
 }
 
 /// What `phone` gets back for `message`; the bridge must accept it.
@@ -437,7 +523,7 @@ pub async fn fake_metadata_server(project: &'static str) -> std::net::SocketAddr
     addr
 }
 
-/// A real `redis-server` on a free local port, for as long as the test holds it: no
+/// A real `redis-server` on a port of its own, for as long as the test holds it: no
 /// persistence, nothing shared with other tests.
 pub struct RedisServer {
     pub port: u16,
@@ -453,23 +539,46 @@ impl RedisServer {
 
     /// A server with `args` besides the test's own (which take a port themselves when
     /// `args` name `--tls-port`).
+    ///
+    /// The port comes from [`free_port`], and another process on the machine (another
+    /// run of these tests) may still take it first: the server then says so and stops,
+    /// and it is started again on another port. Its own log decides, not a probe of the
+    /// port, which could reach whichever server took it.
     pub async fn start_with(args: Vec<String>) -> Self {
-        let port = free_port();
-        let mut server = Self {
-            port,
-            child: None,
-            args,
-        };
-        server.restart().await;
-        server
+        let mut failures = Vec::new();
+        for _ in 0..10 {
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+                args: args.clone(),
+            };
+            match server.launch().await {
+                Ok(()) => return server,
+                Err(failure) => failures.push((server.port, failure)),
+            }
+        }
+        panic!("redis-server did not start on any of ten ports: {failures:#?}");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts the server (again, on the same port, empty) and waits until it answers.
+    /// Starts the server again, on the same port (the bridges under test know it), empty.
     pub async fn restart(&mut self) {
+        self.stop();
+        if let Err(failure) = self.launch().await {
+            panic!(
+                "redis-server did not start again on port {}: {failure:?}",
+                self.port
+            );
+        }
+    }
+
+    /// Starts the server on `self.port` and waits until it says it accepts connections,
+    /// or until it stops (the port was taken): then the error is what it wrote.
+    async fn launch(&mut self) -> Result<(), Vec<String>> {
+        use std::io::BufRead;
         let tls = self.args.iter().any(|a| a == "--tls-port");
         let mut command = std::process::Command::new("redis-server");
         if tls {
@@ -479,22 +588,38 @@ impl RedisServer {
             command.args(["--port", &self.port.to_string()]);
             command.args(&self.args);
         }
-        let child = command
+        let mut child = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
+            .expect("redis-server is installed (./test.sh installs it)");
+        let log = child.stdout.take().expect("stdout is piped");
         self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
+        // Read to the end, so that the server never blocks writing its log.
+        let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        });
+        let mut seen = Vec::new();
+        let ready = async {
+            while let Some(line) = lines.recv().await {
+                if line.contains("Ready to accept connections") {
+                    return true;
+                }
+                seen.push(line);
+            }
+            // The log ended: the server stopped.
+            false
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(20), ready).await {
+            Ok(true) => Ok(()),
+            _ => {
+                self.stop();
+                Err(seen)
+            }
         }
-        panic!("redis-server did not start on port {}", self.port);
     }
 
     /// Stops the server, as an outage would.
@@ -523,12 +648,63 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port nothing listens on now.
+/// A local port nothing listens on now, and that this run of the tests has not handed
+/// out before: for a server a test starts as a process of its own (`redis-server`), or
+/// an address that must refuse connections.
+///
+/// Not a port bound to 0 and released: the kernel gives those from its ephemeral range
+/// to every `bind(0)` and every outgoing connection, so the servers this run starts in
+/// process (each bridge and emulator binds port 0) could take it before the child does.
+/// The ports here lie below the ephemeral range, which the kernel never hands out by
+/// itself; the set keeps two tests of this run from getting the same one; where each
+/// run starts in the range depends on its process id, so two runs on one machine
+/// rarely meet, and when they do the child fails to bind and is started again
+/// elsewhere ([`RedisServer::start_with`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free local port")
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static HANDED_OUT: OnceLock<Mutex<(usize, std::collections::HashSet<u16>)>> = OnceLock::new();
+    let (first, end) = ports_the_kernel_does_not_hand_out();
+    let span = usize::from(end - first);
+    let mut handed_out = HANDED_OUT
+        .get_or_init(|| {
+            let start = (std::process::id() as usize).wrapping_mul(7919) % span;
+            Mutex::new((start, std::collections::HashSet::new()))
+        })
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let (next, taken) = &mut *handed_out;
+    for _ in 0..span {
+        let port = first + (*next % span) as u16;
+        *next += 1;
+        if taken.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return port;
+        }
+    }
+    panic!("no free local port in {first}..{end}");
+}
+
+/// Ports the kernel never hands out by itself: below its ephemeral range
+/// (`ip_local_port_range`) from 10000, or above it when it starts too low.
+fn ports_the_kernel_does_not_hand_out() -> (u16, u16) {
+    let ephemeral: Vec<u16> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .map(|range| {
+            range
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    match ephemeral[..] {
+        [start, _] if start >= 12_000 => (10_000, start),
+        [_, end] if end <= 63_000 => (end + 1, 65_535),
+        // Everything is ephemeral (or unknown): the kernel's usual range leaves these.
+        _ => (10_000, 32_768),
+    }
 }
 
 /// The webhook's port, from the `bridge listening` JSON log line of `serve`.

@@ -396,16 +396,14 @@ async fn refused_contents_and_refused_sends_fall_back_to_the_numbered_menu() {
     }
 }
 
-/// The metrics once they contain `needle` (or after 10 s).
+/// The metrics once they contain `needle` (within 10 s).
 async fn wait_for_metric(stack: &Stack, needle: &str) -> String {
-    for _ in 0..100 {
-        let metrics = stack.metrics().await;
-        if metrics.contains(needle) {
-            return metrics;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{needle} never appeared in\n{}", stack.metrics().await)
+    eventually(
+        &format!("{needle} in the metrics"),
+        Duration::from_secs(10),
+        || async { ready_if(stack.metrics().await, |metrics| metrics.contains(needle)) },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -731,7 +729,7 @@ async fn whatsapp_refusals_reported_by_the_status_callback_send_the_menu_as_text
         .misbehave_next(&[Misbehaviour::FailLater { code: 63016 }]);
     through_api(&stack, &whatsapp_phone(&stack), &says("order"), 1).await;
     wait_for_metric(&stack, r#"twilio_error="63016"} 1"#).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    quiet_window(Duration::from_millis(300)).await;
     assert_eq!(stack.twilio.sent().len(), 3);
 }
 
@@ -833,7 +831,8 @@ async fn a_number_sent_while_the_menu_is_on_its_way_answers_it() {
         let phone = stack.phone.clone();
         tokio::spawn(async move { ask(&phone, "slow order").await })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The agent has the first question: its turn holds the conversation.
+    agent_asked(&stack.emulator, 1).await;
     let second = ask(&stack.phone, "2").await;
     assert_eq!(
         texts(&first.await.unwrap()),

@@ -112,9 +112,10 @@ async fn a_conversation_keeps_its_order_across_instances() {
     let [a, b] = &cluster.instances[..] else {
         panic!()
     };
-    // The first answer is slow; the second message reaches the other instance 50 ms later.
+    // The first answer is slow; the second message reaches the other instance while
+    // the agent has the first.
     webhook(a, &says("a bit slow", "SM0000000000000000000000000000001a")).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    agent_asked(&cluster.local.emulator, 1).await;
     webhook(b, &says("hi", "SM0000000000000000000000000000001b")).await;
     let sent = cluster.local.twilio.wait_for(2).await;
     let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
@@ -129,9 +130,7 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
     // Owed by the first instance: a slow answer, and a quick one queued behind it.
     webhook(a, &says("slow", "SM0000000000000000000000000000002a")).await;
     webhook(a, &says("hi", "SM0000000000000000000000000000002b")).await;
-    while asked(&cluster.local.emulator).is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    agent_asked(&cluster.local.emulator, 1).await;
     // No SIGTERM, no drain: what Cloud Run does to an instance out of memory.
     let killed = Instant::now();
     drop(cluster.instances.remove(0));
@@ -141,9 +140,6 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
     assert_eq!(bodies, vec!["Finally", "Hello from the agent"]);
     // The lease (2 s) runs out, the other instance asks the slow agent again (3 s).
     assert!(took < Duration::from_secs(9), "delivered after {took:?}");
-    // Exactly once: nothing more follows.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(cluster.local.twilio.sent().len(), 2);
     let b = &mut cluster.instances[0];
     let taken = b
         .serve
@@ -154,8 +150,19 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
         .await;
     assert_eq!(taken, ());
     // Every turn finished: nothing is left behind in Redis but the remembered messages.
-    let left = cluster.redis.keys("twilio-dialogflow:t:*").await;
-    assert!(left.is_empty(), "{left:?}");
+    turns_finished(&cluster.redis).await;
+    // Exactly once: nothing more follows (no turn is left to take over).
+    quiet_window(Duration::from_millis(500)).await;
+    assert_eq!(cluster.local.twilio.sent().len(), 2);
+}
+
+/// Waits (10 s at most) until Redis holds no turn: every one finished, none left for an
+/// instance to take over and send again.
+async fn turns_finished(redis: &RedisServer) {
+    eventually("every turn finished", Duration::from_secs(10), || async {
+        ready_if(redis.keys("twilio-dialogflow:t:*").await, Vec::is_empty)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -166,9 +173,7 @@ async fn at_sigterm_owed_replies_are_left_to_the_other_instance_at_once() {
     let a = &cluster.instances[0];
     webhook(a, &says("slow", "SM0000000000000000000000000000006a")).await;
     webhook(a, &says("hi", "SM0000000000000000000000000000006b")).await;
-    while asked(&cluster.local.emulator).is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    agent_asked(&cluster.local.emulator, 1).await;
     let stopping = Instant::now();
     let mut a = cluster.instances.remove(0);
     a.serve.signal("TERM");
@@ -184,7 +189,8 @@ async fn at_sigterm_owed_replies_are_left_to_the_other_instance_at_once() {
     assert_eq!(bodies, vec!["Finally", "Hello from the agent"]);
     // Grace (1 s), a sweep (1 s), the slow agent asked again (3 s): not the 20 s lease.
     assert!(took < Duration::from_secs(9), "delivered after {took:?}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    turns_finished(&cluster.redis).await;
+    quiet_window(Duration::from_millis(500)).await;
     assert_eq!(cluster.local.twilio.sent().len(), 2);
 }
 
@@ -206,25 +212,22 @@ async fn an_outage_of_redis_costs_no_answer_and_dedup_comes_back() {
     let [a, b] = &cluster.instances[..] else {
         panic!()
     };
-    let started = Instant::now();
+    let emulator = &cluster.local.emulator;
     let mut n = 0;
-    loop {
+    eventually("deduplication back", Duration::from_secs(15), || {
         n += 1;
-        let before = asked(&cluster.local.emulator).len();
         let message = says("hi", &format!("SM00000000000000000000000000004{n:03}"));
-        let first = webhook(a, &message).await;
-        let second = webhook(b, &message).await;
-        assert_eq!(texts(&first), vec!["Hello from the agent"]);
-        assert_eq!(first, second);
-        if asked(&cluster.local.emulator).len() == before + 1 {
-            break;
+        async move {
+            let before = asked(emulator).len();
+            let first = webhook(a, &message).await;
+            let second = webhook(b, &message).await;
+            assert_eq!(texts(&first), vec!["Hello from the agent"]);
+            assert_eq!(first, second);
+            let asked = asked(emulator).len() - before;
+            ready_if(asked, |asked| *asked == 1).map_err(|asked| format!("{asked} agent calls"))
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "deduplication did not come back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     // The outage is counted: each instance handled at least one message on its own.
     let metrics = reqwest::get(format!("{}metrics", a.phone.url))
         .await
@@ -467,15 +470,14 @@ async fn a_store_that_restarts_empty_mid_turn_loses_no_reply() {
     let mut cluster = cluster("api").await;
     let a = &cluster.instances[0];
     webhook(a, &says("slow", "SM0000000000000000000000000000008a")).await;
-    while asked(&cluster.local.emulator).is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    agent_asked(&cluster.local.emulator, 1).await;
     // Redis forgets everything while the agent thinks (no persistence, a failover).
     cluster.redis.stop();
     cluster.redis.restart().await;
     let sent = cluster.local.twilio.wait_for(1).await;
     assert_eq!(sent[0].body, "Finally");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    turns_finished(&cluster.redis).await;
+    quiet_window(Duration::from_millis(500)).await;
     assert_eq!(cluster.local.twilio.sent().len(), 1, "sent once");
     // The conversation goes on.
     let b = &cluster.instances[1];
