@@ -251,7 +251,7 @@ fn certificates(dir: &std::path::Path) {
             .current_dir(dir)
             .stderr(std::process::Stdio::null())
             .status()
-            .expect("openssl is installed (.ci/run installs it)");
+            .expect("openssl is installed (./test.sh installs it)");
         assert!(status.success(), "openssl {args:?}");
     };
     openssl(&[
