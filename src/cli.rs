@@ -277,6 +277,9 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
         .local_addr()
         .map_or(settings.port, |addr| addr.port());
     let default = settings.default_route();
+    // Listening for SIGTERM before saying the bridge listens: one sent at once must
+    // find the handler.
+    let stop = startup::shutdown_signal();
     tracing::info!(
         port,
         agent = default.map(|route| route.agent.to_string()),
@@ -285,7 +288,7 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
         reply_mode = %settings.replies.mode,
         "bridge listening"
     );
-    startup::serve(listener, state, startup::shutdown_signal())
+    startup::serve(listener, state, stop)
         .await
         .context("the server failed")?;
     Ok(ExitCode::SUCCESS)
