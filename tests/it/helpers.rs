@@ -148,7 +148,10 @@ where
             Err(_) => {}
         }
         if started.elapsed() >= timeout {
-            panic!("waited {timeout:?} for {what}; last seen: {last:#?}");
+            match last {
+                Some(seen) => panic!("waited {timeout:?} for {what}; last seen: {seen:#?}"),
+                None => panic!("waited {timeout:?} for {what}; the probe never answered"),
+            }
         }
         tokio::time::sleep(POLL).await;
     }

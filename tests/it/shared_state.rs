@@ -435,6 +435,7 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
                 "{keys:?}"
             );
         }
+        // The time passing is what is tested: past the slot's 1.5 s, the record is gone.
         tokio::time::sleep(Duration::from_millis(1600)).await;
         assert_eq!(store.get(&MENU, &session).await, None, "expired");
     }
