@@ -652,17 +652,19 @@ async fn a_desk_that_goes_away_mid_hand_over_gives_the_conversation_back() {
 #[tokio::test]
 async fn a_hand_over_expires_after_the_ttl_and_the_person_is_back_with_the_agent() {
     let (desk, url) = Desk::start().await;
+    // Hand-overs keep time in whole seconds: a TTL of 1 s could run out between the
+    // two messages below, 2 s cannot.
     let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
         with_people(&url)(vars);
-        vars.insert("HANDOFF_TTL".into(), "1s".into());
+        vars.insert("HANDOFF_TTL".into(), "2s".into());
     })
     .await;
     say(&stack, "talk to a person", 1).await;
     say(&stack, "still there?", 0).await;
     desk.wait_for(2).await;
-    // Quiet for the TTL (1 s, on a clock of whole seconds), the hand-over ends: the
-    // sweep (every 500 ms) tells the desk. Waiting for that, not for a guess at how
-    // long it takes, the person then writes to the agent.
+    // Quiet for the TTL, the hand-over ends: the sweep (every 500 ms) tells the desk.
+    // Waiting for that, not for a guess at how long it takes, the person then writes
+    // to the agent.
     let events = desk.wait_for(3).await;
     assert_eq!(
         (events[2]["type"].as_str(), events[2]["reason"].as_str()),
