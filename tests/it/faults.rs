@@ -387,12 +387,40 @@ async fn silent_and_dribbling_connections_cannot_take_the_bridge_down() {
             tokio::task::yield_now().await;
         }
     }
-    // Once they have all connected (none comes after it to push it out), a real
-    // webhook must still be answered, at once.
+    // Once they have all connected, and the bridge has taken each in (open, or closed
+    // by its limits), a real webhook must still be answered, at once: none comes
+    // after it to push it out, and it waits in no queue behind them.
     eventually(
         "every abuser connected",
         Duration::from_secs(20),
         || async { ready_if(connected.load(Ordering::Relaxed), |n| *n == 2500) },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/metrics");
+    eventually(
+        "the bridge took every abuser in",
+        Duration::from_secs(20),
+        || async {
+            let metrics = match client.get(&url).send().await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(error) => return Err(error.to_string()),
+            };
+            let closed = ["header_timeout", "idle_timeout", "shed", "refused"]
+                .iter()
+                .map(|reason| {
+                    series_value(
+                        &metrics,
+                        &format!(
+                            "twilio_dialogflow_connections_closed_total{{reason=\"{reason}\"}}"
+                        ),
+                    )
+                })
+                .sum::<f64>();
+            // The connection asking is open too.
+            let taken = series_value(&metrics, "twilio_dialogflow_connections_open") - 1.0 + closed;
+            ready_if(taken, |taken| *taken >= 2500.0).map_err(|taken| format!("{taken} taken in"))
+        },
     )
     .await;
     let phone = Phone::new(
