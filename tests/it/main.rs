@@ -8,6 +8,7 @@ mod bridge_es;
 mod cli;
 mod emulator_cx;
 mod emulator_es;
+mod emulator_refusals;
 mod faults;
 mod handoff;
 mod helpers;

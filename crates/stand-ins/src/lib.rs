@@ -3,9 +3,23 @@
 //! terminal phone (`chat`), a terminal helpdesk (`desk`) and the `demo` that plays them
 //! together.
 //!
-//! The stand-ins hold Google and Twilio to their documented behaviour by themselves: they
-//! use the bridge's public API to start it and to sign as Twilio does, never its limits,
-//! so a wrong limit in the bridge fails a test.
+//! The stand-ins hold Google and Twilio to their documented behaviour by themselves, so
+//! that a wrong limit in the bridge fails a test instead of being copied into the test.
+//!
+//! What a stand-in may import:
+//! - `hardened-http`, to serve and to stop (it is nobody's domain);
+//! - the bridge's public API to *start* it (`bridge::config`, `bridge::startup`: the
+//!   demo, the tests' stacks), to *sign* as Twilio signs (`bridge::twilio::signature`:
+//!   the phone's webhooks, the Messages API stand-in's status callbacks), and the plain
+//!   data types the terminal phone shows and sends (`bridge::reply::ReplyMessage`,
+//!   `bridge::twilio::webhook::FormParams`).
+//!
+//! What it may not: the bridge's limits (`bridge::whatsapp::MAX_*`,
+//! `bridge::reply::MAX_*`, …), its error codes or its validation. A stand-in that checks
+//! a length, a code, a webhook's shape or a signature does it with its own code, from
+//! the vendor's documentation, citing it (`messages_api::limits`,
+//! `emulator`'s `TEXT_INPUT_CHARS`); the measure of its fidelity is the vendor's
+//! official clients (Google's Rust clients, Twilio's Python library, in `tests/it`).
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 

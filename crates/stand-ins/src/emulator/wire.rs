@@ -101,6 +101,14 @@ impl IntoResponse for GoogleError {
     }
 }
 
+/// The longest text a detectIntent takes, the emulator's own and not the bridge's:
+/// "Text length must not exceed 256 characters" (CX v3 `TextInput.text`,
+/// <https://cloud.google.com/dialogflow/cx/docs/reference/rest/v3/QueryInput#textinput>;
+/// ES v2 `TextInput.text`, "256 characters for virtual agent interactions",
+/// <https://cloud.google.com/dialogflow/es/docs/reference/rest/v2/QueryInput#textinput>).
+/// Longer is refused as Google refuses it, 400 `INVALID_ARGUMENT`.
+pub const TEXT_INPUT_CHARS: usize = 256;
+
 /// What a detectIntent request asks, read from either API's JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Query {
@@ -127,10 +135,10 @@ pub fn read_query(body: &Value) -> Result<(Query, Option<String>), GoogleError> 
         if value.trim().is_empty() {
             return Err(GoogleError::invalid_argument("Input text not set."));
         }
-        if value.chars().count() > 256 {
-            return Err(GoogleError::invalid_argument(
-                "Input text exceeds 256 characters.",
-            ));
+        if value.chars().count() > TEXT_INPUT_CHARS {
+            return Err(GoogleError::invalid_argument(format!(
+                "Input text exceeds {TEXT_INPUT_CHARS} characters."
+            )));
         }
         return Ok((Query::Text(value.to_owned()), language(Some(text))));
     }
@@ -189,6 +197,14 @@ mod tests {
         assert_eq!(
             read_query(&es).unwrap(),
             (Query::Event("WELCOME".into()), Some("de".into()))
+        );
+        let longest = json!({"queryInput": {"text": {"text": "é".repeat(TEXT_INPUT_CHARS)}}});
+        assert!(read_query(&longest).is_ok());
+        let too_long = json!({"queryInput": {"text": {"text": "é".repeat(TEXT_INPUT_CHARS + 1)}}});
+        let refused = read_query(&too_long).unwrap_err();
+        assert_eq!(
+            (refused.code, refused.status.as_str()),
+            (400, "INVALID_ARGUMENT")
         );
         let empty = json!({"queryInput": {"text": {"text": " "}}});
         assert_eq!(read_query(&empty).unwrap_err().status, "INVALID_ARGUMENT");
