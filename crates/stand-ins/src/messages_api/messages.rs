@@ -275,9 +275,9 @@ fn content_body(
                 .as_array()
                 .map_or(0, Vec::len);
             if buttons > WHATSAPP_SESSION_BUTTONS && request.to_whatsapp() {
-                return Err(TwilioError::channel_invalid_content(
-                    "more than 3 quick reply buttons",
-                ));
+                return Err(TwilioError::channel_invalid_content(&format!(
+                    "more than {WHATSAPP_SESSION_BUTTONS} quick reply buttons"
+                )));
             }
             Ok(fill_variables(&body_of_content(&content.types), variables))
         }

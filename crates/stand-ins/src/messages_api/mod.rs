@@ -18,8 +18,8 @@
 
 mod content;
 mod dates;
-pub mod errors;
-pub mod limits;
+mod errors;
+mod limits;
 mod messages;
 mod segments;
 
