@@ -18,6 +18,8 @@ needs=(
     "prlimit:util-linux"
     # jemalloc (feature `jemalloc`, the image's allocator) is built from source.
     "make:make"
+    # Twilio's official Python library measures the Messages API stand-in, in a venv.
+    "python3:python3"
 )
 
 install_missing() {
@@ -25,6 +27,13 @@ install_missing() {
     for need in "${needs[@]}"; do
         command -v "${need%%:*}" >/dev/null || missing+=("${need#*:}")
     done
+    # Debian's python3 makes virtualenvs only with python3-venv beside it.
+    if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        missing+=(python3-venv)
+    fi
+    if ! command -v python3 >/dev/null; then
+        missing+=(python3-venv)
+    fi
     [ ${#missing[@]} -eq 0 ] && return 0
     local as=()
     if [ "$(id -u)" -ne 0 ]; then
