@@ -2,16 +2,15 @@
 
 use super::payload::{handoff_from_payload, replies_from_payload, reply_from_text};
 use super::{
-    endpoint_and_credentials, policies, AgentAnswer, AgentError, AgentQuery, HandoffRequest,
-    QueryInput,
+    endpoint_and_credentials, AgentAnswer, AgentError, AgentQuery, HandoffRequest, QueryInput,
 };
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
+use crate::retry::gax::GaxPolicies;
 use google_cloud_dialogflow_cx_v3::client::Sessions;
 use google_cloud_dialogflow_cx_v3::model::{
     response_message, DetectIntentRequest, EventInput, QueryParameters, ResponseMessage, TextInput,
 };
-use google_cloud_gax::options::RequestOptionsBuilder;
 use std::time::Duration;
 
 /// The channel whose channel-specific responses we send, as the Node sample did.
@@ -61,16 +60,14 @@ impl CxAgent {
     pub async fn detect_intent(
         &self,
         query: &AgentQuery,
-        budget: Duration,
-        retry_window: Duration,
+        retry: GaxPolicies,
     ) -> Result<AgentAnswer, AgentError> {
-        let (retry, backoff) = policies(budget, retry_window);
-        let response = self
-            .client
-            .detect_intent()
-            .with_request(self.request(query))
-            .with_retry_policy(retry)
-            .with_backoff_policy(backoff)
+        let response = retry
+            .apply(
+                self.client
+                    .detect_intent()
+                    .with_request(self.request(query)),
+            )
             .send()
             .await?;
         Ok(response

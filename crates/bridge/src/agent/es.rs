@@ -4,18 +4,16 @@ use super::payload::{
     card_message, handoff_from_payload, quick_replies, replies_from_payload, reply_from_text,
 };
 use super::{
-    endpoint_and_credentials, policies, AgentAnswer, AgentError, AgentQuery, HandoffRequest,
-    QueryInput,
+    endpoint_and_credentials, AgentAnswer, AgentError, AgentQuery, HandoffRequest, QueryInput,
 };
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
+use crate::retry::gax::GaxPolicies;
 use google_cloud_dialogflow_v2::client::Sessions;
 use google_cloud_dialogflow_v2::model::intent::message::{Message, Platform};
 use google_cloud_dialogflow_v2::model::{
     intent, DetectIntentRequest, EventInput, QueryParameters, QueryResult, TextInput,
 };
-use google_cloud_gax::options::RequestOptionsBuilder;
-use std::time::Duration;
 
 /// The official ES sessions client of one endpoint.
 pub type Client = Sessions;
@@ -53,16 +51,14 @@ impl EsAgent {
     pub async fn detect_intent(
         &self,
         query: &AgentQuery,
-        budget: Duration,
-        retry_window: Duration,
+        retry: GaxPolicies,
     ) -> Result<AgentAnswer, AgentError> {
-        let (retry, backoff) = policies(budget, retry_window);
-        let response = self
-            .client
-            .detect_intent()
-            .with_request(self.request(query))
-            .with_retry_policy(retry)
-            .with_backoff_policy(backoff)
+        let response = retry
+            .apply(
+                self.client
+                    .detect_intent()
+                    .with_request(self.request(query)),
+            )
             .send()
             .await?;
         Ok(response
