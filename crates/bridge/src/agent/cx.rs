@@ -62,14 +62,11 @@ impl CxAgent {
         query: &AgentQuery,
         retry: GaxPolicies,
     ) -> Result<AgentAnswer, AgentError> {
-        let response = retry
-            .apply(
-                self.client
-                    .detect_intent()
-                    .with_request(self.request(query)),
-            )
-            .send()
-            .await?;
+        let request = self
+            .client
+            .detect_intent()
+            .with_request(self.request(query));
+        let response = retry.apply(request).send().await?;
         Ok(response
             .query_result
             .map(|result| answer(&result.response_messages))
@@ -108,12 +105,7 @@ fn answer(messages: &[ResponseMessage]) -> AgentAnswer {
             metadata: handoff.metadata.clone().unwrap_or_default(),
             trigger: "live_agent_handoff",
         }),
-        response_message::Message::Payload(payload) => {
-            handoff_from_payload(payload).map(|metadata| HandoffRequest {
-                metadata,
-                trigger: "payload",
-            })
-        }
+        response_message::Message::Payload(payload) => handoff_from_payload(payload),
         _ => None,
     });
     AgentAnswer {

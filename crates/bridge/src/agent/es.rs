@@ -3,9 +3,7 @@
 use super::payload::{
     card_message, handoff_from_payload, quick_replies, replies_from_payload, reply_from_text,
 };
-use super::{
-    endpoint_and_credentials, AgentAnswer, AgentError, AgentQuery, HandoffRequest, QueryInput,
-};
+use super::{endpoint_and_credentials, AgentAnswer, AgentError, AgentQuery, QueryInput};
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
 use crate::retry::gax::GaxPolicies;
@@ -53,32 +51,14 @@ impl EsAgent {
         query: &AgentQuery,
         retry: GaxPolicies,
     ) -> Result<AgentAnswer, AgentError> {
-        let response = retry
-            .apply(
-                self.client
-                    .detect_intent()
-                    .with_request(self.request(query)),
-            )
-            .send()
-            .await?;
+        let request = self
+            .client
+            .detect_intent()
+            .with_request(self.request(query));
+        let response = retry.apply(request).send().await?;
         Ok(response
             .query_result
-            .map(|result| AgentAnswer {
-                handoff: result
-                    .fulfillment_messages
-                    .iter()
-                    .filter(|m| m.platform == Platform::Unspecified)
-                    .find_map(|m| match m.message.as_ref()? {
-                        Message::Payload(payload) => {
-                            handoff_from_payload(payload).map(|metadata| HandoffRequest {
-                                metadata,
-                                trigger: "payload",
-                            })
-                        }
-                        _ => None,
-                    }),
-                replies: replies(&result),
-            })
+            .map(|result| answer(&result))
             .unwrap_or_default())
     }
 
@@ -99,6 +79,22 @@ impl EsAgent {
             .set_session(format!("{}/sessions/{}", self.sessions_path, query.session))
             .set_query_input(input)
             .set_query_params(QueryParameters::new().set_payload(query.payload.clone()))
+    }
+}
+
+/// The replies, and the hand-over a custom payload of the default platform asks for.
+fn answer(result: &QueryResult) -> AgentAnswer {
+    let handoff = result
+        .fulfillment_messages
+        .iter()
+        .filter(|m| m.platform == Platform::Unspecified)
+        .find_map(|m| match m.message.as_ref()? {
+            Message::Payload(payload) => handoff_from_payload(payload),
+            _ => None,
+        });
+    AgentAnswer {
+        replies: replies(result),
+        handoff,
     }
 }
 
