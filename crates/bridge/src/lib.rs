@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod rate_limit;
 pub mod reply;
+pub mod retry;
 pub mod routes;
 pub mod session;
 pub mod startup;

@@ -2,16 +2,15 @@
 
 use super::payload::{handoff_from_payload, replies_from_payload, reply_from_text};
 use super::{
-    endpoint_and_credentials, policies, AgentAnswer, AgentError, AgentQuery, HandoffRequest,
-    QueryInput,
+    endpoint_and_credentials, AgentAnswer, AgentError, AgentQuery, HandoffRequest, QueryInput,
 };
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
+use crate::retry::gax::GaxPolicies;
 use google_cloud_dialogflow_cx_v3::client::Sessions;
 use google_cloud_dialogflow_cx_v3::model::{
     response_message, DetectIntentRequest, EventInput, QueryParameters, ResponseMessage, TextInput,
 };
-use google_cloud_gax::options::RequestOptionsBuilder;
 use std::time::Duration;
 
 /// The channel whose channel-specific responses we send, as the Node sample did.
@@ -61,18 +60,13 @@ impl CxAgent {
     pub async fn detect_intent(
         &self,
         query: &AgentQuery,
-        budget: Duration,
-        retry_window: Duration,
+        retry: GaxPolicies,
     ) -> Result<AgentAnswer, AgentError> {
-        let (retry, backoff) = policies(budget, retry_window);
-        let response = self
+        let request = self
             .client
             .detect_intent()
-            .with_request(self.request(query))
-            .with_retry_policy(retry)
-            .with_backoff_policy(backoff)
-            .send()
-            .await?;
+            .with_request(self.request(query));
+        let response = retry.apply(request).send().await?;
         Ok(response
             .query_result
             .map(|result| answer(&result.response_messages))
@@ -111,12 +105,7 @@ fn answer(messages: &[ResponseMessage]) -> AgentAnswer {
             metadata: handoff.metadata.clone().unwrap_or_default(),
             trigger: "live_agent_handoff",
         }),
-        response_message::Message::Payload(payload) => {
-            handoff_from_payload(payload).map(|metadata| HandoffRequest {
-                metadata,
-                trigger: "payload",
-            })
-        }
+        response_message::Message::Payload(payload) => handoff_from_payload(payload),
         _ => None,
     });
     AgentAnswer {

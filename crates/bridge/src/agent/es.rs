@@ -3,19 +3,15 @@
 use super::payload::{
     card_message, handoff_from_payload, quick_replies, replies_from_payload, reply_from_text,
 };
-use super::{
-    endpoint_and_credentials, policies, AgentAnswer, AgentError, AgentQuery, HandoffRequest,
-    QueryInput,
-};
+use super::{endpoint_and_credentials, AgentAnswer, AgentError, AgentQuery, QueryInput};
 use crate::config::{AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
+use crate::retry::gax::GaxPolicies;
 use google_cloud_dialogflow_v2::client::Sessions;
 use google_cloud_dialogflow_v2::model::intent::message::{Message, Platform};
 use google_cloud_dialogflow_v2::model::{
     intent, DetectIntentRequest, EventInput, QueryParameters, QueryResult, TextInput,
 };
-use google_cloud_gax::options::RequestOptionsBuilder;
-use std::time::Duration;
 
 /// The official ES sessions client of one endpoint.
 pub type Client = Sessions;
@@ -53,36 +49,16 @@ impl EsAgent {
     pub async fn detect_intent(
         &self,
         query: &AgentQuery,
-        budget: Duration,
-        retry_window: Duration,
+        retry: GaxPolicies,
     ) -> Result<AgentAnswer, AgentError> {
-        let (retry, backoff) = policies(budget, retry_window);
-        let response = self
+        let request = self
             .client
             .detect_intent()
-            .with_request(self.request(query))
-            .with_retry_policy(retry)
-            .with_backoff_policy(backoff)
-            .send()
-            .await?;
+            .with_request(self.request(query));
+        let response = retry.apply(request).send().await?;
         Ok(response
             .query_result
-            .map(|result| AgentAnswer {
-                handoff: result
-                    .fulfillment_messages
-                    .iter()
-                    .filter(|m| m.platform == Platform::Unspecified)
-                    .find_map(|m| match m.message.as_ref()? {
-                        Message::Payload(payload) => {
-                            handoff_from_payload(payload).map(|metadata| HandoffRequest {
-                                metadata,
-                                trigger: "payload",
-                            })
-                        }
-                        _ => None,
-                    }),
-                replies: replies(&result),
-            })
+            .map(|result| answer(&result))
             .unwrap_or_default())
     }
 
@@ -103,6 +79,22 @@ impl EsAgent {
             .set_session(format!("{}/sessions/{}", self.sessions_path, query.session))
             .set_query_input(input)
             .set_query_params(QueryParameters::new().set_payload(query.payload.clone()))
+    }
+}
+
+/// The replies, and the hand-over a custom payload of the default platform asks for.
+fn answer(result: &QueryResult) -> AgentAnswer {
+    let handoff = result
+        .fulfillment_messages
+        .iter()
+        .filter(|m| m.platform == Platform::Unspecified)
+        .find_map(|m| match m.message.as_ref()? {
+            Message::Payload(payload) => handoff_from_payload(payload),
+            _ => None,
+        });
+    AgentAnswer {
+        replies: replies(result),
+        handoff,
     }
 }
 

@@ -12,9 +12,10 @@ pub mod retry;
 
 use crate::config::{AgentKind, AgentSettings, Endpoint};
 use crate::reply::ReplyMessage;
+use crate::retry::RetryPolicy;
 use crate::session::SessionId;
-use google_cloud_gax::backoff_policy::BackoffPolicyArg;
-use google_cloud_gax::retry_policy::RetryPolicyArg;
+use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -89,7 +90,8 @@ impl AgentError {
 pub struct Agent {
     backend: Backend,
     timeout: Duration,
-    retry_window: Duration,
+    /// What is asked again, within `AGENT_RETRY_WINDOW` (and the timeout).
+    retry: RetryPolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -102,8 +104,27 @@ enum Backend {
 /// endpoint share one (its connections, its credentials), however many routes name them.
 #[derive(Default)]
 pub struct Clients {
-    cx: tokio::sync::Mutex<std::collections::HashMap<String, cx::Client>>,
-    es: tokio::sync::Mutex<std::collections::HashMap<String, es::Client>>,
+    cx: tokio::sync::Mutex<HashMap<String, cx::Client>>,
+    es: tokio::sync::Mutex<HashMap<String, es::Client>>,
+}
+
+/// The client of `endpoint` in `made`, made with `connect` if there is none yet.
+async fn shared<C, F>(
+    made: &tokio::sync::Mutex<HashMap<String, C>>,
+    endpoint: String,
+    connect: impl FnOnce() -> F,
+) -> Result<C, AgentError>
+where
+    C: Clone,
+    F: Future<Output = Result<C, AgentError>>,
+{
+    let mut made = made.lock().await;
+    if let Some(client) = made.get(&endpoint) {
+        return Ok(client.clone());
+    }
+    let client = connect().await?;
+    made.insert(endpoint, client.clone());
+    Ok(client)
 }
 
 impl Agent {
@@ -125,38 +146,20 @@ impl Agent {
                 agent_id,
                 session_ttl,
             } => {
-                let client = {
-                    let mut made = clients.cx.lock().await;
-                    match made.get(&endpoint) {
-                        Some(client) => client.clone(),
-                        None => {
-                            let client = cx::connect(&settings.endpoint).await?;
-                            made.insert(endpoint, client.clone());
-                            client
-                        }
-                    }
-                };
+                let client =
+                    shared(&clients.cx, endpoint, || cx::connect(&settings.endpoint)).await?;
                 Backend::Cx(cx::CxAgent::new(client, settings, agent_id, *session_ttl))
             }
             AgentKind::Es => {
-                let client = {
-                    let mut made = clients.es.lock().await;
-                    match made.get(&endpoint) {
-                        Some(client) => client.clone(),
-                        None => {
-                            let client = es::connect(&settings.endpoint).await?;
-                            made.insert(endpoint, client.clone());
-                            client
-                        }
-                    }
-                };
+                let client =
+                    shared(&clients.es, endpoint, || es::connect(&settings.endpoint)).await?;
                 Backend::Es(es::EsAgent::new(client, settings))
             }
         };
         Ok(Self {
             backend,
             timeout: settings.timeout,
-            retry_window: settings.retry_window,
+            retry: retry::policy(settings.retry_window).with_time_limit(settings.timeout),
         })
     }
 
@@ -168,18 +171,12 @@ impl Agent {
     /// Asks the agent, retrying transient failures, and gives up after the configured
     /// timeout.
     pub async fn detect_intent(&self, query: &AgentQuery) -> Result<AgentAnswer, AgentError> {
+        // Made for each call: gax's policies remember the call's last pause.
+        let retry = self.retry.for_gax(retry::Failure::verdict_of, self.timeout);
         let call = async {
             match &self.backend {
-                Backend::Cx(agent) => {
-                    agent
-                        .detect_intent(query, self.timeout, self.retry_window)
-                        .await
-                }
-                Backend::Es(agent) => {
-                    agent
-                        .detect_intent(query, self.timeout, self.retry_window)
-                        .await
-                }
+                Backend::Cx(agent) => agent.detect_intent(query, retry).await,
+                Backend::Es(agent) => agent.detect_intent(query, retry).await,
             }
         };
         tokio::time::timeout(self.timeout, call)
@@ -216,11 +213,4 @@ where
     fn anonymous(self) -> Self {
         self.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
     }
-}
-
-/// The retry and backoff policies of one call that may take `timeout` in all: see
-/// [`retry`].
-fn policies(timeout: Duration, window: Duration) -> (RetryPolicyArg, BackoffPolicyArg) {
-    let (retry, backoff) = retry::policies(timeout, window);
-    (retry.into(), backoff.into())
 }

@@ -11,6 +11,7 @@
 //!
 //! Anything else is another integration's payload: not an error, and not sent.
 
+use super::HandoffRequest;
 use crate::reply::{Answer, Choice, ReplyMessage, Template};
 use serde_json::{Map, Value};
 
@@ -82,16 +83,20 @@ pub fn replies_from_payload(payload: &Map<String, Value>) -> Vec<ReplyMessage> {
 
 /// The hand-over a payload asks for, `{"handoff": {...}}` (CX) or `{"twilio":
 /// {"handoff": {...}}}` (ES), with its metadata; `"handoff": true` has none.
-pub fn handoff_from_payload(payload: &Map<String, Value>) -> Option<Map<String, Value>> {
+pub fn handoff_from_payload(payload: &Map<String, Value>) -> Option<HandoffRequest> {
     let object = match payload.get("twilio") {
         Some(Value::Object(inner)) => inner,
         _ => payload,
     };
-    match object.get("handoff")? {
-        Value::Object(metadata) => Some(metadata.clone()),
-        Value::Bool(true) => Some(Map::new()),
-        _ => None,
-    }
+    let metadata = match object.get("handoff")? {
+        Value::Object(metadata) => metadata.clone(),
+        Value::Bool(true) => Map::new(),
+        _ => return None,
+    };
+    Some(HandoffRequest {
+        metadata,
+        trigger: "payload",
+    })
 }
 
 /// Text variants of one message: Dialogflow returns one at run time, but an agent may
@@ -508,7 +513,7 @@ mod tests {
     #[test]
     fn hand_over_payloads() {
         let metadata = |value: Value| match value {
-            Value::Object(map) => handoff_from_payload(&map),
+            Value::Object(map) => handoff_from_payload(&map).map(|h| h.metadata),
             _ => unreachable!(),
         };
         assert_eq!(

@@ -16,16 +16,13 @@
 //! Failures are asked again only within `AGENT_RETRY_WINDOW` (default
 //! [`DEFAULT_RETRY_WINDOW`]) of the first attempt, so that a person whose agent keeps
 //! failing fast hears the fallback message within seconds, while a single slow answer
-//! may still take the whole `AGENT_TIMEOUT`.
+//! may still take the whole `AGENT_TIMEOUT`. The pauses have jitter, and the official
+//! client's own loop does the asking: [`policy`] is turned into its retry and backoff
+//! policies by [`crate::retry::gax`].
 
-use google_cloud_gax::backoff_policy::BackoffPolicy;
+use crate::retry::{Backoff, RetryPolicy, Verdict};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::error::Error;
-use google_cloud_gax::retry_policy::RetryPolicy;
-use google_cloud_gax::retry_result::RetryResult;
-use google_cloud_gax::retry_state::RetryState;
-use google_cloud_gax::throttle_result::ThrottleResult;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long after the first attempt a failure may still be asked again.
@@ -110,85 +107,32 @@ impl Failure {
         }
     }
 
-    /// The pause before asking again after the `attempt`-th failure, or `None` if this
-    /// failure is not asked again.
-    pub fn backoff(self, attempt: u32) -> Option<Duration> {
-        let (first, most) = match self {
-            Failure::Unavailable | Failure::NotSent => {
-                (Duration::from_millis(100), Duration::from_secs(2))
-            }
-            Failure::ResourceExhausted => (Duration::from_millis(500), Duration::from_secs(5)),
-            _ => return None,
-        };
-        let scaled = first.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
-        Some(scaled.min(most))
-    }
-}
-
-/// The retry policy of one call: asks again what [`Failure::backoff`] allows, within
-/// the retry window, and lets each attempt use what is left of `timeout`. It remembers
-/// the last failure for [`Backoff`].
-#[derive(Debug)]
-pub struct Policy {
-    window: Duration,
-    timeout: Duration,
-    last: Arc<Mutex<Option<Failure>>>,
-}
-
-/// The backoff of one call, chosen by the failure its [`Policy`] saw last.
-#[derive(Debug)]
-pub struct Backoff {
-    last: Arc<Mutex<Option<Failure>>>,
-}
-
-/// The policies of one call that may take `timeout` in all, asking again within
-/// `window`.
-pub fn policies(timeout: Duration, window: Duration) -> (Policy, Backoff) {
-    let last = Arc::new(Mutex::new(None));
-    (
-        Policy {
-            window: window.min(timeout),
-            timeout,
-            last: Arc::clone(&last),
-        },
-        Backoff { last },
-    )
-}
-
-impl RetryPolicy for Policy {
-    fn on_error(&self, state: &RetryState, error: Error) -> RetryResult {
-        let failure = Failure::of(&error);
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
-        let Some(pause) = failure.backoff(state.attempt_count) else {
-            return RetryResult::Permanent(error);
-        };
-        // The last attempt starts within the window (which is within the timeout).
-        if state.start.elapsed() + pause >= self.window {
-            return RetryResult::Exhausted(error);
+    /// Whether this failure is asked again, and at which pace: the table above.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Failure::Unavailable | Failure::NotSent => Verdict::Retry,
+            Failure::ResourceExhausted => Verdict::Throttled,
+            _ => Verdict::Final,
         }
-        RetryResult::Continue(error)
     }
 
-    /// The client's throttler may hold an attempt back after many failures: past the
-    /// window, that ends the loop too, or the fallback would wait for the timeout.
-    fn on_throttle(&self, state: &RetryState, error: Error) -> ThrottleResult {
-        if state.start.elapsed() >= self.window {
-            return ThrottleResult::Exhausted(error);
-        }
-        ThrottleResult::Continue(error)
-    }
-
-    fn remaining_time(&self, state: &RetryState) -> Option<Duration> {
-        Some(self.timeout.saturating_sub(state.start.elapsed()))
+    /// [`Failure::verdict`] of what the official client reported.
+    pub fn verdict_of(error: &Error) -> Verdict {
+        Failure::of(error).verdict()
     }
 }
 
-impl BackoffPolicy for Backoff {
-    fn on_failure(&self, state: &RetryState) -> Duration {
-        let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        last.and_then(|failure| failure.backoff(state.attempt_count))
-            .unwrap_or(Duration::from_millis(100))
-    }
+/// The agent's retry policy: the table's pauses, within `window` of the first attempt.
+pub fn policy(window: Duration) -> RetryPolicy {
+    RetryPolicy::new(Backoff::exponential(
+        Duration::from_millis(100),
+        Duration::from_secs(2),
+    ))
+    .with_throttled_backoff(Backoff::exponential(
+        Duration::from_millis(500),
+        Duration::from_secs(5),
+    ))
+    .with_time_limit(window)
 }
 
 #[cfg(test)]
@@ -228,48 +172,42 @@ mod tests {
     }
 
     #[test]
-    fn only_what_the_agent_did_not_take_is_asked_again_with_its_own_backoff() {
-        assert!(Failure::Unavailable.backoff(1) < Failure::ResourceExhausted.backoff(1));
-        assert_eq!(
-            Failure::ResourceExhausted.backoff(9),
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            Failure::Unavailable.backoff(9),
-            Some(Duration::from_secs(2))
-        );
+    fn only_what_the_agent_did_not_take_is_asked_again_at_its_own_pace() {
+        assert_eq!(Failure::Unavailable.verdict(), Verdict::Retry);
+        assert_eq!(Failure::NotSent.verdict(), Verdict::Retry);
+        assert_eq!(Failure::ResourceExhausted.verdict(), Verdict::Throttled);
+        assert_eq!(Failure::verdict_of(&http(502)), Verdict::Retry);
         for failure in [
             Failure::Connection,
             Failure::Timeout,
             Failure::BadResponse,
+            Failure::Authentication,
             Failure::Status(Code::InvalidArgument),
             Failure::Status(Code::Internal),
             Failure::Status(Code::PermissionDenied),
         ] {
-            assert_eq!(failure.backoff(1), None, "{failure:?}");
+            assert_eq!(failure.verdict(), Verdict::Final, "{failure:?}");
         }
     }
 
     #[test]
-    fn failures_are_asked_again_within_the_window_only() {
-        let (policy, backoff) = policies(Duration::from_secs(35), DEFAULT_RETRY_WINDOW);
-        let now = RetryState::new(false).set_attempt_count(1u32);
-        assert!(policy.on_error(&now, http(502)).is_continue());
-        assert_eq!(backoff.on_failure(&now), Duration::from_millis(100));
-        assert!(policy.on_error(&now, http(429)).is_continue());
-        assert_eq!(backoff.on_failure(&now), Duration::from_millis(500));
-        let late = now
-            .clone()
-            .set_start(std::time::Instant::now() - Duration::from_secs(15));
-        assert!(matches!(
-            policy.on_error(&late, http(502)),
-            RetryResult::Exhausted(_)
-        ));
-        assert!(matches!(
-            policy.on_error(&now, http(500)),
-            RetryResult::Permanent(_)
-        ));
-        // A slow answer still has the whole timeout.
-        assert!(policy.remaining_time(&now) > Some(Duration::from_secs(30)));
+    fn a_throttled_agent_waits_longer_and_every_pause_has_its_ceiling() {
+        use crate::retry::{Next, Stop};
+        let policy = policy(DEFAULT_RETRY_WINDOW);
+        let pause = |verdict, failures| match policy.next(verdict, failures, Duration::ZERO) {
+            Next::After(pause) => pause,
+            Next::Stop(stop) => panic!("stopped: {stop:?}"),
+        };
+        for _ in 0..50 {
+            assert!(pause(Verdict::Retry, 1) <= Duration::from_millis(100));
+            // At least 400 ms: a 429 waits longer than any first UNAVAILABLE pause.
+            assert!(pause(Verdict::Throttled, 1) >= Duration::from_millis(400));
+            assert!(pause(Verdict::Retry, 9) <= Duration::from_secs(2));
+            assert!(pause(Verdict::Throttled, 9) <= Duration::from_secs(5));
+        }
+        assert_eq!(
+            policy.next(Verdict::Retry, 1, DEFAULT_RETRY_WINDOW),
+            Next::Stop(Stop::Window)
+        );
     }
 }

@@ -6,19 +6,20 @@
 use super::Event;
 use crate::config::HandoffSettings;
 use crate::metrics::Metrics;
+use crate::retry::{Backoff, GaveUp, RetryPolicy, Retrying, Verdict};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// One attempt may take this long.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// From 250 ms, doubling up to 5 s; for `HANDOFF_RETRY_FOR`.
+const BACKOFF: Backoff = Backoff::exponential(Duration::from_millis(250), Duration::from_secs(5));
 
 pub struct Destination {
     client: reqwest::Client,
     url: String,
     signer: standardwebhooks::Webhook,
-    retry_for: Duration,
+    retry: RetryPolicy,
     metrics: Arc<Metrics>,
 }
 
@@ -53,36 +54,32 @@ impl Destination {
             client,
             url: settings.url.clone(),
             signer,
-            retry_for: settings.retry_for,
+            retry: RetryPolicy::new(BACKOFF).with_time_limit(settings.retry_for),
             metrics,
         })
     }
 
-    /// Posts `event` until it is accepted, refused, or `HANDOFF_RETRY_FOR` has passed.
+    /// Posts `event` until it is accepted, refused, or `HANDOFF_RETRY_FOR` has passed;
+    /// every try carries the same `webhook-id`, so that the desk can drop repeats.
     pub async fn deliver(&self, event: &Event) -> Delivery {
-        let payload = event.body.to_string();
-        let started = tokio::time::Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let last = match self.attempt(event, &payload).await {
-                Ok(()) => {
-                    self.metrics.handoff_event("delivered");
-                    return Delivery::Delivered { attempts };
-                }
-                Err(Attempt::Final(last)) => {
-                    return self.dropped(event, attempts, last);
-                }
-                Err(Attempt::Again(last)) => last,
-            };
-            if started.elapsed() + backoff > self.retry_for {
-                return self.dropped(event, attempts, last);
-            }
+        let payload = &event.body.to_string();
+        let retried = |retry: &Retrying<'_, Attempt>| {
             self.metrics.handoff_event("retried");
-            tracing::debug!(event = %event.kind, webhook_id = %event.id, attempts, last = %last, "the hand-over destination did not take an event; trying again");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tracing::debug!(event = %event.kind, webhook_id = %event.id, attempts = retry.attempt, last = %retry.error.last(), "the hand-over destination did not take an event; trying again");
+        };
+        let attempt = |attempt| async move { self.attempt(event, payload).await.map(|()| attempt) };
+        match self
+            .retry
+            .run_observed(Attempt::verdict, retried, attempt)
+            .await
+        {
+            Ok(attempts) => {
+                self.metrics.handoff_event("delivered");
+                Delivery::Delivered { attempts }
+            }
+            Err(GaveUp {
+                error, attempts, ..
+            }) => self.dropped(event, attempts, error.into_last()),
         }
     }
 
@@ -135,7 +132,30 @@ impl Destination {
     }
 }
 
+/// Why one try failed: the answer (an HTTP status) or why there was none.
 enum Attempt {
+    /// A 5xx, 408 or 429, a timeout or a connection that failed: tried again.
     Again(String),
     Final(String),
+}
+
+impl Attempt {
+    fn verdict(&self) -> Verdict {
+        match self {
+            Attempt::Again(_) => Verdict::Retry,
+            Attempt::Final(_) => Verdict::Final,
+        }
+    }
+
+    fn last(&self) -> &str {
+        match self {
+            Attempt::Again(last) | Attempt::Final(last) => last,
+        }
+    }
+
+    fn into_last(self) -> String {
+        match self {
+            Attempt::Again(last) | Attempt::Final(last) => last,
+        }
+    }
 }

@@ -28,6 +28,7 @@ use super::{
 use crate::config::StateSettings;
 use crate::metrics::Metrics;
 use crate::rate_limit::{Limited, RateLimits, Scope};
+use crate::retry::{always, Backoff, RetryPolicy, Verdict};
 use crate::session::SessionId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
@@ -45,6 +46,21 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 const TAKE_AT_MOST: usize = 16;
 /// Failures are logged at most this often; the metric counts every one.
 const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// A server not there at start-up is tried again every second until it answers.
+const RECONNECT_EVERY: Backoff = Backoff::constant(Duration::from_secs(1));
+/// An admission whose answer was lost (a timeout) is asked again once, at once: with
+/// the same token, the script gives the same turn.
+const READMIT: RetryPolicy = RetryPolicy::new(Backoff::NONE).with_attempt_limit(2);
+/// The end of a turn is tried three times, 100 ms then 200 ms apart.
+const REFINISH: RetryPolicy = RetryPolicy::new(Backoff::exponential(
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+))
+.with_attempt_limit(3);
+/// An admission that may have been made unseen is cleared every 200 ms until the store
+/// answers, within the lease (`SharedState::clear_lost_admission`).
+const CLEAR_EVERY: Backoff = Backoff::constant(Duration::from_millis(200));
 
 /// Why the shared store cannot be set up at all (a wrong setting, not an outage).
 #[derive(Debug, thiserror::Error)]
@@ -325,12 +341,15 @@ impl SharedState {
         if state.connect().await.is_err() {
             let retry = Arc::clone(&state);
             tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    if retry.connect().await.is_ok() {
-                        tracing::info!("connected to the shared state store");
-                        return;
-                    }
+                // The first attempt has just failed: the next one after a pause.
+                tokio::time::sleep(RECONNECT_EVERY.pause(1)).await;
+                let until_connected = RetryPolicy::new(RECONNECT_EVERY);
+                if until_connected
+                    .run(always, |_| retry.connect())
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!("connected to the shared state store");
                 }
             });
         }
@@ -432,11 +451,13 @@ impl SharedState {
             counted,
             record_keys: &record_keys,
         };
-        let mut admitted = self.run_admit(&call).await;
-        let timed_out = matches!(admitted, Err(StoreError::Timeout(_)));
-        if timed_out {
-            admitted = self.run_admit(&call).await;
-        }
+        let answer_lost = |error: &StoreError| match error {
+            StoreError::Timeout(_) => Verdict::Retry,
+            _ => Verdict::Final,
+        };
+        let admitted = READMIT.run(answer_lost, |_| self.run_admit(&call)).await;
+        // More than one attempt: the first one's answer was lost.
+        let timed_out = matches!(&admitted, Err(gave_up) if gave_up.attempts > 1);
         match admitted {
             Ok(Admitted::First {
                 seq,
@@ -554,10 +575,8 @@ impl SharedState {
         session: SessionId,
         token: String,
     ) {
-        let started = Instant::now();
         let mine = format!("pending:{token}:");
-        while started.elapsed() < self.lease {
-            tokio::time::sleep(POLL_EVERY * 10).await;
+        let clear = || async {
             let seen = self
                 .call("outcome", |mut connection| {
                     let message_key = message_key.clone();
@@ -568,13 +587,10 @@ impl SharedState {
                             .await
                     }
                 })
-                .await;
-            let seq = match seen {
-                Err(_) => continue,
-                Ok(seen) => seen.and_then(|v| v.strip_prefix(&mine)?.parse::<u64>().ok()),
-            };
+                .await?;
+            let seq = seen.and_then(|v| v.strip_prefix(&mine)?.parse::<u64>().ok());
             // The script never ran, or another delivery owns the message: nothing to do.
-            let Some(seq) = seq else { return };
+            let Some(seq) = seq else { return Ok(()) };
             let ticket = SharedTicket::new(
                 Arc::clone(&self),
                 &session,
@@ -584,9 +600,15 @@ impl SharedState {
                 true,
             );
             debug_assert_eq!(ticket.conversation, conversation);
-            if ticket.try_finish(None).await {
-                return;
-            }
+            ticket.try_finish(None).await
+        };
+        // The store has just failed to answer: give it a pause before the first try.
+        let first = CLEAR_EVERY.pause(1);
+        tokio::time::sleep(first).await;
+        let within_lease =
+            RetryPolicy::new(CLEAR_EVERY).with_time_limit(self.lease.saturating_sub(first));
+        if within_lease.run(always, |_| clear()).await.is_ok() {
+            return;
         }
         tracing::error!(
             "an admission the shared store did not confirm could not be cleared: another instance may answer its message again after STATE_LEASE"
@@ -1158,11 +1180,11 @@ impl SharedTicket {
     /// go. Tried a few times: a turn that stays unfinished is taken over later, and its
     /// message may then be answered twice, which the log says.
     pub(super) async fn finish(self, outcome: Option<Json>) {
-        for attempt in 0..3u32 {
-            if self.try_finish(outcome.clone()).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100) * (attempt + 1)).await;
+        let finished = REFINISH
+            .run(always, |_| self.try_finish(outcome.clone()))
+            .await;
+        if finished.is_ok() {
+            return;
         }
         tracing::error!(
             turn = %self.turn,
@@ -1170,8 +1192,8 @@ impl SharedTicket {
         );
     }
 
-    /// One attempt at [`SharedTicket::finish`]: true once the store answered.
-    async fn try_finish(&self, outcome: Option<Json>) -> bool {
+    /// One attempt at [`SharedTicket::finish`]: done once the store answered.
+    async fn try_finish(&self, outcome: Option<Json>) -> Result<(), StoreError> {
         let outcome = outcome.as_deref().unwrap_or_default().to_owned();
         let finished = self
             .state
@@ -1190,16 +1212,11 @@ impl SharedTicket {
                 async move { invocation.invoke_async::<i64>(&mut connection).await }
             })
             .await;
-        match finished {
-            Ok(answer) => {
-                if Holding::of(answer) == Holding::Lost {
-                    self.note(Holding::Lost);
-                }
-                self.state.finished.notify_waiters();
-                true
-            }
-            Err(_) => false,
+        if Holding::of(finished?) == Holding::Lost {
+            self.note(Holding::Lost);
         }
+        self.state.finished.notify_waiters();
+        Ok(())
     }
 
     pub(super) async fn release(self) -> bool {

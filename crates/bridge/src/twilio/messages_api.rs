@@ -9,6 +9,7 @@
 
 use crate::config::Secret;
 use crate::reply::ReplyMessage;
+use crate::retry::{Backoff, GaveUp, RetryPolicy, Stop, Verdict};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,6 +99,42 @@ struct TwilioError {
 /// The longest wait a 429's `Retry-After` may ask for before the next try.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// Four tries, 250 ms apart and doubling.
+const RETRY: RetryPolicy = RetryPolicy::new(Backoff::exponential(
+    Duration::from_millis(250),
+    Duration::from_secs(4),
+))
+.with_attempt_limit(4);
+
+/// Why one try failed.
+#[derive(Debug)]
+enum Attempt {
+    /// Worth another try: Twilio did not take the request (a 429, a 5xx, a connection
+    /// that could not be made, a rotated token).
+    Transient {
+        last: String,
+        /// Twilio's answer, if there was one.
+        status: Option<u16>,
+        code: Option<u32>,
+        retry_after: Option<Duration>,
+    },
+    /// Not tried again: refused, or the request may have been taken.
+    Final(SendError),
+}
+
+impl Attempt {
+    fn verdict(&self) -> Verdict {
+        match self {
+            Attempt::Transient {
+                retry_after: Some(after),
+                ..
+            } => Verdict::RetryAfter(*after),
+            Attempt::Transient { .. } => Verdict::Retry,
+            Attempt::Final(_) => Verdict::Final,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MessagesApi {
     client: reqwest::Client,
@@ -105,8 +142,7 @@ pub struct MessagesApi {
     content_base_url: String,
     messaging_base_url: String,
     credentials: ApiCredentials,
-    attempts: u32,
-    first_backoff: Duration,
+    retry: RetryPolicy,
     /// Which of the passwords Twilio took last.
     password: Arc<AtomicUsize>,
 }
@@ -125,16 +161,14 @@ impl MessagesApi {
             content_base_url: base_url.trim_end_matches('/').to_owned(),
             messaging_base_url: base_url.trim_end_matches('/').to_owned(),
             credentials,
-            attempts: 4,
-            first_backoff: Duration::from_millis(250),
+            retry: RETRY,
             password: Arc::default(),
         })
     }
 
-    /// Shorter waits between tries, for tests.
-    pub fn with_backoff(mut self, first_backoff: Duration, attempts: u32) -> Self {
-        self.first_backoff = first_backoff;
-        self.attempts = attempts.max(1);
+    /// Another retry policy for sends (shorter waits, for tests).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -202,7 +236,9 @@ impl MessagesApi {
         let url = format!("{}/v1/Content", self.content_base_url);
         // Once: creating is not idempotent, and a menu not made now goes as text.
         let response = self
-            .call_with(1, |client| client.post(&url).json(content))
+            .call_with(self.retry.with_attempt_limit(1), |client| {
+                client.post(&url).json(content)
+            })
             .await?;
         #[derive(Deserialize)]
         struct Created {
@@ -220,108 +256,133 @@ impl MessagesApi {
     pub async fn typing(&self, message_sid: &str) -> Result<(), SendError> {
         let url = format!("{}/v2/Indicators/Typing.json", self.messaging_base_url);
         let form = [("messageId", message_sid), ("channel", "whatsapp")];
-        self.call_with(1, |client| client.post(&url).form(&form))
-            .await
-            .map(drop)
+        self.call_with(self.retry.with_attempt_limit(1), |client| {
+            client.post(&url).form(&form)
+        })
+        .await
+        .map(drop)
     }
 
     async fn call(
         &self,
         request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, SendError> {
-        self.call_with(self.attempts, request).await
+        self.call_with(self.retry, request).await
     }
 
     /// Makes the request `request` builds, as [`MessagesApi::send`] says, and returns
     /// Twilio's successful answer.
     async fn call_with(
         &self,
-        attempts: u32,
+        retry: RetryPolicy,
         request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, SendError> {
-        let mut backoff = self.first_backoff;
-        let mut wait = Duration::ZERO;
-        let mut last = String::new();
-        let mut last_answer: (Option<u16>, Option<u32>) = (None, None);
-        for attempt in 1..=attempts {
-            if attempt > 1 {
-                tokio::time::sleep(wait.max(backoff)).await;
-                backoff = backoff.saturating_mul(2);
+        let attempt = |_| self.attempt(&request);
+        match retry.run(Attempt::verdict, attempt).await {
+            Ok(response) => Ok(response),
+            Err(GaveUp {
+                error: Attempt::Final(error),
+                ..
+            }) => Err(error),
+            Err(GaveUp {
+                error:
+                    Attempt::Transient {
+                        last, status, code, ..
+                    },
+                attempts,
+                stop,
+            }) => {
+                debug_assert_ne!(stop, Stop::Final);
+                Err(SendError::GaveUp {
+                    attempts,
+                    last,
+                    status,
+                    code,
+                })
             }
-            let password = self.password.load(Ordering::Relaxed);
-            let response = request(&self.client)
-                .basic_auth(
-                    &self.credentials.username,
-                    self.credentials.passwords.get(password).map(Secret::expose),
-                )
-                .send()
-                .await;
-            let response = match response {
-                Ok(response) => response,
-                Err(error) if error.is_connect() => {
-                    last = "could not connect".into();
-                    last_answer = (None, None);
-                    wait = Duration::ZERO;
-                    continue;
-                }
-                Err(error) if error.is_timeout() => {
-                    return Err(SendError::Unknown("timeout".into()))
-                }
-                Err(_) => return Err(SendError::Unknown("connection lost".into())),
-            };
-            let status = response.status();
-            if status.is_success() {
-                return Ok(response);
+        }
+    }
+
+    /// One try of the request `request` builds.
+    async fn attempt(
+        &self,
+        request: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Attempt> {
+        let password = self.password.load(Ordering::Relaxed);
+        let response = request(&self.client)
+            .basic_auth(
+                &self.credentials.username,
+                self.credentials.passwords.get(password).map(Secret::expose),
+            )
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            // Nothing went out: safe to try again.
+            Err(error) if error.is_connect() => {
+                return Err(Attempt::Transient {
+                    last: "could not connect".into(),
+                    status: None,
+                    code: None,
+                    retry_after: None,
+                })
             }
-            wait = retry_after(response.headers());
-            if status == reqwest::StatusCode::UNAUTHORIZED
-                && password + 1 < self.credentials.passwords.len()
-            {
-                // The token was rotated: the secondary is the account's token now.
-                let _ = self.password.compare_exchange(
-                    password,
-                    password + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-                last = "HTTP 401 with the primary auth token".into();
-                continue;
+            Err(error) if error.is_timeout() => {
+                return Err(Attempt::Final(SendError::Unknown("timeout".into())))
             }
-            let body = response.text().await.unwrap_or_default();
-            let error: TwilioError = serde_json::from_str(&body).unwrap_or(TwilioError {
+            Err(_) => return Err(Attempt::Final(SendError::Unknown("connection lost".into()))),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers());
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            && password + 1 < self.credentials.passwords.len()
+        {
+            // The token was rotated: the secondary is the account's token now.
+            let _ = self.password.compare_exchange(
+                password,
+                password + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return Err(Attempt::Transient {
+                last: "HTTP 401 with the primary auth token".into(),
+                status: Some(401),
                 code: None,
-                more_info: None,
-            });
-            let code = error.code.unwrap_or(0);
-            if status.as_u16() == 429 || status.is_server_error() {
-                last = format!("HTTP {}, Twilio error {code}", status.as_u16());
-                last_answer = (Some(status.as_u16()), error.code);
-                continue;
-            }
-            return Err(SendError::Refused {
-                status: status.as_u16(),
-                code,
-                more_info: error.more_info.unwrap_or_default(),
+                retry_after,
             });
         }
-        Err(SendError::GaveUp {
-            attempts,
-            last,
-            status: last_answer.0,
-            code: last_answer.1,
-        })
+        let body = response.text().await.unwrap_or_default();
+        let error: TwilioError = serde_json::from_str(&body).unwrap_or(TwilioError {
+            code: None,
+            more_info: None,
+        });
+        let code = error.code.unwrap_or(0);
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(Attempt::Transient {
+                last: format!("HTTP {}, Twilio error {code}", status.as_u16()),
+                status: Some(status.as_u16()),
+                code: error.code,
+                retry_after,
+            });
+        }
+        Err(Attempt::Final(SendError::Refused {
+            status: status.as_u16(),
+            code,
+            more_info: error.more_info.unwrap_or_default(),
+        }))
     }
 }
 
-/// A `Retry-After` in seconds, capped; zero when there is none.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+/// A `Retry-After` in seconds, capped, if there is one.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, |s| {
-            Duration::from_secs(s).min(MAX_RETRY_AFTER)
-        })
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -343,7 +404,9 @@ mod tests {
         };
         MessagesApi::new(&base, credentials, Duration::from_secs(10))
             .unwrap()
-            .with_backoff(Duration::from_millis(1), 2)
+            .with_retry_policy(
+                RetryPolicy::new(Backoff::constant(Duration::from_millis(1))).with_attempt_limit(2),
+            )
     }
 
     async fn send_hi(api: &MessagesApi) -> Result<(), SendError> {
@@ -374,5 +437,27 @@ mod tests {
         let api = twilio_answering(StatusCode::CREATED, "<not json>").await;
         let sent = send_hi(&api).await;
         assert!(sent.is_ok(), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_5xx_is_tried_again_and_given_up_on_with_the_last_answer() {
+        let api = twilio_answering(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"code": 20500, "message": "Internal Server Error", "status": 503}"#,
+        )
+        .await;
+        let error = send_hi(&api).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SendError::GaveUp {
+                    attempts: 2,
+                    status: Some(503),
+                    code: Some(20500),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
     }
 }
