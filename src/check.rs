@@ -28,11 +28,11 @@ pub async fn run(
     text: &str,
 ) -> (Verdict, String) {
     let mut report = String::new();
-    let settings = match Settings::from_vars(vars) {
+    let settings = match bridge::config::load(vars, project) {
         Ok(settings) => settings,
         Err(errors) => {
-            for line in errors.explained(project).0 {
-                let _ = writeln!(report, "configuration error: {line}");
+            for error in errors.0 {
+                let _ = writeln!(report, "configuration error: {error}");
             }
             return (Verdict::BadConfiguration, report);
         }

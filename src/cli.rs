@@ -6,7 +6,7 @@
 
 use crate::check;
 use anyhow::Context;
-use bridge::config::{self, ProjectLookup, Settings, Vars};
+use bridge::config::{self, ProjectLookup, Vars};
 use bridge::{logging, startup};
 use clap::{Parser, Subcommand};
 use stand_ins::{chat, demo, desk, emulator};
@@ -256,11 +256,11 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
 }
 
 async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode> {
-    let settings = match Settings::from_vars(vars) {
+    let settings = match config::load(vars, project) {
         Ok(settings) => settings,
         Err(errors) => {
-            for line in errors.explained(project).0 {
-                eprintln!("configuration error: {line}");
+            for error in errors.0 {
+                eprintln!("configuration error: {error}");
             }
             return Ok(ExitCode::from(2));
         }

@@ -274,3 +274,138 @@ async fn check_warns_when_the_endpoint_is_not_the_agents_location() {
     );
     assert!(out.contains("TRUST_PROXY                  true"), "{out}");
 }
+
+/// A routes file and no agent variables: the agent variables set are still read, and
+/// a bad one refused (they fill the routes' gaps).
+fn routes_file_without_agent_variables(extra: &[(&'static str, &'static str)]) -> WorkDir {
+    let dir = WorkDir::with_dotenv("");
+    std::fs::write(
+        dir.0.join("routes.yaml"),
+        "routes:\n  - name: france\n    match: { to: \"+33170000001\" }\n    agent: { type: CX, project: p, id: a }\n",
+    )
+    .unwrap();
+    let mut dotenv = format!(
+        "TWILIO_ACCOUNT_SID={ACCOUNT_SID}\nTWILIO_AUTH_TOKEN={AUTH_TOKEN}\nROUTES_FILE=routes.yaml\nPORT=0\n"
+    );
+    for (name, value) in extra {
+        dotenv.push_str(&format!("{name}={value}\n"));
+    }
+    std::fs::write(dir.0.join(".env"), dotenv).unwrap();
+    dir
+}
+
+/// The command's output; killed if it has not ended in `seconds` (a `serve` that took
+/// a bad configuration would listen for ever), so that the test fails instead of hanging.
+fn output_within_seconds(mut command: Command, seconds: u64) -> std::process::Output {
+    use std::io::Read;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// The configuration errors a command printed, on stderr (`serve`) or stdout (`check`).
+fn configuration_errors(output: &std::process::Output) -> Vec<String> {
+    [&output.stdout, &output.stderr]
+        .iter()
+        .flat_map(|out| {
+            String::from_utf8_lossy(out)
+                .lines()
+                .filter(|line| line.starts_with("configuration error: "))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn with_a_routes_file_a_bad_agent_variable_stops_serve_and_check() {
+    let dir = routes_file_without_agent_variables(&[
+        ("SESSION_TTL", "banana"),
+        ("AGENT_TIMEOUT", "999h"),
+    ]);
+    let env = [("GCE_METADATA_HOST", "127.0.0.1:9")];
+    for args in [&["serve"][..], &["check", "--offline"]] {
+        let output = output_within_seconds(dir.command(args, &env), 20);
+        let errors = configuration_errors(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {errors:?}");
+        assert_eq!(errors.len(), 2, "{args:?}: {errors:?}");
+        assert!(
+            errors[0].starts_with("configuration error: SESSION_TTL: must be a duration"),
+            "{args:?}: {errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("configuration error: AGENT_TIMEOUT: must be at most 7 days"),
+            "{args:?}: {errors:?}"
+        );
+    }
+    // Without them, the same routes file is a configuration that serves.
+    let dir = routes_file_without_agent_variables(&[]);
+    let output = dir.command(&["check", "--offline"], &env).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{:?}",
+        configuration_errors(&output)
+    );
+}
+
+#[test]
+fn check_reports_the_errors_serve_refuses_to_start_with() {
+    // A bad value of each kind, in the variables and in the routes file, and a project
+    // the metadata server cannot tell.
+    let dir = WorkDir::with_dotenv(
+        "AGENT_TYPE=CX\nSESSION_TTL=soon\nREPLY_MODE=sometimes\nTWILIO_WEBHOOK_URL=bot.example.com\n\
+         STATE_URL=http://user:pw@redis\nHANDOFF_TOKEN=short\nROUTES_FILE=routes.yaml\n",
+    );
+    std::fs::write(
+        dir.0.join("routes.yaml"),
+        "routes:\n  - name: \"bad name\"\n    match: {}\n    agent: { type: DX }\n    session_ttl: forever\n",
+    )
+    .unwrap();
+    let env = [("PORT", "eighty"), ("GCE_METADATA_HOST", "127.0.0.1:9")];
+    let serve = output_within_seconds(dir.command(&["serve"], &env), 20);
+    let check = dir.command(&["check", "--offline"], &env).output().unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    assert_eq!(check.status.code(), Some(2));
+    let (serve, check) = (configuration_errors(&serve), configuration_errors(&check));
+    assert!(serve.len() >= 10, "{serve:#?}");
+    assert_eq!(serve, check);
+    assert!(
+        serve
+            .iter()
+            .any(|line| line.contains("GCP_PROJECT: is required but not set")
+                && line.contains("the metadata server 127.0.0.1:9")),
+        "{serve:#?}"
+    );
+    assert!(
+        !serve.iter().any(|line| line.contains(":pw@")),
+        "{serve:#?}"
+    );
+}

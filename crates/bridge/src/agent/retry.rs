@@ -25,8 +25,9 @@ use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::error::Error;
 use std::time::Duration;
 
-/// How long after the first attempt a failure may still be asked again.
-pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(15);
+/// How long after the first attempt a failure may still be asked again: a setting
+/// (`AGENT_RETRY_WINDOW`), so its default lives with the settings.
+pub use crate::config::DEFAULT_RETRY_WINDOW;
 
 /// What kind of failure an agent call ended in.
 #[derive(Debug, Clone, Copy, PartialEq)]

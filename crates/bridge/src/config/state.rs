@@ -1,0 +1,86 @@
+//! Where the bridge keeps what must hold across instances (`STATE_URL`, …).
+
+use super::error::Problem;
+use super::values::{parse_duration, Secret};
+use super::vars::Reader;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the bridge keeps what must hold across instances: the messages already
+/// answered, the order of each conversation's turns, the replies still owed.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    /// `redis://` or `rediss://`; none: in this process only.
+    pub url: Option<Secret>,
+    /// The server's CA certificate (PEM), for `rediss://` with a private CA (Memorystore).
+    pub ca_file: Option<PathBuf>,
+    /// Every key starts with this, so that several bridges can share one server.
+    pub prefix: String,
+    /// The longest any one call to the store may take before the bridge goes on without
+    /// it.
+    pub timeout: Duration,
+    /// How long an instance may hold a turn without renewing it; after that, another
+    /// instance takes over its work.
+    pub lease: Duration,
+}
+
+pub const DEFAULT_STATE_PREFIX: &str = "twilio-dialogflow";
+const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(300);
+const DEFAULT_STATE_LEASE: Duration = Duration::from_secs(30);
+
+pub(super) fn read(reader: &mut Reader<'_>) -> StateSettings {
+    // The URL may hold a password: an error never repeats it.
+    let url = reader.parsed_secret("STATE_URL", |v| {
+        if v.starts_with("redis://") || v.starts_with("rediss://") {
+            Ok(Secret::new(v))
+        } else {
+            Err("must be a redis:// or rediss:// URL (user and password in it if the server needs them)".to_owned())
+        }
+    });
+    let ca_file = reader.parsed("STATE_CA_FILE", |v| {
+        let path = PathBuf::from(v);
+        match path.is_file() {
+            true => Ok(path),
+            false => Err("must be the path of a PEM file that exists".to_owned()),
+        }
+    });
+    let over_tls = url
+        .as_ref()
+        .is_some_and(|u| u.expose().starts_with("rediss://"));
+    if ca_file.is_some() && !over_tls {
+        reader.fail_var(
+            "STATE_CA_FILE",
+            Problem::Conflict("is only for a rediss:// STATE_URL".to_owned()),
+        );
+    }
+    let prefix = reader
+        .parsed("STATE_PREFIX", |v| {
+            match v
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+            {
+                true => Ok(v.to_owned()),
+                false => Err("must be printable characters without spaces or braces".to_owned()),
+            }
+        })
+        .unwrap_or_else(|| DEFAULT_STATE_PREFIX.to_owned());
+    let timeout = reader
+        .parsed("STATE_TIMEOUT", parse_duration)
+        .unwrap_or(DEFAULT_STATE_TIMEOUT);
+    let lease = reader
+        .parsed("STATE_LEASE", |v| {
+            let lease = parse_duration(v)?;
+            match lease < Duration::from_secs(1) {
+                true => Err("must be at least 1s".to_owned()),
+                false => Ok(lease),
+            }
+        })
+        .unwrap_or(DEFAULT_STATE_LEASE);
+    StateSettings {
+        url,
+        ca_file,
+        prefix,
+        timeout,
+        lease,
+    }
+}

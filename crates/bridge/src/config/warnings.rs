@@ -1,0 +1,57 @@
+//! Settings that are valid but probably not what the operator meant.
+
+use super::{Endpoint, ReplyMode, Settings, DEFAULT_TWILIO_API_BASE_URL};
+
+impl Settings {
+    /// Settings that are valid but probably not what the operator meant, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for route in &self.routes {
+            let agent = &route.agent;
+            let Endpoint::Google { host } = &agent.endpoint else {
+                continue;
+            };
+            let regional = format!("{}-dialogflow.googleapis.com", agent.location);
+            let mismatch = if agent.location == "global" {
+                host.ends_with("-dialogflow.googleapis.com")
+            } else {
+                host == "dialogflow.googleapis.com"
+            };
+            if mismatch {
+                let expected = if agent.location == "global" {
+                    "dialogflow.googleapis.com"
+                } else {
+                    &regional
+                };
+                let (location, endpoint) = match route.name.as_str() {
+                    "default" => ("AGENT_LOCATION".to_owned(), "DF_ENDPOINT".to_owned()),
+                    name => (
+                        format!("route {name}: agent.location"),
+                        "agent.endpoint".to_owned(),
+                    ),
+                };
+                warnings.push(format!(
+                    "{location} is {} but {endpoint} is {host}: an agent is only served by its own location's endpoint ({expected}); expect NOT_FOUND or the fallback message. Unset {endpoint} to use the right one.",
+                    agent.location
+                ));
+            }
+        }
+        let on_emulator = self
+            .routes
+            .iter()
+            .any(|route| matches!(route.agent.endpoint, Endpoint::Emulator { .. }));
+        if on_emulator
+            && self
+                .routes
+                .iter()
+                .any(|route| route.reply_mode != ReplyMode::Twiml)
+            && self.replies.api_base_url == DEFAULT_TWILIO_API_BASE_URL
+        {
+            warnings.push(format!(
+                "the agent is an emulator but replies that miss REPLY_DEADLINE go to the real {DEFAULT_TWILIO_API_BASE_URL} (REPLY_MODE={}): set TWILIO_API_BASE_URL to a local stand-in (`emulator --twilio-port`) or REPLY_MODE=twiml",
+                self.replies.mode
+            ));
+        }
+        warnings
+    }
+}
