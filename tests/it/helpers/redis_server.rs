@@ -1,0 +1,185 @@
+//! Real redis-servers on ports no other server of this run is given.
+
+/// A real `redis-server` on a port of its own, for as long as the test holds it: no
+/// persistence, nothing shared with other tests.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    /// Extra arguments (TLS), kept for a restart.
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A server with `args` besides the test's own (which take a port themselves when
+    /// `args` name `--tls-port`).
+    ///
+    /// The port comes from [`free_port`], and another process on the machine (another
+    /// run of these tests) may still take it first: the server then says so and stops,
+    /// and it is started again on another port. Its own log decides, not a probe of the
+    /// port, which could reach whichever server took it.
+    pub async fn start_with(args: Vec<String>) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..10 {
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+                args: args.clone(),
+            };
+            match server.launch().await {
+                Ok(()) => return server,
+                Err(failure) => failures.push((server.port, failure)),
+            }
+        }
+        panic!("redis-server did not start on any of ten ports: {failures:#?}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again, on the same port (the bridges under test know it), empty.
+    pub async fn restart(&mut self) {
+        self.stop();
+        if let Err(failure) = self.launch().await {
+            panic!(
+                "redis-server did not start again on port {}: {failure:?}",
+                self.port
+            );
+        }
+    }
+
+    /// Starts the server on `self.port` and waits until it says it accepts connections,
+    /// or until it stops (the port was taken): then the error is what it wrote.
+    async fn launch(&mut self) -> Result<(), Vec<String>> {
+        use std::io::BufRead;
+        let tls = self.args.iter().any(|a| a == "--tls-port");
+        let mut command = std::process::Command::new("redis-server");
+        if tls {
+            command.args(["--port", "0", "--tls-port", &self.port.to_string()]);
+            command.args(self.args.iter().filter(|a| *a != "--tls-port"));
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+            command.args(&self.args);
+        }
+        let mut child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-server is installed (./test.sh installs it)");
+        let log = child.stdout.take().expect("stdout is piped");
+        self.child = Some(child);
+        // Read to the end, so that the server never blocks writing its log.
+        let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let ready = async {
+            while let Some(line) = lines.recv().await {
+                if line.contains("Ready to accept connections") {
+                    return true;
+                }
+                seen.push(line);
+            }
+            // The log ended: the server stopped.
+            false
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(20), ready).await {
+            Ok(true) => Ok(()),
+            _ => {
+                self.stop();
+                Err(seen)
+            }
+        }
+    }
+
+    /// Stops the server, as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// How many keys the server holds.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut connection)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A local port nothing listens on now, and that this run of the tests has not handed
+/// out before: for a server a test starts as a process of its own (`redis-server`), or
+/// an address that must refuse connections.
+///
+/// Not a port bound to 0 and released: the kernel gives those from its ephemeral range
+/// to every `bind(0)` and every outgoing connection, so the servers this run starts in
+/// process (each bridge and emulator binds port 0) could take it before the child does.
+/// The ports here lie below the ephemeral range, which the kernel never hands out by
+/// itself; the set keeps two tests of this run from getting the same one; where each
+/// run starts in the range depends on its process id, so two runs on one machine
+/// rarely meet, and when they do the child fails to bind and is started again
+/// elsewhere ([`RedisServer::start_with`]).
+pub fn free_port() -> u16 {
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static HANDED_OUT: OnceLock<Mutex<(usize, std::collections::HashSet<u16>)>> = OnceLock::new();
+    let (first, end) = ports_the_kernel_does_not_hand_out();
+    let span = usize::from(end - first);
+    let mut handed_out = HANDED_OUT
+        .get_or_init(|| {
+            let start = (std::process::id() as usize).wrapping_mul(7919) % span;
+            Mutex::new((start, std::collections::HashSet::new()))
+        })
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let (next, taken) = &mut *handed_out;
+    for _ in 0..span {
+        let port = first + (*next % span) as u16;
+        *next += 1;
+        if taken.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return port;
+        }
+    }
+    panic!("no free local port in {first}..{end}");
+}
+
+/// Ports the kernel never hands out by itself: below its ephemeral range
+/// (`ip_local_port_range`) from 10000, or above it when it starts too low.
+fn ports_the_kernel_does_not_hand_out() -> (u16, u16) {
+    let ephemeral: Vec<u16> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .map(|range| {
+            range
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    match ephemeral[..] {
+        [start, _] if start >= 12_000 => (10_000, start),
+        [_, end] if end <= 63_000 => (end + 1, 65_535),
+        // Everything is ephemeral (or unknown): the kernel's usual range leaves these.
+        _ => (10_000, 32_768),
+    }
+}
