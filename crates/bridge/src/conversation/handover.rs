@@ -6,6 +6,7 @@
 
 use super::{AgentRoute, Conversations, Handled, Outcome, Route};
 use crate::agent::AgentAnswer;
+use crate::handoff::events::EventKind;
 use crate::handoff::{
     now, Active, Delivery, EndReason, Event, Handoff, Line, Record, Speaker, StoredRecipient,
 };
@@ -186,7 +187,8 @@ impl Conversations {
         };
         for event in &work.events {
             let delivery = handoff.destination.deliver(event).await;
-            if matches!(delivery, Delivery::Dropped { .. }) && event.kind != "handoff.ended" {
+            if matches!(delivery, Delivery::Dropped { .. }) && event.kind != EventKind::HandoffEnded
+            {
                 self.give_up(handoff, session, recipient).await;
                 return;
             }

@@ -13,6 +13,7 @@ mod turn;
 
 pub use handover::{HandoffWork, HumanSideError};
 
+use crate::agent::retry::FallbackReason;
 use crate::agent::{Agent, AgentAnswer, AgentQuery, QueryInput, LOCATION_EVENT, MEDIA_EVENT};
 use crate::menu::{answer_of_id, MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
@@ -32,12 +33,12 @@ use tokio::sync::oneshot;
 pub const MAX_QUERY_CHARS: usize = 256;
 
 /// How a message was handled, for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// The agent answered.
     Answered,
-    /// The agent could not answer; the user got the fallback message. The label says why.
-    Fallback(String),
+    /// The agent could not answer; the user got the fallback message, for this reason.
+    Fallback(FallbackReason),
     /// Nothing to ask: no text and no media.
     Empty,
     /// The webhook was answered before the agent; the replies follow through the API.
@@ -420,9 +421,9 @@ impl Conversations {
                 tokio::select! {
                     answer = &mut answered => answer.unwrap_or_else(|_| {
                         tracing::error!(session = %session, "answering a message panicked");
-                        self.fallback(route, session, "PANIC".into(), None)
+                        self.fallback(route, session, FallbackReason::Panic, None)
                     }),
-                    () = self.out_of_grace() => self.fallback(route, session, "SHUTDOWN".into(), None),
+                    () = self.out_of_grace() => self.fallback(route, session, FallbackReason::Shutdown, None),
                 }
             }
             Delivery::Auto { deadline, .. } => {
@@ -439,7 +440,7 @@ impl Conversations {
                     .unwrap_or(Err(()))
                 {
                     Ok(Ok(handled)) => handled,
-                    Ok(Err(_)) => self.fallback(route, session, "ABANDONED".into(), None),
+                    Ok(Err(_)) => self.fallback(route, session, FallbackReason::Abandoned, None),
                     Err(()) => {
                         // Too late for the webhook. Closing first makes the hand-over
                         // exact: either the answer is already here, or the turn's send
@@ -616,7 +617,7 @@ impl Conversations {
             Err(error) => {
                 self.metrics.agent_failed(elapsed, error.label());
                 tracing::warn!(route = %route.name, session = %session, error = %error, "the agent could not answer; sending the fallback message");
-                let mut handled = self.fallback(route, session, error.label(), latency);
+                let mut handled = self.fallback(route, session, error.reason(), latency);
                 // A hand-over that expired is over, whatever the agent did.
                 if let Some((handoff, found)) = handoff {
                     let mut record = found.record;
@@ -758,7 +759,7 @@ impl Conversations {
         &self,
         route: &AgentRoute,
         session: SessionId,
-        reason: String,
+        reason: FallbackReason,
         agent_latency: Option<Duration>,
     ) -> Handled {
         Handled {

@@ -62,7 +62,14 @@ impl Conversations {
             match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, work)
                     .await
-                    .unwrap_or_else(|_| self.fallback(&route, session, "TIMEOUT".into(), None)),
+                    .unwrap_or_else(|_| {
+                        self.fallback(
+                            &route,
+                            session,
+                            crate::agent::retry::FallbackReason::Timeout,
+                            None,
+                        )
+                    }),
                 None => work.await,
             }
         };
