@@ -28,6 +28,10 @@ struct SentMenu {
     text: Vec<ReplyMessage>,
 }
 
+impl crate::state::Record for SentMenu {
+    const KIND: &'static str = "sent_menu";
+}
+
 const SENT_MENUS: crate::state::Slot<SentMenu> =
     crate::state::Slot::new("sent_menu", Duration::from_secs(3600));
 
@@ -383,7 +387,8 @@ impl Outbox {
         if !error_code.is_some_and(crate::twilio::errors::content_refused) {
             return;
         }
-        let Some(sent) = self.state.get(&SENT_MENUS, message_sid).await else {
+        // One that cannot be read was logged and counted by the store.
+        let Ok(Some(sent)) = self.state.get(&SENT_MENUS, message_sid).await else {
             return;
         };
         self.state.remove(&SENT_MENUS, message_sid).await;

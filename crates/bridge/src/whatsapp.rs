@@ -31,7 +31,16 @@ pub const MAX_ITEM_DESCRIPTION_CHARS: usize = 72;
 pub const MAX_ID_CHARS: usize = 200;
 
 /// Contents are permanent in Twilio; the SID is remembered this long, then made again.
-const REMEMBERED: Slot<String> = Slot::new("content", Duration::from_secs(30 * 24 * 3600));
+/// A menu's content, made once: its `ContentSid`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+struct ContentSid(String);
+
+impl crate::state::Record for ContentSid {
+    const KIND: &'static str = "content";
+}
+
+const REMEMBERED: Slot<ContentSid> = Slot::new("content", Duration::from_secs(30 * 24 * 3600));
 
 /// Which WhatsApp message shows a menu.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +209,9 @@ pub enum Content {
 /// created now (and remembered).
 pub async fn content_for(menu: &Menu, api: &MessagesApi, state: &StateStore) -> Content {
     let hash = menu.hash(api.account_sid());
-    if let Some(sid) = state.get(&REMEMBERED, &hash).await {
+    // One remembered that cannot be read (logged and counted) is made again, and the
+    // new one remembered in its place.
+    if let Ok(Some(ContentSid(sid))) = state.get(&REMEMBERED, &hash).await {
         return Content::Ready {
             sid,
             created: false,
@@ -215,8 +226,12 @@ pub async fn content_for(menu: &Menu, api: &MessagesApi, state: &StateStore) -> 
     });
     match api.create_content(&request).await {
         Ok(sid) => {
+            let sid = ContentSid(sid);
             state.set(&REMEMBERED, &hash, &sid).await;
-            Content::Ready { sid, created: true }
+            Content::Ready {
+                sid: sid.0,
+                created: true,
+            }
         }
         Err(error) => Content::Failed(error),
     }

@@ -62,6 +62,9 @@ pub enum HumanSideError {
     Busy,
     #[error("{sent} message(s) sent, then Twilio did not take the next: {error}")]
     Send { sent: usize, error: SendError },
+    /// The conversation's hand-over record cannot be read: it is left as it is.
+    #[error("the conversation's hand-over record cannot be read")]
+    Unreadable(#[from] crate::state::Unreadable),
 }
 
 impl Conversations {
@@ -196,7 +199,9 @@ impl Conversations {
     }
 
     async fn give_up(&self, handoff: &Handoff, session: SessionId, recipient: &Recipient) {
-        let mut record = handoff.record(&session).await;
+        let Ok(mut record) = handoff.record(&session).await else {
+            return;
+        };
         if record.active.take().is_none() {
             return;
         }
@@ -249,7 +254,9 @@ impl Conversations {
                 .await;
             return;
         };
-        let mut record = handoff.record(&session).await;
+        let Ok(mut record) = handoff.record(&session).await else {
+            return ticket.abandon().await;
+        };
         match &record.active {
             Some(active) if handoff.expired(active) => {
                 let ended = self
@@ -261,7 +268,7 @@ impl Conversations {
             Some(active) => handoff.schedule_end(&session, active).await,
             None => {}
         }
-        ticket.finish("".into()).await;
+        ticket.abandon().await;
     }
 
     /// Sends through the outbox that serves `recipient`'s account.
@@ -299,7 +306,7 @@ impl Conversations {
             let result = ticket
                 .keep_alive(this.human_says_in_turn(&handoff, session, message, &ticket))
                 .await;
-            ticket.finish("".into()).await;
+            ticket.abandon().await;
             result
         };
         tokio::spawn(work)
@@ -314,7 +321,7 @@ impl Conversations {
         message: ReplyMessage,
         ticket: &crate::state::Ticket,
     ) -> Result<usize, HumanSideError> {
-        let mut record = handoff.record(&session).await;
+        let mut record = handoff.record(&session).await?;
         let active = match record.active.as_mut() {
             Some(active) if !handoff.expired(active) => active,
             Some(_) => {
@@ -365,13 +372,19 @@ impl Conversations {
                     return;
                 }
             };
-            let mut record = handoff.record(&session).await;
+            let mut record = match handoff.record(&session).await {
+                Ok(record) => record,
+                Err(unreadable) => {
+                    let _ = told.send(Err(unreadable.into()));
+                    return ticket.abandon().await;
+                }
+            };
             let reason = match &record.active {
                 Some(active) if handoff.expired(active) => EndReason::Expired,
                 Some(_) => EndReason::Desk,
                 None => {
                     let _ = told.send(Err(HumanSideError::NotHandedOver));
-                    return ticket.finish("".into()).await;
+                    return ticket.abandon().await;
                 }
             };
             let ended = this.end_now(&handoff, session, &mut record, reason).await;
@@ -380,7 +393,7 @@ impl Conversations {
                 _ => Err(HumanSideError::NotHandedOver),
             });
             ticket.keep_alive(handoff.destination.deliver(&ended)).await;
-            ticket.finish("".into()).await;
+            ticket.abandon().await;
         });
         answer.await.unwrap_or(Err(HumanSideError::Busy))
     }

@@ -21,7 +21,7 @@ use crate::outbox::{Outbox, Recipient};
 use crate::rate_limit::Limited;
 use crate::reply::{fit_to_limits, Answer, ReplyMessage};
 use crate::session::SessionId;
-use crate::state::{Admission, Json, MessageKey, Repeat, Slot, StateStore};
+use crate::state::{Admission, MessageKey, Record, Repeat, Slot, StateStore, Stored, Ticket};
 use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -198,6 +198,10 @@ struct TurnRecord {
     status_callback: String,
 }
 
+impl Record for TurnRecord {
+    const KIND: &'static str = "turn";
+}
+
 /// What the state store keeps of a handled message, for its re-deliveries.
 #[derive(Serialize, Deserialize)]
 struct StoredOutcome {
@@ -209,19 +213,32 @@ struct StoredOutcome {
     handoff: Option<HandoffWork>,
 }
 
+impl Record for StoredOutcome {
+    const KIND: &'static str = "outcome";
+}
+
 impl StoredOutcome {
-    fn of(handled: &Handled) -> Json {
+    /// `handled` as the store keeps it; `None` (logged) if it cannot be written, and
+    /// then nothing is recorded rather than an empty outcome.
+    fn of(handled: &Handled) -> Option<Stored> {
         let stored = StoredOutcome {
             replies: handled.replies.to_vec(),
             route: handled.route,
             outcome: handled.outcome.clone(),
             handoff: handled.handoff.clone(),
         };
-        serde_json::to_string(&stored).unwrap_or_default().into()
+        Stored::of(&stored)
+            .inspect_err(|error| tracing::error!(session = %handled.session, %error, "a turn's outcome was not recorded"))
+            .ok()
     }
+}
 
-    fn read(json: &str) -> Option<Self> {
-        serde_json::from_str(json).ok()
+/// Finishes `ticket`'s turn with `handled` as its outcome; without one that can be
+/// recorded, a re-delivery is handled afresh.
+async fn finish(ticket: Ticket, handled: &Handled) {
+    match StoredOutcome::of(handled) {
+        Some(outcome) => ticket.finish(&outcome).await,
+        None => ticket.abandon().await,
     }
 }
 
@@ -230,7 +247,7 @@ impl StoredOutcome {
 pub(super) struct Known {
     /// The menu waiting for an answer.
     pub menu: Option<PendingMenu>,
-    /// The hand-over record, with hand-over on.
+    /// The hand-over record, with hand-over on and the record readable.
     pub handoff: Option<crate::handoff::Record>,
 }
 
@@ -388,16 +405,23 @@ impl Conversations {
         });
         // What another instance needs to send this turn's replies, should this one die:
         // only when there is a store to share it and an API to send them through.
-        let record: Json = if self.state.is_shared() && route.delivery.outbox().is_some() {
+        let record = if self.state.is_shared() && route.delivery.outbox().is_some() {
             let record = TurnRecord {
                 params: message.params.pairs().to_vec(),
                 status_callback: recipient.status_callback.clone(),
             };
-            serde_json::to_string(&record).unwrap_or_default().into()
+            Stored::of(&record)
+                .inspect_err(|error| tracing::error!(session = %session, %error, "a turn's message was not recorded: another instance cannot take it over"))
+                .ok()
         } else {
-            Json::from("")
+            None
         };
-        let ticket = match self.state.admit(key, session, record, &self.reads()).await {
+        let reads = self.reads();
+        let ticket = match self
+            .state
+            .admit(key, session, record.as_ref(), &reads)
+            .await
+        {
             Admission::Repeat(repeat) => return self.repeat(route, repeat, session).await,
             Admission::First(ticket) => ticket,
         };
@@ -474,7 +498,8 @@ impl Conversations {
                 }
             }
         };
-        match outcome.as_deref().and_then(StoredOutcome::read) {
+        let first = outcome.and_then(|stored| self.state.read::<StoredOutcome>(&stored).ok());
+        match first {
             Some(first) => Handled {
                 replies: Arc::new(first.replies),
                 route: first.route,
@@ -518,9 +543,8 @@ impl Conversations {
             session,
             recipient,
         };
-        let (handoff, returning) = match &self.handoff {
-            Some(handoff) => {
-                let record = known.handoff.unwrap_or_default();
+        let (handoff, returning) = match (&self.handoff, known.handoff) {
+            (Some(handoff), Some(record)) => {
                 match self.before_agent(handoff, &turn, record).await {
                     handover::Before::ToPerson(handled) => return handled,
                     handover::Before::Agent(found) => {
@@ -529,7 +553,8 @@ impl Conversations {
                     }
                 }
             }
-            None => (None, false),
+            // Hand-over off, or a record that cannot be read: this turn leaves it be.
+            _ => (None, false),
         };
         let pending = known.menu;
         let input = match message.opt_out {
@@ -646,11 +671,23 @@ impl Conversations {
         reads
     }
 
-    /// The records of [`Conversations::reads`], as the turn found them.
-    pub(super) async fn known(&self, ticket: &crate::state::Ticket) -> Known {
-        let menu = ticket.read(&self.menu_slot()).await;
+    /// The records of [`Conversations::reads`], as the turn found them. One that
+    /// cannot be read (logged and counted by the store) is as if absent, and is not
+    /// written over: a menu is then not waited on; a hand-over is left as it is.
+    pub(super) async fn known(&self, ticket: &Ticket) -> Known {
+        let menu = self
+            .state
+            .read_in_turn(ticket, &self.menu_slot())
+            .await
+            .ok()
+            .flatten();
         let handoff = match &self.handoff {
-            Some(handoff) => Some(ticket.read(&handoff.slot()).await.unwrap_or_default()),
+            Some(handoff) => self
+                .state
+                .read_in_turn(ticket, &handoff.slot())
+                .await
+                .ok()
+                .map(Option::unwrap_or_default),
             None => None,
         };
         Known { menu, handoff }

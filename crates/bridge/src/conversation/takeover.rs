@@ -23,8 +23,8 @@ impl Conversations {
         // Only turns whose replies may go through the API carry their message (see
         // `handle`): for the others, the webhook that waited died with its instance, and
         // there is no other way to the person. A re-delivery is answered afresh.
-        let message = serde_json::from_str::<TurnRecord>(&turn)
-            .ok()
+        let message = turn
+            .and_then(|turn| self.state.read::<TurnRecord>(&turn).ok())
             .and_then(|record| {
                 let params = FormParams::from_pairs(record.params);
                 let account = self
@@ -53,7 +53,8 @@ impl Conversations {
             return ticket.abandon().await;
         };
         let message_sid = recipient.message_sid.clone();
-        let answer = answer.as_deref().and_then(StoredOutcome::read);
+        // One that cannot be read (logged and counted) is asked for again.
+        let answer = answer.and_then(|answer| self.state.read::<StoredOutcome>(&answer).ok());
         let Some(answer) = answer else {
             tracing::warn!(%message_sid, "took over the turn of an instance that died before the agent's answer was recorded: asking the agent again");
             return self.run_turn(ticket, route, message, recipient, None).await;

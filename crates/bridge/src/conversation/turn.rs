@@ -3,7 +3,7 @@
 //! waiting or else sends them through the Messages API; at the end of the shutdown
 //! grace it leaves its work to the other instances.
 
-use super::{AgentRoute, Conversations, Delivery, Handled, Route, StoredOutcome};
+use super::{finish, AgentRoute, Conversations, Delivery, Handled, Route, StoredOutcome};
 use crate::outbox::{Outbox, Recipient};
 use crate::state::Ticket;
 use crate::twilio::webhook::IncomingMessage;
@@ -91,7 +91,7 @@ impl Conversations {
             }
             Some(webhook) => {
                 let plain = self.in_plain(&handled);
-                let outcome = StoredOutcome::of(&plain);
+                let outcome = plain.clone();
                 match webhook.send(plain) {
                     Ok(()) => {
                         if let Some(work) = &handled.handoff {
@@ -101,14 +101,16 @@ impl Conversations {
                                 route: Route::Api,
                                 ..handled.clone()
                             });
-                            ticket
-                                .record_answer_sent(&answered, handled.replies.len())
-                                .await;
+                            if let Some(answered) = answered {
+                                ticket
+                                    .record_answer_sent(&answered, handled.replies.len())
+                                    .await;
+                            }
                             ticket
                                 .keep_alive(self.post_events(work, session, &recipient))
                                 .await;
                         }
-                        return ticket.finish(outcome).await;
+                        return finish(ticket, &outcome).await;
                     }
                     Err(_) => handled,
                 }
@@ -117,11 +119,7 @@ impl Conversations {
         };
         match route.delivery.outbox() {
             // Twiml: the webhook stopped waiting (shutdown); a re-delivery gets this.
-            None => {
-                ticket
-                    .finish(StoredOutcome::of(&self.in_plain(&handled)))
-                    .await
-            }
+            None => finish(ticket, &self.in_plain(&handled)).await,
             Some(outbox) => {
                 let handled = self.for_recipient(
                     Handled {
@@ -130,8 +128,9 @@ impl Conversations {
                     },
                     &recipient,
                 );
-                let outcome = StoredOutcome::of(&handled);
-                ticket.record_answer(&outcome).await;
+                if let Some(outcome) = StoredOutcome::of(&handled) {
+                    ticket.record_answer(&outcome).await;
+                }
                 // Boxed: a turn answered in the webhook, most of them, does not carry
                 // the API's request state in its future (each turn in flight is one).
                 Box::pin(self.send_through_api(outbox, ticket, &recipient, &handled, 0)).await;
@@ -231,7 +230,7 @@ impl Conversations {
                 replies.saturating_sub(report.sent)
             ),
         }
-        ticket.finish(StoredOutcome::of(handled)).await;
+        finish(ticket, handled).await;
     }
 
     /// At the end of the grace, a turn still at work stops: another instance takes it
