@@ -6,12 +6,15 @@
 //! sends only what is left. It also counts the messages whose replies are still owed,
 //! so that at shutdown the bridge can wait for them.
 //!
-//! A menu goes out as WhatsApp buttons or a list where it can ([`crate::whatsapp`]),
-//! and as numbered text where it cannot, or when WhatsApp refuses the content.
+//! Each reply goes out in the form [`crate::render`] decides: a menu as WhatsApp
+//! buttons or a list where it can ([`crate::whatsapp`]), as numbered text where it
+//! cannot; and as numbered text again when the Content API fails or WhatsApp refuses
+//! the content, which only sending finds out.
 
 use crate::menu::MenuFormat;
 use crate::metrics::Metrics;
-use crate::reply::{fit_to_limits, ReplyMessage, Template};
+use crate::render::{self, Form, Way};
+use crate::reply::{ReplyMessage, Template};
 use crate::state::{StateStore, Ticket};
 use crate::twilio::messages_api::{MessagesApi, SendError, Sender};
 use crate::twilio::webhook::IncomingMessage;
@@ -64,8 +67,9 @@ pub struct Recipient {
 }
 
 impl Recipient {
-    pub fn is_whatsapp(&self) -> bool {
-        self.to.starts_with("whatsapp:")
+    /// Where the replies are read.
+    pub fn channel(&self) -> crate::render::Channel {
+        crate::render::Channel::of_address(&self.to)
     }
 
     /// The sender of `message`, answered from the number it wrote to; Twilio reports on
@@ -254,8 +258,8 @@ impl Outbox {
         (sent, Ok(()))
     }
 
-    /// Sends one of the agent's messages: as it is, or its menu as WhatsApp buttons or
-    /// a list, or as numbered text.
+    /// Sends one of the agent's messages in the form [`render::form`] gives it: as it
+    /// is, a template, its menu as WhatsApp buttons or a list, or as numbered text.
     async fn send_one(
         &self,
         api: &MessagesApi,
@@ -264,31 +268,41 @@ impl Outbox {
         message: &ReplyMessage,
     ) -> Result<(), SendError> {
         let callback = Some(recipient.status_callback.as_str());
-        if message.template.is_some() {
-            api.send(&recipient.to, sender, message, callback).await?;
-            self.metrics.rich_sent("template");
-            return Ok(());
-        }
-        if message.choices.is_empty() {
-            return api
+        let channel = recipient.channel();
+        match render::form(message, channel, Way::Api, &self.menu) {
+            // Nothing is left out of the API (only of TwiML).
+            Form::Message | Form::LeftOut => api
                 .send(&recipient.to, sender, message, callback)
                 .await
-                .map(drop);
-        }
-        if !recipient.is_whatsapp() {
-            return self
-                .send_as_text(api, recipient, sender, message, "channel")
-                .await;
-        }
-        let menu = match Menu::of(message, &self.menu) {
-            Ok(menu) => menu,
-            Err(reason) => {
-                return self
-                    .send_as_text(api, recipient, sender, message, reason.label())
+                .map(drop),
+            Form::Template => {
+                api.send(&recipient.to, sender, message, callback).await?;
+                self.metrics.rich_sent("template");
+                Ok(())
+            }
+            Form::Text(reason) => {
+                self.send_as_text(api, recipient, sender, message, reason)
                     .await
             }
-        };
-        let sid = match content_for(&menu, api, &self.state).await {
+            Form::Content(menu) => {
+                self.send_content(api, recipient, sender, message, &menu)
+                    .await
+            }
+        }
+    }
+
+    /// Sends `message`'s menu as the WhatsApp content `menu`; as numbered text when the
+    /// Content API cannot make it or WhatsApp refuses it.
+    async fn send_content(
+        &self,
+        api: &MessagesApi,
+        recipient: &Recipient,
+        sender: &Sender,
+        message: &ReplyMessage,
+        menu: &Menu,
+    ) -> Result<(), SendError> {
+        let callback = Some(recipient.status_callback.as_str());
+        let sid = match content_for(menu, api, &self.state).await {
             Content::Ready { sid, created } => {
                 if created {
                     self.metrics.content_created();
@@ -348,7 +362,7 @@ impl Outbox {
                     "WhatsApp refused the menu: it is sent again as numbered text"
                 );
                 // A content deleted or refused is made again next time.
-                forget(&menu, api, &self.state).await;
+                forget(menu, api, &self.state).await;
                 let text_only = ReplyMessage {
                     media: Vec::new(),
                     ..message.clone()
@@ -369,7 +383,7 @@ impl Outbox {
         };
         let sent = SentMenu {
             recipient: recipient.clone(),
-            text: fit_to_limits(vec![self.menu.as_text(&text)]),
+            text: render::menu_as_text(&text, &self.menu),
         };
         self.state.set(&SENT_MENUS, sid, &sent).await;
     }
@@ -413,7 +427,7 @@ impl Outbox {
     ) -> Result<(), SendError> {
         self.metrics.menu_as_text(reason);
         let mut outcome = Ok(());
-        for piece in fit_to_limits(vec![self.menu.as_text(message)]) {
+        for piece in render::menu_as_text(message, &self.menu) {
             if let Err(error) = api
                 .send(
                     &recipient.to,

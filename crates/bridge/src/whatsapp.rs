@@ -30,7 +30,6 @@ pub const MAX_ITEM_TITLE_CHARS: usize = 24;
 pub const MAX_ITEM_DESCRIPTION_CHARS: usize = 72;
 pub const MAX_ID_CHARS: usize = 200;
 
-/// Contents are permanent in Twilio; the SID is remembered this long, then made again.
 /// A menu's content, made once: its `ContentSid`.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
@@ -40,6 +39,7 @@ impl crate::state::Record for ContentSid {
     const KIND: &'static str = "content";
 }
 
+/// Contents are permanent in Twilio; the SID is remembered this long, then made again.
 const REMEMBERED: Slot<ContentSid> = Slot::new("content", Duration::from_secs(30 * 24 * 3600));
 
 /// Which WhatsApp message shows a menu.

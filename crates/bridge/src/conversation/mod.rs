@@ -19,6 +19,7 @@ use crate::menu::{answer_of_id, MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
 use crate::rate_limit::Limited;
+use crate::render::{render, Way};
 use crate::reply::{fit_to_limits, Answer, ReplyMessage};
 use crate::session::SessionId;
 use crate::state::{Admission, MessageKey, Record, Repeat, Slot, StateStore, Stored, Ticket};
@@ -747,23 +748,25 @@ impl Conversations {
         }))
     }
 
-    /// Replies as they can travel in the webhook's TwiML answer: menus as text;
-    /// templates, which TwiML cannot carry, left out and said.
-    fn plain(&self, replies: &[ReplyMessage]) -> Vec<ReplyMessage> {
-        let mut plain = Vec::with_capacity(replies.len());
-        for message in replies {
-            if message.template.is_some() {
-                tracing::warn!(
-                    "a content template cannot travel in the webhook's answer and was not sent: templates need REPLY_MODE=auto or api"
-                );
-            } else if !message.choices.is_empty() {
-                self.metrics.menu_as_text("twiml");
-                plain.push(self.messages.menu.as_text(message));
-            } else {
-                plain.push(message.clone());
-            }
+    /// `replies` as they go out `way` to `recipient` ([`crate::render`]): what was
+    /// written out as text counted, what was left out said.
+    fn render(
+        &self,
+        replies: &[ReplyMessage],
+        recipient: &Recipient,
+        way: Way,
+    ) -> Vec<ReplyMessage> {
+        let channel = recipient.channel();
+        let rendered = render(replies, channel, way, &self.messages.menu);
+        for reason in rendered.as_text {
+            self.metrics.menu_as_text(reason);
         }
-        fit_to_limits(plain)
+        if rendered.left_out > 0 {
+            tracing::warn!(
+                "a content template cannot travel in the webhook's answer and was not sent: templates need REPLY_MODE=auto or api"
+            );
+        }
+        rendered.replies
     }
 
     /// A message past a rate limit: the agent is not asked; the person is told once.

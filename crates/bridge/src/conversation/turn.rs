@@ -5,6 +5,7 @@
 
 use super::{finish, AgentRoute, Conversations, Delivery, Handled, Route, StoredOutcome};
 use crate::outbox::{Outbox, Recipient};
+use crate::render::Way;
 use crate::state::Ticket;
 use crate::twilio::webhook::IncomingMessage;
 use std::sync::Arc;
@@ -81,16 +82,14 @@ impl Conversations {
         // WhatsApp menus and templates travel only through the API: TwiML has no
         // ContentSid. The webhook then answers empty at once.
         let needs_api = route.delivery.outbox().is_some()
-            && handled.replies.iter().any(|m| {
-                m.template.is_some() || (!m.choices.is_empty() && recipient.is_whatsapp())
-            });
+            && crate::render::needs_api(&handled.replies, recipient.channel());
         let handled = match waiting {
             Some(webhook) if needs_api => {
                 let _ = webhook.send(Handled::queued(session, false));
                 handled
             }
             Some(webhook) => {
-                let plain = self.in_plain(&handled);
+                let plain = self.in_plain(&handled, &recipient);
                 let outcome = plain.clone();
                 match webhook.send(plain) {
                     Ok(()) => {
@@ -119,15 +118,13 @@ impl Conversations {
         };
         match route.delivery.outbox() {
             // Twiml: the webhook stopped waiting (shutdown); a re-delivery gets this.
-            None => finish(ticket, &self.in_plain(&handled)).await,
+            None => finish(ticket, &self.in_plain(&handled, &recipient)).await,
             Some(outbox) => {
-                let handled = self.for_recipient(
-                    Handled {
-                        route: Route::Api,
-                        ..handled
-                    },
-                    &recipient,
-                );
+                let handled = Handled {
+                    replies: Arc::new(self.render(&handled.replies, &recipient, Way::Api)),
+                    route: Route::Api,
+                    ..handled
+                };
                 if let Some(outcome) = StoredOutcome::of(&handled) {
                     ticket.record_answer(&outcome).await;
                 }
@@ -139,34 +136,10 @@ impl Conversations {
         drop(owing);
     }
 
-    /// `handled` as the Messages API shows it to `recipient`: off WhatsApp, menus as
-    /// numbered text, one reply per message sent, so that the progress recorded per
-    /// reply is per message.
-    fn for_recipient(&self, handled: Handled, recipient: &crate::outbox::Recipient) -> Handled {
-        if recipient.is_whatsapp() || handled.replies.iter().all(|m| m.choices.is_empty()) {
-            return handled;
-        }
-        let replies = handled
-            .replies
-            .iter()
-            .map(|message| match message.choices.is_empty() {
-                true => message.clone(),
-                false => {
-                    self.metrics.menu_as_text("channel");
-                    self.messages.menu.as_text(message)
-                }
-            })
-            .collect();
-        Handled {
-            replies: Arc::new(crate::reply::fit_to_limits(replies)),
-            ..handled
-        }
-    }
-
     /// `handled` as the webhook's TwiML can carry it.
-    fn in_plain(&self, handled: &Handled) -> Handled {
+    fn in_plain(&self, handled: &Handled, recipient: &Recipient) -> Handled {
         Handled {
-            replies: Arc::new(self.plain(&handled.replies)),
+            replies: Arc::new(self.render(&handled.replies, recipient, Way::Twiml)),
             ..handled.clone()
         }
     }
