@@ -11,24 +11,23 @@ mod handover;
 mod takeover;
 mod turn;
 
+use turn::Turn;
+
 pub use handover::{HandoffWork, HumanSideError};
 
 use crate::agent::retry::FallbackReason;
-use crate::agent::{Agent, AgentAnswer, AgentQuery, QueryInput, LOCATION_EVENT, MEDIA_EVENT};
-use crate::menu::{answer_of_id, MenuFormat, PendingMenu};
+use crate::agent::{Agent, QueryInput, MEDIA_EVENT};
+use crate::menu::{MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
-use crate::rate_limit::Limited;
-use crate::render::{render, Way};
-use crate::reply::{fit_to_limits, Answer, ReplyMessage};
+use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
-use crate::state::{Admission, MessageKey, Record, Repeat, Slot, StateStore, Stored, Ticket};
+use crate::state::{Record, Slot, StateStore, Stored, Ticket};
 use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use std::time::Duration;
 
 /// Dialogflow refuses text queries longer than this (CX and ES `TextInput.text`).
 pub const MAX_QUERY_CHARS: usize = 256;
@@ -105,16 +104,80 @@ impl Handled {
         }
     }
 
-    fn queued(session: SessionId, duplicate: bool) -> Self {
+    /// `outcome` with `replies`, in the webhook's answer unless said otherwise.
+    fn new(session: SessionId, outcome: Outcome, replies: Vec<ReplyMessage>) -> Self {
         Handled {
-            replies: Arc::default(),
-            route: Route::Api,
-            outcome: Outcome::Queued,
+            replies: Arc::new(replies),
+            route: Route::Webhook,
+            outcome,
             agent_latency: None,
             session,
-            duplicate,
+            duplicate: false,
             agent_route: None,
             handoff: None,
+        }
+    }
+
+    /// Nothing to say: `outcome` says why.
+    fn nothing(session: SessionId, outcome: Outcome) -> Self {
+        Handled::new(session, outcome, Vec::new())
+    }
+
+    /// The webhook answers empty; the replies follow through the API.
+    fn queued(session: SessionId) -> Self {
+        Handled::nothing(session, Outcome::Queued).by_api()
+    }
+
+    /// The agent's answer, within Twilio's limits.
+    fn answered(session: SessionId, replies: Vec<ReplyMessage>, latency: Duration) -> Self {
+        Handled {
+            agent_latency: Some(latency),
+            ..Handled::new(session, Outcome::Answered, fit_to_limits(replies))
+        }
+    }
+
+    /// `fallback` (the route's message) because of `reason`.
+    fn fallback(session: SessionId, fallback: &str, reason: FallbackReason) -> Self {
+        let replies = fit_to_limits(vec![ReplyMessage::text(fallback)]);
+        Handled::new(session, Outcome::Fallback(reason), replies)
+    }
+
+    /// With a person: the message goes to the human side, with `events` to post.
+    fn with_person(
+        session: SessionId,
+        replies: Vec<ReplyMessage>,
+        events: Vec<crate::handoff::Event>,
+    ) -> Self {
+        Handled::new(session, Outcome::WithPerson, replies).posting(Some(HandoffWork { events }))
+    }
+
+    /// A re-delivery's answer: the first delivery's outcome.
+    fn repeat_of(session: SessionId, first: StoredOutcome) -> Self {
+        Handled {
+            route: first.route,
+            duplicate: true,
+            ..Handled::new(session, first.outcome, first.replies)
+        }
+    }
+
+    /// The same, its replies through the API.
+    fn by_api(self) -> Self {
+        Handled {
+            route: Route::Api,
+            ..self
+        }
+    }
+
+    /// The same, with hand-over events to post after the replies.
+    fn posting(self, handoff: Option<HandoffWork>) -> Self {
+        Handled { handoff, ..self }
+    }
+
+    /// The same, with `replies` instead.
+    fn saying(self, replies: Vec<ReplyMessage>) -> Self {
+        Handled {
+            replies: Arc::new(replies),
+            ..self
         }
     }
 }
@@ -382,279 +445,21 @@ impl Conversations {
         let session = session_of(&message);
         let Some(route) = self.routes.find(&message).cloned() else {
             // Not a 5xx: Twilio would only deliver it again.
-            return Handled {
-                outcome: Outcome::NoRoute,
-                route: Route::Webhook,
-                ..Handled::queued(session, false)
-            };
+            return Handled::nothing(session, Outcome::NoRoute);
         };
-        let mut handled = self.handle_on(&route, message, recipient, session).await;
-        handled.agent_route = Some(Arc::clone(&route.name));
-        handled
-    }
-
-    async fn handle_on(
-        self: &Arc<Self>,
-        route: &Arc<AgentRoute>,
-        message: IncomingMessage,
-        recipient: Recipient,
-        session: SessionId,
-    ) -> Handled {
-        let key = message.message_sid.as_ref().map(|sid| MessageKey {
-            account_sid: message.account_sid.clone(),
-            message_sid: sid.clone(),
-        });
-        // What another instance needs to send this turn's replies, should this one die:
-        // only when there is a store to share it and an API to send them through.
-        let record = if self.state.is_shared() && route.delivery.outbox().is_some() {
-            let record = TurnRecord {
-                params: message.params.pairs().to_vec(),
-                status_callback: recipient.status_callback.clone(),
-            };
-            Stored::of(&record)
-                .inspect_err(|error| tracing::error!(session = %session, %error, "a turn's message was not recorded: another instance cannot take it over"))
-                .ok()
-        } else {
-            None
-        };
-        let reads = self.reads();
-        let ticket = match self
-            .state
-            .admit(key, session, record.as_ref(), &reads)
-            .await
-        {
-            Admission::Repeat(repeat) => return self.repeat(route, repeat, session).await,
-            Admission::First(ticket) => ticket,
-        };
-        let (answer, mut answered) = oneshot::channel();
-        let waiting = match &route.delivery {
-            Delivery::Api(_) => None,
-            Delivery::Twiml | Delivery::Auto { .. } => Some(answer),
-        };
-        // The turn runs on its own task so that it finishes, and its outcome is
-        // remembered, even if Twilio hangs up on this request.
-        tokio::spawn(Arc::clone(self).run_turn(
-            ticket,
-            Arc::clone(route),
-            message,
-            recipient,
-            waiting,
-        ));
-        match &route.delivery {
-            Delivery::Api(_) => Handled::queued(session, false),
-            Delivery::Twiml => {
-                tokio::select! {
-                    answer = &mut answered => answer.unwrap_or_else(|_| {
-                        tracing::error!(session = %session, "answering a message panicked");
-                        self.fallback(route, session, FallbackReason::Panic, None)
-                    }),
-                    () = self.out_of_grace() => self.fallback(route, session, FallbackReason::Shutdown, None),
-                }
-            }
-            Delivery::Auto { deadline, .. } => {
-                // A shutdown cuts the wait short: the replies then go through the API,
-                // and the server can stop within Cloud Run's grace period.
-                let wait = async {
-                    tokio::select! {
-                        answer = &mut answered => Ok(answer),
-                        _ = self.stopped() => Err(()),
-                    }
-                };
-                match tokio::time::timeout(*deadline, wait)
-                    .await
-                    .unwrap_or(Err(()))
-                {
-                    Ok(Ok(handled)) => handled,
-                    Ok(Err(_)) => self.fallback(route, session, FallbackReason::Abandoned, None),
-                    Err(()) => {
-                        // Too late for the webhook. Closing first makes the hand-over
-                        // exact: either the answer is already here, or the turn's send
-                        // fails and the replies go through the API.
-                        answered.close();
-                        answered
-                            .try_recv()
-                            .unwrap_or_else(|_| Handled::queued(session, false))
-                    }
-                }
-            }
+        let handled = Turn::admit(self, &route, message, recipient, session).await;
+        Handled {
+            agent_route: Some(Arc::clone(&route.name)),
+            ..handled
         }
     }
 
-    /// A re-delivery: the first delivery's outcome, never a second agent call or a
-    /// second set of messages.
-    async fn repeat(&self, route: &AgentRoute, repeat: Repeat, session: SessionId) -> Handled {
-        let wait = match &route.delivery {
-            Delivery::Twiml => None,
-            Delivery::Api(_) => Some(Duration::ZERO),
-            Delivery::Auto { deadline, .. } => Some(*deadline),
-        };
-        let outcome = match wait {
-            None => repeat.outcome().await,
-            Some(wait) => {
-                // Like a first delivery, a repeat stops waiting when the server stops:
-                // the first delivery's replies then go through the API.
-                tokio::select! {
-                    outcome = tokio::time::timeout(wait, repeat.outcome()) => outcome.ok().flatten(),
-                    _ = self.stopped() => None,
-                }
-            }
-        };
-        let first = outcome.and_then(|stored| self.state.read::<StoredOutcome>(&stored).ok());
-        match first {
-            Some(first) => Handled {
-                replies: Arc::new(first.replies),
-                route: first.route,
-                outcome: first.outcome,
-                agent_latency: None,
-                session,
-                duplicate: true,
-                agent_route: None,
-                handoff: None,
-            },
-            None => Handled::queued(session, true),
-        }
-    }
-
-    async fn answer(
-        &self,
-        route: &AgentRoute,
-        message: IncomingMessage,
-        session: SessionId,
-        recipient: &Recipient,
-        known: Known,
-    ) -> Handled {
-        let nothing = |outcome| Handled {
-            replies: Arc::default(),
-            route: Route::Webhook,
-            outcome,
-            agent_latency: None,
-            session,
-            duplicate: false,
-            agent_route: None,
-            handoff: None,
-        };
-        // Twilio answers these itself, and a reply of ours after STOP would be refused
-        // (error 21610): by default the agent does not hear of them.
-        if message.opt_out.is_some() && !self.messages.opt_out_to_agent {
-            return nothing(Outcome::OptOut);
-        }
-        let turn = handover::TurnAt {
-            route,
-            message: &message,
-            session,
-            recipient,
-        };
-        let (handoff, returning) = match (&self.handoff, known.handoff) {
-            (Some(handoff), Some(record)) => {
-                match self.before_agent(handoff, &turn, record).await {
-                    handover::Before::ToPerson(handled) => return handled,
-                    handover::Before::Agent(found) => {
-                        let returning = found.returning;
-                        (Some((handoff, found)), returning)
-                    }
-                }
-            }
-            // Hand-over off, or a record that cannot be read: this turn leaves it be.
-            _ => (None, false),
-        };
-        let pending = known.menu;
-        let input = match message.opt_out {
-            Some(keyword) => Some(QueryInput::Event(keyword.event().to_owned())),
-            None => self.input_of(&message, pending.as_ref()),
-        };
-        let Some(input) = input else {
-            return nothing(Outcome::Empty);
-        };
-        let mut query = AgentQuery {
-            session,
-            input,
-            payload: payload_of(&message),
-            language: message
-                .params
-                .get("FromCountry")
-                .and_then(|country| route.languages.get(&country.to_ascii_uppercase()))
-                .cloned(),
-        };
-        let started = Instant::now();
-        let typing = self.typing(route, &message);
-        // Back from a person: the agent hears of it first, and may say welcome back. One
-        // call site, so that the turn holds one request's state, not two.
-        let mut inputs = Vec::with_capacity(2);
-        if returning {
-            inputs.push(QueryInput::Event(crate::handoff::RETURN_EVENT.to_owned()));
-        }
-        inputs.push(std::mem::replace(
-            &mut query.input,
-            QueryInput::Text(String::new()),
-        ));
-        let mut answer = AgentAnswer::default();
-        let mut failed = None;
-        for input in inputs {
-            query.input = input;
-            match route.agent.detect_intent(&query).await {
-                Ok(more) => {
-                    answer.replies.extend(more.replies);
-                    answer.handoff = more.handoff.or(answer.handoff);
-                }
-                Err(error) => {
-                    failed = Some(error);
-                    break;
-                }
-            }
-        }
-        let result = match failed {
-            None => Ok(answer),
-            Some(error) => Err(error),
-        };
-        if let Some(typing) = typing {
-            typing.abort();
-        }
-        let elapsed = started.elapsed();
-        let latency = Some(elapsed);
-        match result {
-            Ok(answer) => {
-                self.metrics.agent_answered(elapsed);
-                // The menu of this answer waits for the next message; one left from
-                // before is answered or passed by.
-                match PendingMenu::of(&answer.replies) {
-                    Some(menu) => self.state.set(&self.menu_slot(), &session, &menu).await,
-                    None if pending.is_some() => {
-                        self.state.remove(&self.menu_slot(), &session).await
-                    }
-                    None => {}
-                }
-                let work = match handoff {
-                    Some((handoff, found)) => {
-                        self.after_agent(handoff, &turn, found, &answer).await
-                    }
-                    None => None,
-                };
-                Handled {
-                    replies: Arc::new(fit_to_limits(answer.replies)),
-                    route: Route::Webhook,
-                    outcome: Outcome::Answered,
-                    agent_latency: latency,
-                    session,
-                    duplicate: false,
-                    agent_route: None,
-                    handoff: work,
-                }
-            }
-            Err(error) => {
-                self.metrics.agent_failed(elapsed, error.label());
-                tracing::warn!(route = %route.name, session = %session, error = %error, "the agent could not answer; sending the fallback message");
-                let mut handled = self.fallback(route, session, error.reason(), latency);
-                // A hand-over that expired is over, whatever the agent did.
-                if let Some((handoff, found)) = handoff {
-                    let mut record = found.record;
-                    record.returning |= found.returning;
-                    handoff.save(&session, &record).await;
-                    handled.handoff = found.ended.map(|event| HandoffWork {
-                        events: vec![event],
-                    });
-                }
-                handled
-            }
+    /// Waits for the turns before `ticket`'s; false if the server handed its work over
+    /// meanwhile (shutting down).
+    async fn wait_or_leave(&self, ticket: &Ticket) -> bool {
+        tokio::select! {
+            () = ticket.keep_alive(ticket.wait_turn()) => true,
+            () = self.handed_over() => false,
         }
     }
 
@@ -693,126 +498,6 @@ impl Conversations {
         };
         Known { menu, handoff }
     }
-
-    /// What to ask the agent: the choice a tap or a typed answer to the `pending` menu
-    /// picks, a shared location's event, or the message as it came.
-    fn input_of(
-        &self,
-        message: &IncomingMessage,
-        pending: Option<&PendingMenu>,
-    ) -> Option<QueryInput> {
-        if let Some(tap) = &message.tap {
-            let how = if message.params.get("ListId").is_some() {
-                "list"
-            } else {
-                "button"
-            };
-            self.metrics.choice_picked(how);
-            return Some(input_for(match &tap.id {
-                Some(id) => answer_of_id(id),
-                None => Answer::Text(tap.title.clone()),
-            }));
-        }
-        if message.location.is_some() {
-            return Some(QueryInput::Event(LOCATION_EVENT.to_owned()));
-        }
-        if let Some(choice) = pending.and_then(|menu| menu.pick(&message.body)) {
-            let how = if message.body.trim().parse::<usize>().is_ok() {
-                "number"
-            } else {
-                "title"
-            };
-            self.metrics.choice_picked(how);
-            return Some(input_for(choice.answer()));
-        }
-        query_input(message)
-    }
-
-    /// After `typing_after`, WhatsApp shows "typing…" until the reply: the task to
-    /// abort when the agent has answered.
-    fn typing(
-        &self,
-        route: &AgentRoute,
-        message: &IncomingMessage,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let after = self.messages.typing_after?;
-        let outbox = Arc::clone(route.delivery.outbox()?);
-        let message_sid = message.message_sid.clone()?;
-        if message.channel() != "whatsapp" {
-            return None;
-        }
-        let account_sid = message.account_sid.clone();
-        Some(tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            outbox.typing(&account_sid, &message_sid).await;
-        }))
-    }
-
-    /// `replies` as they go out `way` to `recipient` ([`crate::render`]): what was
-    /// written out as text counted, what was left out said.
-    fn render(
-        &self,
-        replies: &[ReplyMessage],
-        recipient: &Recipient,
-        way: Way,
-    ) -> Vec<ReplyMessage> {
-        let channel = recipient.channel();
-        let rendered = render(replies, channel, way, &self.messages.menu);
-        for reason in rendered.as_text {
-            self.metrics.menu_as_text(reason);
-        }
-        if rendered.left_out > 0 {
-            tracing::warn!(
-                "a content template cannot travel in the webhook's answer and was not sent: templates need REPLY_MODE=auto or api"
-            );
-        }
-        rendered.replies
-    }
-
-    /// A message past a rate limit: the agent is not asked; the person is told once.
-    fn slow_down(&self, session: SessionId, limited: Limited, message_sid: &str) -> Handled {
-        self.metrics.rate_limited(limited.scope.label());
-        let replies = if limited.tell {
-            tracing::warn!(
-                %message_sid,
-                session = %session,
-                limit = limited.scope.label(),
-                "a conversation went past the rate limit: its messages are not sent to the agent until its pace is back"
-            );
-            fit_to_limits(vec![ReplyMessage::text(&self.messages.rate_limited)])
-        } else {
-            Vec::new()
-        };
-        Handled {
-            replies: Arc::new(replies),
-            route: Route::Webhook,
-            outcome: Outcome::RateLimited,
-            agent_latency: None,
-            session,
-            duplicate: false,
-            agent_route: None,
-            handoff: None,
-        }
-    }
-
-    fn fallback(
-        &self,
-        route: &AgentRoute,
-        session: SessionId,
-        reason: FallbackReason,
-        agent_latency: Option<Duration>,
-    ) -> Handled {
-        Handled {
-            replies: Arc::new(fit_to_limits(vec![ReplyMessage::text(&route.fallback)])),
-            route: Route::Webhook,
-            outcome: Outcome::Fallback(reason),
-            agent_latency,
-            session,
-            duplicate: false,
-            agent_route: None,
-            handoff: None,
-        }
-    }
 }
 
 fn session_of(message: &IncomingMessage) -> SessionId {
@@ -827,14 +512,6 @@ pub fn query_input(message: &IncomingMessage) -> Option<QueryInput> {
         return Some(QueryInput::Text(cut_to_query(text).to_owned()));
     }
     (!message.media.is_empty()).then(|| QueryInput::Event(MEDIA_EVENT.to_owned()))
-}
-
-/// A picked choice as the agent's input.
-fn input_for(answer: Answer) -> QueryInput {
-    match answer {
-        Answer::Text(text) => QueryInput::Text(cut_to_query(&text).to_owned()),
-        Answer::Event(event) => QueryInput::Event(event),
-    }
 }
 
 /// `text` cut to what Dialogflow takes.
