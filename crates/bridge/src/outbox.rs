@@ -20,6 +20,8 @@ use crate::twilio::messages_api::{MessagesApi, SendError, Sender};
 use crate::twilio::webhook::IncomingMessage;
 use crate::whatsapp::{content_for, forget, Content, Menu};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -38,9 +40,61 @@ impl crate::state::Record for SentMenu {
 const SENT_MENUS: crate::state::Slot<SentMenu> =
     crate::state::Slot::new("sent_menu", Duration::from_secs(3600));
 
+/// A boxed future of a [`Messaging`] call.
+pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, SendError>> + Send + 'a>>;
+
+/// What the outbox sends through for one account: Twilio's Messages API and Content
+/// API ([`MessagesApi`]), or a test's recorder.
+pub trait Messaging: Send + Sync {
+    /// The account it sends as.
+    fn account_sid(&self) -> &str;
+    /// Sends `message` to `to` from `sender`; the message's SID when Twilio says it.
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        sender: &'a Sender,
+        message: &'a ReplyMessage,
+        status_callback: Option<&'a str>,
+    ) -> Call<'a, Option<String>>;
+    /// Creates a Content API content; its `HX…` SID.
+    fn create_content<'a>(&'a self, content: &'a serde_json::Value) -> Call<'a, String>;
+    /// Shows "typing…" to the WhatsApp sender of `message_sid`.
+    fn typing<'a>(&'a self, message_sid: &'a str) -> Call<'a, ()>;
+}
+
+impl Messaging for MessagesApi {
+    fn account_sid(&self) -> &str {
+        MessagesApi::account_sid(self)
+    }
+
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        sender: &'a Sender,
+        message: &'a ReplyMessage,
+        status_callback: Option<&'a str>,
+    ) -> Call<'a, Option<String>> {
+        Box::pin(MessagesApi::send(
+            self,
+            to,
+            sender,
+            message,
+            status_callback,
+        ))
+    }
+
+    fn create_content<'a>(&'a self, content: &'a serde_json::Value) -> Call<'a, String> {
+        Box::pin(MessagesApi::create_content(self, content))
+    }
+
+    fn typing<'a>(&'a self, message_sid: &'a str) -> Call<'a, ()> {
+        Box::pin(MessagesApi::typing(self, message_sid))
+    }
+}
+
 pub struct Outbox {
-    /// The Messages API as each account (and sub-account) sends through it.
-    apis: HashMap<String, MessagesApi>,
+    /// What each account (and sub-account) sends through.
+    apis: HashMap<String, Arc<dyn Messaging>>,
     /// `TWILIO_MESSAGING_SERVICE_SID`, with the account it belongs to.
     messaging_service_sid: Option<(String, String)>,
     /// MessageSids whose replies are still owed, with how many turns owe each.
@@ -125,6 +179,21 @@ impl Outbox {
         state: StateStore,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let apis = apis
+            .into_iter()
+            .map(|(sid, api)| (sid, Arc::new(api) as Arc<dyn Messaging>))
+            .collect();
+        Self::sending_through(apis, messaging_service_sid, menu, state, metrics)
+    }
+
+    /// An outbox that sends through `apis`, whatever they are (the tests' recorders).
+    pub fn sending_through(
+        apis: HashMap<String, Arc<dyn Messaging>>,
+        messaging_service_sid: Option<(String, String)>,
+        menu: MenuFormat,
+        state: StateStore,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             apis,
             messaging_service_sid,
@@ -199,7 +268,7 @@ impl Outbox {
                 report.handed_over = true;
                 break;
             }
-            match self.send_one(api, recipient, &sender, message).await {
+            match self.send_one(&**api, recipient, &sender, message).await {
                 Ok(()) => report.sent += 1,
                 Err(error) => {
                     tracing::error!(
@@ -250,7 +319,7 @@ impl Outbox {
         let sender = self.sender_for(recipient);
         let mut sent = 0;
         for message in messages {
-            if let Err(error) = self.send_one(api, recipient, &sender, message).await {
+            if let Err(error) = self.send_one(&**api, recipient, &sender, message).await {
                 return (sent, Err(error));
             }
             sent += 1;
@@ -262,7 +331,7 @@ impl Outbox {
     /// is, a template, its menu as WhatsApp buttons or a list, or as numbered text.
     async fn send_one(
         &self,
-        api: &MessagesApi,
+        api: &dyn Messaging,
         recipient: &Recipient,
         sender: &Sender,
         message: &ReplyMessage,
@@ -295,7 +364,7 @@ impl Outbox {
     /// Content API cannot make it or WhatsApp refuses it.
     async fn send_content(
         &self,
-        api: &MessagesApi,
+        api: &dyn Messaging,
         recipient: &Recipient,
         sender: &Sender,
         message: &ReplyMessage,
@@ -419,7 +488,7 @@ impl Outbox {
     /// `message` with its menu written out, in as many messages as its length needs.
     async fn send_as_text(
         &self,
-        api: &MessagesApi,
+        api: &dyn Messaging,
         recipient: &Recipient,
         sender: &Sender,
         message: &ReplyMessage,

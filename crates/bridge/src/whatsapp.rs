@@ -12,9 +12,10 @@
 //! text menu instead ([`crate::menu`]), which loses nothing.
 
 use crate::menu::{id_of, MenuFormat};
+use crate::outbox::Messaging;
 use crate::reply::ReplyMessage;
 use crate::state::{Slot, StateStore};
-use crate::twilio::messages_api::{MessagesApi, SendError};
+use crate::twilio::messages_api::SendError;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -191,7 +192,7 @@ impl Menu {
 
 /// Forgets the content remembered for `menu`: WhatsApp refused it (deleted, or of
 /// another account), and the next menu of its kind makes a new one.
-pub async fn forget(menu: &Menu, api: &MessagesApi, state: &StateStore) {
+pub async fn forget(menu: &Menu, api: &dyn Messaging, state: &StateStore) {
     state
         .remove(&REMEMBERED, &menu.hash(api.account_sid()))
         .await;
@@ -207,7 +208,7 @@ pub enum Content {
 
 /// The `ContentSid` that shows `menu` for `api`'s account: the one remembered, or one
 /// created now (and remembered).
-pub async fn content_for(menu: &Menu, api: &MessagesApi, state: &StateStore) -> Content {
+pub async fn content_for(menu: &Menu, api: &dyn Messaging, state: &StateStore) -> Content {
     let hash = menu.hash(api.account_sid());
     // One remembered that cannot be read (logged and counted) is made again, and the
     // new one remembered in its place.

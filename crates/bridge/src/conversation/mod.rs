@@ -16,7 +16,7 @@ use turn::Turn;
 pub use handover::{HandoffWork, HumanSideError};
 
 use crate::agent::retry::FallbackReason;
-use crate::agent::{Agent, QueryInput, MEDIA_EVENT};
+use crate::agent::{Agent, AgentAnswer, AgentError, AgentQuery, QueryInput, MEDIA_EVENT};
 use crate::menu::{MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
@@ -26,6 +26,8 @@ use crate::state::{Record, Slot, StateStore, Stored, Ticket};
 use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,11 +204,35 @@ impl Delivery {
     }
 }
 
+/// What answers on a route: the Dialogflow [`Agent`], or a test's script.
+pub trait Answers: Send + Sync {
+    /// The answer to `query`, retries included.
+    fn detect_intent<'a>(
+        &'a self,
+        query: &'a AgentQuery,
+    ) -> Pin<Box<dyn Future<Output = Result<AgentAnswer, AgentError>> + Send + 'a>>;
+    /// How long one question may take (`AGENT_TIMEOUT`).
+    fn timeout(&self) -> Duration;
+}
+
+impl Answers for Agent {
+    fn detect_intent<'a>(
+        &'a self,
+        query: &'a AgentQuery,
+    ) -> Pin<Box<dyn Future<Output = Result<AgentAnswer, AgentError>> + Send + 'a>> {
+        Box::pin(Agent::detect_intent(self, query))
+    }
+
+    fn timeout(&self) -> Duration {
+        Agent::timeout(self)
+    }
+}
+
 /// One route at work: the agent that answers there, in which language, what the person
 /// gets when it cannot, and which way the replies go.
 pub struct AgentRoute {
     pub name: Arc<str>,
-    pub agent: Agent,
+    pub agent: Arc<dyn Answers>,
     /// The sender's country (`FromCountry`) to the language asked in.
     pub languages: std::collections::BTreeMap<String, String>,
     pub fallback: String,
@@ -547,53 +573,4 @@ pub fn payload_of(message: &IncomingMessage) -> Map<String, Value> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::twilio::webhook::FormParams;
-
-    fn message(pairs: &[(&str, &str)]) -> IncomingMessage {
-        let mut all = vec![
-            ("AccountSid", "AC1"),
-            ("From", "+15551234567"),
-            ("To", "+18005550000"),
-        ];
-        all.extend_from_slice(pairs);
-        let params = FormParams::from_pairs(
-            all.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        IncomingMessage::from_verified(params, "AC1").unwrap()
-    }
-
-    #[test]
-    fn text_is_asked_as_text_trimmed_and_cut_to_dialogflow_limit() {
-        assert_eq!(
-            query_input(&message(&[("Body", "  hi  ")])),
-            Some(QueryInput::Text("hi".into()))
-        );
-        let long = "é".repeat(300);
-        let Some(QueryInput::Text(cut)) = query_input(&message(&[("Body", &long)])) else {
-            panic!()
-        };
-        assert_eq!(cut.chars().count(), MAX_QUERY_CHARS);
-    }
-
-    #[test]
-    fn media_without_words_is_the_media_event_and_nothing_is_nothing() {
-        let mms = message(&[
-            ("Body", ""),
-            ("NumMedia", "1"),
-            ("MediaUrl0", "https://m/1"),
-        ]);
-        assert_eq!(
-            query_input(&mms),
-            Some(QueryInput::Event(MEDIA_EVENT.into()))
-        );
-        assert_eq!(
-            payload_of(&mms).get("MediaUrl0"),
-            Some(&Value::String("https://m/1".into()))
-        );
-        assert_eq!(query_input(&message(&[("Body", " ")])), None);
-    }
-}
+mod tests;
