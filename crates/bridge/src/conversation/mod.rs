@@ -8,15 +8,18 @@
 //! layer, so that they hold across instances.
 
 mod handover;
+mod query;
 mod takeover;
 mod turn;
+
+pub use query::{payload_of, query_input, MAX_QUERY_CHARS};
 
 use turn::Turn;
 
 pub use handover::{HandoffWork, HumanSideError};
 
 use crate::agent::retry::FallbackReason;
-use crate::agent::{Agent, AgentAnswer, AgentError, AgentQuery, QueryInput, MEDIA_EVENT};
+use crate::agent::{Agent, AgentAnswer, AgentError, AgentQuery};
 use crate::menu::{MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
@@ -25,14 +28,10 @@ use crate::session::SessionId;
 use crate::state::{Record, Slot, StateStore, Stored, Ticket};
 use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Dialogflow refuses text queries longer than this (CX and ES `TextInput.text`).
-pub const MAX_QUERY_CHARS: usize = 256;
 
 /// How a message was handled, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -528,48 +527,6 @@ impl Conversations {
 
 fn session_of(message: &IncomingMessage) -> SessionId {
     SessionId::for_conversation(&message.account_sid, &message.from, &message.to)
-}
-
-/// The text, cut to what Dialogflow accepts (the whole body is in the payload); or,
-/// for media without words, the media event; or nothing to ask.
-pub fn query_input(message: &IncomingMessage) -> Option<QueryInput> {
-    let text = message.body.trim();
-    if !text.is_empty() {
-        return Some(QueryInput::Text(cut_to_query(text).to_owned()));
-    }
-    (!message.media.is_empty()).then(|| QueryInput::Event(MEDIA_EVENT.to_owned()))
-}
-
-/// `text` cut to what Dialogflow takes.
-fn cut_to_query(text: &str) -> &str {
-    match text.char_indices().nth(MAX_QUERY_CHARS) {
-        Some((cut, _)) => &text[..cut],
-        None => text,
-    }
-}
-
-/// Every webhook parameter, as the agent's webhooks will see it in the query payload;
-/// with a shared location, also `location` (`latitude`, `longitude`, `address`,
-/// `label`) as numbers and text.
-pub fn payload_of(message: &IncomingMessage) -> Map<String, Value> {
-    let mut payload: Map<String, Value> = message
-        .params
-        .pairs()
-        .iter()
-        .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-        .collect();
-    if let Some(location) = &message.location {
-        payload.insert(
-            "location".into(),
-            serde_json::json!({
-                "latitude": location.latitude,
-                "longitude": location.longitude,
-                "address": location.address,
-                "label": location.label,
-            }),
-        );
-    }
-    payload
 }
 
 #[cfg(test)]

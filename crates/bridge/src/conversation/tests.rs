@@ -3,10 +3,12 @@
 
 use super::*;
 use crate::agent::retry::FallbackReason;
+use crate::agent::{QueryInput, MEDIA_EVENT};
 use crate::outbox::{Call, Messaging};
 use crate::rate_limit::RateLimits;
 use crate::twilio::messages_api::{SendError, Sender};
 use crate::twilio::webhook::FormParams;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -17,17 +17,18 @@
 //! ([`super::takeover`]).
 
 use super::handover::{self, Before, TurnAt};
+use super::query;
 use super::{
     finish, AgentRoute, Conversations, Delivery, Handled, HandoffWork, Known, Outcome,
     StoredOutcome, TurnRecord,
 };
 use crate::agent::retry::FallbackReason;
-use crate::agent::{AgentAnswer, AgentQuery, QueryInput, LOCATION_EVENT};
-use crate::menu::{answer_of_id, PendingMenu};
+use crate::agent::{AgentAnswer, AgentQuery, QueryInput};
+use crate::menu::PendingMenu;
 use crate::outbox::{Outbox, Recipient};
 use crate::rate_limit::Limited;
 use crate::render::{render, Way};
-use crate::reply::{fit_to_limits, Answer, ReplyMessage};
+use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
 use crate::state::{Admission, MessageKey, Repeat, Stored, Ticket};
 use crate::twilio::webhook::IncomingMessage;
@@ -242,7 +243,7 @@ impl Turn {
         let pending = known.menu;
         let input = match message.opt_out {
             Some(keyword) => Some(QueryInput::Event(keyword.event().to_owned())),
-            None => self.input_of(&message, pending.as_ref()),
+            None => query::input_of(&message, pending.as_ref(), &conversations.metrics),
         };
         let Some(input) = input else {
             return Handled::nothing(session, Outcome::Empty);
@@ -304,7 +305,7 @@ impl Turn {
         let mut query = AgentQuery {
             session: self.ticket.session,
             input: QueryInput::Text(String::new()),
-            payload: super::payload_of(message),
+            payload: query::payload_of(message),
             language: message
                 .params
                 .get("FromCountry")
@@ -324,39 +325,6 @@ impl Turn {
             answer.handoff = more.handoff.or(answer.handoff);
         }
         Ok(answer)
-    }
-
-    /// What to ask the agent: the choice a tap or a typed answer to the `pending` menu
-    /// picks, a shared location's event, or the message as it came.
-    fn input_of(
-        &self,
-        message: &IncomingMessage,
-        pending: Option<&PendingMenu>,
-    ) -> Option<QueryInput> {
-        let metrics = &self.conversations.metrics;
-        if let Some(tap) = &message.tap {
-            let how = match message.params.get("ListId") {
-                Some(_) => "list",
-                None => "button",
-            };
-            metrics.choice_picked(how);
-            return Some(input_for(match &tap.id {
-                Some(id) => answer_of_id(id),
-                None => Answer::Text(tap.title.clone()),
-            }));
-        }
-        if message.location.is_some() {
-            return Some(QueryInput::Event(LOCATION_EVENT.to_owned()));
-        }
-        if let Some(choice) = pending.and_then(|menu| menu.pick(&message.body)) {
-            let how = match message.body.trim().parse::<usize>() {
-                Ok(_) => "number",
-                Err(_) => "title",
-            };
-            metrics.choice_picked(how);
-            return Some(input_for(choice.answer()));
-        }
-        super::query_input(message)
     }
 
     /// After `typing_after`, WhatsApp shows "typing…" until the reply: the task to
@@ -627,13 +595,5 @@ impl Webhook {
                 }
             }
         }
-    }
-}
-
-/// A picked choice as the agent's input.
-fn input_for(answer: Answer) -> QueryInput {
-    match answer {
-        Answer::Text(text) => QueryInput::Text(super::cut_to_query(&text).to_owned()),
-        Answer::Event(event) => QueryInput::Event(event),
     }
 }
