@@ -352,3 +352,101 @@ fn media_without_words_is_the_media_event_and_nothing_is_nothing() {
     );
     assert_eq!(query_input(&message_of(&[("Body", " ")])), None);
 }
+
+/// Hand-over on, to a destination these tests never reach.
+fn handoff(state: StateStore, metrics: Arc<Metrics>) -> Arc<crate::handoff::Handoff> {
+    let settings = crate::config::HandoffSettings {
+        url: "http://127.0.0.1:9/events".into(),
+        // `whsec_` and the base64 of 24 bytes.
+        secret: crate::config::Secret::new("whsec_MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIz"),
+        token: crate::config::Secret::new("token"),
+        keywords: vec!["agent please".into()],
+        ttl: Duration::from_secs(600),
+        return_event: true,
+        include_address: false,
+        unavailable_message: "No one can take over".into(),
+        started_message: "A person will answer".into(),
+        retry_for: Duration::from_secs(1),
+        history: 5,
+    };
+    crate::handoff::Handoff::new(settings, state, metrics).expect("hand-over settings")
+}
+
+#[tokio::test]
+async fn a_keyword_hands_over_and_then_messages_go_to_the_person() {
+    use crate::handoff::events::EventKind;
+    let bridge = bridge(Script::saying(Vec::new()), true);
+    let conversations = &bridge.conversations;
+    let handoff = handoff(conversations.state.clone(), Arc::clone(&bridge.metrics));
+    let route = Arc::clone(
+        conversations
+            .routes
+            .find(&message("+15551234567", "SM1", "x"))
+            .expect("a route"),
+    );
+    let asking = message("+15551234567", "SM1", "Agent please");
+    let recipient = Recipient::replying_to(&asking, "https://bridge/status".into());
+    let session = session_of(&asking);
+    let at = handover::TurnAt {
+        route: &route,
+        message: &asking,
+        session,
+        recipient: &recipient,
+    };
+    let record = crate::handoff::Record::default();
+    let handover::Before::ToPerson(started) = handover::before_agent(&handoff, &at, record).await
+    else {
+        panic!("the keyword goes to a person")
+    };
+    assert_eq!(started.outcome, Outcome::WithPerson);
+    assert_eq!(bodies(&started), vec!["A person will answer"]);
+    let kinds = |handled: &Handled| -> Vec<EventKind> {
+        let work = handled.handoff.as_ref().expect("events to post");
+        work.events.iter().map(|e| e.kind).collect()
+    };
+    assert_eq!(kinds(&started), vec![EventKind::HandoffStarted]);
+    // The next message goes to the human side, and the agent is not asked.
+    let record = handoff.record(&session).await.expect("a readable record");
+    assert!(record.active.is_some());
+    let next = message("+15551234567", "SM2", "hello?");
+    let at = handover::TurnAt {
+        message: &next,
+        ..at
+    };
+    let handover::Before::ToPerson(with_person) =
+        handover::before_agent(&handoff, &at, record).await
+    else {
+        panic!("a message during a hand-over goes to the person")
+    };
+    assert!(with_person.replies.is_empty());
+    assert_eq!(kinds(&with_person), vec![EventKind::MessageReceived]);
+}
+
+#[tokio::test]
+async fn an_unreadable_hand_over_record_is_left_as_it_is() {
+    let bridge = bridge(Script::saying(Vec::new()), true);
+    let state = bridge.conversations.state.clone();
+    let handoff = handoff(state.clone(), Arc::clone(&bridge.metrics));
+    let session = SessionId::for_conversation("AC1", "+15551234567", "+18005550000");
+    // A record of a version this bridge does not know, in the store's own slot.
+    #[derive(Serialize, Deserialize)]
+    struct Newer {
+        active: String,
+    }
+    impl Record for Newer {
+        const KIND: &'static str = "handoff";
+        const VERSION: u32 = 9;
+    }
+    let newer = Slot::<Newer>::new("handoff", Duration::from_secs(60));
+    let record = Newer {
+        active: "elsewhere".into(),
+    };
+    state.set(&newer, &session, &record).await;
+    assert!(handoff.record(&session).await.is_err());
+    assert!(bridge
+        .metrics
+        .render()
+        .contains(r#"state_records_unreadable_total{kind="handoff"} 1"#));
+    let kept = state.get(&newer, &session).await.expect("still there");
+    assert_eq!(kept.map(|r| r.active).as_deref(), Some("elsewhere"));
+}
