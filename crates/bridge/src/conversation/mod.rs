@@ -6,6 +6,14 @@
 //! gives back the messages the webhook answers with. It knows nothing of HTTP or TwiML.
 //! The turn's place, the message's id and the replies owed are kept by the state
 //! layer, so that they hold across instances.
+//!
+//! Where to read: `turn.rs` is one message's turn, top to bottom (admitted, asked,
+//! decided, delivered); `query.rs` what the agent is asked; `handover.rs` the steps of
+//! a hand-over to people the turn calls, and the human side's own turns; `takeover.rs`
+//! the turns of a dead instance, which join the turn at its delivery. This file holds
+//! the types they share: what became of a message ([`Handled`], built by its
+//! constructors), the routes and what answers on them ([`Answers`]), and
+//! [`Conversations`], which starts and stops them.
 
 mod handover;
 mod query;
