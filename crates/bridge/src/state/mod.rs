@@ -327,7 +327,7 @@ impl StateStore {
     /// `turn` is what another instance needs to work the turn if this one cannot.
     ///
     /// The records of `reads` (slot names) are read when the turn is ready, with the
-    /// round trips the turn makes anyway: [`Ticket::read`] then costs nothing more.
+    /// round trips the turn makes anyway: [`StateStore::read_in_turn`] then costs nothing more.
     pub async fn admit(
         &self,
         key: Option<MessageKey>,
