@@ -449,7 +449,7 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
     let key = format!("twilio-dialogflow:r:menu:{}", session.as_str());
     let _: () = redis::cmd("SET")
         .arg(&key)
-        .arg(r#"{"v":1,"record":{"choices":7}}"#)
+        .arg(r#"{"v":1,"choices":7}"#)
         .query_async(&mut connection)
         .await
         .unwrap();
@@ -471,7 +471,7 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    assert_eq!(left.as_deref(), Some(r#"{"v":1,"record":{"choices":7}}"#));
+    assert_eq!(left.as_deref(), Some(r#"{"v":1,"choices":7}"#));
     assert!(
         metrics
             .render()

@@ -1,5 +1,8 @@
 //! What the state layer keeps, as typed records: every value is a serde type that
-//! names its kind and is written with its version, `{"v":1,"record":…}`.
+//! names its kind and is written with its version: a record with fields gets a field
+//! `v` beside them, `{"v":1,…}` (so that an instance of the previous version, which
+//! ignores fields it does not know, still reads it during a rolling deploy); any other
+//! value is wrapped, `{"v":1,"record":…}`.
 //!
 //! "None" is the absence of a record, never an empty one. A record this bridge cannot
 //! read (garbage, a newer version, a shape it does not know) is an [`Unreadable`]
@@ -22,16 +25,32 @@ pub trait Record: Serialize + DeserializeOwned {
     const VERSION: u32 = 1;
 }
 
-/// A record as written: its version, then the record.
+/// A record with fields as written: its version beside them.
 #[derive(Serialize)]
-struct Written<'a, T> {
+struct Beside<'a, T> {
+    v: u32,
+    #[serde(flatten)]
+    record: &'a T,
+}
+
+/// Any other record as written: its version, then the record.
+#[derive(Serialize)]
+struct Wrapped<'a, T> {
     v: u32,
     record: &'a T,
 }
 
-/// A record as read back.
+/// A record with fields as read back (without `v`: written before versions).
 #[derive(Deserialize)]
-struct Read<T> {
+struct BesideRead<T> {
+    v: Option<u32>,
+    #[serde(flatten)]
+    record: T,
+}
+
+/// Any other record as read back.
+#[derive(Deserialize)]
+struct WrappedRead<T> {
     v: u32,
     record: T,
 }
@@ -50,12 +69,13 @@ pub struct Stored(Json);
 impl Stored {
     /// `record` in its stored form.
     pub fn of<T: Record>(record: &T) -> Result<Self, Unwritable> {
-        let written = Written {
-            v: T::VERSION,
-            record,
+        let v = T::VERSION;
+        // Only a value with fields can have `v` beside them.
+        let json = match serde_json::to_string(&Beside { v, record }) {
+            Ok(json) => Ok(json),
+            Err(_) => serde_json::to_string(&Wrapped { v, record }),
         };
-        serde_json::to_string(&written)
-            .map(|json| Stored(json.into()))
+        json.map(|json| Stored(json.into()))
             .map_err(|error| Unwritable {
                 kind: T::KIND,
                 reason: error.to_string(),
@@ -73,18 +93,26 @@ impl Stored {
 
     /// The record this holds, read as a `T`.
     pub fn read<T: Record>(&self) -> Result<T, Unreadable> {
-        let error = match serde_json::from_str::<Read<T>>(&self.0) {
-            Ok(read) if read.v <= T::VERSION => return Ok(read.record),
-            Ok(read) => return Err(Unreadable::newer(T::KIND, read.v)),
+        let version = |v: Option<u32>| match v {
+            Some(v) if v > T::VERSION => Err(Unreadable::newer(T::KIND, v)),
+            _ => Ok(()),
+        };
+        // Most records: fields, `v` beside them (or, written before versions, not).
+        let error = match serde_json::from_str::<BesideRead<T>>(&self.0) {
+            Ok(read) => return version(read.v).map(|()| read.record),
             Err(error) => error,
         };
+        if let Ok(read) = serde_json::from_str::<WrappedRead<T>>(&self.0) {
+            return version(Some(read.v)).map(|()| read.record);
+        }
+        // A value without fields, written before versions.
+        if let Ok(record) = serde_json::from_str::<T>(&self.0) {
+            return Ok(record);
+        }
         match serde_json::from_str::<Version>(&self.0) {
-            // Versioned, and still not a `T`: a newer shape, or a broken one.
+            // Versioned, and not a `T`: a newer shape, or a broken one.
             Ok(Version { v: Some(v) }) if v > T::VERSION => Err(Unreadable::newer(T::KIND, v)),
-            Ok(Version { v: Some(_) }) => Err(Unreadable::malformed(T::KIND, &error)),
-            // Written before records had versions.
-            _ => serde_json::from_str::<T>(&self.0)
-                .map_err(|legacy| Unreadable::malformed(T::KIND, &legacy)),
+            _ => Err(Unreadable::malformed(T::KIND, &error)),
         }
     }
 }
@@ -172,12 +200,10 @@ mod tests {
             choices: vec!["Small".into()],
         };
         let written = Stored::of(&menu).unwrap();
-        assert_eq!(
-            &**written.text(),
-            r#"{"v":1,"record":{"choices":["Small"]}}"#
-        );
+        assert_eq!(&**written.text(), r#"{"v":1,"choices":["Small"]}"#);
         assert_eq!(written.read::<Menu>(), Ok(menu));
         let sid = Stored::of(&Sid("HX1".into())).unwrap();
+        assert_eq!(&**sid.text(), r#"{"v":1,"record":"HX1"}"#);
         assert_eq!(sid.read::<Sid>(), Ok(Sid("HX1".into())));
     }
 
@@ -193,15 +219,28 @@ mod tests {
     }
 
     #[test]
+    fn the_previous_version_reads_a_record_with_fields_by_ignoring_v() {
+        let written = Stored::of(&Menu {
+            choices: vec!["Small".into()],
+        })
+        .unwrap();
+        // What the previous version does: the bare type, unknown fields ignored.
+        let read: Menu = serde_json::from_str(written.text()).unwrap();
+        assert_eq!(read.choices, vec!["Small".to_owned()]);
+    }
+
+    #[test]
     fn nothing_stored_is_none_not_an_empty_record() {
         assert_eq!(Stored::from_text("".into()), None);
     }
 
     #[test]
     fn what_cannot_be_read_is_an_error_that_names_no_value() {
-        let newer = stored(r#"{"v":7,"record":{"menu":{"other":"shape"}}}"#).read::<Menu>();
+        let newer = stored(r#"{"v":7,"menu":{"other":"shape"}}"#).read::<Menu>();
         assert_eq!(newer, Err(Unreadable::newer("menu", 7)));
-        let broken = stored(r#"{"v":1,"record":{"choices":"+15551234567"}}"#).read::<Menu>();
+        let newer_same_shape = stored(r#"{"v":7,"choices":[]}"#).read::<Menu>();
+        assert_eq!(newer_same_shape, Err(Unreadable::newer("menu", 7)));
+        let broken = stored(r#"{"v":1,"choices":"+15551234567"}"#).read::<Menu>();
         let Err(error) = broken else {
             panic!("read a broken record")
         };
