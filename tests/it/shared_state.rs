@@ -387,6 +387,10 @@ struct PendingMenu {
     choices: Vec<String>,
 }
 
+impl bridge::state::Record for PendingMenu {
+    const KIND: &'static str = "menu";
+}
+
 const MENU: bridge::state::Slot<PendingMenu> =
     bridge::state::Slot::new("menu", Duration::from_millis(1500));
 
@@ -420,9 +424,9 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
             choices: vec!["Small".into(), "Large".into()],
         };
         store.set(&MENU, &session, &menu).await;
-        assert_eq!(store.get(&MENU, &session).await, Some(menu));
+        assert_eq!(store.get(&MENU, &session).await, Ok(Some(menu)));
         store.remove(&MENU, &session).await;
-        assert_eq!(store.get(&MENU, &session).await, None);
+        assert_eq!(store.get(&MENU, &session).await, Ok(None));
         store
             .set(&MENU, &session, &PendingMenu { choices: vec![] })
             .await;
@@ -437,8 +441,44 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
         }
         // The time passing is what is tested: past the slot's 1.5 s, the record is gone.
         tokio::time::sleep(Duration::from_millis(1600)).await;
-        assert_eq!(store.get(&MENU, &session).await, None, "expired");
+        assert_eq!(store.get(&MENU, &session).await, Ok(None), "expired");
     }
+    // A record the bridge cannot read is an error, counted, and left as it is.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("twilio-dialogflow:r:menu:{}", session.as_str());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(r#"{"v":1,"choices":7}"#)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let settings = {
+        let mut vars = vars.clone();
+        vars.insert("STATE_URL".into(), redis.url());
+        bridge::config::Settings::from_vars(&vars).unwrap()
+    };
+    let store = bridge::state::StateStore::open(
+        &settings.state,
+        settings.rate_limits,
+        std::sync::Arc::clone(&metrics),
+    )
+    .await
+    .unwrap();
+    assert!(store.get(&MENU, &session).await.is_err());
+    let left: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(left.as_deref(), Some(r#"{"v":1,"choices":7}"#));
+    assert!(
+        metrics
+            .render()
+            .contains(r#"state_records_unreadable_total{kind="menu"} 1"#),
+        "{}",
+        metrics.render()
+    );
 }
 
 #[tokio::test]

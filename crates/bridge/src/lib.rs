@@ -20,6 +20,7 @@ pub mod menu;
 pub mod metrics;
 pub mod outbox;
 pub mod rate_limit;
+pub mod render;
 pub mod reply;
 pub mod retry;
 pub mod routes;

@@ -100,6 +100,10 @@ pub struct PendingMenu {
     pub choices: Vec<Choice>,
 }
 
+impl crate::state::Record for PendingMenu {
+    const KIND: &'static str = "menu";
+}
+
 impl PendingMenu {
     /// The last menu of a turn's replies, if any.
     pub fn of(replies: &[ReplyMessage]) -> Option<Self> {

@@ -85,6 +85,7 @@ pub struct Metrics {
     handoff_events: Family<EventResult, Counter>,
     deliveries_failed: Family<TwilioError, Counter>,
     state_calls: Family<Op, Counter>,
+    records_unreadable: Family<Kind, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -257,9 +258,16 @@ impl Metrics {
             "Round trips to the shared state store, by operation",
             state_calls.clone(),
         );
+        let records_unreadable = Family::<Kind, Counter>::default();
+        registry.register(
+            "state_records_unreadable",
+            "Stored records this bridge could not read (left as they are, not used), by kind",
+            records_unreadable.clone(),
+        );
         Self {
             registry,
             state_calls,
+            records_unreadable,
             deliveries_failed,
             handoffs_started,
             handoffs_ended,
@@ -368,6 +376,10 @@ impl Metrics {
 
     pub fn rate_limited(&self, limit: &'static str) {
         self.rate_limited.get_or_create(&Limit { limit }).inc();
+    }
+
+    pub fn record_unreadable(&self, kind: &'static str) {
+        self.records_unreadable.get_or_create(&Kind { kind }).inc();
     }
 
     pub fn state_call(&self, op: &'static str) {

@@ -6,17 +6,22 @@
 //! sends only what is left. It also counts the messages whose replies are still owed,
 //! so that at shutdown the bridge can wait for them.
 //!
-//! A menu goes out as WhatsApp buttons or a list where it can ([`crate::whatsapp`]),
-//! and as numbered text where it cannot, or when WhatsApp refuses the content.
+//! Each reply goes out in the form [`crate::render`] decides: a menu as WhatsApp
+//! buttons or a list where it can ([`crate::whatsapp`]), as numbered text where it
+//! cannot; and as numbered text again when the Content API fails or WhatsApp refuses
+//! the content, which only sending finds out.
 
 use crate::menu::MenuFormat;
 use crate::metrics::Metrics;
-use crate::reply::{fit_to_limits, ReplyMessage, Template};
+use crate::render::{self, Form, Way};
+use crate::reply::{ReplyMessage, Template};
 use crate::state::{StateStore, Ticket};
 use crate::twilio::messages_api::{MessagesApi, SendError, Sender};
 use crate::twilio::webhook::IncomingMessage;
 use crate::whatsapp::{content_for, forget, Content, Menu};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -28,12 +33,68 @@ struct SentMenu {
     text: Vec<ReplyMessage>,
 }
 
+impl crate::state::Record for SentMenu {
+    const KIND: &'static str = "sent_menu";
+}
+
 const SENT_MENUS: crate::state::Slot<SentMenu> =
     crate::state::Slot::new("sent_menu", Duration::from_secs(3600));
 
+/// A boxed future of a [`Messaging`] call.
+pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, SendError>> + Send + 'a>>;
+
+/// What the outbox sends through for one account: Twilio's Messages API and Content
+/// API ([`MessagesApi`]), or a test's recorder.
+pub trait Messaging: Send + Sync {
+    /// The account it sends as.
+    fn account_sid(&self) -> &str;
+    /// Sends `message` to `to` from `sender`; the message's SID when Twilio says it.
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        sender: &'a Sender,
+        message: &'a ReplyMessage,
+        status_callback: Option<&'a str>,
+    ) -> Call<'a, Option<String>>;
+    /// Creates a Content API content; its `HX…` SID.
+    fn create_content<'a>(&'a self, content: &'a serde_json::Value) -> Call<'a, String>;
+    /// Shows "typing…" to the WhatsApp sender of `message_sid`.
+    fn typing<'a>(&'a self, message_sid: &'a str) -> Call<'a, ()>;
+}
+
+impl Messaging for MessagesApi {
+    fn account_sid(&self) -> &str {
+        MessagesApi::account_sid(self)
+    }
+
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        sender: &'a Sender,
+        message: &'a ReplyMessage,
+        status_callback: Option<&'a str>,
+    ) -> Call<'a, Option<String>> {
+        Box::pin(MessagesApi::send(
+            self,
+            to,
+            sender,
+            message,
+            status_callback,
+        ))
+    }
+
+    fn create_content<'a>(&'a self, content: &'a serde_json::Value) -> Call<'a, String> {
+        Box::pin(MessagesApi::create_content(self, content))
+    }
+
+    fn typing<'a>(&'a self, message_sid: &'a str) -> Call<'a, ()> {
+        Box::pin(MessagesApi::typing(self, message_sid))
+    }
+}
+
 pub struct Outbox {
-    /// The Messages API as each account (and sub-account) sends through it.
-    apis: HashMap<String, MessagesApi>,
+    /// What each account (and sub-account) sends through.
+    apis: HashMap<String, Arc<dyn Messaging>>,
     /// `TWILIO_MESSAGING_SERVICE_SID`, with the account it belongs to.
     messaging_service_sid: Option<(String, String)>,
     /// MessageSids whose replies are still owed, with how many turns owe each.
@@ -60,8 +121,9 @@ pub struct Recipient {
 }
 
 impl Recipient {
-    pub fn is_whatsapp(&self) -> bool {
-        self.to.starts_with("whatsapp:")
+    /// Where the replies are read.
+    pub fn channel(&self) -> crate::render::Channel {
+        crate::render::Channel::of_address(&self.to)
     }
 
     /// The sender of `message`, answered from the number it wrote to; Twilio reports on
@@ -112,6 +174,21 @@ impl Outbox {
     /// WhatsApp contents made for them are remembered in `state`.
     pub fn new(
         apis: HashMap<String, MessagesApi>,
+        messaging_service_sid: Option<(String, String)>,
+        menu: MenuFormat,
+        state: StateStore,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let apis = apis
+            .into_iter()
+            .map(|(sid, api)| (sid, Arc::new(api) as Arc<dyn Messaging>))
+            .collect();
+        Self::sending_through(apis, messaging_service_sid, menu, state, metrics)
+    }
+
+    /// An outbox that sends through `apis`, whatever they are (the tests' recorders).
+    pub fn sending_through(
+        apis: HashMap<String, Arc<dyn Messaging>>,
         messaging_service_sid: Option<(String, String)>,
         menu: MenuFormat,
         state: StateStore,
@@ -191,7 +268,7 @@ impl Outbox {
                 report.handed_over = true;
                 break;
             }
-            match self.send_one(api, recipient, &sender, message).await {
+            match self.send_one(&**api, recipient, &sender, message).await {
                 Ok(()) => report.sent += 1,
                 Err(error) => {
                     tracing::error!(
@@ -242,7 +319,7 @@ impl Outbox {
         let sender = self.sender_for(recipient);
         let mut sent = 0;
         for message in messages {
-            if let Err(error) = self.send_one(api, recipient, &sender, message).await {
+            if let Err(error) = self.send_one(&**api, recipient, &sender, message).await {
                 return (sent, Err(error));
             }
             sent += 1;
@@ -250,41 +327,51 @@ impl Outbox {
         (sent, Ok(()))
     }
 
-    /// Sends one of the agent's messages: as it is, or its menu as WhatsApp buttons or
-    /// a list, or as numbered text.
+    /// Sends one of the agent's messages in the form [`render::form`] gives it: as it
+    /// is, a template, its menu as WhatsApp buttons or a list, or as numbered text.
     async fn send_one(
         &self,
-        api: &MessagesApi,
+        api: &dyn Messaging,
         recipient: &Recipient,
         sender: &Sender,
         message: &ReplyMessage,
     ) -> Result<(), SendError> {
         let callback = Some(recipient.status_callback.as_str());
-        if message.template.is_some() {
-            api.send(&recipient.to, sender, message, callback).await?;
-            self.metrics.rich_sent("template");
-            return Ok(());
-        }
-        if message.choices.is_empty() {
-            return api
+        let channel = recipient.channel();
+        match render::form(message, channel, Way::Api, &self.menu) {
+            // Nothing is left out of the API (only of TwiML).
+            Form::Message | Form::LeftOut => api
                 .send(&recipient.to, sender, message, callback)
                 .await
-                .map(drop);
-        }
-        if !recipient.is_whatsapp() {
-            return self
-                .send_as_text(api, recipient, sender, message, "channel")
-                .await;
-        }
-        let menu = match Menu::of(message, &self.menu) {
-            Ok(menu) => menu,
-            Err(reason) => {
-                return self
-                    .send_as_text(api, recipient, sender, message, reason.label())
+                .map(drop),
+            Form::Template => {
+                api.send(&recipient.to, sender, message, callback).await?;
+                self.metrics.rich_sent("template");
+                Ok(())
+            }
+            Form::Text(reason) => {
+                self.send_as_text(api, recipient, sender, message, reason)
                     .await
             }
-        };
-        let sid = match content_for(&menu, api, &self.state).await {
+            Form::Content(menu) => {
+                self.send_content(api, recipient, sender, message, &menu)
+                    .await
+            }
+        }
+    }
+
+    /// Sends `message`'s menu as the WhatsApp content `menu`; as numbered text when the
+    /// Content API cannot make it or WhatsApp refuses it.
+    async fn send_content(
+        &self,
+        api: &dyn Messaging,
+        recipient: &Recipient,
+        sender: &Sender,
+        message: &ReplyMessage,
+        menu: &Menu,
+    ) -> Result<(), SendError> {
+        let callback = Some(recipient.status_callback.as_str());
+        let sid = match content_for(menu, api, &self.state).await {
             Content::Ready { sid, created } => {
                 if created {
                     self.metrics.content_created();
@@ -344,7 +431,7 @@ impl Outbox {
                     "WhatsApp refused the menu: it is sent again as numbered text"
                 );
                 // A content deleted or refused is made again next time.
-                forget(&menu, api, &self.state).await;
+                forget(menu, api, &self.state).await;
                 let text_only = ReplyMessage {
                     media: Vec::new(),
                     ..message.clone()
@@ -365,7 +452,7 @@ impl Outbox {
         };
         let sent = SentMenu {
             recipient: recipient.clone(),
-            text: fit_to_limits(vec![self.menu.as_text(&text)]),
+            text: render::menu_as_text(&text, &self.menu),
         };
         self.state.set(&SENT_MENUS, sid, &sent).await;
     }
@@ -383,7 +470,8 @@ impl Outbox {
         if !error_code.is_some_and(crate::twilio::errors::content_refused) {
             return;
         }
-        let Some(sent) = self.state.get(&SENT_MENUS, message_sid).await else {
+        // One that cannot be read was logged and counted by the store.
+        let Ok(Some(sent)) = self.state.get(&SENT_MENUS, message_sid).await else {
             return;
         };
         self.state.remove(&SENT_MENUS, message_sid).await;
@@ -400,7 +488,7 @@ impl Outbox {
     /// `message` with its menu written out, in as many messages as its length needs.
     async fn send_as_text(
         &self,
-        api: &MessagesApi,
+        api: &dyn Messaging,
         recipient: &Recipient,
         sender: &Sender,
         message: &ReplyMessage,
@@ -408,7 +496,7 @@ impl Outbox {
     ) -> Result<(), SendError> {
         self.metrics.menu_as_text(reason);
         let mut outcome = Ok(());
-        for piece in fit_to_limits(vec![self.menu.as_text(message)]) {
+        for piece in render::menu_as_text(message, &self.menu) {
             if let Err(error) = api
                 .send(
                     &recipient.to,

@@ -88,7 +88,7 @@ async fn agent_routes(
         };
         let agent = AgentRoute {
             name: route.name.as_str().into(),
-            agent: Agent::connect_with(&route.agent, &clients).await?,
+            agent: Arc::new(Agent::connect_with(&route.agent, &clients).await?),
             languages: route.languages.clone(),
             fallback: route.fallback_message.clone(),
             delivery,

@@ -12,9 +12,10 @@
 //! text menu instead ([`crate::menu`]), which loses nothing.
 
 use crate::menu::{id_of, MenuFormat};
+use crate::outbox::Messaging;
 use crate::reply::ReplyMessage;
 use crate::state::{Slot, StateStore};
-use crate::twilio::messages_api::{MessagesApi, SendError};
+use crate::twilio::messages_api::SendError;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -30,8 +31,17 @@ pub const MAX_ITEM_TITLE_CHARS: usize = 24;
 pub const MAX_ITEM_DESCRIPTION_CHARS: usize = 72;
 pub const MAX_ID_CHARS: usize = 200;
 
+/// A menu's content, made once: its `ContentSid`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+struct ContentSid(String);
+
+impl crate::state::Record for ContentSid {
+    const KIND: &'static str = "content";
+}
+
 /// Contents are permanent in Twilio; the SID is remembered this long, then made again.
-const REMEMBERED: Slot<String> = Slot::new("content", Duration::from_secs(30 * 24 * 3600));
+const REMEMBERED: Slot<ContentSid> = Slot::new("content", Duration::from_secs(30 * 24 * 3600));
 
 /// Which WhatsApp message shows a menu.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +192,7 @@ impl Menu {
 
 /// Forgets the content remembered for `menu`: WhatsApp refused it (deleted, or of
 /// another account), and the next menu of its kind makes a new one.
-pub async fn forget(menu: &Menu, api: &MessagesApi, state: &StateStore) {
+pub async fn forget(menu: &Menu, api: &dyn Messaging, state: &StateStore) {
     state
         .remove(&REMEMBERED, &menu.hash(api.account_sid()))
         .await;
@@ -198,9 +208,11 @@ pub enum Content {
 
 /// The `ContentSid` that shows `menu` for `api`'s account: the one remembered, or one
 /// created now (and remembered).
-pub async fn content_for(menu: &Menu, api: &MessagesApi, state: &StateStore) -> Content {
+pub async fn content_for(menu: &Menu, api: &dyn Messaging, state: &StateStore) -> Content {
     let hash = menu.hash(api.account_sid());
-    if let Some(sid) = state.get(&REMEMBERED, &hash).await {
+    // One remembered that cannot be read (logged and counted) is made again, and the
+    // new one remembered in its place.
+    if let Ok(Some(ContentSid(sid))) = state.get(&REMEMBERED, &hash).await {
         return Content::Ready {
             sid,
             created: false,
@@ -215,8 +227,12 @@ pub async fn content_for(menu: &Menu, api: &MessagesApi, state: &StateStore) -> 
     });
     match api.create_content(&request).await {
         Ok(sid) => {
+            let sid = ContentSid(sid);
             state.set(&REMEMBERED, &hash, &sid).await;
-            Content::Ready { sid, created: true }
+            Content::Ready {
+                sid: sid.0,
+                created: true,
+            }
         }
         Err(error) => Content::Failed(error),
     }

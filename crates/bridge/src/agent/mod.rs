@@ -75,13 +75,19 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// A short label for logs and metrics: the class of failure of [`retry`]'s table.
-    pub fn label(&self) -> String {
+    /// Why the person gets the fallback message: the class of failure of [`retry`]'s
+    /// table.
+    pub fn reason(&self) -> retry::FallbackReason {
         match self {
-            AgentError::Timeout(_) => "TIMEOUT".to_owned(),
-            AgentError::Call(e) => retry::Failure::of(e).label().to_owned(),
-            AgentError::Client(_) => "CLIENT".to_owned(),
+            AgentError::Timeout(_) => retry::FallbackReason::Timeout,
+            AgentError::Call(e) => retry::FallbackReason::of(retry::Failure::of(e)),
+            AgentError::Client(_) => retry::FallbackReason::Client,
         }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> String {
+        self.reason().label().to_owned()
     }
 }
 

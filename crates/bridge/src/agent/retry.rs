@@ -108,6 +108,20 @@ impl Failure {
         }
     }
 
+    /// The class a label names (the inverse of [`Failure::label`]; `CONNECTION` reads
+    /// as a broken connection, the two share it).
+    fn from_label(label: &str) -> Option<Self> {
+        Some(match label {
+            "UNAVAILABLE" => Failure::Unavailable,
+            "RESOURCE_EXHAUSTED" => Failure::ResourceExhausted,
+            "CONNECTION" => Failure::Connection,
+            "TIMEOUT" => Failure::Timeout,
+            "BAD_RESPONSE" => Failure::BadResponse,
+            "AUTHENTICATION" => Failure::Authentication,
+            other => Failure::Status(Code::try_from(other).ok()?),
+        })
+    }
+
     /// Whether this failure is asked again, and at which pace: the table above.
     pub fn verdict(self) -> Verdict {
         match self {
@@ -120,6 +134,80 @@ impl Failure {
     /// [`Failure::verdict`] of what the official client reported.
     pub fn verdict_of(error: &Error) -> Verdict {
         Failure::of(error).verdict()
+    }
+}
+
+/// Why a person got the fallback message instead of the agent's answer. Its label is
+/// what logs (`fallback_reason`) and stored outcomes say; the labels are those of
+/// [`Failure`] plus the bridge's own reasons.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum FallbackReason {
+    /// The agent call failed, of this class (never [`Failure::Timeout`]: that is
+    /// [`FallbackReason::Timeout`]).
+    Agent(Failure),
+    /// No answer in time: the agent's own timeout, or the turn's deadline.
+    Timeout,
+    /// The Dialogflow client could not be made.
+    Client,
+    /// The turn's task panicked: the webhook answers with the fallback.
+    Panic,
+    /// The server stopped before the agent answered, with no other way to reply.
+    Shutdown,
+    /// The turn went away without an answer (its task was dropped).
+    Abandoned,
+}
+
+impl FallbackReason {
+    /// The reason of a failed call of class `failure`.
+    pub fn of(failure: Failure) -> Self {
+        match failure {
+            Failure::Timeout => FallbackReason::Timeout,
+            failure => FallbackReason::Agent(failure),
+        }
+    }
+
+    /// For logs and metrics: a fixed set of labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            FallbackReason::Agent(failure) => failure.label(),
+            FallbackReason::Timeout => "TIMEOUT",
+            FallbackReason::Client => "CLIENT",
+            FallbackReason::Panic => "PANIC",
+            FallbackReason::Shutdown => "SHUTDOWN",
+            FallbackReason::Abandoned => "ABANDONED",
+        }
+    }
+
+    fn from_label(label: &str) -> Option<Self> {
+        Some(match label {
+            "CLIENT" => FallbackReason::Client,
+            "PANIC" => FallbackReason::Panic,
+            "SHUTDOWN" => FallbackReason::Shutdown,
+            "ABANDONED" => FallbackReason::Abandoned,
+            other => FallbackReason::of(Failure::from_label(other)?),
+        })
+    }
+}
+
+impl From<FallbackReason> for String {
+    fn from(reason: FallbackReason) -> Self {
+        reason.label().to_owned()
+    }
+}
+
+impl TryFrom<String> for FallbackReason {
+    type Error = String;
+
+    fn try_from(label: String) -> Result<Self, Self::Error> {
+        FallbackReason::from_label(&label)
+            .ok_or_else(|| format!("no fallback reason is labelled {label:?}"))
+    }
+}
+
+impl std::fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
     }
 }
 
@@ -147,6 +235,40 @@ mod tests {
 
     fn http(code: u16) -> Error {
         Error::http(code, Default::default(), "<html>Bad Gateway</html>".into())
+    }
+
+    #[test]
+    fn fallback_reasons_keep_their_labels_and_read_back_from_them() {
+        let reasons = [
+            FallbackReason::of(Failure::Unavailable),
+            FallbackReason::of(Failure::Status(Code::PermissionDenied)),
+            FallbackReason::of(Failure::Timeout),
+            FallbackReason::Client,
+            FallbackReason::Panic,
+            FallbackReason::Shutdown,
+            FallbackReason::Abandoned,
+        ];
+        let labels: Vec<&str> = reasons.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "UNAVAILABLE",
+                "PERMISSION_DENIED",
+                "TIMEOUT",
+                "CLIENT",
+                "PANIC",
+                "SHUTDOWN",
+                "ABANDONED"
+            ]
+        );
+        for reason in reasons {
+            let stored = serde_json::to_string(&reason).unwrap();
+            assert_eq!(
+                serde_json::from_str::<FallbackReason>(&stored).unwrap(),
+                reason
+            );
+        }
+        assert!(serde_json::from_str::<FallbackReason>("\"NOPE\"").is_err());
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! A conversation handed to a person: before the agent is asked, the message may go to
 //! the human side instead; after the agent answers, its hand-over (if any) begins; the
-//! events these make are posted after the turn's replies. The human side's own writing
-//! and ending also take a turn of the conversation, so that all of it happens in one
-//! order, whichever instance does it.
+//! events these make are posted after the turn's replies. The turn calls these steps
+//! ([`before_agent`], [`after_agent`], [`after_failure`]); they never call back into
+//! it. The human side's own writing and ending also take a turn of the conversation,
+//! so that all of it happens in one order, whichever instance does it.
 
-use super::{AgentRoute, Conversations, Handled, Outcome, Route};
+use super::{AgentRoute, Conversations, Handled};
 use crate::agent::AgentAnswer;
+use crate::handoff::events::EventKind;
 use crate::handoff::{
     now, Active, Delivery, EndReason, Event, Handoff, Line, Record, Speaker, StoredRecipient,
 };
+use crate::menu::MenuFormat;
 use crate::outbox::Recipient;
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
@@ -61,117 +64,138 @@ pub enum HumanSideError {
     Busy,
     #[error("{sent} message(s) sent, then Twilio did not take the next: {error}")]
     Send { sent: usize, error: SendError },
+    /// The conversation's hand-over record cannot be read: it is left as it is.
+    #[error("the conversation's hand-over record cannot be read")]
+    Unreadable(#[from] crate::state::Unreadable),
+}
+
+/// Reads the conversation's hand-over record: a message during a hand-over goes to
+/// the human side; a keyword starts one; an expired one ends.
+pub(super) async fn before_agent(
+    handoff: &Handoff,
+    turn: &TurnAt<'_>,
+    mut record: Record,
+) -> Before {
+    let TurnAt {
+        route,
+        message,
+        session,
+        ..
+    } = *turn;
+    let keep = handoff.settings.history;
+    let mut ended = None;
+    if let Some(active) = record.active.as_mut() {
+        if !handoff.expired(active) {
+            active.last_activity = now();
+            record.remember(Speaker::Person, &message.body, &media_of(message), keep);
+            handoff.save(&session, &record).await;
+            return Before::ToPerson(Handled::with_person(
+                session,
+                Vec::new(),
+                vec![Event::received(&session, message)],
+            ));
+        }
+        record.active = None;
+        record.returning = handoff.settings.return_event;
+        handoff.metrics.handoff_ended(EndReason::Expired.label());
+        tracing::info!(conversation = %session, "a hand-over ended by itself after HANDOFF_TTL without activity: the conversation is back with the agent");
+        ended = Some(Event::ended(&session, EndReason::Expired));
+    }
+    if handoff.is_keyword(&message.body) && route.delivery.outbox().is_some() {
+        record.remember(Speaker::Person, &message.body, &media_of(message), keep);
+        let started = start(handoff, &mut record, turn, "keyword", Map::new());
+        handoff.save(&session, &record).await;
+        if let Some(active) = &record.active {
+            handoff.schedule_end(&session, active).await;
+        }
+        let replies = vec![ReplyMessage::text(&handoff.settings.started_message)];
+        let events = ended.into_iter().chain([started]).collect();
+        return Before::ToPerson(Handled::with_person(
+            session,
+            fit_to_limits(replies),
+            events,
+        ));
+    }
+    let returning = std::mem::take(&mut record.returning);
+    Before::Agent(Found {
+        record,
+        ended,
+        returning,
+    })
+}
+
+/// Records the turn, and starts the hand-over the agent asked for; its replies are
+/// remembered as `menu` writes them.
+pub(super) async fn after_agent(
+    handoff: &Handoff,
+    menu: &MenuFormat,
+    turn: &TurnAt<'_>,
+    found: Found,
+    answer: &AgentAnswer,
+) -> Option<HandoffWork> {
+    let TurnAt {
+        route,
+        message,
+        session,
+        ..
+    } = *turn;
+    let Found {
+        mut record,
+        ended,
+        returning,
+    } = found;
+    let keep = handoff.settings.history;
+    // Without history to keep, the record changes only when a hand-over starts or
+    // ends: then only is it written.
+    let mut changed = keep > 0 || ended.is_some() || returning;
+    record.remember(Speaker::Person, &message.body, &media_of(message), keep);
+    for reply in &answer.replies {
+        let shown = menu.as_text(reply);
+        record.remember(Speaker::Agent, &shown.body, &shown.media, keep);
+    }
+    let mut events: Vec<Event> = ended.into_iter().collect();
+    match &answer.handoff {
+        Some(request) if route.delivery.outbox().is_some() => {
+            changed = true;
+            events.push(start(
+                handoff,
+                &mut record,
+                turn,
+                request.trigger,
+                request.metadata.clone(),
+            ))
+        }
+        Some(_) => tracing::warn!(
+            route = %route.name,
+            conversation = %session,
+            "the agent handed the conversation to a person, but this route answers only in the webhook (REPLY_MODE=twiml), and the human side needs the Messages API: the agent keeps the conversation"
+        ),
+        None => {}
+    }
+    if changed {
+        handoff.save(&session, &record).await;
+    }
+    if let (Some(_), Some(active)) = (&answer.handoff, &record.active) {
+        handoff.schedule_end(&session, active).await;
+    }
+    (!events.is_empty()).then_some(HandoffWork { events })
+}
+
+/// The agent failed: a hand-over that expired is over all the same, and said.
+pub(super) async fn after_failure(
+    handoff: &Handoff,
+    session: SessionId,
+    found: Found,
+) -> Option<HandoffWork> {
+    let mut record = found.record;
+    record.returning |= found.returning;
+    handoff.save(&session, &record).await;
+    found.ended.map(|event| HandoffWork {
+        events: vec![event],
+    })
 }
 
 impl Conversations {
-    /// Reads the conversation's hand-over record: a message during a hand-over goes to
-    /// the human side; a keyword starts one; an expired one ends.
-    pub(super) async fn before_agent(
-        &self,
-        handoff: &Handoff,
-        turn: &TurnAt<'_>,
-        mut record: Record,
-    ) -> Before {
-        let TurnAt {
-            route,
-            message,
-            session,
-            ..
-        } = *turn;
-        let keep = handoff.settings.history;
-        let mut ended = None;
-        if let Some(active) = record.active.as_mut() {
-            if !handoff.expired(active) {
-                active.last_activity = now();
-                record.remember(Speaker::Person, &message.body, &media_of(message), keep);
-                handoff.save(&session, &record).await;
-                return Before::ToPerson(with_person(
-                    session,
-                    Vec::new(),
-                    vec![Event::received(&session, message)],
-                ));
-            }
-            record.active = None;
-            record.returning = handoff.settings.return_event;
-            handoff.metrics.handoff_ended(EndReason::Expired.label());
-            tracing::info!(conversation = %session, "a hand-over ended by itself after HANDOFF_TTL without activity: the conversation is back with the agent");
-            ended = Some(Event::ended(&session, EndReason::Expired));
-        }
-        if handoff.is_keyword(&message.body) && route.delivery.outbox().is_some() {
-            record.remember(Speaker::Person, &message.body, &media_of(message), keep);
-            let started = start(handoff, &mut record, turn, "keyword", Map::new());
-            handoff.save(&session, &record).await;
-            if let Some(active) = &record.active {
-                handoff.schedule_end(&session, active).await;
-            }
-            let replies = vec![ReplyMessage::text(&handoff.settings.started_message)];
-            let events = ended.into_iter().chain([started]).collect();
-            return Before::ToPerson(with_person(session, fit_to_limits(replies), events));
-        }
-        let returning = std::mem::take(&mut record.returning);
-        Before::Agent(Found {
-            record,
-            ended,
-            returning,
-        })
-    }
-
-    /// Records the turn, and starts the hand-over the agent asked for.
-    pub(super) async fn after_agent(
-        &self,
-        handoff: &Handoff,
-        turn: &TurnAt<'_>,
-        found: Found,
-        answer: &AgentAnswer,
-    ) -> Option<HandoffWork> {
-        let TurnAt {
-            route,
-            message,
-            session,
-            ..
-        } = *turn;
-        let Found {
-            mut record,
-            ended,
-            returning,
-        } = found;
-        let keep = handoff.settings.history;
-        // Without history to keep, the record changes only when a hand-over starts or
-        // ends: then only is it written.
-        let mut changed = keep > 0 || ended.is_some() || returning;
-        record.remember(Speaker::Person, &message.body, &media_of(message), keep);
-        for reply in &answer.replies {
-            let shown = self.messages.menu.as_text(reply);
-            record.remember(Speaker::Agent, &shown.body, &shown.media, keep);
-        }
-        let mut events: Vec<Event> = ended.into_iter().collect();
-        match &answer.handoff {
-            Some(request) if route.delivery.outbox().is_some() => {
-                changed = true;
-                events.push(start(
-                    handoff,
-                    &mut record,
-                    turn,
-                    request.trigger,
-                    request.metadata.clone(),
-                ))
-            }
-            Some(_) => tracing::warn!(
-                route = %route.name,
-                conversation = %session,
-                "the agent handed the conversation to a person, but this route answers only in the webhook (REPLY_MODE=twiml), and the human side needs the Messages API: the agent keeps the conversation"
-            ),
-            None => {}
-        }
-        if changed {
-            handoff.save(&session, &record).await;
-        }
-        if let (Some(_), Some(active)) = (&answer.handoff, &record.active) {
-            handoff.schedule_end(&session, active).await;
-        }
-        (!events.is_empty()).then_some(HandoffWork { events })
-    }
-
     /// Posts a turn's hand-over events, in order. One about the person's side that
     /// cannot be delivered gives the hand-over up: the person is told, once, and the
     /// conversation is back with the agent.
@@ -186,7 +210,8 @@ impl Conversations {
         };
         for event in &work.events {
             let delivery = handoff.destination.deliver(event).await;
-            if matches!(delivery, Delivery::Dropped { .. }) && event.kind != "handoff.ended" {
+            if matches!(delivery, Delivery::Dropped { .. }) && event.kind != EventKind::HandoffEnded
+            {
                 self.give_up(handoff, session, recipient).await;
                 return;
             }
@@ -194,7 +219,9 @@ impl Conversations {
     }
 
     async fn give_up(&self, handoff: &Handoff, session: SessionId, recipient: &Recipient) {
-        let mut record = handoff.record(&session).await;
+        let Ok(mut record) = handoff.record(&session).await else {
+            return;
+        };
         if record.active.take().is_none() {
             return;
         }
@@ -247,7 +274,9 @@ impl Conversations {
                 .await;
             return;
         };
-        let mut record = handoff.record(&session).await;
+        let Ok(mut record) = handoff.record(&session).await else {
+            return ticket.abandon().await;
+        };
         match &record.active {
             Some(active) if handoff.expired(active) => {
                 let ended = self
@@ -259,7 +288,7 @@ impl Conversations {
             Some(active) => handoff.schedule_end(&session, active).await,
             None => {}
         }
-        ticket.finish("".into()).await;
+        ticket.abandon().await;
     }
 
     /// Sends through the outbox that serves `recipient`'s account.
@@ -297,7 +326,7 @@ impl Conversations {
             let result = ticket
                 .keep_alive(this.human_says_in_turn(&handoff, session, message, &ticket))
                 .await;
-            ticket.finish("".into()).await;
+            ticket.abandon().await;
             result
         };
         tokio::spawn(work)
@@ -312,7 +341,7 @@ impl Conversations {
         message: ReplyMessage,
         ticket: &crate::state::Ticket,
     ) -> Result<usize, HumanSideError> {
-        let mut record = handoff.record(&session).await;
+        let mut record = handoff.record(&session).await?;
         let active = match record.active.as_mut() {
             Some(active) if !handoff.expired(active) => active,
             Some(_) => {
@@ -363,13 +392,19 @@ impl Conversations {
                     return;
                 }
             };
-            let mut record = handoff.record(&session).await;
+            let mut record = match handoff.record(&session).await {
+                Ok(record) => record,
+                Err(unreadable) => {
+                    let _ = told.send(Err(unreadable.into()));
+                    return ticket.abandon().await;
+                }
+            };
             let reason = match &record.active {
                 Some(active) if handoff.expired(active) => EndReason::Expired,
                 Some(_) => EndReason::Desk,
                 None => {
                     let _ = told.send(Err(HumanSideError::NotHandedOver));
-                    return ticket.finish("".into()).await;
+                    return ticket.abandon().await;
                 }
             };
             let ended = this.end_now(&handoff, session, &mut record, reason).await;
@@ -378,7 +413,7 @@ impl Conversations {
                 _ => Err(HumanSideError::NotHandedOver),
             });
             ticket.keep_alive(handoff.destination.deliver(&ended)).await;
-            ticket.finish("".into()).await;
+            ticket.abandon().await;
         });
         answer.await.unwrap_or(Err(HumanSideError::Busy))
     }
@@ -463,19 +498,6 @@ fn start(
             .include_address
             .then_some(message.from.as_str()),
     )
-}
-
-fn with_person(session: SessionId, replies: Vec<ReplyMessage>, events: Vec<Event>) -> Handled {
-    Handled {
-        replies: Arc::new(replies),
-        route: Route::Webhook,
-        outcome: Outcome::WithPerson,
-        agent_latency: None,
-        session,
-        duplicate: false,
-        agent_route: None,
-        handoff: Some(HandoffWork { events }),
-    }
 }
 
 fn media_of(message: &IncomingMessage) -> Vec<String> {

@@ -6,38 +6,48 @@
 //! gives back the messages the webhook answers with. It knows nothing of HTTP or TwiML.
 //! The turn's place, the message's id and the replies owed are kept by the state
 //! layer, so that they hold across instances.
+//!
+//! Where to read: `turn.rs` is one message's turn, top to bottom (admitted, asked,
+//! decided, delivered); `query.rs` what the agent is asked; `handover.rs` the steps of
+//! a hand-over to people the turn calls, and the human side's own turns; `takeover.rs`
+//! the turns of a dead instance, which join the turn at its delivery. This file holds
+//! the types they share: what became of a message ([`Handled`], built by its
+//! constructors), the routes and what answers on them ([`Answers`]), and
+//! [`Conversations`], which starts and stops them.
 
 mod handover;
+mod query;
 mod takeover;
 mod turn;
 
+pub use query::{payload_of, query_input, MAX_QUERY_CHARS};
+
+use turn::Turn;
+
 pub use handover::{HandoffWork, HumanSideError};
 
-use crate::agent::{Agent, AgentAnswer, AgentQuery, QueryInput, LOCATION_EVENT, MEDIA_EVENT};
-use crate::menu::{answer_of_id, MenuFormat, PendingMenu};
+use crate::agent::retry::FallbackReason;
+use crate::agent::{Agent, AgentAnswer, AgentError, AgentQuery};
+use crate::menu::{MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
-use crate::rate_limit::Limited;
-use crate::reply::{fit_to_limits, Answer, ReplyMessage};
+use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
-use crate::state::{Admission, Json, MessageKey, Repeat, Slot, StateStore};
+use crate::state::{Record, Slot, StateStore, Stored, Ticket};
 use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-
-/// Dialogflow refuses text queries longer than this (CX and ES `TextInput.text`).
-pub const MAX_QUERY_CHARS: usize = 256;
+use std::time::Duration;
 
 /// How a message was handled, for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// The agent answered.
     Answered,
-    /// The agent could not answer; the user got the fallback message. The label says why.
-    Fallback(String),
+    /// The agent could not answer; the user got the fallback message, for this reason.
+    Fallback(FallbackReason),
     /// Nothing to ask: no text and no media.
     Empty,
     /// The webhook was answered before the agent; the replies follow through the API.
@@ -103,16 +113,80 @@ impl Handled {
         }
     }
 
-    fn queued(session: SessionId, duplicate: bool) -> Self {
+    /// `outcome` with `replies`, in the webhook's answer unless said otherwise.
+    fn new(session: SessionId, outcome: Outcome, replies: Vec<ReplyMessage>) -> Self {
         Handled {
-            replies: Arc::default(),
-            route: Route::Api,
-            outcome: Outcome::Queued,
+            replies: Arc::new(replies),
+            route: Route::Webhook,
+            outcome,
             agent_latency: None,
             session,
-            duplicate,
+            duplicate: false,
             agent_route: None,
             handoff: None,
+        }
+    }
+
+    /// Nothing to say: `outcome` says why.
+    fn nothing(session: SessionId, outcome: Outcome) -> Self {
+        Handled::new(session, outcome, Vec::new())
+    }
+
+    /// The webhook answers empty; the replies follow through the API.
+    fn queued(session: SessionId) -> Self {
+        Handled::nothing(session, Outcome::Queued).by_api()
+    }
+
+    /// The agent's answer, within Twilio's limits.
+    fn answered(session: SessionId, replies: Vec<ReplyMessage>, latency: Duration) -> Self {
+        Handled {
+            agent_latency: Some(latency),
+            ..Handled::new(session, Outcome::Answered, fit_to_limits(replies))
+        }
+    }
+
+    /// `fallback` (the route's message) because of `reason`.
+    fn fallback(session: SessionId, fallback: &str, reason: FallbackReason) -> Self {
+        let replies = fit_to_limits(vec![ReplyMessage::text(fallback)]);
+        Handled::new(session, Outcome::Fallback(reason), replies)
+    }
+
+    /// With a person: the message goes to the human side, with `events` to post.
+    fn with_person(
+        session: SessionId,
+        replies: Vec<ReplyMessage>,
+        events: Vec<crate::handoff::Event>,
+    ) -> Self {
+        Handled::new(session, Outcome::WithPerson, replies).posting(Some(HandoffWork { events }))
+    }
+
+    /// A re-delivery's answer: the first delivery's outcome.
+    fn repeat_of(session: SessionId, first: StoredOutcome) -> Self {
+        Handled {
+            route: first.route,
+            duplicate: true,
+            ..Handled::new(session, first.outcome, first.replies)
+        }
+    }
+
+    /// The same, its replies through the API.
+    fn by_api(self) -> Self {
+        Handled {
+            route: Route::Api,
+            ..self
+        }
+    }
+
+    /// The same, with hand-over events to post after the replies.
+    fn posting(self, handoff: Option<HandoffWork>) -> Self {
+        Handled { handoff, ..self }
+    }
+
+    /// The same, with `replies` instead.
+    fn saying(self, replies: Vec<ReplyMessage>) -> Self {
+        Handled {
+            replies: Arc::new(replies),
+            ..self
         }
     }
 }
@@ -137,11 +211,35 @@ impl Delivery {
     }
 }
 
+/// What answers on a route: the Dialogflow [`Agent`], or a test's script.
+pub trait Answers: Send + Sync {
+    /// The answer to `query`, retries included.
+    fn detect_intent<'a>(
+        &'a self,
+        query: &'a AgentQuery,
+    ) -> Pin<Box<dyn Future<Output = Result<AgentAnswer, AgentError>> + Send + 'a>>;
+    /// How long one question may take (`AGENT_TIMEOUT`).
+    fn timeout(&self) -> Duration;
+}
+
+impl Answers for Agent {
+    fn detect_intent<'a>(
+        &'a self,
+        query: &'a AgentQuery,
+    ) -> Pin<Box<dyn Future<Output = Result<AgentAnswer, AgentError>> + Send + 'a>> {
+        Box::pin(Agent::detect_intent(self, query))
+    }
+
+    fn timeout(&self) -> Duration {
+        Agent::timeout(self)
+    }
+}
+
 /// One route at work: the agent that answers there, in which language, what the person
 /// gets when it cannot, and which way the replies go.
 pub struct AgentRoute {
     pub name: Arc<str>,
-    pub agent: Agent,
+    pub agent: Arc<dyn Answers>,
     /// The sender's country (`FromCountry`) to the language asked in.
     pub languages: std::collections::BTreeMap<String, String>,
     pub fallback: String,
@@ -197,6 +295,10 @@ struct TurnRecord {
     status_callback: String,
 }
 
+impl Record for TurnRecord {
+    const KIND: &'static str = "turn";
+}
+
 /// What the state store keeps of a handled message, for its re-deliveries.
 #[derive(Serialize, Deserialize)]
 struct StoredOutcome {
@@ -208,19 +310,32 @@ struct StoredOutcome {
     handoff: Option<HandoffWork>,
 }
 
+impl Record for StoredOutcome {
+    const KIND: &'static str = "outcome";
+}
+
 impl StoredOutcome {
-    fn of(handled: &Handled) -> Json {
+    /// `handled` as the store keeps it; `None` (logged) if it cannot be written, and
+    /// then nothing is recorded rather than an empty outcome.
+    fn of(handled: &Handled) -> Option<Stored> {
         let stored = StoredOutcome {
             replies: handled.replies.to_vec(),
             route: handled.route,
             outcome: handled.outcome.clone(),
             handoff: handled.handoff.clone(),
         };
-        serde_json::to_string(&stored).unwrap_or_default().into()
+        Stored::of(&stored)
+            .inspect_err(|error| tracing::error!(session = %handled.session, %error, "a turn's outcome was not recorded"))
+            .ok()
     }
+}
 
-    fn read(json: &str) -> Option<Self> {
-        serde_json::from_str(json).ok()
+/// Finishes `ticket`'s turn with `handled` as its outcome; without one that can be
+/// recorded, a re-delivery is handled afresh.
+async fn finish(ticket: Ticket, handled: &Handled) {
+    match StoredOutcome::of(handled) {
+        Some(outcome) => ticket.finish(&outcome).await,
+        None => ticket.abandon().await,
     }
 }
 
@@ -229,7 +344,7 @@ impl StoredOutcome {
 pub(super) struct Known {
     /// The menu waiting for an answer.
     pub menu: Option<PendingMenu>,
-    /// The hand-over record, with hand-over on.
+    /// The hand-over record, with hand-over on and the record readable.
     pub handoff: Option<crate::handoff::Record>,
 }
 
@@ -363,271 +478,21 @@ impl Conversations {
         let session = session_of(&message);
         let Some(route) = self.routes.find(&message).cloned() else {
             // Not a 5xx: Twilio would only deliver it again.
-            return Handled {
-                outcome: Outcome::NoRoute,
-                route: Route::Webhook,
-                ..Handled::queued(session, false)
-            };
+            return Handled::nothing(session, Outcome::NoRoute);
         };
-        let mut handled = self.handle_on(&route, message, recipient, session).await;
-        handled.agent_route = Some(Arc::clone(&route.name));
-        handled
-    }
-
-    async fn handle_on(
-        self: &Arc<Self>,
-        route: &Arc<AgentRoute>,
-        message: IncomingMessage,
-        recipient: Recipient,
-        session: SessionId,
-    ) -> Handled {
-        let key = message.message_sid.as_ref().map(|sid| MessageKey {
-            account_sid: message.account_sid.clone(),
-            message_sid: sid.clone(),
-        });
-        // What another instance needs to send this turn's replies, should this one die:
-        // only when there is a store to share it and an API to send them through.
-        let record: Json = if self.state.is_shared() && route.delivery.outbox().is_some() {
-            let record = TurnRecord {
-                params: message.params.pairs().to_vec(),
-                status_callback: recipient.status_callback.clone(),
-            };
-            serde_json::to_string(&record).unwrap_or_default().into()
-        } else {
-            Json::from("")
-        };
-        let ticket = match self.state.admit(key, session, record, &self.reads()).await {
-            Admission::Repeat(repeat) => return self.repeat(route, repeat, session).await,
-            Admission::First(ticket) => ticket,
-        };
-        let (answer, mut answered) = oneshot::channel();
-        let waiting = match &route.delivery {
-            Delivery::Api(_) => None,
-            Delivery::Twiml | Delivery::Auto { .. } => Some(answer),
-        };
-        // The turn runs on its own task so that it finishes, and its outcome is
-        // remembered, even if Twilio hangs up on this request.
-        tokio::spawn(Arc::clone(self).run_turn(
-            ticket,
-            Arc::clone(route),
-            message,
-            recipient,
-            waiting,
-        ));
-        match &route.delivery {
-            Delivery::Api(_) => Handled::queued(session, false),
-            Delivery::Twiml => {
-                tokio::select! {
-                    answer = &mut answered => answer.unwrap_or_else(|_| {
-                        tracing::error!(session = %session, "answering a message panicked");
-                        self.fallback(route, session, "PANIC".into(), None)
-                    }),
-                    () = self.out_of_grace() => self.fallback(route, session, "SHUTDOWN".into(), None),
-                }
-            }
-            Delivery::Auto { deadline, .. } => {
-                // A shutdown cuts the wait short: the replies then go through the API,
-                // and the server can stop within Cloud Run's grace period.
-                let wait = async {
-                    tokio::select! {
-                        answer = &mut answered => Ok(answer),
-                        _ = self.stopped() => Err(()),
-                    }
-                };
-                match tokio::time::timeout(*deadline, wait)
-                    .await
-                    .unwrap_or(Err(()))
-                {
-                    Ok(Ok(handled)) => handled,
-                    Ok(Err(_)) => self.fallback(route, session, "ABANDONED".into(), None),
-                    Err(()) => {
-                        // Too late for the webhook. Closing first makes the hand-over
-                        // exact: either the answer is already here, or the turn's send
-                        // fails and the replies go through the API.
-                        answered.close();
-                        answered
-                            .try_recv()
-                            .unwrap_or_else(|_| Handled::queued(session, false))
-                    }
-                }
-            }
+        let handled = Turn::admit(self, &route, message, recipient, session).await;
+        Handled {
+            agent_route: Some(Arc::clone(&route.name)),
+            ..handled
         }
     }
 
-    /// A re-delivery: the first delivery's outcome, never a second agent call or a
-    /// second set of messages.
-    async fn repeat(&self, route: &AgentRoute, repeat: Repeat, session: SessionId) -> Handled {
-        let wait = match &route.delivery {
-            Delivery::Twiml => None,
-            Delivery::Api(_) => Some(Duration::ZERO),
-            Delivery::Auto { deadline, .. } => Some(*deadline),
-        };
-        let outcome = match wait {
-            None => repeat.outcome().await,
-            Some(wait) => {
-                // Like a first delivery, a repeat stops waiting when the server stops:
-                // the first delivery's replies then go through the API.
-                tokio::select! {
-                    outcome = tokio::time::timeout(wait, repeat.outcome()) => outcome.ok().flatten(),
-                    _ = self.stopped() => None,
-                }
-            }
-        };
-        match outcome.as_deref().and_then(StoredOutcome::read) {
-            Some(first) => Handled {
-                replies: Arc::new(first.replies),
-                route: first.route,
-                outcome: first.outcome,
-                agent_latency: None,
-                session,
-                duplicate: true,
-                agent_route: None,
-                handoff: None,
-            },
-            None => Handled::queued(session, true),
-        }
-    }
-
-    async fn answer(
-        &self,
-        route: &AgentRoute,
-        message: IncomingMessage,
-        session: SessionId,
-        recipient: &Recipient,
-        known: Known,
-    ) -> Handled {
-        let nothing = |outcome| Handled {
-            replies: Arc::default(),
-            route: Route::Webhook,
-            outcome,
-            agent_latency: None,
-            session,
-            duplicate: false,
-            agent_route: None,
-            handoff: None,
-        };
-        // Twilio answers these itself, and a reply of ours after STOP would be refused
-        // (error 21610): by default the agent does not hear of them.
-        if message.opt_out.is_some() && !self.messages.opt_out_to_agent {
-            return nothing(Outcome::OptOut);
-        }
-        let turn = handover::TurnAt {
-            route,
-            message: &message,
-            session,
-            recipient,
-        };
-        let (handoff, returning) = match &self.handoff {
-            Some(handoff) => {
-                let record = known.handoff.unwrap_or_default();
-                match self.before_agent(handoff, &turn, record).await {
-                    handover::Before::ToPerson(handled) => return handled,
-                    handover::Before::Agent(found) => {
-                        let returning = found.returning;
-                        (Some((handoff, found)), returning)
-                    }
-                }
-            }
-            None => (None, false),
-        };
-        let pending = known.menu;
-        let input = match message.opt_out {
-            Some(keyword) => Some(QueryInput::Event(keyword.event().to_owned())),
-            None => self.input_of(&message, pending.as_ref()),
-        };
-        let Some(input) = input else {
-            return nothing(Outcome::Empty);
-        };
-        let mut query = AgentQuery {
-            session,
-            input,
-            payload: payload_of(&message),
-            language: message
-                .params
-                .get("FromCountry")
-                .and_then(|country| route.languages.get(&country.to_ascii_uppercase()))
-                .cloned(),
-        };
-        let started = Instant::now();
-        let typing = self.typing(route, &message);
-        // Back from a person: the agent hears of it first, and may say welcome back. One
-        // call site, so that the turn holds one request's state, not two.
-        let mut inputs = Vec::with_capacity(2);
-        if returning {
-            inputs.push(QueryInput::Event(crate::handoff::RETURN_EVENT.to_owned()));
-        }
-        inputs.push(std::mem::replace(
-            &mut query.input,
-            QueryInput::Text(String::new()),
-        ));
-        let mut answer = AgentAnswer::default();
-        let mut failed = None;
-        for input in inputs {
-            query.input = input;
-            match route.agent.detect_intent(&query).await {
-                Ok(more) => {
-                    answer.replies.extend(more.replies);
-                    answer.handoff = more.handoff.or(answer.handoff);
-                }
-                Err(error) => {
-                    failed = Some(error);
-                    break;
-                }
-            }
-        }
-        let result = match failed {
-            None => Ok(answer),
-            Some(error) => Err(error),
-        };
-        if let Some(typing) = typing {
-            typing.abort();
-        }
-        let elapsed = started.elapsed();
-        let latency = Some(elapsed);
-        match result {
-            Ok(answer) => {
-                self.metrics.agent_answered(elapsed);
-                // The menu of this answer waits for the next message; one left from
-                // before is answered or passed by.
-                match PendingMenu::of(&answer.replies) {
-                    Some(menu) => self.state.set(&self.menu_slot(), &session, &menu).await,
-                    None if pending.is_some() => {
-                        self.state.remove(&self.menu_slot(), &session).await
-                    }
-                    None => {}
-                }
-                let work = match handoff {
-                    Some((handoff, found)) => {
-                        self.after_agent(handoff, &turn, found, &answer).await
-                    }
-                    None => None,
-                };
-                Handled {
-                    replies: Arc::new(fit_to_limits(answer.replies)),
-                    route: Route::Webhook,
-                    outcome: Outcome::Answered,
-                    agent_latency: latency,
-                    session,
-                    duplicate: false,
-                    agent_route: None,
-                    handoff: work,
-                }
-            }
-            Err(error) => {
-                self.metrics.agent_failed(elapsed, error.label());
-                tracing::warn!(route = %route.name, session = %session, error = %error, "the agent could not answer; sending the fallback message");
-                let mut handled = self.fallback(route, session, error.label(), latency);
-                // A hand-over that expired is over, whatever the agent did.
-                if let Some((handoff, found)) = handoff {
-                    let mut record = found.record;
-                    record.returning |= found.returning;
-                    handoff.save(&session, &record).await;
-                    handled.handoff = found.ended.map(|event| HandoffWork {
-                        events: vec![event],
-                    });
-                }
-                handled
-            }
+    /// Waits for the turns before `ticket`'s; false if the server handed its work over
+    /// meanwhile (shutting down).
+    async fn wait_or_leave(&self, ticket: &Ticket) -> bool {
+        tokio::select! {
+            () = ticket.keep_alive(ticket.wait_turn()) => true,
+            () = self.handed_over() => false,
         }
     }
 
@@ -645,132 +510,26 @@ impl Conversations {
         reads
     }
 
-    /// The records of [`Conversations::reads`], as the turn found them.
-    pub(super) async fn known(&self, ticket: &crate::state::Ticket) -> Known {
-        let menu = ticket.read(&self.menu_slot()).await;
+    /// The records of [`Conversations::reads`], as the turn found them. One that
+    /// cannot be read (logged and counted by the store) is as if absent, and is not
+    /// written over: a menu is then not waited on; a hand-over is left as it is.
+    pub(super) async fn known(&self, ticket: &Ticket) -> Known {
+        let menu = self
+            .state
+            .read_in_turn(ticket, &self.menu_slot())
+            .await
+            .ok()
+            .flatten();
         let handoff = match &self.handoff {
-            Some(handoff) => Some(ticket.read(&handoff.slot()).await.unwrap_or_default()),
+            Some(handoff) => self
+                .state
+                .read_in_turn(ticket, &handoff.slot())
+                .await
+                .ok()
+                .map(Option::unwrap_or_default),
             None => None,
         };
         Known { menu, handoff }
-    }
-
-    /// What to ask the agent: the choice a tap or a typed answer to the `pending` menu
-    /// picks, a shared location's event, or the message as it came.
-    fn input_of(
-        &self,
-        message: &IncomingMessage,
-        pending: Option<&PendingMenu>,
-    ) -> Option<QueryInput> {
-        if let Some(tap) = &message.tap {
-            let how = if message.params.get("ListId").is_some() {
-                "list"
-            } else {
-                "button"
-            };
-            self.metrics.choice_picked(how);
-            return Some(input_for(match &tap.id {
-                Some(id) => answer_of_id(id),
-                None => Answer::Text(tap.title.clone()),
-            }));
-        }
-        if message.location.is_some() {
-            return Some(QueryInput::Event(LOCATION_EVENT.to_owned()));
-        }
-        if let Some(choice) = pending.and_then(|menu| menu.pick(&message.body)) {
-            let how = if message.body.trim().parse::<usize>().is_ok() {
-                "number"
-            } else {
-                "title"
-            };
-            self.metrics.choice_picked(how);
-            return Some(input_for(choice.answer()));
-        }
-        query_input(message)
-    }
-
-    /// After `typing_after`, WhatsApp shows "typing…" until the reply: the task to
-    /// abort when the agent has answered.
-    fn typing(
-        &self,
-        route: &AgentRoute,
-        message: &IncomingMessage,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let after = self.messages.typing_after?;
-        let outbox = Arc::clone(route.delivery.outbox()?);
-        let message_sid = message.message_sid.clone()?;
-        if message.channel() != "whatsapp" {
-            return None;
-        }
-        let account_sid = message.account_sid.clone();
-        Some(tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            outbox.typing(&account_sid, &message_sid).await;
-        }))
-    }
-
-    /// Replies as they can travel in the webhook's TwiML answer: menus as text;
-    /// templates, which TwiML cannot carry, left out and said.
-    fn plain(&self, replies: &[ReplyMessage]) -> Vec<ReplyMessage> {
-        let mut plain = Vec::with_capacity(replies.len());
-        for message in replies {
-            if message.template.is_some() {
-                tracing::warn!(
-                    "a content template cannot travel in the webhook's answer and was not sent: templates need REPLY_MODE=auto or api"
-                );
-            } else if !message.choices.is_empty() {
-                self.metrics.menu_as_text("twiml");
-                plain.push(self.messages.menu.as_text(message));
-            } else {
-                plain.push(message.clone());
-            }
-        }
-        fit_to_limits(plain)
-    }
-
-    /// A message past a rate limit: the agent is not asked; the person is told once.
-    fn slow_down(&self, session: SessionId, limited: Limited, message_sid: &str) -> Handled {
-        self.metrics.rate_limited(limited.scope.label());
-        let replies = if limited.tell {
-            tracing::warn!(
-                %message_sid,
-                session = %session,
-                limit = limited.scope.label(),
-                "a conversation went past the rate limit: its messages are not sent to the agent until its pace is back"
-            );
-            fit_to_limits(vec![ReplyMessage::text(&self.messages.rate_limited)])
-        } else {
-            Vec::new()
-        };
-        Handled {
-            replies: Arc::new(replies),
-            route: Route::Webhook,
-            outcome: Outcome::RateLimited,
-            agent_latency: None,
-            session,
-            duplicate: false,
-            agent_route: None,
-            handoff: None,
-        }
-    }
-
-    fn fallback(
-        &self,
-        route: &AgentRoute,
-        session: SessionId,
-        reason: String,
-        agent_latency: Option<Duration>,
-    ) -> Handled {
-        Handled {
-            replies: Arc::new(fit_to_limits(vec![ReplyMessage::text(&route.fallback)])),
-            route: Route::Webhook,
-            outcome: Outcome::Fallback(reason),
-            agent_latency,
-            session,
-            duplicate: false,
-            agent_route: None,
-            handoff: None,
-        }
     }
 }
 
@@ -778,104 +537,5 @@ fn session_of(message: &IncomingMessage) -> SessionId {
     SessionId::for_conversation(&message.account_sid, &message.from, &message.to)
 }
 
-/// The text, cut to what Dialogflow accepts (the whole body is in the payload); or,
-/// for media without words, the media event; or nothing to ask.
-pub fn query_input(message: &IncomingMessage) -> Option<QueryInput> {
-    let text = message.body.trim();
-    if !text.is_empty() {
-        return Some(QueryInput::Text(cut_to_query(text).to_owned()));
-    }
-    (!message.media.is_empty()).then(|| QueryInput::Event(MEDIA_EVENT.to_owned()))
-}
-
-/// A picked choice as the agent's input.
-fn input_for(answer: Answer) -> QueryInput {
-    match answer {
-        Answer::Text(text) => QueryInput::Text(cut_to_query(&text).to_owned()),
-        Answer::Event(event) => QueryInput::Event(event),
-    }
-}
-
-/// `text` cut to what Dialogflow takes.
-fn cut_to_query(text: &str) -> &str {
-    match text.char_indices().nth(MAX_QUERY_CHARS) {
-        Some((cut, _)) => &text[..cut],
-        None => text,
-    }
-}
-
-/// Every webhook parameter, as the agent's webhooks will see it in the query payload;
-/// with a shared location, also `location` (`latitude`, `longitude`, `address`,
-/// `label`) as numbers and text.
-pub fn payload_of(message: &IncomingMessage) -> Map<String, Value> {
-    let mut payload: Map<String, Value> = message
-        .params
-        .pairs()
-        .iter()
-        .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-        .collect();
-    if let Some(location) = &message.location {
-        payload.insert(
-            "location".into(),
-            serde_json::json!({
-                "latitude": location.latitude,
-                "longitude": location.longitude,
-                "address": location.address,
-                "label": location.label,
-            }),
-        );
-    }
-    payload
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::twilio::webhook::FormParams;
-
-    fn message(pairs: &[(&str, &str)]) -> IncomingMessage {
-        let mut all = vec![
-            ("AccountSid", "AC1"),
-            ("From", "+15551234567"),
-            ("To", "+18005550000"),
-        ];
-        all.extend_from_slice(pairs);
-        let params = FormParams::from_pairs(
-            all.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        IncomingMessage::from_verified(params, "AC1").unwrap()
-    }
-
-    #[test]
-    fn text_is_asked_as_text_trimmed_and_cut_to_dialogflow_limit() {
-        assert_eq!(
-            query_input(&message(&[("Body", "  hi  ")])),
-            Some(QueryInput::Text("hi".into()))
-        );
-        let long = "é".repeat(300);
-        let Some(QueryInput::Text(cut)) = query_input(&message(&[("Body", &long)])) else {
-            panic!()
-        };
-        assert_eq!(cut.chars().count(), MAX_QUERY_CHARS);
-    }
-
-    #[test]
-    fn media_without_words_is_the_media_event_and_nothing_is_nothing() {
-        let mms = message(&[
-            ("Body", ""),
-            ("NumMedia", "1"),
-            ("MediaUrl0", "https://m/1"),
-        ]);
-        assert_eq!(
-            query_input(&mms),
-            Some(QueryInput::Event(MEDIA_EVENT.into()))
-        );
-        assert_eq!(
-            payload_of(&mms).get("MediaUrl0"),
-            Some(&Value::String("https://m/1".into()))
-        );
-        assert_eq!(query_input(&message(&[("Body", " ")])), None);
-    }
-}
+mod tests;

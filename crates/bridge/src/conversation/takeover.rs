@@ -2,7 +2,7 @@
 //! by their leases running out and finished here: the replies not yet accepted by
 //! Twilio are sent, the agent is asked again only if its answer was never recorded.
 
-use super::{Conversations, Handled, Route, StoredOutcome, TurnRecord};
+use super::{Conversations, Handled, StoredOutcome, Turn, TurnRecord};
 use crate::outbox::Recipient;
 use crate::state::TakenOver;
 use crate::twilio::webhook::{FormParams, IncomingMessage};
@@ -23,8 +23,8 @@ impl Conversations {
         // Only turns whose replies may go through the API carry their message (see
         // `handle`): for the others, the webhook that waited died with its instance, and
         // there is no other way to the person. A re-delivery is answered afresh.
-        let message = serde_json::from_str::<TurnRecord>(&turn)
-            .ok()
+        let message = turn
+            .and_then(|turn| self.state.read::<TurnRecord>(&turn).ok())
             .and_then(|record| {
                 let params = FormParams::from_pairs(record.params);
                 let account = self
@@ -42,6 +42,7 @@ impl Conversations {
             Some((message, recipient, route, outbox))
         });
         let Some((message, recipient, route, outbox)) = found else {
+            // Nothing to send the replies through: the turn is only let go, in order.
             tracing::warn!(
                 message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
                 "took over the turn of an instance that died: its replies could only go in that instance's webhook answer, and are lost"
@@ -53,10 +54,17 @@ impl Conversations {
             return ticket.abandon().await;
         };
         let message_sid = recipient.message_sid.clone();
-        let answer = answer.as_deref().and_then(StoredOutcome::read);
+        // One that cannot be read (logged and counted) is asked for again.
+        let answer = answer.and_then(|answer| self.state.read::<StoredOutcome>(&answer).ok());
         let Some(answer) = answer else {
             tracing::warn!(%message_sid, "took over the turn of an instance that died before the agent's answer was recorded: asking the agent again");
-            return self.run_turn(ticket, route, message, recipient, None).await;
+            let turn = Turn {
+                conversations: Arc::clone(&self),
+                route,
+                ticket,
+                recipient,
+            };
+            return turn.run(message, None).await;
         };
         let mut from = sent;
         if let Some(index) = sending.filter(|index| *index < answer.replies.len()) {
@@ -69,20 +77,22 @@ impl Conversations {
         }
         let _owing = outbox.owe(&message_sid);
         let handled = Handled {
-            replies: Arc::new(answer.replies),
-            route: Route::Api,
-            outcome: answer.outcome,
-            agent_latency: None,
-            session: ticket.session,
-            duplicate: false,
             agent_route: Some(Arc::clone(&route.name)),
-            handoff: answer.handoff,
+            ..Handled::new(ticket.session, answer.outcome, answer.replies)
+                .by_api()
+                .posting(answer.handoff)
         };
-        if !self.wait_or_leave(&ticket).await {
-            return self.leave(ticket, &message_sid).await;
+        let wait = self.wait_or_leave(&ticket).await;
+        let turn = Turn {
+            conversations: self,
+            route,
+            ticket,
+            recipient,
+        };
+        match wait {
+            true => turn.deliver(&handled, from).await,
+            false => turn.leave().await,
         }
-        self.send_through_api(&outbox, ticket, &recipient, &handled, from)
-            .await;
     }
 
     /// While the state is shared: takes over, every `every`, the turns whose instance

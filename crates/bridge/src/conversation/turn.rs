@@ -1,188 +1,485 @@
-//! One turn, worked: it waits for the turns before it in its conversation, asks the
-//! agent (or, past a rate limit, does not), and gives the replies to the webhook still
-//! waiting or else sends them through the Messages API; at the end of the shutdown
-//! grace it leaves its work to the other instances.
+//! One message's turn, in the order it lives it:
+//!
+//! 1. **admitted** ([`Turn::admit`]): its id claimed (a re-delivery gets the first
+//!    delivery's outcome instead) and its place in the conversation taken; the turn
+//!    then runs on its own task, so that it finishes even if Twilio hangs up, while the
+//!    webhook waits for it as long as its way of replying allows ([`Webhook`]);
+//! 2. **asked** ([`Turn::ask`]): once the turns before it are done, the agent, or past
+//!    a rate limit nobody, or during a hand-over the person's human;
+//! 3. **decided** ([`Turn::decide`]): which way the replies go, in which form
+//!    ([`crate::render`]);
+//! 4. **delivered** ([`Turn::deliver`]): in the webhook's answer, or through the
+//!    Messages API, recording how far it got, then the hand-over events; the turn is
+//!    finished with its outcome, for re-deliveries.
+//!
+//! At the end of the shutdown grace a turn still at work leaves it to the other
+//! instances ([`Turn::leave`]). A turn taken over from a dead instance joins at step 4
+//! ([`super::takeover`]).
 
-use super::{AgentRoute, Conversations, Delivery, Handled, Route, StoredOutcome};
+use super::handover::{self, Before, TurnAt};
+use super::query;
+use super::{
+    finish, AgentRoute, Conversations, Delivery, Handled, HandoffWork, Known, Outcome,
+    StoredOutcome, TurnRecord,
+};
+use crate::agent::retry::FallbackReason;
+use crate::agent::{AgentAnswer, AgentQuery, QueryInput};
+use crate::menu::PendingMenu;
 use crate::outbox::{Outbox, Recipient};
-use crate::state::Ticket;
+use crate::rate_limit::Limited;
+use crate::render::{render, Way};
+use crate::reply::{fit_to_limits, ReplyMessage};
+use crate::session::SessionId;
+use crate::state::{Admission, MessageKey, Repeat, Stored, Ticket};
 use crate::twilio::webhook::IncomingMessage;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// AGENT_TIMEOUT is at most 14 s with `twiml`: with this, still inside Twilio's 15 s.
-const TURN_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+const TURN_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
-impl Conversations {
-    /// One turn: waits for the turns before it, asks the agent, and gives the replies
-    /// to the webhook still `waiting`, or else sends them through the API.
-    pub(super) async fn run_turn(
-        self: Arc<Self>,
-        ticket: Ticket,
-        route: Arc<AgentRoute>,
+/// One message's turn, held: what it answers, on which route, to whom.
+pub(super) struct Turn {
+    pub(super) conversations: Arc<Conversations>,
+    pub(super) route: Arc<AgentRoute>,
+    pub(super) ticket: Ticket,
+    pub(super) recipient: Recipient,
+}
+
+/// The webhook's side of a turn: the answer it waits for, if its way of replying lets
+/// it wait. The turn's side is the sender given to [`Turn::run`].
+struct Webhook {
+    answer: oneshot::Receiver<Handled>,
+}
+
+impl Turn {
+    // 1. Admitted.
+
+    /// Admits `message` on `route` and answers what the webhook should say now.
+    pub(super) async fn admit(
+        conversations: &Arc<Conversations>,
+        route: &Arc<AgentRoute>,
         message: IncomingMessage,
         recipient: Recipient,
-        waiting: Option<oneshot::Sender<Handled>>,
-    ) {
-        let owing = route
-            .delivery
-            .outbox()
-            .map(|outbox| outbox.owe(&recipient.message_sid));
-        let session = ticket.session;
-        let limited = ticket.limited;
-        // With replies only in the webhook's answer, the wait for the turns before this
-        // one counts against the agent's time: Twilio hangs up after 15 s.
-        let deadline = match route.delivery {
-            // A little past the agent's own timeout, which ends its call first (and
-            // counts it): this bound is for the wait behind the turns before.
-            Delivery::Twiml => {
-                Some(tokio::time::Instant::now() + route.agent.timeout() + TURN_DEADLINE_MARGIN)
+        session: SessionId,
+    ) -> Handled {
+        let key = message.message_sid.as_ref().map(|sid| MessageKey {
+            account_sid: message.account_sid.clone(),
+            message_sid: sid.clone(),
+        });
+        let record = Self::record_of(conversations, route, &message, &recipient);
+        let reads = conversations.reads();
+        let admission = conversations
+            .state
+            .admit(key, session, record.as_ref(), &reads)
+            .await;
+        let ticket = match admission {
+            Admission::Repeat(repeat) => {
+                return Self::repeat(conversations, route, repeat, session).await
             }
-            _ => None,
+            Admission::First(ticket) => ticket,
         };
-        // Boxed: a turn in flight holds its work once, not once per layer of futures.
-        let work = Box::pin(ticket.keep_alive(async {
-            ticket.wait_turn().await;
-            let known = self.known(&ticket).await;
-            // STOP and the like are Twilio's to answer, limit or not: a "slow down"
-            // after STOP would be refused (error 21610). A person writing to a human is
-            // not held to the agent's pace.
-            let limited = limited
-                .filter(|_| message.opt_out.is_none())
-                .filter(|_| !known.with_a_person(self.handoff.as_deref()));
-            match limited {
-                Some(limited) => self.slow_down(session, limited, &recipient.message_sid),
-                None => {
-                    self.answer(&route, message, session, &recipient, known)
-                        .await
+        let (answer, answered) = oneshot::channel();
+        let waiting = match &route.delivery {
+            Delivery::Api(_) => None,
+            Delivery::Twiml | Delivery::Auto { .. } => Some(answer),
+        };
+        let turn = Turn {
+            conversations: Arc::clone(conversations),
+            route: Arc::clone(route),
+            ticket,
+            recipient,
+        };
+        tokio::spawn(turn.run(message, waiting));
+        Webhook { answer: answered }
+            .wait(conversations, route, session)
+            .await
+    }
+
+    /// What another instance needs to send this turn's replies, should this one die:
+    /// only when there is a store to share it and an API to send them through.
+    fn record_of(
+        conversations: &Conversations,
+        route: &AgentRoute,
+        message: &IncomingMessage,
+        recipient: &Recipient,
+    ) -> Option<Stored> {
+        if !conversations.state.is_shared() || route.delivery.outbox().is_none() {
+            return None;
+        }
+        let record = TurnRecord {
+            params: message.params.pairs().to_vec(),
+            status_callback: recipient.status_callback.clone(),
+        };
+        Stored::of(&record)
+            .inspect_err(|error| tracing::error!(%error, "a turn's message was not recorded: another instance cannot take it over"))
+            .ok()
+    }
+
+    /// A re-delivery: the first delivery's outcome, never a second agent call or a
+    /// second set of messages.
+    async fn repeat(
+        conversations: &Conversations,
+        route: &AgentRoute,
+        repeat: Repeat,
+        session: SessionId,
+    ) -> Handled {
+        let wait = match &route.delivery {
+            Delivery::Twiml => None,
+            Delivery::Api(_) => Some(Duration::ZERO),
+            Delivery::Auto { deadline, .. } => Some(*deadline),
+        };
+        let outcome = match wait {
+            None => repeat.outcome().await,
+            Some(wait) => {
+                // Like a first delivery, a repeat stops waiting when the server stops:
+                // the first delivery's replies then go through the API.
+                tokio::select! {
+                    outcome = tokio::time::timeout(wait, repeat.outcome()) => outcome.ok().flatten(),
+                    _ = conversations.stopped() => None,
                 }
             }
+        };
+        let first =
+            outcome.and_then(|stored| conversations.state.read::<StoredOutcome>(&stored).ok());
+        match first {
+            Some(first) => Handled::repeat_of(session, first),
+            None => Handled {
+                duplicate: true,
+                ..Handled::queued(session)
+            },
+        }
+    }
+
+    /// The turn, on its own task: waits for the turns before it, asks, decides and
+    /// delivers; gives the answer to the webhook still `waiting`, if it can.
+    pub(super) async fn run(
+        self,
+        message: IncomingMessage,
+        waiting: Option<oneshot::Sender<Handled>>,
+    ) {
+        let owing = self
+            .outbox()
+            .map(|outbox| outbox.owe(&self.recipient.message_sid));
+        let asked = Box::pin(self.ticket.keep_alive(async {
+            self.ticket.wait_turn().await;
+            let known = self.conversations.known(&self.ticket).await;
+            self.ask(message, known).await
         }));
-        let work = async {
-            match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, work)
+        let asked = self.within_deadline(asked);
+        let handled = tokio::select! {
+            handled = asked => handled,
+            () = self.conversations.handed_over() => return self.leave().await,
+        };
+        self.decide(handled, waiting).await;
+        drop(owing);
+    }
+
+    /// With replies only in the webhook's answer, the wait for the turns before this
+    /// one counts against the agent's time: Twilio hangs up after 15 s. A little past
+    /// the agent's own timeout, which ends its call first (and counts it): this bound
+    /// is for the wait behind the turns before.
+    async fn within_deadline(&self, asked: impl std::future::Future<Output = Handled>) -> Handled {
+        match self.route.delivery {
+            Delivery::Twiml => {
+                let deadline =
+                    tokio::time::Instant::now() + self.route.agent.timeout() + TURN_DEADLINE_MARGIN;
+                tokio::time::timeout_at(deadline, asked)
                     .await
-                    .unwrap_or_else(|_| self.fallback(&route, session, "TIMEOUT".into(), None)),
-                None => work.await,
+                    .unwrap_or_else(|_| {
+                        Handled::fallback(
+                            self.ticket.session,
+                            &self.route.fallback,
+                            FallbackReason::Timeout,
+                        )
+                    })
             }
+            _ => asked.await,
+        }
+    }
+
+    // 2. Asked.
+
+    /// What the person gets for `message`: nothing (Twilio's keywords, nothing to ask),
+    /// "slow down" past a rate limit, the agent's answer (or the fallback), or, during
+    /// a hand-over, nothing while the message goes to the human side.
+    async fn ask(&self, message: IncomingMessage, known: Known) -> Handled {
+        let conversations = &self.conversations;
+        let session = self.ticket.session;
+        // STOP and the like are Twilio's to answer, limit or not: a "slow down" after
+        // STOP would be refused (error 21610). A person writing to a human is not held
+        // to the agent's pace.
+        let limited = self
+            .ticket
+            .limited
+            .filter(|_| message.opt_out.is_none())
+            .filter(|_| !known.with_a_person(conversations.handoff.as_deref()));
+        if let Some(limited) = limited {
+            return self.slow_down(limited);
+        }
+        // Twilio answers these itself, and a reply of ours after STOP would be refused
+        // (error 21610): by default the agent does not hear of them.
+        if message.opt_out.is_some() && !conversations.messages.opt_out_to_agent {
+            return Handled::nothing(session, Outcome::OptOut);
+        }
+        let at = TurnAt {
+            route: &self.route,
+            message: &message,
+            session,
+            recipient: &self.recipient,
         };
-        let mut handled = tokio::select! {
-            handled = work => handled,
-            () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
+        let found = match (&conversations.handoff, known.handoff) {
+            (Some(handoff), Some(record)) => {
+                match handover::before_agent(handoff, &at, record).await {
+                    Before::ToPerson(handled) => return handled,
+                    Before::Agent(found) => Some((handoff, found)),
+                }
+            }
+            // Hand-over off, or a record that cannot be read: this turn leaves it be.
+            _ => None,
         };
-        handled.agent_route = Some(Arc::clone(&route.name));
+        let returning = found.as_ref().is_some_and(|(_, found)| found.returning);
+        let pending = known.menu;
+        let input = match message.opt_out {
+            Some(keyword) => Some(QueryInput::Event(keyword.event().to_owned())),
+            None => query::input_of(&message, pending.as_ref(), &conversations.metrics),
+        };
+        let Some(input) = input else {
+            return Handled::nothing(session, Outcome::Empty);
+        };
+        let started = Instant::now();
+        let typing = self.typing(&message);
+        let asked = self.ask_agent(&message, input, returning).await;
+        if let Some(typing) = typing {
+            typing.abort();
+        }
+        let elapsed = started.elapsed();
+        match asked {
+            Ok(answer) => {
+                conversations.metrics.agent_answered(elapsed);
+                self.remember_menu(&answer, pending.is_some()).await;
+                let work = match found {
+                    Some((handoff, found)) => {
+                        handover::after_agent(
+                            handoff,
+                            &conversations.messages.menu,
+                            &at,
+                            found,
+                            &answer,
+                        )
+                        .await
+                    }
+                    None => None,
+                };
+                Handled::answered(session, answer.replies, elapsed).posting(work)
+            }
+            Err(error) => {
+                conversations.metrics.agent_failed(elapsed, error.label());
+                tracing::warn!(route = %self.route.name, session = %session, error = %error, "the agent could not answer; sending the fallback message");
+                let handled = Handled {
+                    agent_latency: Some(elapsed),
+                    ..Handled::fallback(session, &self.route.fallback, error.reason())
+                };
+                // A hand-over that expired is over, whatever the agent did.
+                let work = match found {
+                    Some((handoff, found)) => {
+                        handover::after_failure(handoff, session, found).await
+                    }
+                    None => None,
+                };
+                handled.posting(work)
+            }
+        }
+    }
+
+    /// Asks the agent `input` for `message`. Back from a person: the agent hears of it
+    /// first, and may say welcome back. One call site, so that the turn holds one
+    /// request's state, not two.
+    async fn ask_agent(
+        &self,
+        message: &IncomingMessage,
+        input: QueryInput,
+        returning: bool,
+    ) -> Result<AgentAnswer, crate::agent::AgentError> {
+        let mut query = AgentQuery {
+            session: self.ticket.session,
+            input: QueryInput::Text(String::new()),
+            payload: query::payload_of(message),
+            language: message
+                .params
+                .get("FromCountry")
+                .and_then(|country| self.route.languages.get(&country.to_ascii_uppercase()))
+                .cloned(),
+        };
+        let mut inputs = Vec::with_capacity(2);
+        if returning {
+            inputs.push(QueryInput::Event(crate::handoff::RETURN_EVENT.to_owned()));
+        }
+        inputs.push(input);
+        let mut answer = AgentAnswer::default();
+        for input in inputs {
+            query.input = input;
+            let more = self.route.agent.detect_intent(&query).await?;
+            answer.replies.extend(more.replies);
+            answer.handoff = more.handoff.or(answer.handoff);
+        }
+        Ok(answer)
+    }
+
+    /// After `typing_after`, WhatsApp shows "typing…" until the reply: the task to
+    /// abort when the agent has answered.
+    fn typing(&self, message: &IncomingMessage) -> Option<tokio::task::JoinHandle<()>> {
+        let after = self.conversations.messages.typing_after?;
+        let outbox = Arc::clone(self.outbox()?);
+        let message_sid = message.message_sid.clone()?;
+        if message.channel() != "whatsapp" {
+            return None;
+        }
+        let account_sid = message.account_sid.clone();
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            outbox.typing(&account_sid, &message_sid).await;
+        }))
+    }
+
+    /// The menu of this answer waits for the next message; one left from before
+    /// (`was_pending`) is answered or passed by.
+    async fn remember_menu(&self, answer: &AgentAnswer, was_pending: bool) {
+        let conversations = &self.conversations;
+        let (slot, session) = (conversations.menu_slot(), &self.ticket.session);
+        match PendingMenu::of(&answer.replies) {
+            Some(menu) => conversations.state.set(&slot, session, &menu).await,
+            None if was_pending => conversations.state.remove(&slot, session).await,
+            None => {}
+        }
+    }
+
+    /// A message past a rate limit: the agent is not asked; the person is told once.
+    fn slow_down(&self, limited: Limited) -> Handled {
+        let conversations = &self.conversations;
+        let session = self.ticket.session;
+        conversations.metrics.rate_limited(limited.scope.label());
+        let replies = match limited.tell {
+            true => {
+                tracing::warn!(
+                    message_sid = %self.recipient.message_sid,
+                    session = %session,
+                    limit = limited.scope.label(),
+                    "a conversation went past the rate limit: its messages are not sent to the agent until its pace is back"
+                );
+                fit_to_limits(vec![ReplyMessage::text(
+                    &conversations.messages.rate_limited,
+                )])
+            }
+            false => Vec::new(),
+        };
+        Handled::new(session, Outcome::RateLimited, replies)
+    }
+
+    // 3. Decided.
+
+    /// Which way `handled` goes: to the webhook still `waiting` if it can carry it,
+    /// else through the API; with neither, finished as it is for a re-delivery.
+    async fn decide(self, handled: Handled, waiting: Option<oneshot::Sender<Handled>>) {
+        let handled = Handled {
+            agent_route: Some(Arc::clone(&self.route.name)),
+            ..handled
+        };
         // WhatsApp menus and templates travel only through the API: TwiML has no
         // ContentSid. The webhook then answers empty at once.
-        let needs_api = route.delivery.outbox().is_some()
-            && handled.replies.iter().any(|m| {
-                m.template.is_some() || (!m.choices.is_empty() && recipient.is_whatsapp())
-            });
+        let needs_api = self.outbox().is_some()
+            && crate::render::needs_api(&handled.replies, self.recipient.channel());
         let handled = match waiting {
             Some(webhook) if needs_api => {
-                let _ = webhook.send(Handled::queued(session, false));
+                let _ = webhook.send(Handled::queued(handled.session));
                 handled
             }
             Some(webhook) => {
-                let plain = self.in_plain(&handled);
-                let outcome = StoredOutcome::of(&plain);
-                match webhook.send(plain) {
-                    Ok(()) => {
-                        if let Some(work) = &handled.handoff {
-                            // Recorded as answered and sent first: an instance taking
-                            // the turn over then only posts the events.
-                            let answered = StoredOutcome::of(&Handled {
-                                route: Route::Api,
-                                ..handled.clone()
-                            });
-                            ticket
-                                .record_answer_sent(&answered, handled.replies.len())
-                                .await;
-                            ticket
-                                .keep_alive(self.post_events(work, session, &recipient))
-                                .await;
-                        }
-                        return ticket.finish(outcome).await;
-                    }
+                let plain = self.rendered(&handled, Way::Twiml);
+                match webhook.send(plain.clone()) {
+                    Ok(()) => return self.answered_in_webhook(handled, plain).await,
+                    // The webhook stopped waiting: the replies take the other way.
                     Err(_) => handled,
                 }
             }
             None => handled,
         };
-        match route.delivery.outbox() {
+        match self.outbox() {
             // Twiml: the webhook stopped waiting (shutdown); a re-delivery gets this.
             None => {
-                ticket
-                    .finish(StoredOutcome::of(&self.in_plain(&handled)))
-                    .await
+                let plain = self.rendered(&handled, Way::Twiml);
+                finish(self.ticket, &plain).await
             }
-            Some(outbox) => {
-                let handled = self.for_recipient(
-                    Handled {
-                        route: Route::Api,
-                        ..handled
-                    },
-                    &recipient,
-                );
-                let outcome = StoredOutcome::of(&handled);
-                ticket.record_answer(&outcome).await;
+            Some(_) => {
+                let handled = self.rendered(&handled, Way::Api).by_api();
+                if let Some(outcome) = StoredOutcome::of(&handled) {
+                    self.ticket.record_answer(&outcome).await;
+                }
                 // Boxed: a turn answered in the webhook, most of them, does not carry
                 // the API's request state in its future (each turn in flight is one).
-                Box::pin(self.send_through_api(outbox, ticket, &recipient, &handled, 0)).await;
+                Box::pin(self.deliver(&handled, 0)).await;
             }
         }
-        drop(owing);
     }
 
-    /// `handled` as the Messages API shows it to `recipient`: off WhatsApp, menus as
-    /// numbered text, one reply per message sent, so that the progress recorded per
-    /// reply is per message.
-    fn for_recipient(&self, handled: Handled, recipient: &crate::outbox::Recipient) -> Handled {
-        if recipient.is_whatsapp() || handled.replies.iter().all(|m| m.choices.is_empty()) {
-            return handled;
+    /// `handled` with its replies as they go out `way` to the recipient
+    /// ([`crate::render`]): what was written out as text counted, what was left out
+    /// said.
+    fn rendered(&self, handled: &Handled, way: Way) -> Handled {
+        let conversations = &self.conversations;
+        let rendered = render(
+            &handled.replies,
+            self.recipient.channel(),
+            way,
+            &conversations.messages.menu,
+        );
+        for reason in rendered.as_text {
+            conversations.metrics.menu_as_text(reason);
         }
-        let replies = handled
-            .replies
-            .iter()
-            .map(|message| match message.choices.is_empty() {
-                true => message.clone(),
-                false => {
-                    self.metrics.menu_as_text("channel");
-                    self.messages.menu.as_text(message)
-                }
-            })
-            .collect();
-        Handled {
-            replies: Arc::new(crate::reply::fit_to_limits(replies)),
-            ..handled
+        if rendered.left_out > 0 {
+            tracing::warn!(
+                "a content template cannot travel in the webhook's answer and was not sent: templates need REPLY_MODE=auto or api"
+            );
         }
+        handled.clone().saying(rendered.replies)
     }
 
-    /// `handled` as the webhook's TwiML can carry it.
-    fn in_plain(&self, handled: &Handled) -> Handled {
-        Handled {
-            replies: Arc::new(self.plain(&handled.replies)),
-            ..handled.clone()
+    // 4. Delivered.
+
+    /// The webhook took `plain`, the replies as TwiML carries them: the hand-over
+    /// events follow, and the turn is finished.
+    async fn answered_in_webhook(self, handled: Handled, plain: Handled) {
+        if let Some(work) = &handled.handoff {
+            // Recorded as answered and sent first: an instance taking the turn over
+            // then only posts the events.
+            if let Some(answered) = StoredOutcome::of(&handled.clone().by_api()) {
+                self.ticket
+                    .record_answer_sent(&answered, handled.replies.len())
+                    .await;
+            }
+            self.post_events(work, handled.session).await;
         }
+        finish(self.ticket, &plain).await
     }
 
-    /// Sends `handled.replies[from..]` through the API for `ticket`'s turn, then
-    /// finishes the turn.
-    pub(super) async fn send_through_api(
-        &self,
-        outbox: &Outbox,
-        ticket: Ticket,
-        recipient: &Recipient,
-        handled: &Handled,
-        from: usize,
-    ) {
+    /// Sends `handled.replies[from..]` through the API, then posts the hand-over events
+    /// and finishes the turn. A turn taken over from another instance joins here.
+    pub(super) async fn deliver(self, handled: &Handled, from: usize) {
+        let Some(outbox) = self.outbox().cloned() else {
+            return finish(self.ticket, handled).await;
+        };
+        let recipient = &self.recipient;
         let delivery =
-            ticket.keep_alive(outbox.deliver(&ticket, recipient, &handled.replies, from));
+            self.ticket
+                .keep_alive(outbox.deliver(&self.ticket, recipient, &handled.replies, from));
         let report = tokio::select! {
             report = delivery => report,
-            () = self.handed_over() => return self.leave(ticket, &recipient.message_sid).await,
+            () = self.conversations.handed_over() => return self.leave().await,
         };
+        let metrics = &self.conversations.metrics;
         let replies = handled.replies.len().saturating_sub(from);
-        self.metrics.replies_sent("api", report.sent);
+        metrics.replies_sent("api", report.sent);
         let agent_ms = handled.agent_latency.map(|d| d.as_millis() as u64);
         if report.handed_over {
             tracing::warn!(
@@ -193,13 +490,10 @@ impl Conversations {
             return;
         }
         for (status, code) in &report.failures {
-            self.metrics.reply_failed(*status, *code);
+            metrics.reply_failed(*status, *code);
         }
         if let Some(work) = &handled.handoff {
-            // Retries may outlast the lease: it is renewed meanwhile.
-            ticket
-                .keep_alive(self.post_events(work, handled.session, recipient))
-                .await;
+            self.post_events(work, handled.session).await;
         }
         match report.last_error {
             None => tracing::info!(
@@ -224,25 +518,82 @@ impl Conversations {
                 replies.saturating_sub(report.sent)
             ),
         }
-        ticket.finish(StoredOutcome::of(handled)).await;
+        finish(self.ticket, handled).await;
+    }
+
+    /// Posts the turn's hand-over events, in order; retries may outlast the lease,
+    /// which is renewed meanwhile.
+    async fn post_events(&self, work: &HandoffWork, session: SessionId) {
+        let posting = self
+            .conversations
+            .post_events(work, session, &self.recipient);
+        self.ticket.keep_alive(posting).await;
     }
 
     /// At the end of the grace, a turn still at work stops: another instance takes it
     /// over (shared state), or its replies are lost with this process, which is said.
-    pub(super) async fn leave(&self, ticket: Ticket, message_sid: &str) {
-        if ticket.release().await {
+    pub(super) async fn leave(self) {
+        let message_sid = self.recipient.message_sid;
+        if self.ticket.release().await {
             tracing::warn!(%message_sid, "shutting down: this message's replies are left to the other instances");
         } else {
             tracing::error!(%message_sid, "shutting down: the reply to this message was not sent");
         }
     }
 
-    /// Waits for the turns before `ticket`'s; false if the server handed its work over
-    /// meanwhile (shutting down).
-    pub(super) async fn wait_or_leave(&self, ticket: &Ticket) -> bool {
-        tokio::select! {
-            () = ticket.keep_alive(ticket.wait_turn()) => true,
-            () = self.handed_over() => false,
+    fn outbox(&self) -> Option<&Arc<Outbox>> {
+        self.route.delivery.outbox()
+    }
+}
+
+impl Webhook {
+    /// What the webhook answers now: the turn's answer, or, when it cannot wait for it
+    /// (past the deadline of `REPLY_MODE=auto`, or shutting down), empty with the
+    /// replies following through the API, or the fallback message.
+    async fn wait(
+        mut self,
+        conversations: &Conversations,
+        route: &AgentRoute,
+        session: SessionId,
+    ) -> Handled {
+        let fallback = |reason| Handled::fallback(session, &route.fallback, reason);
+        match &route.delivery {
+            Delivery::Api(_) => Handled::queued(session),
+            Delivery::Twiml => {
+                tokio::select! {
+                    answer = &mut self.answer => answer.unwrap_or_else(|_| {
+                        tracing::error!(session = %session, "answering a message panicked");
+                        fallback(FallbackReason::Panic)
+                    }),
+                    () = conversations.out_of_grace() => fallback(FallbackReason::Shutdown),
+                }
+            }
+            Delivery::Auto { deadline, .. } => {
+                // A shutdown cuts the wait short: the replies then go through the API,
+                // and the server can stop within Cloud Run's grace period.
+                let wait = async {
+                    tokio::select! {
+                        answer = &mut self.answer => Ok(answer),
+                        _ = conversations.stopped() => Err(()),
+                    }
+                };
+                match tokio::time::timeout(*deadline, wait)
+                    .await
+                    .unwrap_or(Err(()))
+                {
+                    Ok(Ok(handled)) => handled,
+                    Ok(Err(_)) => fallback(FallbackReason::Abandoned),
+                    Err(()) => {
+                        // Too late for the webhook. Closing first makes the hand-over
+                        // exact: either the answer is already here, or the turn's send
+                        // fails and the replies go through the API.
+                        self.answer.close();
+                        self.answer
+                            .try_recv()
+                            .unwrap_or_else(|_| Handled::queued(session))
+                    }
+                }
+            }
         }
     }
 }

@@ -10,18 +10,51 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::time::SystemTime;
 
+/// What an event says happened: its `type`, as the human side reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "handoff.started")]
+    HandoffStarted,
+    #[serde(rename = "message.received")]
+    MessageReceived,
+    #[serde(rename = "handoff.ended")]
+    HandoffEnded,
+}
+
+impl EventKind {
+    /// The event's `type` on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::HandoffStarted => "handoff.started",
+            EventKind::MessageReceived => "message.received",
+            EventKind::HandoffEnded => "handoff.ended",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One event, with the id it keeps across retries (`webhook-id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub id: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub body: Value,
 }
 
 impl Event {
-    fn new(kind: &str, session: &SessionId, unique: &str, mut fields: Map<String, Value>) -> Self {
+    fn new(
+        kind: EventKind,
+        session: &SessionId,
+        unique: &str,
+        mut fields: Map<String, Value>,
+    ) -> Self {
         let mut hash = Sha256::new();
-        for part in [kind, session.as_str(), unique] {
+        for part in [kind.as_str(), session.as_str(), unique] {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part.as_bytes());
         }
@@ -32,7 +65,7 @@ impl Event {
             .map(|b| format!("{b:02x}"))
             .collect();
         let mut body = Map::new();
-        body.insert("type".into(), json!(kind));
+        body.insert("type".into(), json!(kind.as_str()));
         body.insert("conversation".into(), json!(session.as_str()));
         body.insert(
             "timestamp".into(),
@@ -41,7 +74,7 @@ impl Event {
         body.append(&mut fields);
         Self {
             id: format!("msg_{id}"),
-            kind: kind.to_owned(),
+            kind,
             body: Value::Object(body),
         }
     }
@@ -65,7 +98,7 @@ impl Event {
         if let Some(address) = address {
             fields.insert("address".into(), json!(address));
         }
-        Self::new("handoff.started", session, unique, fields)
+        Self::new(EventKind::HandoffStarted, session, unique, fields)
     }
 
     /// `message.received`: what the person wrote, sent or shared.
@@ -94,7 +127,7 @@ impl Event {
             .message_sid
             .clone()
             .unwrap_or_else(|| humantime::format_rfc3339_nanos(SystemTime::now()).to_string());
-        Self::new("message.received", session, &unique, fields)
+        Self::new(EventKind::MessageReceived, session, &unique, fields)
     }
 
     /// `handoff.ended`, and why.
@@ -102,7 +135,7 @@ impl Event {
         let mut fields = Map::new();
         fields.insert("reason".into(), json!(reason.label()));
         let unique = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
-        Self::new("handoff.ended", session, &unique, fields)
+        Self::new(EventKind::HandoffEnded, session, &unique, fields)
     }
 }
 
@@ -124,5 +157,16 @@ mod tests {
         assert_ne!(one.id, other.id);
         let ended = Event::ended(&session, EndReason::Expired);
         assert_eq!(ended.body["reason"], "expired");
+        assert_eq!(ended.kind, EventKind::HandoffEnded);
+    }
+
+    #[test]
+    fn kinds_are_stored_as_their_wire_type() {
+        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let ended = Event::ended(&session, EndReason::Desk);
+        let stored = serde_json::to_value(&ended).unwrap();
+        assert_eq!(stored["kind"], "handoff.ended");
+        let read: Event = serde_json::from_value(stored).unwrap();
+        assert_eq!(read, ended);
     }
 }

@@ -110,6 +110,10 @@ pub struct Line {
     pub at: u64,
 }
 
+impl crate::state::Record for Record {
+    const KIND: &'static str = "handoff";
+}
+
 impl Record {
     /// Adds a line to the recent turns, keeping `keep` at most.
     pub fn remember(&mut self, from: Speaker, text: &str, media: &[String], keep: usize) {
@@ -183,11 +187,14 @@ impl Handoff {
         Slot::new("handoff", self.settings.ttl + Duration::from_secs(3600))
     }
 
-    pub async fn record(&self, session: &SessionId) -> Record {
-        self.state
+    /// The conversation's record: the default when there is none; an error (logged
+    /// and counted) when it cannot be read, so that it is not written over.
+    pub async fn record(&self, session: &SessionId) -> Result<Record, crate::state::Unreadable> {
+        Ok(self
+            .state
             .get(&self.slot(), session)
-            .await
-            .unwrap_or_default()
+            .await?
+            .unwrap_or_default())
     }
 
     pub async fn save(&self, session: &SessionId, record: &Record) {

@@ -126,6 +126,7 @@ fn refused(refusal: HumanSideError) -> Response {
         HumanSideError::NotHandedOver => StatusCode::NOT_FOUND,
         HumanSideError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         HumanSideError::Send { .. } => StatusCode::BAD_GATEWAY,
+        HumanSideError::Unreadable(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut body = json!({"error": refusal.to_string()});
     if let HumanSideError::Send { sent, error } = &refusal {

@@ -49,7 +49,7 @@ pub async fn incoming(
         session = %handled.session,
         outcome = handled.outcome.label(),
         fallback_reason = match &handled.outcome {
-            Outcome::Fallback(reason) => Some(reason.as_str()),
+            Outcome::Fallback(reason) => Some(reason.label()),
             _ => None,
         },
         duplicate = handled.duplicate,

@@ -249,6 +249,13 @@ mod tests {
         })
     }
 
+    fn done() -> crate::state::Stored {
+        crate::state::Stored::of(&crate::menu::PendingMenu {
+            choices: Vec::new(),
+        })
+        .unwrap()
+    }
+
     fn first(admission: Admission) -> Ticket {
         match admission {
             Admission::First(ticket) => ticket,
@@ -275,12 +282,12 @@ mod tests {
             !waiting.is_finished(),
             "the second turn waits for the first"
         );
-        one.finish("\"done\"".into()).await;
+        one.finish(&done()).await;
         let two = tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
             .expect("the second turn goes once the first is done")
             .unwrap();
-        two.finish("\"done\"".into()).await;
+        two.finish(&done()).await;
         assert!(lock(&state.order).get(&other).is_some());
         elsewhere.abandon().await;
         assert!(
@@ -297,8 +304,8 @@ mod tests {
         let Admission::Repeat(repeat) = state.admit(key("SM1"), session, true) else {
             panic!("a repeat")
         };
-        one.finish("\"answer\"".into()).await;
-        assert_eq!(repeat.outcome().await.as_deref(), Some("\"answer\""));
+        one.finish(&done()).await;
+        assert_eq!(repeat.outcome().await, Some(done()));
         let two = first(state.admit(key("SM2"), session, true));
         two.abandon().await;
         assert!(matches!(

@@ -13,24 +13,26 @@
 //! conversation; the turn then waits for the turn before it to finish, and holds a
 //! lease while it works. An instance that dies without a word leaves its turns to the
 //! others once their leases run out ([`StateStore::take_over_expired`]). The stored
-//! values (a turn's message, an outcome) are JSON written by the layer above: the store
-//! does not read them.
+//! values (a turn's message, an outcome, the records of features) are the layer
+//! above's typed [`Record`]s, versioned ([`record`]): the store itself does not read
+//! them, and one that cannot be read is an error, logged and counted, never an empty
+//! value.
 
 mod local;
+pub mod record;
 mod shared;
 
 use crate::config::StateSettings;
 use crate::metrics::Metrics;
 use crate::rate_limit::{Limited, RateLimits};
 use crate::session::SessionId;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use local::LocalState;
+pub use record::{Record, Stored, Unreadable, Unwritable};
 pub use shared::{OpenError, SharedState, StoreReport};
 
 /// How long a handled message is remembered: Twilio's re-deliveries come within minutes.
@@ -49,7 +51,8 @@ impl fmt::Display for MessageKey {
     }
 }
 
-/// A stored value, as JSON text (a turn's message, an outcome).
+/// A stored value as the store holds it: JSON text, `""` for nothing (the Lua
+/// scripts' convention). Only [`Stored`] crosses into the layer above.
 pub type Json = Arc<str>;
 
 /// Why the shared store could not be used for one call.
@@ -94,11 +97,12 @@ pub enum Repeat {
 impl Repeat {
     /// The first delivery's outcome once known; `None` if it gave up without one. The
     /// caller bounds the wait.
-    pub async fn outcome(self) -> Option<Json> {
-        match self {
+    pub async fn outcome(self) -> Option<Stored> {
+        let text = match self {
             Repeat::Local(repeat) => repeat.outcome().await,
             Repeat::Shared { state, key } => state.wait_outcome(&key).await,
-        }
+        }?;
+        Stored::from_text(text)
     }
 }
 
@@ -120,10 +124,11 @@ enum Held {
 /// A turn another instance left behind, taken over by this one.
 pub struct TakenOver {
     pub ticket: Ticket,
-    /// What the turn's message was, as admitted.
-    pub turn: Json,
+    /// What the turn's message was, as admitted (none for turns whose replies could
+    /// only go in the webhook's answer).
+    pub turn: Option<Stored>,
     /// The answer, if the instance that died had recorded it.
-    pub answer: Option<Json>,
+    pub answer: Option<Stored>,
     /// How many of the answer's messages Twilio had accepted.
     pub sent: usize,
     /// The message being sent when the instance died, if its outcome is unknown.
@@ -153,13 +158,13 @@ impl Ticket {
     }
 
     /// The record of `slot` as it was when the turn became ready (call after
-    /// [`Ticket::wait_turn`]).
-    pub async fn read<T: DeserializeOwned>(&self, slot: &Slot<T>) -> Option<T> {
-        let json = match &self.held {
-            Held::Local(ticket) => ticket.read(slot.name),
-            Held::Shared(ticket) => ticket.read(slot.name, &self.session).await,
+    /// [`Ticket::wait_turn`]), as stored: [`StateStore::read_in_turn`] reads it.
+    async fn stored(&self, slot: &'static str) -> Option<Stored> {
+        let text = match &self.held {
+            Held::Local(ticket) => ticket.read(slot),
+            Held::Shared(ticket) => ticket.read(slot, &self.session).await,
         }?;
-        serde_json::from_str(&json).ok()
+        Stored::from_text(text)
     }
 
     /// Whether this instance still holds the turn.
@@ -172,15 +177,15 @@ impl Ticket {
 
     /// Records the answer before its messages are sent through the API, so that an
     /// instance taking over sends what is left of it instead of asking the agent again.
-    pub async fn record_answer(&self, answer: &Json) {
+    pub async fn record_answer(&self, answer: &Stored) {
         self.record_answer_sent(answer, 0).await;
     }
 
     /// Records the answer with its first `sent` messages already accepted (they went
     /// in the webhook's answer), in one round trip.
-    pub async fn record_answer_sent(&self, answer: &Json, sent: usize) {
+    pub async fn record_answer_sent(&self, answer: &Stored, sent: usize) {
         if let Held::Shared(ticket) = &self.held {
-            ticket.record_answer(answer, sent).await;
+            ticket.record_answer(answer.text(), sent).await;
         }
     }
 
@@ -194,7 +199,8 @@ impl Ticket {
 
     /// The turn is done: a repeat of the message gets `outcome`, and the next turn of
     /// the conversation may go.
-    pub async fn finish(self, outcome: Json) {
+    pub async fn finish(self, outcome: &Stored) {
+        let outcome = Arc::clone(outcome.text());
         match self.held {
             Held::Local(ticket) => ticket.finish(outcome),
             Held::Shared(ticket) => ticket.finish(Some(outcome)).await,
@@ -221,7 +227,7 @@ impl Ticket {
     }
 }
 
-/// A typed per-conversation record with a time to live, e.g. a pending menu or a
+/// A typed per-conversation [`Record`] with a time to live, e.g. a pending menu or a
 /// hand-over: `const MENU: Slot<PendingMenu> = Slot::new("menu", Duration::from_secs(3600));`
 #[derive(Debug)]
 pub struct Slot<T> {
@@ -248,7 +254,15 @@ impl<T> Slot<T> {
 /// The state store: this process's, or one shared through Redis with a fallback to this
 /// process's for the calls it cannot answer.
 #[derive(Clone)]
-pub enum StateStore {
+pub struct StateStore {
+    kept: Kept,
+    /// Counts the records that cannot be read.
+    metrics: Arc<Metrics>,
+}
+
+/// Where the state is kept.
+#[derive(Clone)]
+enum Kept {
     Local(Arc<LocalState>),
     Shared(Arc<SharedState>),
 }
@@ -262,42 +276,80 @@ impl StateStore {
         limits: RateLimits,
         metrics: Arc<Metrics>,
     ) -> Result<Self, shared::OpenError> {
-        match &settings.url {
-            None => Ok(StateStore::Local(Arc::new(LocalState::new(limits)))),
-            Some(_) => Ok(StateStore::Shared(
-                SharedState::open(settings, limits, metrics).await?,
-            )),
+        let kept = match &settings.url {
+            None => Kept::Local(Arc::new(LocalState::new(limits))),
+            Some(_) => {
+                Kept::Shared(SharedState::open(settings, limits, Arc::clone(&metrics)).await?)
+            }
+        };
+        Ok(StateStore { kept, metrics })
+    }
+
+    /// This process's state alone (one instance; tests).
+    pub fn local(limits: RateLimits, metrics: Arc<Metrics>) -> Self {
+        StateStore {
+            kept: Kept::Local(Arc::new(LocalState::new(limits))),
+            metrics,
         }
     }
 
     pub fn is_shared(&self) -> bool {
-        matches!(self, StateStore::Shared(_))
+        matches!(self.kept, Kept::Shared(_))
+    }
+
+    /// `stored` read as a `T`. One that cannot be read is logged (its kind and fault,
+    /// never its content) and counted, and is an error for the caller to go on without.
+    pub fn read<T: Record>(&self, stored: &Stored) -> Result<T, Unreadable> {
+        stored.read().map_err(|error| self.unreadable(error))
+    }
+
+    /// Logs and counts a record that cannot be read.
+    fn unreadable(&self, error: Unreadable) -> Unreadable {
+        self.metrics.record_unreadable(error.kind());
+        tracing::error!(kind = error.kind(), %error, "a stored record cannot be read: it is left as it is, and not used");
+        error
+    }
+
+    /// The record of `slot` for `ticket`'s conversation, as it was when the turn became
+    /// ready (call after [`Ticket::wait_turn`]).
+    pub async fn read_in_turn<T: Record>(
+        &self,
+        ticket: &Ticket,
+        slot: &Slot<T>,
+    ) -> Result<Option<T>, Unreadable> {
+        match ticket.stored(slot.name).await {
+            Some(stored) => self.read(&stored).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Claims `key` (if any) and gives the message the next turn of `session`;
     /// `turn` is what another instance needs to work the turn if this one cannot.
     ///
     /// The records of `reads` (slot names) are read when the turn is ready, with the
-    /// round trips the turn makes anyway: [`Ticket::read`] then costs nothing more.
+    /// round trips the turn makes anyway: [`StateStore::read_in_turn`] then costs nothing more.
     pub async fn admit(
         &self,
         key: Option<MessageKey>,
         session: SessionId,
-        turn: Json,
+        turn: Option<&Stored>,
         reads: &[&'static str],
     ) -> Admission {
-        match self {
-            StateStore::Local(local) => local.admit(key, session, true),
-            StateStore::Shared(shared) => shared.admit(key, session, turn, true, reads).await,
+        match &self.kept {
+            Kept::Local(local) => local.admit(key, session, true),
+            Kept::Shared(shared) => {
+                let turn = turn.map_or_else(|| Json::from(""), |turn| Arc::clone(turn.text()));
+                shared.admit(key, session, turn, true, reads).await
+            }
         }
     }
 
     /// A turn of `session` for work that is not a person's message (the human side of
     /// a hand-over writing): in order with the messages, outside the rate limits.
     pub async fn admit_uncounted(&self, session: SessionId) -> Option<Ticket> {
-        let admission = match self {
-            StateStore::Local(local) => local.admit(None, session, false),
-            StateStore::Shared(shared) => {
+        let admission = match &self.kept {
+            Kept::Local(local) => local.admit(None, session, false),
+            Kept::Shared(shared) => {
                 shared
                     .admit(None, session, Json::from(""), false, &[])
                     .await
@@ -312,78 +364,71 @@ impl StateStore {
 
     /// The turns whose instance stopped renewing their lease, taken over by this one.
     pub async fn take_over_expired(&self) -> Vec<TakenOver> {
-        match self {
-            StateStore::Local(_) => Vec::new(),
-            StateStore::Shared(shared) => shared.take_over_expired().await,
+        match &self.kept {
+            Kept::Local(_) => Vec::new(),
+            Kept::Shared(shared) => shared.take_over_expired().await,
         }
     }
 
-    /// The record `id` (a conversation's session, or another key) in `slot`, if one
-    /// is set and not expired.
-    pub async fn get<T: DeserializeOwned>(
+    /// The record `id` (a conversation's session, or another key) in `slot`: `None`
+    /// if none is set (or it expired); an error, logged and counted, if it cannot be
+    /// read.
+    pub async fn get<T: Record>(
         &self,
         slot: &Slot<T>,
         id: &(impl AsRef<str> + ?Sized),
-    ) -> Option<T> {
+    ) -> Result<Option<T>, Unreadable> {
         let id = id.as_ref();
-        let json = match self {
-            StateStore::Local(local) => local.records.get(slot.name, id),
-            StateStore::Shared(shared) => shared.get_record(slot.name, id).await,
-        }?;
-        match serde_json::from_str(&json) {
-            Ok(value) => Some(value),
-            Err(error) => {
-                tracing::warn!(slot = slot.name, %error, "a stored conversation record cannot be read; ignoring it");
-                None
-            }
+        let text = match &self.kept {
+            Kept::Local(local) => local.records.get(slot.name, id),
+            Kept::Shared(shared) => shared.get_record(slot.name, id).await,
+        };
+        match text.and_then(Stored::from_text) {
+            Some(stored) => self.read(&stored).map(Some),
+            None => Ok(None),
         }
     }
 
     /// Sets the record `id` in `slot`, for the slot's time to live.
-    pub async fn set<T: Serialize>(
-        &self,
-        slot: &Slot<T>,
-        id: &(impl AsRef<str> + ?Sized),
-        value: &T,
-    ) {
+    pub async fn set<T: Record>(&self, slot: &Slot<T>, id: &(impl AsRef<str> + ?Sized), value: &T) {
         let id = id.as_ref();
-        let json: Json = match serde_json::to_string(value) {
-            Ok(json) => json.into(),
+        let json = match Stored::of(value) {
+            Ok(stored) => Arc::clone(stored.text()),
             Err(error) => {
-                tracing::error!(slot = slot.name, %error, "a conversation record cannot be written");
+                tracing::error!(%error, "a record was not written");
                 return;
             }
         };
-        match self {
-            StateStore::Local(local) => local.records.set(slot.name, id, json, slot.ttl),
-            StateStore::Shared(shared) => shared.set_record(slot.name, id, json, slot.ttl).await,
+        match &self.kept {
+            Kept::Local(local) => local.records.set(slot.name, id, json, slot.ttl),
+            Kept::Shared(shared) => shared.set_record(slot.name, id, json, slot.ttl).await,
         }
     }
 
     /// Puts `id` in the schedule `index`, due at `at` (Unix seconds); moves it if it is
     /// there already.
     pub async fn schedule(&self, index: &'static str, id: &str, at: u64) {
-        match self {
-            StateStore::Local(local) => local.schedules.schedule(index, id, at),
-            StateStore::Shared(shared) => shared.schedule(index, id, at).await,
+        match &self.kept {
+            Kept::Local(local) => local.schedules.schedule(index, id, at),
+            Kept::Shared(shared) => shared.schedule(index, id, at).await,
         }
     }
 
     /// Takes out of the schedule `index`, and returns, up to `limit` ids due at `now`;
     /// with a shared store, each id goes to one instance only.
     pub async fn claim_due(&self, index: &'static str, now: u64, limit: usize) -> Vec<String> {
-        match self {
-            StateStore::Local(local) => local.schedules.claim_due(index, now, limit),
-            StateStore::Shared(shared) => shared.claim_due(index, now, limit).await,
+        match &self.kept {
+            Kept::Local(local) => local.schedules.claim_due(index, now, limit),
+            Kept::Shared(shared) => shared.claim_due(index, now, limit).await,
         }
     }
 
     /// Removes the record `id` in `slot`.
     pub async fn remove<T>(&self, slot: &Slot<T>, id: &(impl AsRef<str> + ?Sized)) {
         let id = id.as_ref();
-        match self {
-            StateStore::Local(local) => local.records.remove(slot.name, id),
-            StateStore::Shared(shared) => shared.remove_record(slot.name, id).await,
+        match &self.kept {
+            Kept::Local(local) => local.records.remove(slot.name, id),
+            Kept::Shared(shared) => shared.remove_record(slot.name, id).await,
         }
     }
 }

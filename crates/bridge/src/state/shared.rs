@@ -23,7 +23,7 @@
 
 use super::local::LocalState;
 use super::{
-    Admission, Held, Json, MessageKey, Repeat, StoreError, TakenOver, Ticket, REMEMBER_FOR,
+    Admission, Held, Json, MessageKey, Repeat, StoreError, Stored, TakenOver, Ticket, REMEMBER_FOR,
 };
 use crate::config::StateSettings;
 use crate::metrics::Metrics;
@@ -690,8 +690,14 @@ impl SharedState {
                 account_sid: account_sid.to_owned(),
                 message_sid: message_sid.to_owned(),
             });
-        let sent = sent.parse().unwrap_or(0);
-        let answer = (!answer.is_empty()).then(|| Json::from(answer.as_str()));
+        let answer = Stored::from_text(answer.as_str().into());
+        // The count is the record script's; one it cannot have written is said, and
+        // the answer sent from the start (as before any count was recorded).
+        let sent = sent.parse().unwrap_or_else(|_| {
+            self.metrics.record_unreadable("sent");
+            tracing::error!("a taken-over turn's count of messages sent cannot be read: its answer is sent from the start");
+            0
+        });
         Some(TakenOver {
             ticket: Ticket {
                 session,
@@ -706,7 +712,7 @@ impl SharedState {
                     false,
                 ))),
             },
-            turn: data.as_str().into(),
+            turn: Stored::from_text(data.as_str().into()),
             // The message after those accepted was being sent, or about to be.
             sending: answer.is_some().then_some(sent),
             answer,
