@@ -1,31 +1,22 @@
 //! The emulator speaks CX v3 as Google does: checked through the official client.
 
-use google_cloud_dialogflow_cx_v3::client::Sessions;
+use crate::helpers::{emulator_of, official_client};
 use google_cloud_dialogflow_cx_v3::model::{
     query_input, response_message, DetectIntentRequest, EventInput, QueryInput, QueryParameters,
     TextInput,
 };
 use google_cloud_gax::error::rpc::Code;
 use serde_json::{json, Value};
+use stand_ins::emulator::Emulator;
 use stand_ins::emulator::SAMPLE_AGENT;
-use stand_ins::emulator::{AgentDefinition, Emulator};
 
 const AGENT: &str = "projects/demo-project/locations/global/agents/pizzabot";
 
 async fn emulator() -> Emulator {
-    let agent = AgentDefinition::from_yaml_str(SAMPLE_AGENT).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Emulator::start(agent, listener).await.unwrap()
+    emulator_of(SAMPLE_AGENT).await
 }
 
-async fn client(emulator: &Emulator) -> Sessions {
-    Sessions::builder()
-        .with_endpoint(format!("http://{}", emulator.addr()))
-        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
-        .build()
-        .await
-        .unwrap()
-}
+official_client!(google_cloud_dialogflow_cx_v3);
 
 fn text_query(session: &str, text: &str, channel: &str) -> DetectIntentRequest {
     DetectIntentRequest::new()
@@ -51,11 +42,7 @@ fn texts(messages: &[google_cloud_dialogflow_cx_v3::model::ResponseMessage]) -> 
 #[tokio::test]
 async fn answers_text_through_the_official_client() {
     let emulator = emulator().await;
-    let response = client(&emulator)
-        .await
-        .detect_intent()
-        .with_request(text_query("s1", "hi", ""))
-        .send()
+    let response = detect(&client(&emulator).await, text_query("s1", "hi", ""))
         .await
         .unwrap();
     let result = response.query_result.unwrap();
@@ -82,10 +69,7 @@ async fn answers_text_through_the_official_client() {
 async fn channel_specific_messages_only_for_their_channel() {
     let emulator = emulator().await;
     let client = client(&emulator).await;
-    let twilio = client
-        .detect_intent()
-        .with_request(text_query("s1", "menu", "TWILIO"))
-        .send()
+    let twilio = detect(&client, text_query("s1", "menu", "TWILIO"))
         .await
         .unwrap();
     let messages = twilio.query_result.unwrap().response_messages;
@@ -98,12 +82,7 @@ async fn channel_specific_messages_only_for_their_channel() {
         payload.get("media"),
         Some(&json!("https://demo.twilio.com/owl.png"))
     );
-    let plain = client
-        .detect_intent()
-        .with_request(text_query("s2", "menu", ""))
-        .send()
-        .await
-        .unwrap();
+    let plain = detect(&client, text_query("s2", "menu", "")).await.unwrap();
     assert_eq!(plain.query_result.unwrap().response_messages.len(), 1);
 }
 
@@ -111,16 +90,10 @@ async fn channel_specific_messages_only_for_their_channel() {
 async fn keeps_session_parameters_across_turns() {
     let emulator = emulator().await;
     let client = client(&emulator).await;
-    client
-        .detect_intent()
-        .with_request(text_query("s1", "large", ""))
-        .send()
+    detect(&client, text_query("s1", "large", ""))
         .await
         .unwrap();
-    let response = client
-        .detect_intent()
-        .with_request(text_query("s1", "pepperoni", ""))
-        .send()
+    let response = detect(&client, text_query("s1", "pepperoni", ""))
         .await
         .unwrap();
     let result = response.query_result.unwrap();
@@ -131,10 +104,7 @@ async fn keeps_session_parameters_across_turns() {
     let parameters = result.parameters.unwrap();
     assert_eq!(parameters.get("size"), Some(&Value::String("large".into())));
     // Another session knows nothing of it.
-    let other = client
-        .detect_intent()
-        .with_request(text_query("s2", "confirm", ""))
-        .send()
+    let other = detect(&client, text_query("s2", "confirm", ""))
         .await
         .unwrap();
     assert!(texts(&other.query_result.unwrap().response_messages)[0]
@@ -152,13 +122,7 @@ async fn events_and_session_ttl() {
         .set_query_params(
             QueryParameters::new().set_session_ttl(google_cloud_wkt::Duration::clamp(600, 0)),
         );
-    let response = client(&emulator)
-        .await
-        .detect_intent()
-        .with_request(request)
-        .send()
-        .await
-        .unwrap();
+    let response = detect(&client(&emulator).await, request).await.unwrap();
     let result = response.query_result.unwrap();
     assert_eq!(
         texts(&result.response_messages),
@@ -174,12 +138,7 @@ async fn events_and_session_ttl() {
 async fn errors_are_googles() {
     let emulator = emulator().await;
     let client = client(&emulator).await;
-    let empty = client
-        .detect_intent()
-        .with_request(text_query("s1", "", ""))
-        .send()
-        .await
-        .unwrap_err();
+    let empty = detect(&client, text_query("s1", "", "")).await.unwrap_err();
     assert_eq!(empty.status().unwrap().code, Code::InvalidArgument);
     let wrong_agent = DetectIntentRequest::new()
         .set_session("projects/demo-project/locations/global/agents/other/sessions/s1")
@@ -188,17 +147,9 @@ async fn errors_are_googles() {
                 .set_language_code("en")
                 .set_text(TextInput::new().set_text("hi")),
         );
-    let not_found = client
-        .detect_intent()
-        .with_request(wrong_agent)
-        .send()
-        .await
-        .unwrap_err();
+    let not_found = detect(&client, wrong_agent).await.unwrap_err();
     assert_eq!(not_found.status().unwrap().code, Code::NotFound);
-    let unavailable = client
-        .detect_intent()
-        .with_request(text_query("s1", "break", ""))
-        .send()
+    let unavailable = detect(&client, text_query("s1", "break", ""))
         .await
         .unwrap_err();
     assert_eq!(unavailable.status().unwrap().code, Code::Unavailable);

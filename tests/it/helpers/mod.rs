@@ -392,3 +392,36 @@ pub fn phone_at(port: u16) -> Phone {
     )
     .unwrap()
 }
+
+/// An emulator serving the agent file `yaml` as it is, on a free port.
+pub async fn emulator_of(yaml: &str) -> Emulator {
+    let agent = AgentDefinition::from_yaml_str(yaml).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Emulator::start(agent, listener).await.unwrap()
+}
+
+/// `client(&Emulator)` and `detect(&client, request)` for one of Google's official
+/// Dialogflow crates (CX v3, ES v2): the same calls, on each crate's own types.
+macro_rules! official_client {
+    ($krate:ident) => {
+        use $krate::client::Sessions;
+
+        async fn client(emulator: &stand_ins::emulator::Emulator) -> Sessions {
+            Sessions::builder()
+                .with_endpoint(format!("http://{}", emulator.addr()))
+                .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+                .build()
+                .await
+                .unwrap()
+        }
+
+        /// One detectIntent call through the official client.
+        async fn detect(
+            client: &Sessions,
+            request: $krate::model::DetectIntentRequest,
+        ) -> $krate::Result<$krate::model::DetectIntentResponse> {
+            client.detect_intent().with_request(request).send().await
+        }
+    };
+}
+pub(crate) use official_client;
