@@ -41,7 +41,7 @@ async fn a_slow_agents_reply_still_reaches_the_user_through_the_api() {
     // would be, for Twilio's 15 s).
     let stack = start("CX", |vars| {
         mode("auto")(vars);
-        vars.insert("REPLY_DEADLINE".into(), "300ms".into());
+        set(&[("REPLY_DEADLINE", "300ms")])(vars);
     })
     .await;
     let (twiml, took) = webhook(&stack, &says("glacial")).await;
@@ -97,10 +97,10 @@ async fn api_mode_answers_the_webhook_at_once_and_sends_media_too() {
 async fn a_messaging_service_can_send_the_replies() {
     let stack = start("CX", |vars| {
         mode("api")(vars);
-        vars.insert(
-            "TWILIO_MESSAGING_SERVICE_SID".into(),
-            "MG0123456789abcdef0123456789abcdef".into(),
-        );
+        set(&[(
+            "TWILIO_MESSAGING_SERVICE_SID",
+            "MG0123456789abcdef0123456789abcdef",
+        )])(vars);
     })
     .await;
     webhook(&stack, &says("hi")).await;
@@ -241,7 +241,7 @@ async fn status_callbacks_are_signature_checked() {
 async fn shutdown_cuts_the_webhooks_wait_short_and_sends_the_reply_through_the_api() {
     let stack = start("CX", |vars| {
         mode("auto")(vars);
-        vars.insert("REPLY_DEADLINE".into(), "10s".into());
+        set(&[("REPLY_DEADLINE", "10s")])(vars);
     })
     .await;
     let message = Outgoing {
@@ -315,10 +315,7 @@ async fn status_callbacks_are_checked_against_the_configured_url() {
     // gave it, beside the configured webhook URL, not the URL the request arrived on.
     let stack = start("CX", |vars| {
         mode("api")(vars);
-        vars.insert(
-            "TWILIO_WEBHOOK_URL".into(),
-            "https://bot.example.com/twilio/".into(),
-        );
+        set(&[("TWILIO_WEBHOOK_URL", "https://bot.example.com/twilio/")])(vars);
     })
     .await;
     let params = [

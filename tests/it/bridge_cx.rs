@@ -152,12 +152,10 @@ async fn a_failing_agent_gets_the_fallback_message_and_twilio_gets_200() {
 
 #[tokio::test]
 async fn the_fallback_message_is_configurable() {
-    let stack = start("CX", |vars| {
-        vars.insert(
-            "FALLBACK_MESSAGE".into(),
-            "We'll text you back shortly.".into(),
-        );
-    })
+    let stack = start(
+        "CX",
+        set(&[("FALLBACK_MESSAGE", "We'll text you back shortly.")]),
+    )
     .await;
     assert_eq!(
         texts(&stack.say("break").await),
@@ -179,10 +177,7 @@ async fn transient_failures_are_retried_within_the_deadline() {
 
 #[tokio::test]
 async fn a_slow_agent_is_abandoned_at_the_deadline() {
-    let stack = start("CX", |vars| {
-        vars.insert("AGENT_TIMEOUT".into(), "500ms".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("AGENT_TIMEOUT", "500ms")])).await;
     let started = std::time::Instant::now();
     assert_eq!(
         texts(&stack.say("slow").await),
@@ -196,10 +191,7 @@ async fn a_slow_agent_is_abandoned_at_the_deadline() {
 
 #[tokio::test]
 async fn an_unknown_agent_gets_the_fallback_message() {
-    let stack = start("CX", |vars| {
-        vars.insert("AGENT_ID".into(), "no-such-agent".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("AGENT_ID", "no-such-agent")])).await;
     assert_eq!(
         texts(&stack.say("hi").await),
         vec![DEFAULT_FALLBACK_MESSAGE]
@@ -208,10 +200,13 @@ async fn an_unknown_agent_gets_the_fallback_message() {
 
 #[tokio::test]
 async fn an_unreachable_agent_gets_the_fallback_message() {
-    let stack = start("CX", |vars| {
-        vars.insert("DIALOGFLOW_EMULATOR_HOST".into(), "127.0.0.1:9".into());
-        vars.insert("AGENT_TIMEOUT".into(), "1s".into());
-    })
+    let stack = start(
+        "CX",
+        set(&[
+            ("DIALOGFLOW_EMULATOR_HOST", "127.0.0.1:9"),
+            ("AGENT_TIMEOUT", "1s"),
+        ]),
+    )
     .await;
     assert_eq!(
         texts(&stack.say("hi").await),
@@ -235,10 +230,7 @@ async fn a_redelivered_message_is_answered_once() {
 
 #[tokio::test]
 async fn a_redelivery_while_the_first_is_in_flight_waits_for_it() {
-    let stack = start("CX", |vars| {
-        vars.insert("AGENT_TIMEOUT".into(), "10s".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("AGENT_TIMEOUT", "10s")])).await;
     let message = Outgoing {
         body: "slow".into(),
         message_sid: Some("SM00000000000000000000000000000002".into()),
@@ -299,10 +291,7 @@ async fn shut_down_while_the_agent_thinks(
 
 #[tokio::test]
 async fn resource_exhausted_is_retried_after_a_pause() {
-    let stack = start("CX", |vars| {
-        vars.insert("AGENT_TIMEOUT".into(), "5s".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("AGENT_TIMEOUT", "5s")])).await;
     assert_eq!(
         texts(&stack.say("busy").await),
         vec!["Worked after a pause"]

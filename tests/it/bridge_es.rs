@@ -67,9 +67,7 @@ async fn a_regional_agent_uses_the_locations_path() {
     let stack = start_with_agent(
         &AGENT.replace("location: global", "location: europe-west2"),
         "ES",
-        |vars| {
-            vars.insert("AGENT_LOCATION".into(), "europe-west2".into());
-        },
+        set(&[("AGENT_LOCATION", "europe-west2")]),
     )
     .await;
     assert_eq!(

@@ -55,16 +55,10 @@ fn failed_with(metrics: &str, status: &str) -> f64 {
 
 #[tokio::test]
 async fn a_front_end_502_page_is_retried_and_the_person_gets_the_answer() {
-    let stack = start_with_agent(&faulty_agent(), "CX", |vars| {
-        vars.insert("AGENT_TIMEOUT".into(), "5s".into());
-    })
-    .await;
+    let stack = start_with_agent(&faulty_agent(), "CX", set(&[("AGENT_TIMEOUT", "5s")])).await;
     assert_eq!(texts(&stack.say("gateway").await), vec!["Recovered"]);
     assert_eq!(stack.agent_requests().len(), 3);
-    let stack = start_with_agent(&faulty_agent(), "CX", |vars| {
-        vars.insert("AGENT_TIMEOUT".into(), "5s".into());
-    })
-    .await;
+    let stack = start_with_agent(&faulty_agent(), "CX", set(&[("AGENT_TIMEOUT", "5s")])).await;
     let started = Instant::now();
     assert_eq!(
         texts(&stack.say("throttled").await),
@@ -79,11 +73,15 @@ async fn a_front_end_502_page_is_retried_and_the_person_gets_the_answer() {
 #[tokio::test]
 async fn an_agent_that_keeps_failing_fast_gets_the_fallback_within_the_retry_window() {
     // The API mode's 35 s agent timeout is for a slow answer, not for repeated failures.
-    let stack = start_with_agent(&faulty_agent(), "CX", |vars| {
-        vars.insert("REPLY_MODE".into(), "api".into());
-        vars.insert("AGENT_TIMEOUT".into(), "35s".into());
-        vars.insert("AGENT_RETRY_WINDOW".into(), "2s".into());
-    })
+    let stack = start_with_agent(
+        &faulty_agent(),
+        "CX",
+        set(&[
+            ("REPLY_MODE", "api"),
+            ("AGENT_TIMEOUT", "35s"),
+            ("AGENT_RETRY_WINDOW", "2s"),
+        ]),
+    )
     .await;
     let started = Instant::now();
     stack.say("outage").await;
@@ -278,10 +276,7 @@ async fn request_smuggling_patterns_are_refused_before_the_agent() {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_gets_408_and_the_connection_closes() {
-    let stack = start("CX", |vars| {
-        vars.insert("BODY_TIMEOUT".into(), "1s".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("BODY_TIMEOUT", "1s")])).await;
     let started = Instant::now();
     let request = format!(
         "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: x\r\nContent-Length: 100\r\n\r\nBody=",
@@ -467,10 +462,7 @@ async fn silent_and_dribbling_connections_cannot_take_the_bridge_down() {
 
 #[tokio::test]
 async fn a_conversation_past_its_rate_limit_is_told_once_and_the_agent_is_spared() {
-    let stack = start("CX", |vars| {
-        vars.insert("RATE_LIMIT_PER_CONVERSATION".into(), "3".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("RATE_LIMIT_PER_CONVERSATION", "3")])).await;
     for _ in 0..3 {
         assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
     }
@@ -505,10 +497,7 @@ async fn a_conversation_past_its_rate_limit_is_told_once_and_the_agent_is_spared
 
 #[tokio::test]
 async fn the_agent_call_budget_holds_for_every_conversation() {
-    let stack = start("CX", |vars| {
-        vars.insert("AGENT_CALLS_PER_HOUR".into(), "2".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("AGENT_CALLS_PER_HOUR", "2")])).await;
     assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
     let other = stack.phone_of("+15550009999");
     assert_eq!(

@@ -70,10 +70,7 @@ async fn a_webhook_signed_with_another_token_is_refused() {
 
 #[tokio::test]
 async fn the_secondary_token_is_accepted_during_a_rotation() {
-    let stack = start("CX", |vars| {
-        vars.insert("TWILIO_AUTH_TOKEN_SECONDARY".into(), "next-token".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("TWILIO_AUTH_TOKEN_SECONDARY", "next-token")])).await;
     let rotated = Phone::new(
         &stack.bridge.url(),
         ACCOUNT_SID,
@@ -197,12 +194,10 @@ async fn untrusted_forwarded_headers_are_ignored() {
 /// A bridge configured with `TWILIO_WEBHOOK_URL=https://bot.example.com/twilio`, as it
 /// is behind a domain of its own.
 async fn behind_a_domain() -> Stack {
-    start("CX", |vars| {
-        vars.insert(
-            "TWILIO_WEBHOOK_URL".into(),
-            "https://bot.example.com/twilio".into(),
-        );
-    })
+    start(
+        "CX",
+        set(&[("TWILIO_WEBHOOK_URL", "https://bot.example.com/twilio")]),
+    )
     .await
 }
 

@@ -24,9 +24,7 @@ async fn an_environment_is_in_the_session_path_of_cx_and_es() {
         ),
         ("ES", "/v2/projects/test-project/agent/environments/prod/users/-/sessions/"),
     ] {
-        let stack = start(agent_type, |vars| {
-            vars.insert("AGENT_ENVIRONMENT".into(), "prod".into());
-        })
+        let stack = start(agent_type, set(&[("AGENT_ENVIRONMENT", "prod")]))
         .await;
         assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
         let asked = &stack.agent_requests()[0].path;
@@ -52,10 +50,7 @@ async fn opt_out_keywords_are_twilios_to_answer_by_default() {
 
 #[tokio::test]
 async fn opt_out_keywords_can_go_to_the_agent_as_events() {
-    let stack = start("CX", |vars| {
-        vars.insert("OPT_OUT_TO_AGENT".into(), "true".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("OPT_OUT_TO_AGENT", "true")])).await;
     for (keyword, event) in [
         ("STOP", "twilio_opt_out"),
         ("START", "twilio_opt_in"),
@@ -94,12 +89,10 @@ async fn post_with_shared_key(
 #[tokio::test]
 async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     use bridge::twilio::signature::Algorithm::{HmacSha1, HmacSha256};
-    let stack = start("CX", |vars| {
-        vars.insert(
-            "TWILIO_WEBHOOK_KEYS".into(),
-            "support=s3cr3t-key,old=older-key".into(),
-        );
-    })
+    let stack = start(
+        "CX",
+        set(&[("TWILIO_WEBHOOK_KEYS", "support=s3cr3t-key,old=older-key")]),
+    )
     .await;
     let sha256 = "key=support,algorithm=HMAC_SHA256";
     let (status, body) = post_with_shared_key(&stack, sha256, HmacSha256, "s3cr3t-key").await;
@@ -283,10 +276,7 @@ async fn a_webhook_no_route_matches_gets_200_and_no_reply() {
 
 #[tokio::test]
 async fn a_language_by_country_for_the_default_route() {
-    let stack = start("ES", |vars| {
-        vars.insert("LANGUAGE_BY_COUNTRY".into(), "FR:fr,CA:en".into());
-    })
-    .await;
+    let stack = start("ES", set(&[("LANGUAGE_BY_COUNTRY", "FR:fr,CA:en")])).await;
     stack.send(&with("hi", &[("FromCountry", "FR")])).await;
     stack.send(&with("hi", &[("FromCountry", "US")])).await;
     let asked = stack.agent_requests();
@@ -367,10 +357,10 @@ async fn check_asks_every_routes_agent_with_all_routes() {
 
 #[tokio::test]
 async fn replies_come_from_the_messaging_service_the_message_came_through() {
-    let stack = start("CX", |vars| {
-        vars.insert("REPLY_MODE".into(), "api".into());
-        vars.insert("AGENT_TIMEOUT".into(), "35s".into());
-    })
+    let stack = start(
+        "CX",
+        set(&[("REPLY_MODE", "api"), ("AGENT_TIMEOUT", "35s")]),
+    )
     .await;
     let through_service = with(
         "hi",
@@ -387,10 +377,7 @@ async fn replies_come_from_the_messaging_service_the_message_came_through() {
 
 #[tokio::test]
 async fn stop_past_the_rate_limit_gets_no_slow_down_reply() {
-    let stack = start("CX", |vars| {
-        vars.insert("RATE_LIMIT_PER_CONVERSATION".into(), "1".into());
-    })
-    .await;
+    let stack = start("CX", set(&[("RATE_LIMIT_PER_CONVERSATION", "1")])).await;
     assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
     assert!(stack
         .send(&with("STOP", &[("OptOutType", "STOP")]))

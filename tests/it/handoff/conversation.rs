@@ -6,7 +6,7 @@ use super::*;
 async fn the_agent_hands_over_and_the_person_talks_to_the_desk_and_back() {
     for (agent_type, trigger) in [("CX", "live_agent_handoff"), ("ES", "payload")] {
         let (desk, url) = Desk::start().await;
-        let stack = start_with_agent(AGENT_WITH_PEOPLE, agent_type, with_people(&url)).await;
+        let stack = people_stack(agent_type, &url, &[]).await;
         assert_eq!(say(&stack, "hello", 1).await, vec!["Hello from the agent"]);
         // The agent's own reply in the hand-over's turn is still sent.
         assert_eq!(
@@ -121,11 +121,14 @@ async fn the_agent_hands_over_and_the_person_talks_to_the_desk_and_back() {
 #[tokio::test]
 async fn a_payload_or_a_keyword_starts_a_hand_over_too() {
     let (desk, url) = Desk::start().await;
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
-        with_people(&url)(vars);
-        vars.insert("HANDOFF_KEYWORDS".into(), "agent, Human".into());
-        vars.insert("HANDOFF_INCLUDE_ADDRESS".into(), "true".into());
-    })
+    let stack = people_stack(
+        "CX",
+        &url,
+        &[
+            ("HANDOFF_KEYWORDS", "agent, Human"),
+            ("HANDOFF_INCLUDE_ADDRESS", "true"),
+        ],
+    )
     .await;
     assert_eq!(
         say(&stack, "payload please", 1).await,
@@ -151,11 +154,11 @@ async fn a_payload_or_a_keyword_starts_a_hand_over_too() {
 #[tokio::test]
 async fn in_auto_mode_with_locations_and_past_the_rate_limit_everything_reaches_the_desk() {
     let (desk, url) = Desk::start().await;
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
-        with_people(&url)(vars);
-        vars.insert("REPLY_MODE".into(), "auto".into());
-        vars.insert("RATE_LIMIT_PER_CONVERSATION".into(), "3".into());
-    })
+    let stack = people_stack(
+        "CX",
+        &url,
+        &[("REPLY_MODE", "auto"), ("RATE_LIMIT_PER_CONVERSATION", "3")],
+    )
     .await;
     // auto: the agent's reply travels in the webhook's answer, the events follow.
     let reply = stack.say("talk to a person").await;
@@ -192,7 +195,7 @@ async fn in_auto_mode_with_locations_and_past_the_rate_limit_everything_reaches_
 #[tokio::test]
 async fn the_human_side_sends_media_and_long_text_within_twilios_limits() {
     let (desk, url) = Desk::start().await;
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", with_people(&url)).await;
+    let stack = people_stack("CX", &url, &[]).await;
     say(&stack, "talk to a person", 1).await;
     let conversation = conversation_of(&desk.wait_for(1).await[0]);
     let long = "word ".repeat(700);

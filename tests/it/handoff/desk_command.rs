@@ -8,7 +8,7 @@ async fn the_terminal_desk_checks_signatures_and_answers_through_the_bridge() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let desk_url = format!("http://{}/", listener.local_addr().unwrap());
     let _desk = stand_ins::desk::receive(listener, SECRET, sender).unwrap();
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", with_people(&desk_url)).await;
+    let stack = people_stack("CX", &desk_url, &[]).await;
     say(&stack, "talk to a person", 1).await;
     let started = tokio::time::timeout(Duration::from_secs(10), received.recv())
         .await

@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test]
 async fn a_destination_failing_for_a_while_gets_every_event_once_in_order() {
     let (desk, url) = Desk::start().await;
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", with_people(&url)).await;
+    let stack = people_stack("CX", &url, &[]).await;
     desk.fail_next.lock().unwrap().extend([500, 502]);
     say(&stack, "talk to a person", 1).await;
     say(&stack, "one", 0).await;
@@ -47,11 +47,7 @@ async fn a_destination_failing_for_a_while_gets_every_event_once_in_order() {
 #[tokio::test]
 async fn a_destination_down_past_the_retry_time_gives_the_conversation_back() {
     let (desk, url) = Desk::start().await;
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
-        with_people(&url)(vars);
-        vars.insert("HANDOFF_RETRY_FOR".into(), "1s".into());
-    })
-    .await;
+    let stack = people_stack("CX", &url, &[("HANDOFF_RETRY_FOR", "1s")]).await;
     *desk.down.lock().unwrap() = true;
     let told = say(&stack, "talk to a person", 2).await;
     assert_eq!(
@@ -76,11 +72,14 @@ async fn a_destination_down_past_the_retry_time_gives_the_conversation_back() {
 #[tokio::test]
 async fn a_desk_that_goes_away_mid_hand_over_gives_the_conversation_back() {
     let (desk, url) = Desk::start().await;
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
-        with_people(&url)(vars);
-        vars.insert("HANDOFF_RETRY_FOR".into(), "1s".into());
-        vars.insert("HANDOFF_RETURN_EVENT".into(), "true".into());
-    })
+    let stack = people_stack(
+        "CX",
+        &url,
+        &[
+            ("HANDOFF_RETRY_FOR", "1s"),
+            ("HANDOFF_RETURN_EVENT", "true"),
+        ],
+    )
     .await;
     say(&stack, "talk to a person", 1).await;
     desk.wait_for(1).await;

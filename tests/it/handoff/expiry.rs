@@ -5,11 +5,11 @@ use super::*;
 #[tokio::test]
 async fn a_quiet_hand_over_ends_by_itself_and_the_agent_says_welcome_back() {
     let (desk, url) = Desk::start().await;
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "ES", |vars| {
-        with_people(&url)(vars);
-        vars.insert("HANDOFF_TTL".into(), "1s".into());
-        vars.insert("HANDOFF_RETURN_EVENT".into(), "true".into());
-    })
+    let stack = people_stack(
+        "ES",
+        &url,
+        &[("HANDOFF_TTL", "1s"), ("HANDOFF_RETURN_EVENT", "true")],
+    )
     .await;
     say(&stack, "talk to a person", 1).await;
     let conversation = conversation_of(&desk.wait_for(1).await[0]);
@@ -75,11 +75,7 @@ async fn a_hand_over_expires_after_the_ttl_and_the_person_is_back_with_the_agent
     let (desk, url) = Desk::start().await;
     // Hand-overs keep time in whole seconds: a TTL of 1 s could run out between the
     // two messages below, 2 s cannot.
-    let stack = start_with_agent(AGENT_WITH_PEOPLE, "CX", |vars| {
-        with_people(&url)(vars);
-        vars.insert("HANDOFF_TTL".into(), "2s".into());
-    })
-    .await;
+    let stack = people_stack("CX", &url, &[("HANDOFF_TTL", "2s")]).await;
     say(&stack, "talk to a person", 1).await;
     say(&stack, "still there?", 0).await;
     desk.wait_for(2).await;

@@ -173,6 +173,16 @@ fn with_people(desk_url: &str) -> impl FnOnce(&mut HashMap<String, String>) + '_
     }
 }
 
+/// A bridge for `agent_type` on the agent that hands over to people, sending them to
+/// the desk at `desk_url`, with `settings` besides.
+async fn people_stack(agent_type: &str, desk_url: &str, settings: &[(&str, &str)]) -> Stack {
+    start_with_agent(AGENT_WITH_PEOPLE, agent_type, |vars| {
+        with_people(desk_url)(vars);
+        set(settings)(vars);
+    })
+    .await
+}
+
 /// Sends `text`; returns the replies sent through the Messages API after those
 /// already there (waiting for `count`).
 async fn say(stack: &Stack, text: &str, count: usize) -> Vec<String> {

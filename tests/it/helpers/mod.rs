@@ -153,6 +153,17 @@ pub async fn start(agent_type: &str, tweak: impl FnOnce(&mut HashMap<String, Str
     start_with_agent(AGENT, agent_type, tweak).await
 }
 
+/// A tweak for [`start`] that sets each of `settings` in the bridge's configuration.
+pub fn set<'a>(
+    settings: &'a [(&'a str, &'a str)],
+) -> impl FnOnce(&mut HashMap<String, String>) + 'a {
+    move |vars| {
+        for (name, value) in settings {
+            vars.insert(name.to_string(), value.to_string());
+        }
+    }
+}
+
 /// [`start`], with the agent file `agent_yaml`.
 pub async fn start_with_agent(
     agent_yaml: &str,

@@ -83,10 +83,10 @@ async fn whatsapp_menus_are_buttons_and_lists_made_once_and_taps_come_back() {
 
 #[tokio::test]
 async fn whatsapp_menus_in_auto_mode_go_through_the_api_at_once() {
-    let stack = rich_stack("CX", |vars| {
-        vars.insert("REPLY_MODE".into(), "auto".into());
-        vars.insert("REPLY_DEADLINE".into(), "5s".into());
-    })
+    let stack = rich_stack(
+        "CX",
+        set(&[("REPLY_MODE", "auto"), ("REPLY_DEADLINE", "5s")]),
+    )
     .await;
     let phone = whatsapp_phone(&stack);
     let started = std::time::Instant::now();
