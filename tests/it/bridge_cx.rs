@@ -10,7 +10,7 @@ use stand_ins::chat::Outgoing;
 #[tokio::test]
 async fn answers_text_with_the_agents_reply() {
     let stack = start("CX", |_| {}).await;
-    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
 }
 
 #[tokio::test]
@@ -47,9 +47,9 @@ async fn sends_the_query_dialogflow_expects() {
 #[tokio::test]
 async fn keeps_one_session_per_conversation() {
     let stack = start("CX", |_| {}).await;
-    assert_eq!(texts(&stack.say("large").await), vec!["A large pizza"]);
+    assert_eq!(stack.replies_to("large").await, vec!["A large pizza"]);
     assert_eq!(
-        texts(&stack.say("what did I order").await),
+        stack.replies_to("what did I order").await,
         vec!["You ordered a large pizza"]
     );
     // Another sender is another session, with nothing ordered.
@@ -122,7 +122,7 @@ async fn an_empty_message_asks_nothing_and_answers_nothing() {
 async fn escapes_whatever_the_agent_says() {
     let stack = start("CX", |_| {}).await;
     assert_eq!(
-        texts(&stack.say("tricky").await),
+        stack.replies_to("tricky").await,
         vec!["Fish & <chips> \"quoted\" 🍟"]
     );
 }
@@ -143,7 +143,7 @@ async fn splits_long_replies_without_losing_a_character() {
 async fn a_failing_agent_gets_the_fallback_message_and_twilio_gets_200() {
     let stack = start("CX", |_| {}).await;
     assert_eq!(
-        texts(&stack.say("denied").await),
+        stack.replies_to("denied").await,
         vec![DEFAULT_FALLBACK_MESSAGE]
     );
     // PERMISSION_DENIED is not transient: asked once.
@@ -158,7 +158,7 @@ async fn the_fallback_message_is_configurable() {
     )
     .await;
     assert_eq!(
-        texts(&stack.say("break").await),
+        stack.replies_to("break").await,
         vec!["We'll text you back shortly."]
     );
     // UNAVAILABLE is retried until the time budget runs out.
@@ -169,7 +169,7 @@ async fn the_fallback_message_is_configurable() {
 async fn transient_failures_are_retried_within_the_deadline() {
     let stack = start("CX", |_| {}).await;
     assert_eq!(
-        texts(&stack.say("flaky").await),
+        stack.replies_to("flaky").await,
         vec!["Worked after retries"]
     );
     assert_eq!(stack.agent_requests().len(), 3);
@@ -180,7 +180,7 @@ async fn a_slow_agent_is_abandoned_at_the_deadline() {
     let stack = start("CX", set(&[("AGENT_TIMEOUT", "500ms")])).await;
     let started = std::time::Instant::now();
     assert_eq!(
-        texts(&stack.say("slow").await),
+        stack.replies_to("slow").await,
         vec![DEFAULT_FALLBACK_MESSAGE]
     );
     assert!(
@@ -192,10 +192,7 @@ async fn a_slow_agent_is_abandoned_at_the_deadline() {
 #[tokio::test]
 async fn an_unknown_agent_gets_the_fallback_message() {
     let stack = start("CX", set(&[("AGENT_ID", "no-such-agent")])).await;
-    assert_eq!(
-        texts(&stack.say("hi").await),
-        vec![DEFAULT_FALLBACK_MESSAGE]
-    );
+    assert_eq!(stack.replies_to("hi").await, vec![DEFAULT_FALLBACK_MESSAGE]);
 }
 
 #[tokio::test]
@@ -208,10 +205,7 @@ async fn an_unreachable_agent_gets_the_fallback_message() {
         ]),
     )
     .await;
-    assert_eq!(
-        texts(&stack.say("hi").await),
-        vec![DEFAULT_FALLBACK_MESSAGE]
-    );
+    assert_eq!(stack.replies_to("hi").await, vec![DEFAULT_FALLBACK_MESSAGE]);
 }
 
 #[tokio::test]
@@ -292,10 +286,7 @@ async fn shut_down_while_the_agent_thinks(
 #[tokio::test]
 async fn resource_exhausted_is_retried_after_a_pause() {
     let stack = start("CX", set(&[("AGENT_TIMEOUT", "5s")])).await;
-    assert_eq!(
-        texts(&stack.say("busy").await),
-        vec!["Worked after a pause"]
-    );
+    assert_eq!(stack.replies_to("busy").await, vec!["Worked after a pause"]);
     assert_eq!(stack.agent_requests().len(), 2);
 }
 

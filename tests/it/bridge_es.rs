@@ -8,7 +8,7 @@ use stand_ins::chat::Outgoing;
 #[tokio::test]
 async fn answers_text_and_sends_the_es_query() {
     let stack = start("ES", |_| {}).await;
-    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
     let request = &stack.agent_requests()[0];
     assert!(request
         .path
@@ -57,7 +57,7 @@ async fn keeps_session_parameters_across_turns() {
     let stack = start("ES", |_| {}).await;
     stack.say("small").await;
     assert_eq!(
-        texts(&stack.say("what did I order").await),
+        stack.replies_to("what did I order").await,
         vec!["You ordered a small pizza"]
     );
 }
@@ -83,7 +83,7 @@ async fn a_regional_agent_uses_the_locations_path() {
 async fn a_failing_es_agent_gets_the_fallback_message() {
     let stack = start("ES", |_| {}).await;
     assert_eq!(
-        texts(&stack.say("denied").await),
+        stack.replies_to("denied").await,
         vec![bridge::config::DEFAULT_FALLBACK_MESSAGE]
     );
 }

@@ -1,7 +1,7 @@
 //! `GET /metrics` counts what really happened.
 
 use crate::helpers::*;
-use stand_ins::chat::{Outgoing, Phone};
+use stand_ins::chat::Outgoing;
 
 #[tokio::test]
 async fn metrics_count_real_requests() {
@@ -15,7 +15,7 @@ async fn metrics_count_real_requests() {
     };
     stack.send(&repeated).await;
     stack.send(&repeated).await;
-    let forger = Phone::new(&stack.bridge.url(), ACCOUNT_SID, "wrong", USER, OUR_NUMBER).unwrap();
+    let forger = stack.phone_signing_as(ACCOUNT_SID, "wrong");
     forger
         .send(&Outgoing {
             body: "hi".into(),

@@ -55,14 +55,7 @@ async fn a_tampered_webhook_is_refused() {
 #[tokio::test]
 async fn a_webhook_signed_with_another_token_is_refused() {
     let stack = start("CX", |_| {}).await;
-    let forger = Phone::new(
-        &stack.bridge.url(),
-        ACCOUNT_SID,
-        "not-the-token",
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
+    let forger = stack.phone_signing_as(ACCOUNT_SID, "not-the-token");
     let reply = forger.send(&hi()).await.unwrap();
     assert!(matches!(reply, PhoneReply::Refused { status: 403, .. }));
     assert!(stack.agent_requests().is_empty());
@@ -71,28 +64,14 @@ async fn a_webhook_signed_with_another_token_is_refused() {
 #[tokio::test]
 async fn the_secondary_token_is_accepted_during_a_rotation() {
     let stack = start("CX", set(&[("TWILIO_AUTH_TOKEN_SECONDARY", "next-token")])).await;
-    let rotated = Phone::new(
-        &stack.bridge.url(),
-        ACCOUNT_SID,
-        "next-token",
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
+    let rotated = stack.phone_signing_as(ACCOUNT_SID, "next-token");
     assert!(matches!(rotated.send(&hi()).await.unwrap(), PhoneReply::Messages(m) if m.len() == 1));
 }
 
 #[tokio::test]
 async fn another_accounts_webhook_is_refused() {
     let stack = start("CX", |_| {}).await;
-    let other = Phone::new(
-        &stack.bridge.url(),
-        "ACffffffffffffffffffffffffffffffff",
-        AUTH_TOKEN,
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
+    let other = stack.phone_signing_as("ACffffffffffffffffffffffffffffffff", AUTH_TOKEN);
     let reply = other.send(&hi()).await.unwrap();
     assert_eq!(
         reply,
@@ -147,11 +126,9 @@ async fn oversized_bodies_are_refused() {
     assert!(reason.contains("over 64 KiB"), "{reason}");
     assert!(stack.agent_requests().is_empty());
     // Counted like every other refusal.
-    let metrics = stack.metrics().await;
-    assert!(
-        metrics.contains(r#"twilio_dialogflow_webhooks_total{outcome="too_large"} 1"#),
-        "{metrics}"
-    );
+    stack
+        .assert_metrics_show(r#"twilio_dialogflow_webhooks_total{outcome="too_large"} 1"#)
+        .await;
 }
 
 /// A webhook Twilio signed for the public HTTPS URL, as a proxy forwards it to us.

@@ -26,7 +26,7 @@ async fn an_environment_is_in_the_session_path_of_cx_and_es() {
     ] {
         let stack = start(agent_type, set(&[("AGENT_ENVIRONMENT", "prod")]))
         .await;
-        assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+        assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
         let asked = &stack.agent_requests()[0].path;
         assert!(asked.starts_with(path), "{agent_type}: {asked}");
     }
@@ -45,7 +45,7 @@ async fn opt_out_keywords_are_twilios_to_answer_by_default() {
         .await
         .contains(r#"twilio_dialogflow_webhooks_total{outcome="opt_out"} 3"#));
     // A word that merely looks like one is a message like any other.
-    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
 }
 
 #[tokio::test]
@@ -123,14 +123,7 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
         "{reason}"
     );
     // A key signs its own account's webhooks only: not a form claiming another account.
-    let other = stand_ins::chat::Phone::new(
-        &stack.bridge.url(),
-        "ACffffffffffffffffffffffffffffffff",
-        AUTH_TOKEN,
-        USER,
-        OUR_NUMBER,
-    )
-    .unwrap();
+    let other = stack.phone_signing_as("ACffffffffffffffffffffffffffffffff", AUTH_TOKEN);
     let (params, _) = other.webhook(&with("hi", &[]));
     let url = stack.bridge.url();
     let signature =
@@ -153,7 +146,7 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     let (status, _) =
         post_with_shared_key(&stack, "key=old,algorithm=HMAC_SHA1", HmacSha1, "older-key").await;
     assert_eq!(status, 200);
-    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
     assert_eq!(stack.agent_requests().len(), 3);
 }
 
@@ -229,7 +222,7 @@ async fn two_numbers_reach_two_agents_each_in_its_language_and_environment() {
         vec!["Bonjour de l'agent"]
     );
     // Any other number: the default route of today's variables.
-    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
     let asked = french.requests();
     assert!(
         asked[0].path.starts_with(
@@ -252,15 +245,12 @@ async fn two_numbers_reach_two_agents_each_in_its_language_and_environment() {
         1,
         "the default agent heard only its own"
     );
-    let metrics = stack.metrics().await;
-    assert!(
-        metrics.contains(r#"twilio_dialogflow_routed_webhooks_total{route="france"} 3"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"twilio_dialogflow_routed_webhooks_total{route="default"} 1"#),
-        "{metrics}"
-    );
+    stack
+        .assert_metrics_show(r#"twilio_dialogflow_routed_webhooks_total{route="france"} 3"#)
+        .await;
+    stack
+        .assert_metrics_show(r#"twilio_dialogflow_routed_webhooks_total{route="default"} 1"#)
+        .await;
 }
 
 #[tokio::test]
@@ -378,7 +368,7 @@ async fn replies_come_from_the_messaging_service_the_message_came_through() {
 #[tokio::test]
 async fn stop_past_the_rate_limit_gets_no_slow_down_reply() {
     let stack = start("CX", set(&[("RATE_LIMIT_PER_CONVERSATION", "1")])).await;
-    assert_eq!(texts(&stack.say("hi").await), vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
     assert!(stack
         .send(&with("STOP", &[("OptOutType", "STOP")]))
         .await
@@ -395,9 +385,7 @@ async fn a_sub_account_is_verified_with_its_own_token_and_replies_with_its_crede
     })
     .await;
     stack.twilio.accept_also(SUB, "sub-token");
-    let sub = |token: &str| {
-        stand_ins::chat::Phone::new(&stack.bridge.url(), SUB, token, USER, OUR_NUMBER).unwrap()
-    };
+    let sub = |token: &str| stack.phone_signing_as(SUB, token);
     // The sub-account's webhook, signed with its own token.
     assert!(
         ask(&sub("sub-token"), "hi").await.is_empty(),

@@ -37,11 +37,9 @@ async fn a_destination_failing_for_a_while_gets_every_event_once_in_order() {
     );
     assert_eq!(ids[3..], delivered[1..]);
     assert_ne!(delivered[1], delivered[2]);
-    let metrics = stack.metrics().await;
-    assert!(
-        metrics.contains(r#"twilio_dialogflow_handoff_events_total{result="retried"} 2"#),
-        "{metrics}"
-    );
+    stack
+        .assert_metrics_show(r#"twilio_dialogflow_handoff_events_total{result="retried"} 2"#)
+        .await;
 }
 
 #[tokio::test]

@@ -244,6 +244,30 @@ impl Stack {
         .unwrap()
     }
 
+    /// What the phone reads back for the text `body`.
+    pub async fn replies_to(&self, body: &str) -> Vec<String> {
+        self.say(body).await.into_iter().map(|m| m.body).collect()
+    }
+
+    /// The test user's phone, signing as `account_sid` with `auth_token`: a webhook
+    /// from another account, or signed with the wrong token.
+    pub fn phone_signing_as(&self, account_sid: &str, auth_token: &str) -> Phone {
+        Phone::new(
+            &self.bridge.url(),
+            account_sid,
+            auth_token,
+            USER,
+            OUR_NUMBER,
+        )
+        .unwrap()
+    }
+
+    /// Fails, showing them all, unless the bridge's metrics have the line `line`.
+    pub async fn assert_metrics_show(&self, line: &str) {
+        let metrics = self.metrics().await;
+        assert!(metrics.contains(line), "{metrics}");
+    }
+
     pub fn agent_requests(&self) -> Vec<RecordedRequest> {
         self.emulator.requests()
     }

@@ -17,11 +17,9 @@ async fn templates_are_sent_by_content_sid_and_need_the_api() {
     );
     assert_eq!(sent[0].content_variables.as_deref(), Some(r#"{"1":"Ann"}"#));
     assert_eq!(sent[0].body, "Hello Ann, we miss you");
-    let metrics = stack.metrics().await;
-    assert!(
-        metrics.contains(r#"twilio_dialogflow_rich_messages_sent_total{kind="template"} 1"#),
-        "{metrics}"
-    );
+    stack
+        .assert_metrics_show(r#"twilio_dialogflow_rich_messages_sent_total{kind="template"} 1"#)
+        .await;
     // TwiML cannot carry a template: nothing is sent, and the webhook still succeeds.
     let twiml_only = rich_stack("CX", |_| {}).await;
     let (status, twiml) = post_from(
@@ -42,10 +40,10 @@ async fn templates_are_sent_by_content_sid_and_need_the_api() {
 async fn messenger_rich_content_and_es_cards_become_menus() {
     let cx = rich_stack("CX", |_| {}).await;
     assert_eq!(
-        texts(&cx.say("messenger").await),
+        cx.replies_to("messenger").await,
         vec!["Pizzabot\n1 Yes · 2 No"]
     );
-    assert_eq!(texts(&cx.say("2").await), vec!["Not understood"]);
+    assert_eq!(cx.replies_to("2").await, vec!["Not understood"]);
     assert_eq!(last_asked(&cx), "No");
     for agent_type in ["CX", "ES"] {
         let stack = rich_stack(agent_type, |_| {}).await;
@@ -56,7 +54,7 @@ async fn messenger_rich_content_and_es_cards_become_menus() {
             "{agent_type}"
         );
         assert_eq!(card[0].media, vec!["https://example.com/p.jpg".to_string()]);
-        assert_eq!(texts(&stack.say("1").await), vec!["Pepperoni ordered"]);
+        assert_eq!(stack.replies_to("1").await, vec!["Pepperoni ordered"]);
     }
 }
 
@@ -124,8 +122,8 @@ async fn a_menu_sent_by_one_instance_is_answered_on_another() {
     };
     let one = rich_stack("CX", shared).await;
     let other = rich_stack("CX", shared).await;
-    assert_eq!(texts(&one.say("order").await).len(), 1);
-    assert_eq!(texts(&other.say("3").await), vec!["Size large"]);
+    assert_eq!(one.replies_to("order").await.len(), 1);
+    assert_eq!(other.replies_to("3").await, vec!["Size large"]);
     assert_eq!(last_asked(&other), "Large");
     let keys = redis.keys("*:r:menu:*").await;
     assert!(keys.is_empty(), "answered, the menu is gone: {keys:?}");

@@ -12,12 +12,12 @@ async fn sms_menus_are_numbered_and_answered_by_number_or_title() {
             vec!["What size?\n1 Small · 2 Medium · 3 Large"],
             "{agent_type}"
         );
-        assert_eq!(texts(&stack.say(" 2 ").await), vec!["Size medium"]);
+        assert_eq!(stack.replies_to(" 2 ").await, vec!["Size medium"]);
         assert_eq!(last_asked(&stack), "Medium", "the choice, not the number");
         stack.say("order").await;
-        assert_eq!(texts(&stack.say("LARGE!").await), vec!["Size large"]);
+        assert_eq!(stack.replies_to("LARGE!").await, vec!["Size large"]);
         // No menu pending now: a number is sent as typed.
-        assert_eq!(texts(&stack.say("2").await), vec!["Not understood"]);
+        assert_eq!(stack.replies_to("2").await, vec!["Not understood"]);
         assert_eq!(last_asked(&stack), "2");
         // A choice with an event asks the event; one with a value asks the value.
         let toppings = stack.say("toppings").await;
@@ -25,19 +25,17 @@ async fn sms_menus_are_numbered_and_answered_by_number_or_title() {
             texts(&toppings),
             vec!["Which topping?\n1 Margherita: Tomato and basil\n2 Pepperoni\n3 Mushroom"]
         );
-        assert_eq!(texts(&stack.say("2").await), vec!["Pepperoni by event"]);
+        assert_eq!(stack.replies_to("2").await, vec!["Pepperoni by event"]);
         assert_eq!(last_asked(&stack), "event:pepperoni_event");
         stack.say("toppings").await;
         assert_eq!(
-            texts(&stack.say("mushroom").await),
+            stack.replies_to("mushroom").await,
             vec!["Mushroom by value"]
         );
         assert!(stack.twilio.contents().is_empty(), "no content for SMS");
-        let metrics = stack.metrics().await;
-        assert!(
-            metrics.contains(r#"twilio_dialogflow_choices_picked_total{kind="number"} 2"#),
-            "{metrics}"
-        );
+        stack
+            .assert_metrics_show(r#"twilio_dialogflow_choices_picked_total{kind="number"} 2"#)
+            .await;
     }
 }
 
@@ -52,11 +50,9 @@ async fn a_menu_that_does_not_fit_whatsapp_is_numbered_text() {
     );
     assert_eq!(sent[0].content_sid, None);
     assert!(stack.twilio.contents().is_empty());
-    let metrics = stack.metrics().await;
-    assert!(
-        metrics.contains(r#"twilio_dialogflow_menus_as_text_total{reason="title_too_long"} 1"#),
-        "{metrics}"
-    );
+    stack
+        .assert_metrics_show(r#"twilio_dialogflow_menus_as_text_total{reason="title_too_long"} 1"#)
+        .await;
 }
 
 #[tokio::test]
@@ -107,10 +103,10 @@ async fn messenger_lists_buttons_descriptions_and_accordions_on_sms() {
             "Toppings\nPick one\nWebsite: https://p.example\nAllergens\ngluten\n1 Pepperoni: spicy"
         ]
     );
-    assert_eq!(texts(&stack.say("1").await), vec!["Pepperoni by event"]);
+    assert_eq!(stack.replies_to("1").await, vec!["Pepperoni by event"]);
     let es = rich_stack("ES", |_| {}).await;
     assert_eq!(
-        texts(&es.say("wrapped").await),
+        es.replies_to("wrapped").await,
         vec!["Wrapped?\n1 Yes · 2 No"]
     );
 }
