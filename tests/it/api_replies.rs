@@ -8,11 +8,18 @@ use std::time::{Duration, Instant};
 
 const EMPTY: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
 
-fn mode(mode: &'static str) -> impl FnOnce(&mut std::collections::HashMap<String, String>) {
+/// Replies in `mode`, with `more` settings besides.
+fn mode<'a>(
+    mode: &'a str,
+    more: &'a [(&'a str, &'a str)],
+) -> impl FnOnce(&mut std::collections::HashMap<String, String>) + 'a {
     move |vars| {
-        vars.insert("REPLY_MODE".into(), mode.into());
-        vars.insert("REPLY_DEADLINE".into(), "1s".into());
-        vars.insert("AGENT_TIMEOUT".into(), "35s".into());
+        set(&[
+            ("REPLY_MODE", mode),
+            ("REPLY_DEADLINE", "1s"),
+            ("AGENT_TIMEOUT", "35s"),
+        ])(vars);
+        set(more)(vars);
     }
 }
 
@@ -39,11 +46,7 @@ fn bodies(sent: &[SentMessage]) -> Vec<&str> {
 async fn a_slow_agents_reply_still_reaches_the_user_through_the_api() {
     // The agent takes 1.5 s, more than the webhook may wait (as an agent taking 20 s
     // would be, for Twilio's 15 s).
-    let stack = start("CX", |vars| {
-        mode("auto")(vars);
-        set(&[("REPLY_DEADLINE", "300ms")])(vars);
-    })
-    .await;
+    let stack = start("CX", mode("auto", &[("REPLY_DEADLINE", "300ms")])).await;
     let (twiml, took) = webhook(&stack, &says("glacial")).await;
     assert_eq!(twiml, EMPTY);
     assert!(
@@ -67,7 +70,7 @@ async fn a_slow_agents_reply_still_reaches_the_user_through_the_api() {
 
 #[tokio::test]
 async fn a_quick_agent_answers_in_the_webhook_in_auto_mode() {
-    let stack = start("CX", mode("auto")).await;
+    let stack = start("CX", mode("auto", &[])).await;
     let (twiml, _) = webhook(&stack, &says("hi")).await;
     assert!(
         twiml.contains("<Body>Hello from the agent</Body>"),
@@ -79,7 +82,7 @@ async fn a_quick_agent_answers_in_the_webhook_in_auto_mode() {
 
 #[tokio::test]
 async fn api_mode_answers_the_webhook_at_once_and_sends_media_too() {
-    let stack = start("CX", mode("api")).await;
+    let stack = start("CX", mode("api", &[])).await;
     let (twiml, _) = webhook(&stack, &says("menu")).await;
     assert_eq!(twiml, EMPTY);
     let sent = stack.twilio.wait_for(2).await;
@@ -95,13 +98,16 @@ async fn api_mode_answers_the_webhook_at_once_and_sends_media_too() {
 
 #[tokio::test]
 async fn a_messaging_service_can_send_the_replies() {
-    let stack = start("CX", |vars| {
-        mode("api")(vars);
-        set(&[(
-            "TWILIO_MESSAGING_SERVICE_SID",
-            "MG0123456789abcdef0123456789abcdef",
-        )])(vars);
-    })
+    let stack = start(
+        "CX",
+        mode(
+            "api",
+            &[(
+                "TWILIO_MESSAGING_SERVICE_SID",
+                "MG0123456789abcdef0123456789abcdef",
+            )],
+        ),
+    )
     .await;
     webhook(&stack, &says("hi")).await;
     let sent = stack.twilio.wait_for(1).await;
@@ -115,11 +121,16 @@ async fn a_messaging_service_can_send_the_replies() {
 #[tokio::test]
 async fn replies_keep_going_out_while_the_auth_token_is_rotated() {
     // The primary token was just rotated out in Twilio: the secondary is the account's.
-    let stack = start("CX", |vars| {
-        mode("api")(vars);
-        vars.insert("TWILIO_AUTH_TOKEN".into(), "rotated-out".into());
-        vars.insert("TWILIO_AUTH_TOKEN_SECONDARY".into(), AUTH_TOKEN.into());
-    })
+    let stack = start(
+        "CX",
+        mode(
+            "api",
+            &[
+                ("TWILIO_AUTH_TOKEN", "rotated-out"),
+                ("TWILIO_AUTH_TOKEN_SECONDARY", AUTH_TOKEN),
+            ],
+        ),
+    )
     .await;
     webhook(&stack, &says("hi")).await;
     let sent = stack.twilio.wait_for(1).await;
@@ -133,7 +144,7 @@ async fn replies_keep_going_out_while_the_auth_token_is_rotated() {
 
 #[tokio::test]
 async fn a_failing_messages_api_is_retried() {
-    let stack = start("CX", mode("api")).await;
+    let stack = start("CX", mode("api", &[])).await;
     stack.twilio.fail_next(&[500, 429]);
     webhook(&stack, &says("hi")).await;
     let sent = stack.twilio.wait_for(1).await;
@@ -143,7 +154,7 @@ async fn a_failing_messages_api_is_retried() {
 
 #[tokio::test]
 async fn a_messages_api_that_keeps_failing_is_given_up_on_and_the_next_reply_still_goes() {
-    let stack = start("CX", mode("api")).await;
+    let stack = start("CX", mode("api", &[])).await;
     stack.twilio.fail_next(&[503, 503, 503, 503]);
     webhook(&stack, &says("hi")).await;
     webhook(&stack, &says("tricky")).await;
@@ -163,7 +174,7 @@ async fn a_messages_api_that_keeps_failing_is_given_up_on_and_the_next_reply_sti
 
 #[tokio::test]
 async fn a_redelivery_in_flight_makes_no_second_agent_call_nor_second_reply() {
-    let stack = start("CX", mode("auto")).await;
+    let stack = start("CX", mode("auto", &[])).await;
     let message = Outgoing {
         message_sid: Some("SM000000000000000000000000000000aa".into()),
         ..says("slow")
@@ -182,7 +193,7 @@ async fn a_redelivery_in_flight_makes_no_second_agent_call_nor_second_reply() {
 
 #[tokio::test]
 async fn replies_of_one_conversation_keep_their_order_while_others_do_not_wait() {
-    let stack = start("CX", mode("api")).await;
+    let stack = start("CX", mode("api", &[])).await;
     // One person sends a question the agent is slow on, then a quick one.
     webhook(&stack, &says("a bit slow")).await;
     webhook(&stack, &says("hi")).await;
@@ -202,7 +213,7 @@ async fn replies_of_one_conversation_keep_their_order_while_others_do_not_wait()
 
 #[tokio::test]
 async fn shutdown_still_sends_the_replies_owed() {
-    let stack = start("CX", mode("api")).await;
+    let stack = start("CX", mode("api", &[])).await;
     webhook(&stack, &says("a bit slow")).await;
     let Stack {
         bridge,
@@ -218,7 +229,7 @@ async fn shutdown_still_sends_the_replies_owed() {
 
 #[tokio::test]
 async fn status_callbacks_are_signature_checked() {
-    let stack = start("CX", mode("api")).await;
+    let stack = start("CX", mode("api", &[])).await;
     let url = format!("{}status", stack.bridge.url());
     let params = [
         ("MessageSid", "SM1"),
@@ -239,11 +250,7 @@ async fn status_callbacks_are_signature_checked() {
 
 #[tokio::test]
 async fn shutdown_cuts_the_webhooks_wait_short_and_sends_the_reply_through_the_api() {
-    let stack = start("CX", |vars| {
-        mode("auto")(vars);
-        set(&[("REPLY_DEADLINE", "10s")])(vars);
-    })
-    .await;
+    let stack = start("CX", mode("auto", &[("REPLY_DEADLINE", "10s")])).await;
     let message = Outgoing {
         message_sid: Some("SM000000000000000000000000000000bb".into()),
         ..says("slow")
@@ -313,10 +320,13 @@ async fn shutdown_cuts_the_webhooks_wait_short_and_sends_the_reply_through_the_a
 async fn status_callbacks_are_checked_against_the_configured_url() {
     // Behind a domain of its own, Twilio calls (and signs) the callback URL the bridge
     // gave it, beside the configured webhook URL, not the URL the request arrived on.
-    let stack = start("CX", |vars| {
-        mode("api")(vars);
-        set(&[("TWILIO_WEBHOOK_URL", "https://bot.example.com/twilio/")])(vars);
-    })
+    let stack = start(
+        "CX",
+        mode(
+            "api",
+            &[("TWILIO_WEBHOOK_URL", "https://bot.example.com/twilio/")],
+        ),
+    )
     .await;
     let params = [
         ("MessageSid", "SM1"),

@@ -10,7 +10,7 @@ use stand_ins::chat::Outgoing;
 #[tokio::test]
 async fn answers_text_with_the_agents_reply() {
     let stack = start("CX", |_| {}).await;
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
 }
 
 #[tokio::test]
@@ -47,10 +47,10 @@ async fn sends_the_query_dialogflow_expects() {
 #[tokio::test]
 async fn keeps_one_session_per_conversation() {
     let stack = start("CX", |_| {}).await;
-    assert_eq!(stack.replies_to("large").await, vec!["A large pizza"]);
+    assert_eq!(stack.replies_to("large").await, ["A large pizza"]);
     assert_eq!(
         stack.replies_to("what did I order").await,
-        vec!["You ordered a large pizza"]
+        ["You ordered a large pizza"]
     );
     // Another sender is another session, with nothing ordered.
     let mut other = stack.phone.clone();
@@ -123,7 +123,7 @@ async fn escapes_whatever_the_agent_says() {
     let stack = start("CX", |_| {}).await;
     assert_eq!(
         stack.replies_to("tricky").await,
-        vec!["Fish & <chips> \"quoted\" 🍟"]
+        ["Fish & <chips> \"quoted\" 🍟"]
     );
 }
 
@@ -142,10 +142,7 @@ async fn splits_long_replies_without_losing_a_character() {
 #[tokio::test]
 async fn a_failing_agent_gets_the_fallback_message_and_twilio_gets_200() {
     let stack = start("CX", |_| {}).await;
-    assert_eq!(
-        stack.replies_to("denied").await,
-        vec![DEFAULT_FALLBACK_MESSAGE]
-    );
+    assert_eq!(stack.replies_to("denied").await, [DEFAULT_FALLBACK_MESSAGE]);
     // PERMISSION_DENIED is not transient: asked once.
     assert_eq!(stack.agent_requests().len(), 1);
 }
@@ -159,7 +156,7 @@ async fn the_fallback_message_is_configurable() {
     .await;
     assert_eq!(
         stack.replies_to("break").await,
-        vec!["We'll text you back shortly."]
+        ["We'll text you back shortly."]
     );
     // UNAVAILABLE is retried until the time budget runs out.
     assert!(stack.agent_requests().len() >= 2);
@@ -168,10 +165,7 @@ async fn the_fallback_message_is_configurable() {
 #[tokio::test]
 async fn transient_failures_are_retried_within_the_deadline() {
     let stack = start("CX", |_| {}).await;
-    assert_eq!(
-        stack.replies_to("flaky").await,
-        vec!["Worked after retries"]
-    );
+    assert_eq!(stack.replies_to("flaky").await, ["Worked after retries"]);
     assert_eq!(stack.agent_requests().len(), 3);
 }
 
@@ -179,10 +173,7 @@ async fn transient_failures_are_retried_within_the_deadline() {
 async fn a_slow_agent_is_abandoned_at_the_deadline() {
     let stack = start("CX", set(&[("AGENT_TIMEOUT", "500ms")])).await;
     let started = std::time::Instant::now();
-    assert_eq!(
-        stack.replies_to("slow").await,
-        vec![DEFAULT_FALLBACK_MESSAGE]
-    );
+    assert_eq!(stack.replies_to("slow").await, [DEFAULT_FALLBACK_MESSAGE]);
     assert!(
         started.elapsed() < std::time::Duration::from_millis(2500),
         "answered before the agent"
@@ -192,7 +183,7 @@ async fn a_slow_agent_is_abandoned_at_the_deadline() {
 #[tokio::test]
 async fn an_unknown_agent_gets_the_fallback_message() {
     let stack = start("CX", set(&[("AGENT_ID", "no-such-agent")])).await;
-    assert_eq!(stack.replies_to("hi").await, vec![DEFAULT_FALLBACK_MESSAGE]);
+    assert_eq!(stack.replies_to("hi").await, [DEFAULT_FALLBACK_MESSAGE]);
 }
 
 #[tokio::test]
@@ -205,7 +196,7 @@ async fn an_unreachable_agent_gets_the_fallback_message() {
         ]),
     )
     .await;
-    assert_eq!(stack.replies_to("hi").await, vec![DEFAULT_FALLBACK_MESSAGE]);
+    assert_eq!(stack.replies_to("hi").await, [DEFAULT_FALLBACK_MESSAGE]);
 }
 
 #[tokio::test]
@@ -286,7 +277,7 @@ async fn shut_down_while_the_agent_thinks(
 #[tokio::test]
 async fn resource_exhausted_is_retried_after_a_pause() {
     let stack = start("CX", set(&[("AGENT_TIMEOUT", "5s")])).await;
-    assert_eq!(stack.replies_to("busy").await, vec!["Worked after a pause"]);
+    assert_eq!(stack.replies_to("busy").await, ["Worked after a pause"]);
     assert_eq!(stack.agent_requests().len(), 2);
 }
 

@@ -8,7 +8,7 @@ use stand_ins::chat::Outgoing;
 #[tokio::test]
 async fn answers_text_and_sends_the_es_query() {
     let stack = start("ES", |_| {}).await;
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
     let request = &stack.agent_requests()[0];
     assert!(request
         .path
@@ -58,7 +58,7 @@ async fn keeps_session_parameters_across_turns() {
     stack.say("small").await;
     assert_eq!(
         stack.replies_to("what did I order").await,
-        vec!["You ordered a small pizza"]
+        ["You ordered a small pizza"]
     );
 }
 
@@ -84,6 +84,6 @@ async fn a_failing_es_agent_gets_the_fallback_message() {
     let stack = start("ES", |_| {}).await;
     assert_eq!(
         stack.replies_to("denied").await,
-        vec![bridge::config::DEFAULT_FALLBACK_MESSAGE]
+        [bridge::config::DEFAULT_FALLBACK_MESSAGE]
     );
 }

@@ -56,14 +56,11 @@ fn failed_with(metrics: &str, status: &str) -> f64 {
 #[tokio::test]
 async fn a_front_end_502_page_is_retried_and_the_person_gets_the_answer() {
     let stack = start_with_agent(&faulty_agent(), "CX", set(&[("AGENT_TIMEOUT", "5s")])).await;
-    assert_eq!(stack.replies_to("gateway").await, vec!["Recovered"]);
+    assert_eq!(stack.replies_to("gateway").await, ["Recovered"]);
     assert_eq!(stack.agent_requests().len(), 3);
     let stack = start_with_agent(&faulty_agent(), "CX", set(&[("AGENT_TIMEOUT", "5s")])).await;
     let started = Instant::now();
-    assert_eq!(
-        stack.replies_to("throttled").await,
-        vec!["After the throttle"]
-    );
+    assert_eq!(stack.replies_to("throttled").await, ["After the throttle"]);
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "a 429 waits longer before asking again"
@@ -103,7 +100,7 @@ async fn garbage_a_cut_answer_and_silence_are_not_asked_again() {
         let before = stack.agent_requests().len();
         assert_eq!(
             stack.replies_to(text).await,
-            vec![bridge::config::DEFAULT_FALLBACK_MESSAGE],
+            [bridge::config::DEFAULT_FALLBACK_MESSAGE],
             "{text}"
         );
         // The agent may have taken the turn: it is not played twice.
@@ -114,7 +111,7 @@ async fn garbage_a_cut_answer_and_silence_are_not_asked_again() {
     let started = Instant::now();
     assert_eq!(
         stack.replies_to("hang").await,
-        vec![bridge::config::DEFAULT_FALLBACK_MESSAGE]
+        [bridge::config::DEFAULT_FALLBACK_MESSAGE]
     );
     let took = started.elapsed();
     assert!(
@@ -123,7 +120,7 @@ async fn garbage_a_cut_answer_and_silence_are_not_asked_again() {
     );
     assert_eq!(failed_with(&stack.metrics().await, "TIMEOUT"), 1.0);
     // And the bridge lives on.
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
 }
 
 fn says(text: &str) -> Outgoing {
@@ -271,7 +268,7 @@ async fn request_smuggling_patterns_are_refused_before_the_agent() {
         );
     }
     assert!(stack.agent_requests().is_empty());
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
 }
 
 #[tokio::test]
@@ -464,11 +461,11 @@ async fn silent_and_dribbling_connections_cannot_take_the_bridge_down() {
 async fn a_conversation_past_its_rate_limit_is_told_once_and_the_agent_is_spared() {
     let stack = start("CX", set(&[("RATE_LIMIT_PER_CONVERSATION", "3")])).await;
     for _ in 0..3 {
-        assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+        assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
     }
     assert_eq!(
         stack.replies_to("hi").await,
-        vec![bridge::config::DEFAULT_RATE_LIMIT_MESSAGE]
+        [bridge::config::DEFAULT_RATE_LIMIT_MESSAGE]
     );
     assert!(stack.say("hi").await.is_empty(), "told once, then nothing");
     assert_eq!(stack.agent_requests().len(), 3);
@@ -498,7 +495,7 @@ async fn a_conversation_past_its_rate_limit_is_told_once_and_the_agent_is_spared
 #[tokio::test]
 async fn the_agent_call_budget_holds_for_every_conversation() {
     let stack = start("CX", set(&[("AGENT_CALLS_PER_HOUR", "2")])).await;
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
     let other = stack.phone_of("+15550009999");
     assert_eq!(
         texts(&ask(&other, "hi").await),
@@ -506,7 +503,7 @@ async fn the_agent_call_budget_holds_for_every_conversation() {
     );
     assert_eq!(
         stack.replies_to("hi").await,
-        vec![bridge::config::DEFAULT_RATE_LIMIT_MESSAGE]
+        [bridge::config::DEFAULT_RATE_LIMIT_MESSAGE]
     );
     assert_eq!(stack.agent_requests().len(), 2);
 }

@@ -33,28 +33,32 @@ async fn metrics_count_real_requests() {
             })
             .unwrap_or_else(|| panic!("no {series} in\n{text}"))
     };
-    assert_eq!(
-        value(r#"twilio_dialogflow_webhooks_total{outcome="answered"}"#),
-        3.0
-    );
-    assert_eq!(
-        value(r#"twilio_dialogflow_webhooks_total{outcome="fallback"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(r#"twilio_dialogflow_webhooks_total{outcome="bad_signature"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(r#"twilio_dialogflow_agent_errors_total{status="PERMISSION_DENIED"}"#),
-        1.0
-    );
-    assert_eq!(value("twilio_dialogflow_duplicates_suppressed_total"), 1.0);
-    // hi (1) + fallback (1) + menu twice (2 + 2).
-    assert_eq!(
-        value(r#"twilio_dialogflow_replies_sent_total{route="webhook"}"#),
-        6.0
-    );
-    // Three agent calls: hi, denied, menu once.
-    assert_eq!(value("twilio_dialogflow_agent_latency_seconds_count"), 3.0);
+    for (series, expected) in [
+        (
+            r#"twilio_dialogflow_webhooks_total{outcome="answered"}"#,
+            3.0,
+        ),
+        (
+            r#"twilio_dialogflow_webhooks_total{outcome="fallback"}"#,
+            1.0,
+        ),
+        (
+            r#"twilio_dialogflow_webhooks_total{outcome="bad_signature"}"#,
+            1.0,
+        ),
+        (
+            r#"twilio_dialogflow_agent_errors_total{status="PERMISSION_DENIED"}"#,
+            1.0,
+        ),
+        ("twilio_dialogflow_duplicates_suppressed_total", 1.0),
+        // hi (1) + fallback (1) + menu twice (2 + 2).
+        (
+            r#"twilio_dialogflow_replies_sent_total{route="webhook"}"#,
+            6.0,
+        ),
+        // Three agent calls: hi, denied, menu once.
+        ("twilio_dialogflow_agent_latency_seconds_count", 3.0),
+    ] {
+        assert_eq!(value(series), expected, "{series}");
+    }
 }

@@ -26,7 +26,7 @@ async fn an_environment_is_in_the_session_path_of_cx_and_es() {
     ] {
         let stack = start(agent_type, set(&[("AGENT_ENVIRONMENT", "prod")]))
         .await;
-        assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+        assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
         let asked = &stack.agent_requests()[0].path;
         assert!(asked.starts_with(path), "{agent_type}: {asked}");
     }
@@ -45,7 +45,7 @@ async fn opt_out_keywords_are_twilios_to_answer_by_default() {
         .await
         .contains(r#"twilio_dialogflow_webhooks_total{outcome="opt_out"} 3"#));
     // A word that merely looks like one is a message like any other.
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     let (status, _) =
         post_with_shared_key(&stack, "key=old,algorithm=HMAC_SHA1", HmacSha1, "older-key").await;
     assert_eq!(status, 200);
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
     assert_eq!(stack.agent_requests().len(), 3);
 }
 
@@ -222,7 +222,7 @@ async fn two_numbers_reach_two_agents_each_in_its_language_and_environment() {
         vec!["Bonjour de l'agent"]
     );
     // Any other number: the default route of today's variables.
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
     let asked = french.requests();
     assert!(
         asked[0].path.starts_with(
@@ -368,7 +368,7 @@ async fn replies_come_from_the_messaging_service_the_message_came_through() {
 #[tokio::test]
 async fn stop_past_the_rate_limit_gets_no_slow_down_reply() {
     let stack = start("CX", set(&[("RATE_LIMIT_PER_CONVERSATION", "1")])).await;
-    assert_eq!(stack.replies_to("hi").await, vec!["Hello from the agent"]);
+    assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
     assert!(stack
         .send(&with("STOP", &[("OptOutType", "STOP")]))
         .await

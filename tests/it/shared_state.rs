@@ -325,16 +325,8 @@ async fn a_tls_store_with_a_private_ca_and_a_password_is_checked_and_used() {
     // `check` connects and says what it found, without the password.
     let (emulator, _) = start_emulator(AGENT).await;
     let emulator_host = emulator.addr().to_string();
-    let envs = [
-        ("AGENT_TYPE", "CX"),
-        ("AGENT_ID", "test-agent"),
-        ("GCP_PROJECT", "test-project"),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
-        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
-        ("DIALOGFLOW_EMULATOR_HOST", &emulator_host),
-        ("STATE_URL", &url),
-        ("STATE_CA_FILE", &ca),
-    ];
+    let mut envs = check_envs(&emulator_host, &url);
+    envs.push(("STATE_CA_FILE", &ca));
     let (code, out) = output_of(dir.command(&["check"], &envs)).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("state: Redis 7"), "{out}");
@@ -367,15 +359,7 @@ async fn a_store_that_is_down_is_reported_by_check() {
     let (emulator, _) = start_emulator(AGENT).await;
     let emulator_host = emulator.addr().to_string();
     let url = format!("redis://127.0.0.1:{}", free_port());
-    let envs = [
-        ("AGENT_TYPE", "CX"),
-        ("AGENT_ID", "test-agent"),
-        ("GCP_PROJECT", "test-project"),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
-        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
-        ("DIALOGFLOW_EMULATOR_HOST", &emulator_host),
-        ("STATE_URL", &url),
-    ];
+    let envs = check_envs(&emulator_host, &url);
     let command = dir.command(&["check"], &envs);
     let (code, out) = output_of(command).await;
     assert_eq!(code, 1, "{out}");
@@ -413,13 +397,7 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
     let shared = bridge::config::Settings::from_vars(&vars).unwrap();
     let session = bridge::session::SessionId::for_conversation(ACCOUNT_SID, USER, OUR_NUMBER);
     for settings in [local, shared] {
-        let store = bridge::state::StateStore::open(
-            &settings.state,
-            settings.rate_limits,
-            std::sync::Arc::clone(&metrics),
-        )
-        .await
-        .unwrap();
+        let store = open_store(&settings, &metrics).await;
         let menu = PendingMenu {
             choices: vec!["Small".into(), "Large".into()],
         };
@@ -458,13 +436,7 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
         vars.insert("STATE_URL".into(), redis.url());
         bridge::config::Settings::from_vars(&vars).unwrap()
     };
-    let store = bridge::state::StateStore::open(
-        &settings.state,
-        settings.rate_limits,
-        std::sync::Arc::clone(&metrics),
-    )
-    .await
-    .unwrap();
+    let store = open_store(&settings, &metrics).await;
     assert!(store.get(&MENU, &session).await.is_err());
     let left: Option<String> = redis::cmd("GET")
         .arg(&key)
@@ -525,4 +497,32 @@ async fn a_store_that_restarts_empty_mid_turn_loses_no_reply() {
     webhook(b, &says("hi", "SM0000000000000000000000000000008b")).await;
     let sent = cluster.local.twilio.wait_for(2).await;
     assert_eq!(sent[1].body, "Hello from the agent");
+}
+
+/// The environment of a `check` of the store at `state_url`, for the test agent on the
+/// emulator at `emulator_host`.
+fn check_envs<'a>(emulator_host: &'a str, state_url: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AGENT_TYPE", "CX"),
+        ("AGENT_ID", "test-agent"),
+        ("GCP_PROJECT", "test-project"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("DIALOGFLOW_EMULATOR_HOST", emulator_host),
+        ("STATE_URL", state_url),
+    ]
+}
+
+/// The bridge's store for `settings`, counting into `metrics`.
+async fn open_store(
+    settings: &bridge::config::Settings,
+    metrics: &std::sync::Arc<bridge::metrics::Metrics>,
+) -> bridge::state::StateStore {
+    bridge::state::StateStore::open(
+        &settings.state,
+        settings.rate_limits,
+        std::sync::Arc::clone(metrics),
+    )
+    .await
+    .unwrap()
 }

@@ -76,13 +76,7 @@ async fn the_agent_hands_over_and_the_person_talks_to_the_desk_and_back() {
         assert_eq!(status, 401);
         assert_eq!(stack.twilio.sent().len(), sent_before);
         for text in ["Sorry!", "It leaves the oven now."] {
-            let (status, answer) = desk_call(
-                &stack,
-                &format!("{conversation}/messages"),
-                TOKEN,
-                json!({"text": text}),
-            )
-            .await;
+            let (status, answer) = desk_writes(&stack, &conversation, json!({"text": text})).await;
             assert_eq!((status, answer), (200, json!({"sent": 1})));
         }
         let sent = stack.twilio.wait_for(sent_before + 2).await;
@@ -98,13 +92,7 @@ async fn the_agent_hands_over_and_the_person_talks_to_the_desk_and_back() {
         let events = desk.wait_for(4).await;
         assert_eq!(events[3]["type"], "handoff.ended");
         assert_eq!(events[3]["reason"], "desk");
-        let (status, _) = desk_call(
-            &stack,
-            &format!("{conversation}/messages"),
-            TOKEN,
-            json!({"text": "late"}),
-        )
-        .await;
+        let (status, _) = desk_writes(&stack, &conversation, json!({"text": "late"})).await;
         assert_eq!(status, 404, "no hand-over any more");
         assert_eq!(say(&stack, "hello", 1).await, vec!["Hello from the agent"]);
         let metrics = stack.metrics().await;
@@ -199,10 +187,9 @@ async fn the_human_side_sends_media_and_long_text_within_twilios_limits() {
     say(&stack, "talk to a person", 1).await;
     let conversation = conversation_of(&desk.wait_for(1).await[0]);
     let long = "word ".repeat(700);
-    let (status, answer) = desk_call(
+    let (status, answer) = desk_writes(
         &stack,
-        &format!("{conversation}/messages"),
-        TOKEN,
+        &conversation,
         json!({"text": long, "media": ["https://example.com/receipt.jpg"]}),
     )
     .await;
@@ -221,8 +208,7 @@ async fn the_human_side_sends_media_and_long_text_within_twilios_limits() {
         (json!({"text": "x".repeat(16_001)}), "at most 16000"),
         (json!({"txt": "typo"}), "must be JSON"),
     ] {
-        let (status, answer) =
-            desk_call(&stack, &format!("{conversation}/messages"), TOKEN, body).await;
+        let (status, answer) = desk_writes(&stack, &conversation, body).await;
         assert_eq!(status, 400, "{answer}");
         assert!(
             answer["error"].as_str().unwrap().contains(problem),

@@ -20,13 +20,7 @@ async fn a_quiet_hand_over_ends_by_itself_and_the_agent_says_welcome_back() {
         (Some("handoff.ended"), Some("expired")),
         "{events:?}"
     );
-    let (status, _) = desk_call(
-        &stack,
-        &format!("{conversation}/messages"),
-        TOKEN,
-        json!({"text": "still there?"}),
-    )
-    .await;
+    let (status, _) = desk_writes(&stack, &conversation, json!({"text": "still there?"})).await;
     assert_eq!(status, 404, "the hand-over is over");
     // The agent hears of it first, then the message.
     assert_eq!(
@@ -53,13 +47,7 @@ async fn a_hand_over_holds_across_instances() {
     assert_eq!(events[1]["message"]["text"], "are you there?");
     assert!(other.agent_requests().is_empty());
     // The desk may answer through either instance.
-    let (status, _) = desk_call(
-        &other,
-        &format!("{conversation}/messages"),
-        TOKEN,
-        json!({"text": "Yes!"}),
-    )
-    .await;
+    let (status, _) = desk_writes(&other, &conversation, json!({"text": "Yes!"})).await;
     assert_eq!(status, 200);
     assert_eq!(other.twilio.wait_for(1).await[0].body, "Yes!");
     let (status, _) = desk_call(&one, &format!("{conversation}/end"), TOKEN, json!({})).await;

@@ -206,6 +206,12 @@ async fn say_as(
     sent[before..].iter().map(|m| m.body.clone()).collect()
 }
 
+/// The desk writes `body` into `conversation`, with the right token: status and JSON
+/// answer.
+async fn desk_writes(stack: &Stack, conversation: &str, body: Value) -> (u16, Value) {
+    desk_call(stack, &format!("{conversation}/messages"), TOKEN, body).await
+}
+
 /// The human side's call: status and JSON answer.
 async fn desk_call(stack: &Stack, path: &str, token: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()

@@ -147,6 +147,23 @@ pub async fn start_emulator(agent_yaml: &str) -> (Emulator, AgentDefinition) {
     (emulator, agent)
 }
 
+/// The agent's emulator for `agent_yaml` and a Messages API that accepts only
+/// `twilio_password`, on free ports, with the settings that point a bridge at them.
+async fn emulators(
+    agent_yaml: &str,
+    twilio_password: &str,
+) -> (Emulator, MessagesEmulator, HashMap<String, String>) {
+    let (emulator, agent) = start_emulator(agent_yaml).await;
+    let twilio = MessagesEmulator::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ACCOUNT_SID,
+        twilio_password,
+    )
+    .unwrap();
+    let vars = stand_ins::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
+    (emulator, twilio, vars)
+}
+
 /// Emulator + bridge for `agent_type` (`CX` or `ES`), with `tweak` applied to the
 /// bridge's configuration.
 pub async fn start(agent_type: &str, tweak: impl FnOnce(&mut HashMap<String, String>)) -> Stack {
@@ -182,14 +199,7 @@ pub async fn start_on(
     agent_type: &str,
     tweak: impl FnOnce(&mut HashMap<String, String>),
 ) -> Stack {
-    let (emulator, agent) = start_emulator(agent_yaml).await;
-    let twilio = MessagesEmulator::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-    )
-    .unwrap();
-    let mut vars = stand_ins::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
+    let (emulator, twilio, mut vars) = emulators(agent_yaml, AUTH_TOKEN).await;
     vars.extend(
         [
             ("AGENT_TYPE", agent_type),
@@ -372,15 +382,7 @@ impl Local {
 
     /// As [`Local::start`], with a Messages API that accepts only `password`.
     pub async fn with_twilio_password(password: &str, settings: &[(&str, &str)]) -> Self {
-        let (emulator, agent) = start_emulator(AGENT).await;
-        let twilio = MessagesEmulator::start(
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            ACCOUNT_SID,
-            password,
-        )
-        .unwrap();
-        let mut vars =
-            stand_ins::demo::local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, AUTH_TOKEN);
+        let (emulator, twilio, mut vars) = emulators(AGENT, password).await;
         for (name, value) in [("PORT", "0"), ("LOG_FORMAT", "json")]
             .iter()
             .chain(settings)

@@ -179,25 +179,36 @@ fn long_agent() -> String {
 }
 
 fn tap_button(title: &str, payload: &str) -> Outgoing {
-    Outgoing {
-        body: title.into(),
-        params: vec![
-            ("MessageType".into(), "button".into()),
-            ("ButtonText".into(), title.into()),
-            ("ButtonPayload".into(), payload.into()),
+    interactive(
+        title,
+        [
+            ("MessageType", "button"),
+            ("ButtonText", title),
+            ("ButtonPayload", payload),
         ],
-        ..Default::default()
-    }
+    )
 }
 
 fn pick_item(title: &str, id: &str) -> Outgoing {
+    interactive(
+        title,
+        [
+            ("MessageType", "interactive"),
+            ("ListId", id),
+            ("ListTitle", title),
+        ],
+    )
+}
+
+/// What WhatsApp sends when the person answers a menu: the title as the body, and
+/// `params` saying which choice it was.
+fn interactive(title: &str, params: [(&str, &str); 3]) -> Outgoing {
     Outgoing {
         body: title.into(),
-        params: vec![
-            ("MessageType".into(), "interactive".into()),
-            ("ListId".into(), id.into()),
-            ("ListTitle".into(), title.into()),
-        ],
+        params: params
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
         ..Default::default()
     }
 }

@@ -39,11 +39,8 @@ async fn templates_are_sent_by_content_sid_and_need_the_api() {
 #[tokio::test]
 async fn messenger_rich_content_and_es_cards_become_menus() {
     let cx = rich_stack("CX", |_| {}).await;
-    assert_eq!(
-        cx.replies_to("messenger").await,
-        vec!["Pizzabot\n1 Yes · 2 No"]
-    );
-    assert_eq!(cx.replies_to("2").await, vec!["Not understood"]);
+    assert_eq!(cx.replies_to("messenger").await, ["Pizzabot\n1 Yes · 2 No"]);
+    assert_eq!(cx.replies_to("2").await, ["Not understood"]);
     assert_eq!(last_asked(&cx), "No");
     for agent_type in ["CX", "ES"] {
         let stack = rich_stack(agent_type, |_| {}).await;
@@ -54,7 +51,7 @@ async fn messenger_rich_content_and_es_cards_become_menus() {
             "{agent_type}"
         );
         assert_eq!(card[0].media, vec!["https://example.com/p.jpg".to_string()]);
-        assert_eq!(stack.replies_to("1").await, vec!["Pepperoni ordered"]);
+        assert_eq!(stack.replies_to("1").await, ["Pepperoni ordered"]);
     }
 }
 
@@ -123,7 +120,7 @@ async fn a_menu_sent_by_one_instance_is_answered_on_another() {
     let one = rich_stack("CX", shared).await;
     let other = rich_stack("CX", shared).await;
     assert_eq!(one.replies_to("order").await.len(), 1);
-    assert_eq!(other.replies_to("3").await, vec!["Size large"]);
+    assert_eq!(other.replies_to("3").await, ["Size large"]);
     assert_eq!(last_asked(&other), "Large");
     let keys = redis.keys("*:r:menu:*").await;
     assert!(keys.is_empty(), "answered, the menu is gone: {keys:?}");

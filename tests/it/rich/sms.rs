@@ -12,12 +12,12 @@ async fn sms_menus_are_numbered_and_answered_by_number_or_title() {
             vec!["What size?\n1 Small · 2 Medium · 3 Large"],
             "{agent_type}"
         );
-        assert_eq!(stack.replies_to(" 2 ").await, vec!["Size medium"]);
+        assert_eq!(stack.replies_to(" 2 ").await, ["Size medium"]);
         assert_eq!(last_asked(&stack), "Medium", "the choice, not the number");
         stack.say("order").await;
-        assert_eq!(stack.replies_to("LARGE!").await, vec!["Size large"]);
+        assert_eq!(stack.replies_to("LARGE!").await, ["Size large"]);
         // No menu pending now: a number is sent as typed.
-        assert_eq!(stack.replies_to("2").await, vec!["Not understood"]);
+        assert_eq!(stack.replies_to("2").await, ["Not understood"]);
         assert_eq!(last_asked(&stack), "2");
         // A choice with an event asks the event; one with a value asks the value.
         let toppings = stack.say("toppings").await;
@@ -25,13 +25,10 @@ async fn sms_menus_are_numbered_and_answered_by_number_or_title() {
             texts(&toppings),
             vec!["Which topping?\n1 Margherita: Tomato and basil\n2 Pepperoni\n3 Mushroom"]
         );
-        assert_eq!(stack.replies_to("2").await, vec!["Pepperoni by event"]);
+        assert_eq!(stack.replies_to("2").await, ["Pepperoni by event"]);
         assert_eq!(last_asked(&stack), "event:pepperoni_event");
         stack.say("toppings").await;
-        assert_eq!(
-            stack.replies_to("mushroom").await,
-            vec!["Mushroom by value"]
-        );
+        assert_eq!(stack.replies_to("mushroom").await, ["Mushroom by value"]);
         assert!(stack.twilio.contents().is_empty(), "no content for SMS");
         stack
             .assert_metrics_show(r#"twilio_dialogflow_choices_picked_total{kind="number"} 2"#)
@@ -103,12 +100,9 @@ async fn messenger_lists_buttons_descriptions_and_accordions_on_sms() {
             "Toppings\nPick one\nWebsite: https://p.example\nAllergens\ngluten\n1 Pepperoni: spicy"
         ]
     );
-    assert_eq!(stack.replies_to("1").await, vec!["Pepperoni by event"]);
+    assert_eq!(stack.replies_to("1").await, ["Pepperoni by event"]);
     let es = rich_stack("ES", |_| {}).await;
-    assert_eq!(
-        es.replies_to("wrapped").await,
-        vec!["Wrapped?\n1 Yes · 2 No"]
-    );
+    assert_eq!(es.replies_to("wrapped").await, ["Wrapped?\n1 Yes · 2 No"]);
 }
 
 #[tokio::test]
