@@ -133,9 +133,7 @@ impl<'a> AgentVars<'a> {
         let location = reader
             .parsed("AGENT_LOCATION", parse_location)
             .unwrap_or_else(|| "global".to_owned());
-        let kind = reader
-            .parsed("AGENT_TYPE", str::parse)
-            .unwrap_or(AgentType::Cx);
+        let kind = reader.parsed_or("AGENT_TYPE", str::parse, AgentType::Cx);
         let session_ttl = reader.parsed("SESSION_TTL", parse_session_ttl);
         let agent_id = match (default_route, kind) {
             (true, AgentType::Cx) => reader
@@ -152,9 +150,8 @@ impl<'a> AgentVars<'a> {
             }
         });
         let environment = reader.parsed("AGENT_ENVIRONMENT", parse_environment);
-        let retry_window = reader
-            .parsed("AGENT_RETRY_WINDOW", parse_duration)
-            .unwrap_or(DEFAULT_RETRY_WINDOW);
+        let retry_window =
+            reader.parsed_or("AGENT_RETRY_WINDOW", parse_duration, DEFAULT_RETRY_WINDOW);
         AgentVars {
             project,
             kind,

@@ -92,23 +92,19 @@ pub(super) fn read(
         secret: Secret::new(secret.ok_or(())?),
         token: Secret::new(token.ok_or(())?),
         keywords,
-        ttl: reader
-            .parsed("HANDOFF_TTL", parse_duration)
-            .unwrap_or(DEFAULT_HANDOFF_TTL),
-        return_event: reader
-            .parsed("HANDOFF_RETURN_EVENT", parse_bool)
-            .unwrap_or(false),
-        include_address: reader
-            .parsed("HANDOFF_INCLUDE_ADDRESS", parse_bool)
-            .unwrap_or(false),
+        ttl: reader.parsed_or("HANDOFF_TTL", parse_duration, DEFAULT_HANDOFF_TTL),
+        return_event: reader.parsed_or("HANDOFF_RETURN_EVENT", parse_bool, false),
+        include_address: reader.parsed_or("HANDOFF_INCLUDE_ADDRESS", parse_bool, false),
         unavailable_message: reader.text_or(
             "HANDOFF_UNAVAILABLE_MESSAGE",
             DEFAULT_HANDOFF_UNAVAILABLE_MESSAGE,
         ),
         started_message: reader.text_or("HANDOFF_STARTED_MESSAGE", DEFAULT_HANDOFF_STARTED_MESSAGE),
-        retry_for: reader
-            .parsed("HANDOFF_RETRY_FOR", parse_duration)
-            .unwrap_or(DEFAULT_HANDOFF_RETRY_FOR),
+        retry_for: reader.parsed_or(
+            "HANDOFF_RETRY_FOR",
+            parse_duration,
+            DEFAULT_HANDOFF_RETRY_FOR,
+        ),
         history: reader
             .parsed("HANDOFF_HISTORY", |v| {
                 v.parse::<usize>()

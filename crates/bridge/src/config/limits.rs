@@ -20,15 +20,9 @@ pub(super) fn connection_limits(reader: &mut Reader<'_>) -> ConnectionLimits {
     let defaults = ConnectionLimits::default();
     let files = open_files_limit();
     ConnectionLimits {
-        header: reader
-            .parsed("HEADER_TIMEOUT", parse_duration)
-            .unwrap_or(defaults.header),
-        body: reader
-            .parsed("BODY_TIMEOUT", parse_duration)
-            .unwrap_or(defaults.body),
-        idle: reader
-            .parsed("IDLE_TIMEOUT", parse_duration)
-            .unwrap_or(defaults.idle),
+        header: reader.parsed_or("HEADER_TIMEOUT", parse_duration, defaults.header),
+        body: reader.parsed_or("BODY_TIMEOUT", parse_duration, defaults.body),
+        idle: reader.parsed_or("IDLE_TIMEOUT", parse_duration, defaults.idle),
         max_connections: reader
             .parsed("MAX_CONNECTIONS", |v| {
                 let n: usize = v.parse().map_err(|_| "must be a whole number".to_owned())?;
@@ -46,12 +40,16 @@ pub(super) fn connection_limits(reader: &mut Reader<'_>) -> ConnectionLimits {
 pub(super) fn rate_limits(reader: &mut Reader<'_>) -> RateLimits {
     let defaults = RateLimits::default();
     RateLimits {
-        per_conversation: reader
-            .parsed("RATE_LIMIT_PER_CONVERSATION", parse_count)
-            .unwrap_or(defaults.per_conversation),
-        agent_calls_per_hour: reader
-            .parsed("AGENT_CALLS_PER_HOUR", parse_count)
-            .unwrap_or(defaults.agent_calls_per_hour),
+        per_conversation: reader.parsed_or(
+            "RATE_LIMIT_PER_CONVERSATION",
+            parse_count,
+            defaults.per_conversation,
+        ),
+        agent_calls_per_hour: reader.parsed_or(
+            "AGENT_CALLS_PER_HOUR",
+            parse_count,
+            defaults.agent_calls_per_hour,
+        ),
     }
 }
 

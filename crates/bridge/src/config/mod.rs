@@ -105,9 +105,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
     });
     let file = routes_file::read(reader);
     let twilio = twilio::read(reader, file.as_ref().map_or(&[][..], |file| &file.accounts));
-    let reply_mode = reader
-        .parsed("REPLY_MODE", str::parse)
-        .unwrap_or(ReplyMode::Auto);
+    let reply_mode = reader.parsed_or("REPLY_MODE", str::parse, ReplyMode::Auto);
     let fallback_message = reader.text_or("FALLBACK_MESSAGE", DEFAULT_FALLBACK_MESSAGE);
     // With a routes file, today's variables make a default route only if they name
     // an agent; their values fill the routes' gaps either way.
@@ -139,9 +137,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
     let state = state::read(reader);
     let limits = limits::connection_limits(reader);
     let rate_limits = limits::rate_limits(reader);
-    let opt_out_to_agent = reader
-        .parsed("OPT_OUT_TO_AGENT", values::parse_bool)
-        .unwrap_or(false);
+    let opt_out_to_agent = reader.parsed_or("OPT_OUT_TO_AGENT", values::parse_bool, false);
     let rate_limit_message = reader.text_or("RATE_LIMIT_MESSAGE", DEFAULT_RATE_LIMIT_MESSAGE);
     let rich = rich::read(reader);
     // The default route, added last, answers in `reply_mode`.

@@ -100,12 +100,12 @@ pub(super) fn read(
         }
     };
     let messaging_service_sid = reader.parsed("TWILIO_MESSAGING_SERVICE_SID", parse_sid("MG"));
-    let shutdown_grace = reader
-        .parsed("SHUTDOWN_GRACE", parse_duration)
-        .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
-    let api_timeout = reader
-        .parsed("TWILIO_API_TIMEOUT", parse_duration)
-        .unwrap_or(DEFAULT_TWILIO_API_TIMEOUT);
+    let shutdown_grace = reader.parsed_or("SHUTDOWN_GRACE", parse_duration, DEFAULT_SHUTDOWN_GRACE);
+    let api_timeout = reader.parsed_or(
+        "TWILIO_API_TIMEOUT",
+        parse_duration,
+        DEFAULT_TWILIO_API_TIMEOUT,
+    );
     let (api_username, api_passwords) = credentials?;
     Some(ReplySettings {
         mode,

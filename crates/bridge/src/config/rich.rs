@@ -45,9 +45,7 @@ pub(super) fn read(reader: &mut Reader<'_>) -> RichSettings {
             prompt,
             button,
         },
-        menu_ttl: reader
-            .parsed("MENU_TTL", parse_duration)
-            .unwrap_or(DEFAULT_MENU_TTL),
+        menu_ttl: reader.parsed_or("MENU_TTL", parse_duration, DEFAULT_MENU_TTL),
         typing_after: reader
             .parsed("TYPING_AFTER", |v| match v {
                 "0" => Ok(None),

@@ -64,9 +64,7 @@ pub(super) fn read(reader: &mut Reader<'_>) -> StateSettings {
             }
         })
         .unwrap_or_else(|| DEFAULT_STATE_PREFIX.to_owned());
-    let timeout = reader
-        .parsed("STATE_TIMEOUT", parse_duration)
-        .unwrap_or(DEFAULT_STATE_TIMEOUT);
+    let timeout = reader.parsed_or("STATE_TIMEOUT", parse_duration, DEFAULT_STATE_TIMEOUT);
     let lease = reader
         .parsed("STATE_LEASE", |v| {
             let lease = parse_duration(v)?;

@@ -125,10 +125,18 @@ impl<'a> Reader<'a> {
         name: &str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
-        let raw = self.get(name)?;
-        parse(raw)
-            .map_err(|expected| self.fail_var(name, Problem::invalid(expected, raw)))
-            .ok()
+        self.parsed_with(name, parse, Problem::invalid)
+    }
+
+    /// As [`Reader::parsed`], its default when unset or invalid (an invalid value is
+    /// still reported).
+    pub fn parsed_or<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        default: T,
+    ) -> T {
+        self.parsed(name, parse).unwrap_or(default)
     }
 
     /// As [`Reader::parsed`], for a value that may hold a secret: never shown.
@@ -137,9 +145,20 @@ impl<'a> Reader<'a> {
         name: &str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
+        self.parsed_with(name, parse, |expected, _| Problem::invalid_secret(expected))
+    }
+
+    /// The variable through `parse`; its error, with the raw value, made into the
+    /// problem reported by `problem`.
+    fn parsed_with<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        problem: impl FnOnce(String, &str) -> Problem,
+    ) -> Option<T> {
         let raw = self.get(name)?;
         parse(raw)
-            .map_err(|expected| self.fail_var(name, Problem::invalid_secret(expected)))
+            .map_err(|expected| self.fail_var(name, problem(expected, raw)))
             .ok()
     }
 
