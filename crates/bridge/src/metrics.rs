@@ -108,6 +108,16 @@ struct EventResult {
     result: &'static str,
 }
 
+/// `metric`, registered in `registry` under `name` with `help`: the value kept and the
+/// one registered are the same counters.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -117,179 +127,156 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("twilio_dialogflow");
-        let webhooks = Family::<Outcome, Counter>::default();
-        registry.register(
-            "webhooks",
-            "Incoming-message webhooks by outcome (answered, fallback, empty, queued, or the reason for refusing them)",
-            webhooks.clone(),
-        );
-        // From 5 ms to about 40 s: a quick agent to a slow CX webhook.
-        let agent_latency = Histogram::new([
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0,
-        ]);
-        registry.register(
-            "agent_latency_seconds",
-            "Time waiting for Dialogflow per message, retries included",
-            agent_latency.clone(),
-        );
-        let agent_errors = Family::<Status, Counter>::default();
-        registry.register(
-            "agent_errors",
-            "Dialogflow calls that failed, by status",
-            agent_errors.clone(),
-        );
-        let replies_sent = Family::<Route, Counter>::default();
-        registry.register(
-            "replies_sent",
-            "Reply messages sent, by route (webhook TwiML or Messages API)",
-            replies_sent.clone(),
-        );
-        let replies_failed = Family::<SendFailure, Counter>::default();
-        registry.register(
-            "replies_failed",
-            "Reply messages the Messages API did not accept, by Twilio's HTTP status and error code (none: no answer)",
-            replies_failed.clone(),
-        );
-        let duplicates = Counter::default();
-        registry.register(
-            "duplicates_suppressed",
-            "Re-delivered webhooks answered without asking the agent again",
-            duplicates.clone(),
-        );
-        let state_errors = Family::<StoreFailure, Counter>::default();
-        registry.register(
-            "state_errors",
-            "Calls to the shared state store that failed or timed out, by operation and error",
-            state_errors.clone(),
-        );
-        let state_fallbacks = Counter::default();
-        registry.register(
-            "state_fallbacks",
-            "Messages handled with this process's state because the shared store could not admit them",
-            state_fallbacks.clone(),
-        );
-        let turns_taken_over = Counter::default();
-        registry.register(
-            "turns_taken_over",
-            "Turns another instance left unfinished (its lease ran out) that this one took over",
-            turns_taken_over.clone(),
-        );
-        let connections_open = prometheus_client::metrics::gauge::Gauge::default();
-        registry.register(
-            "connections_open",
-            "HTTP connections open now",
-            connections_open.clone(),
-        );
-        let connections_closed = Family::<Reason, Counter>::default();
-        registry.register(
-            "connections_closed",
-            "HTTP connections closed by the server's limits, by reason (header_timeout, idle_timeout, shed, refused)",
-            connections_closed.clone(),
-        );
-        let rate_limited = Family::<Limit, Counter>::default();
-        registry.register(
-            "rate_limited",
-            "Messages not sent to the agent because they went past a rate limit (conversation, agent_budget)",
-            rate_limited.clone(),
-        );
-        let routed = Family::<RouteName, Counter>::default();
-        registry.register(
-            "routed_webhooks",
-            "Webhooks by the route that answered them (route names come from the configuration)",
-            routed.clone(),
-        );
-        let rich_sent = Family::<Kind, Counter>::default();
-        registry.register(
-            "rich_messages_sent",
-            "WhatsApp rich messages sent through the Messages API, by kind (quick_reply, list_picker, template)",
-            rich_sent.clone(),
-        );
-        let menus_as_text = Family::<Reason, Counter>::default();
-        registry.register(
-            "menus_as_text",
-            "Menus sent as numbered text, by reason (channel, twiml, too_many_choices, title_too_long, body_too_long, content_failed, send_failed, …)",
-            menus_as_text.clone(),
-        );
-        let contents_created = Counter::default();
-        registry.register(
-            "contents_created",
-            "Content API contents created for menus (each is made once and then reused)",
-            contents_created.clone(),
-        );
-        let choices_picked = Family::<Kind, Counter>::default();
-        registry.register(
-            "choices_picked",
-            "Menu choices the person picked, by how (button, list, number, title)",
-            choices_picked.clone(),
-        );
-        let handoffs_started = Family::<Trigger, Counter>::default();
-        registry.register(
-            "handoffs_started",
-            "Hand-overs to people started, by trigger (agent, payload, keyword)",
-            handoffs_started.clone(),
-        );
-        let handoffs_ended = Family::<Reason, Counter>::default();
-        registry.register(
-            "handoffs_ended",
-            "Hand-overs ended, by reason (desk, expired, unavailable)",
-            handoffs_ended.clone(),
-        );
-        let handoffs_failed = Counter::default();
-        registry.register(
-            "handoffs_failed",
-            "Hand-overs given back to the agent because the destination could not be reached",
-            handoffs_failed.clone(),
-        );
-        let handoff_events = Family::<EventResult, Counter>::default();
-        registry.register(
-            "handoff_events",
-            "Hand-over events posted to HANDOFF_URL, by result (delivered, retried, dropped)",
-            handoff_events.clone(),
-        );
-        let deliveries_failed = Family::<TwilioError, Counter>::default();
-        registry.register(
-            "deliveries_failed",
-            "Replies Twilio took but reported failed or undelivered (status callback), by Twilio error code",
-            deliveries_failed.clone(),
-        );
-        let state_calls = Family::<Op, Counter>::default();
-        registry.register(
-            "state_calls",
-            "Round trips to the shared state store, by operation",
-            state_calls.clone(),
-        );
-        let records_unreadable = Family::<Kind, Counter>::default();
-        registry.register(
-            "state_records_unreadable",
-            "Stored records this bridge could not read (left as they are, not used), by kind",
-            records_unreadable.clone(),
-        );
+        // Registered in this order, the order `/metrics` lists them in.
         Self {
+            webhooks: registered(
+                &mut registry,
+                "webhooks",
+                "Incoming-message webhooks by outcome (answered, fallback, empty, queued, or the reason for refusing them)",
+                Default::default(),
+            ),
+            // From 5 ms to about 40 s: a quick agent to a slow CX webhook.
+            agent_latency: registered(
+                &mut registry,
+                "agent_latency_seconds",
+                "Time waiting for Dialogflow per message, retries included",
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0,
+                ]),
+            ),
+            agent_errors: registered(
+                &mut registry,
+                "agent_errors",
+                "Dialogflow calls that failed, by status",
+                Default::default(),
+            ),
+            replies_sent: registered(
+                &mut registry,
+                "replies_sent",
+                "Reply messages sent, by route (webhook TwiML or Messages API)",
+                Default::default(),
+            ),
+            replies_failed: registered(
+                &mut registry,
+                "replies_failed",
+                "Reply messages the Messages API did not accept, by Twilio's HTTP status and error code (none: no answer)",
+                Default::default(),
+            ),
+            duplicates: registered(
+                &mut registry,
+                "duplicates_suppressed",
+                "Re-delivered webhooks answered without asking the agent again",
+                Default::default(),
+            ),
+            state_errors: registered(
+                &mut registry,
+                "state_errors",
+                "Calls to the shared state store that failed or timed out, by operation and error",
+                Default::default(),
+            ),
+            state_fallbacks: registered(
+                &mut registry,
+                "state_fallbacks",
+                "Messages handled with this process's state because the shared store could not admit them",
+                Default::default(),
+            ),
+            turns_taken_over: registered(
+                &mut registry,
+                "turns_taken_over",
+                "Turns another instance left unfinished (its lease ran out) that this one took over",
+                Default::default(),
+            ),
+            connections_open: registered(
+                &mut registry,
+                "connections_open",
+                "HTTP connections open now",
+                Default::default(),
+            ),
+            connections_closed: registered(
+                &mut registry,
+                "connections_closed",
+                "HTTP connections closed by the server's limits, by reason (header_timeout, idle_timeout, shed, refused)",
+                Default::default(),
+            ),
+            rate_limited: registered(
+                &mut registry,
+                "rate_limited",
+                "Messages not sent to the agent because they went past a rate limit (conversation, agent_budget)",
+                Default::default(),
+            ),
+            routed: registered(
+                &mut registry,
+                "routed_webhooks",
+                "Webhooks by the route that answered them (route names come from the configuration)",
+                Default::default(),
+            ),
+            rich_sent: registered(
+                &mut registry,
+                "rich_messages_sent",
+                "WhatsApp rich messages sent through the Messages API, by kind (quick_reply, list_picker, template)",
+                Default::default(),
+            ),
+            menus_as_text: registered(
+                &mut registry,
+                "menus_as_text",
+                "Menus sent as numbered text, by reason (channel, twiml, too_many_choices, title_too_long, body_too_long, content_failed, send_failed, …)",
+                Default::default(),
+            ),
+            contents_created: registered(
+                &mut registry,
+                "contents_created",
+                "Content API contents created for menus (each is made once and then reused)",
+                Default::default(),
+            ),
+            choices_picked: registered(
+                &mut registry,
+                "choices_picked",
+                "Menu choices the person picked, by how (button, list, number, title)",
+                Default::default(),
+            ),
+            handoffs_started: registered(
+                &mut registry,
+                "handoffs_started",
+                "Hand-overs to people started, by trigger (agent, payload, keyword)",
+                Default::default(),
+            ),
+            handoffs_ended: registered(
+                &mut registry,
+                "handoffs_ended",
+                "Hand-overs ended, by reason (desk, expired, unavailable)",
+                Default::default(),
+            ),
+            handoffs_failed: registered(
+                &mut registry,
+                "handoffs_failed",
+                "Hand-overs given back to the agent because the destination could not be reached",
+                Default::default(),
+            ),
+            handoff_events: registered(
+                &mut registry,
+                "handoff_events",
+                "Hand-over events posted to HANDOFF_URL, by result (delivered, retried, dropped)",
+                Default::default(),
+            ),
+            deliveries_failed: registered(
+                &mut registry,
+                "deliveries_failed",
+                "Replies Twilio took but reported failed or undelivered (status callback), by Twilio error code",
+                Default::default(),
+            ),
+            state_calls: registered(
+                &mut registry,
+                "state_calls",
+                "Round trips to the shared state store, by operation",
+                Default::default(),
+            ),
+            records_unreadable: registered(
+                &mut registry,
+                "state_records_unreadable",
+                "Stored records this bridge could not read (left as they are, not used), by kind",
+                Default::default(),
+            ),
             registry,
-            state_calls,
-            records_unreadable,
-            deliveries_failed,
-            handoffs_started,
-            handoffs_ended,
-            handoffs_failed,
-            handoff_events,
-            rich_sent,
-            menus_as_text,
-            contents_created,
-            choices_picked,
-            routed,
-            rate_limited,
-            connections_open,
-            connections_closed,
-            state_errors,
-            state_fallbacks,
-            turns_taken_over,
-            webhooks,
-            agent_latency,
-            agent_errors,
-            replies_sent,
-            replies_failed,
-            duplicates,
         }
     }
 
