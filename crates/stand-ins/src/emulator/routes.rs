@@ -291,31 +291,34 @@ async fn detect_intent(
     );
     let language = language.unwrap_or_else(|| agent.language.clone());
     let confidence = matched.map_or(1.0, |(_, c)| c);
+    let answer = Answer {
+        agent,
+        response_id,
+        query: &query,
+        language: &language,
+        intent,
+        confidence,
+        replies,
+        parameters: &parameters,
+        enums,
+    };
     Ok(match target.api {
-        Api::Cx => cx_response(
-            agent,
-            response_id,
-            &query,
-            &language,
-            intent,
-            confidence,
-            replies,
-            channel,
-            &parameters,
-            enums,
-        ),
-        Api::Es => es_response(
-            agent,
-            response_id,
-            &query,
-            &language,
-            intent,
-            confidence,
-            replies,
-            &parameters,
-            enums,
-        ),
+        Api::Cx => cx_response(answer, channel),
+        Api::Es => es_response(answer),
     })
+}
+
+/// What the emulator answers a query with, before either API's shape is put on it.
+struct Answer<'a> {
+    agent: &'a AgentDefinition,
+    response_id: String,
+    query: &'a Query,
+    language: &'a str,
+    intent: Option<(usize, &'a Intent)>,
+    confidence: f32,
+    replies: &'a [Reply],
+    parameters: &'a Map<String, Value>,
+    enums: EnumEncoding,
 }
 
 /// A stable, UUID-shaped id for the intent at `index`.
@@ -415,37 +418,30 @@ fn fill(template: &str, parameters: &Map<String, Value>) -> String {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn cx_response(
-    agent: &AgentDefinition,
-    response_id: String,
-    query: &Query,
-    language: &str,
-    intent: Option<(usize, &Intent)>,
-    confidence: f32,
-    replies: &[Reply],
-    channel: &str,
-    parameters: &Map<String, Value>,
-    enums: EnumEncoding,
-) -> Value {
+fn cx_response(answer: Answer<'_>, channel: &str) -> Value {
+    let intent = answer.intent;
     let agent_name = format!(
         "projects/{}/locations/{}/agents/{}",
-        agent.project, agent.location, agent.agent_id
+        answer.agent.project, answer.agent.location, answer.agent.agent_id
     );
-    let messages: Vec<Value> = replies
+    let messages: Vec<Value> = answer
+        .replies
         .iter()
         .filter(|r| r.platform.is_none())
         .filter(|r| r.channel.as_deref().is_none_or(|c| c == channel))
         .map(|reply| {
-            let mut message = content(reply, parameters, true);
+            let mut message = content(reply, answer.parameters, true);
             if let Some(channel) = &reply.channel {
                 message.insert("channel".into(), json!(channel));
             }
-            message.insert("responseType".into(), enums.write(HANDLER.0, HANDLER.1));
+            message.insert(
+                "responseType".into(),
+                answer.enums.write(HANDLER.0, HANDLER.1),
+            );
             Value::Object(message)
         })
         .collect();
-    let match_type = match (intent, query) {
+    let match_type = match (intent, answer.query) {
         (Some(_), Query::Text(_)) => wire::MATCH_INTENT,
         (_, Query::Event(_)) => wire::MATCH_EVENT,
         (None, Query::Text(_)) => wire::MATCH_NO_MATCH,
@@ -454,62 +450,59 @@ fn cx_response(
         json!({"name": format!("{agent_name}/intents/{}", intent_id(index)), "displayName": intent.name})
     });
     let mut result = Map::new();
-    match query {
+    match answer.query {
         Query::Text(text) => result.insert("text".into(), json!(text)),
         Query::Event(event) => result.insert("triggerEvent".into(), json!(event)),
     };
-    result.insert("languageCode".into(), json!(language));
-    result.insert("parameters".into(), Value::Object(parameters.clone()));
+    result.insert("languageCode".into(), json!(answer.language));
+    result.insert(
+        "parameters".into(),
+        Value::Object(answer.parameters.clone()),
+    );
     result.insert("responseMessages".into(), Value::Array(messages));
     result.insert(
         "currentPage".into(),
         json!({"name": format!("{agent_name}/flows/00000000-0000-0000-0000-000000000000/pages/START_PAGE"), "displayName": "Start Page"}),
     );
-    let mut matched =
-        json!({"matchType": enums.write(match_type.0, match_type.1), "confidence": confidence});
+    let mut matched = json!({"matchType": answer.enums.write(match_type.0, match_type.1), "confidence": answer.confidence});
     if let Some(intent_json) = &intent_json {
         result.insert("intent".into(), intent_json.clone());
-        result.insert("intentDetectionConfidence".into(), json!(confidence));
+        result.insert("intentDetectionConfidence".into(), json!(answer.confidence));
         matched["intent"] = intent_json.clone();
     }
     result.insert("match".into(), matched);
-    json!({"responseId": response_id, "queryResult": result})
+    json!({"responseId": answer.response_id, "queryResult": result})
 }
 
 const HANDLER: (&str, i32) = wire::HANDLER_PROMPT;
 
-#[allow(clippy::too_many_arguments)]
-fn es_response(
-    agent: &AgentDefinition,
-    response_id: String,
-    query: &Query,
-    language: &str,
-    intent: Option<(usize, &Intent)>,
-    confidence: f32,
-    replies: &[Reply],
-    parameters: &Map<String, Value>,
-    enums: EnumEncoding,
-) -> Value {
-    let agent_name = match agent.location.as_str() {
-        "global" => format!("projects/{}/agent", agent.project),
-        location => format!("projects/{}/locations/{location}/agent", agent.project),
+fn es_response(answer: Answer<'_>) -> Value {
+    let intent = answer.intent;
+    let agent_name = match answer.agent.location.as_str() {
+        "global" => format!("projects/{}/agent", answer.agent.project),
+        location => format!(
+            "projects/{}/locations/{location}/agent",
+            answer.agent.project
+        ),
     };
-    let messages: Vec<Value> = replies
+    let messages: Vec<Value> = answer
+        .replies
         .iter()
         .filter(|r| r.channel.is_none())
         .map(|reply| {
-            let mut message = content(reply, parameters, false);
+            let mut message = content(reply, answer.parameters, false);
             // PLATFORM_UNSPECIFIED is the default value, which proto3 JSON leaves out.
             if let Some(platform) = &reply.platform {
                 let number = wire::platform_number(platform).unwrap_or(0);
                 if number != 0 {
-                    message.insert("platform".into(), enums.write(platform, number));
+                    message.insert("platform".into(), answer.enums.write(platform, number));
                 }
             }
             Value::Object(message)
         })
         .collect();
-    let fulfillment_text = replies
+    let fulfillment_text = answer
+        .replies
         .iter()
         .find(|r| {
             r.channel.is_none()
@@ -518,16 +511,16 @@ fn es_response(
                     .is_none_or(|p| p == "PLATFORM_UNSPECIFIED")
         })
         .and_then(|r| r.text.as_deref())
-        .map(|t| fill(t, parameters))
+        .map(|t| fill(t, answer.parameters))
         .unwrap_or_default();
-    let query_text = match query {
+    let query_text = match answer.query {
         Query::Text(text) => text.clone(),
         Query::Event(event) => event.clone(),
     };
     let mut result = json!({
         "queryText": query_text,
-        "languageCode": language,
-        "parameters": parameters,
+        "languageCode": answer.language,
+        "parameters": answer.parameters,
         "allRequiredParamsPresent": true,
         "fulfillmentText": fulfillment_text,
         "fulfillmentMessages": messages,
@@ -535,15 +528,15 @@ fn es_response(
     match intent {
         Some((index, intent)) => {
             result["intent"] = json!({"name": format!("{agent_name}/intents/{}", intent_id(index)), "displayName": intent.name});
-            result["intentDetectionConfidence"] = json!(confidence);
+            result["intentDetectionConfidence"] = json!(answer.confidence);
         }
-        None if matches!(query, Query::Text(_)) => {
+        None if matches!(answer.query, Query::Text(_)) => {
             result["intent"] = json!({"name": format!("{agent_name}/intents/{}", intent_id(usize::MAX >> 16)), "displayName": "Default Fallback Intent", "isFallback": true});
             result["intentDetectionConfidence"] = json!(1.0);
         }
         None => {}
     }
-    json!({"responseId": response_id, "queryResult": result})
+    json!({"responseId": answer.response_id, "queryResult": result})
 }
 
 #[cfg(test)]
