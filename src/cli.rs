@@ -181,18 +181,9 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
         } => {
             let url = url
                 .or_else(|| var(&vars, "TWILIO_WEBHOOK_URL"))
-                .unwrap_or_else(|| {
-                    let port = var(&vars, "PORT").unwrap_or_else(|| "8080".into());
-                    format!("http://127.0.0.1:{port}/")
-                });
-            let account_sid = match account_sid {
-                Some(sid) => sid,
-                None => required(&vars, "TWILIO_ACCOUNT_SID", "chat")?,
-            };
-            let auth_token = match auth_token {
-                Some(token) => token,
-                None => required(&vars, "TWILIO_AUTH_TOKEN", "chat")?,
-            };
+                .unwrap_or_else(|| format!("{}/", local_bridge(&vars)));
+            let account_sid = given_or(account_sid, &vars, "TWILIO_ACCOUNT_SID", "chat")?;
+            let auth_token = given_or(auth_token, &vars, "TWILIO_AUTH_TOKEN", "chat")?;
             let (from, to) = match whatsapp {
                 true => (chat::whatsapp(&from), chat::whatsapp(&to)),
                 false => (from, to),
@@ -221,18 +212,9 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
             token,
             secret,
         } => {
-            let bridge = bridge.unwrap_or_else(|| {
-                let port = var(&vars, "PORT").unwrap_or_else(|| "8080".into());
-                format!("http://127.0.0.1:{port}")
-            });
-            let token = match token {
-                Some(token) => token,
-                None => required(&vars, "HANDOFF_TOKEN", "desk")?,
-            };
-            let secret = match secret {
-                Some(secret) => secret,
-                None => required(&vars, "HANDOFF_SECRET", "desk")?,
-            };
+            let bridge = bridge.unwrap_or_else(|| local_bridge(&vars));
+            let token = given_or(token, &vars, "HANDOFF_TOKEN", "desk")?;
+            let secret = given_or(secret, &vars, "HANDOFF_SECRET", "desk")?;
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen))
                 .await
                 .with_context(|| format!("cannot listen on port {listen}"))?;
@@ -306,4 +288,24 @@ fn required(vars: &Vars, name: &str, needed_by: &str) -> anyhow::Result<String> 
     var(vars, name).with_context(|| {
         format!("{name} is not set (in the environment or .env); {needed_by} needs it")
     })
+}
+
+/// The value given on the command line, else the variable `name`, which `needed_by`
+/// then requires.
+fn given_or(
+    given: Option<String>,
+    vars: &Vars,
+    name: &str,
+    needed_by: &str,
+) -> anyhow::Result<String> {
+    match given {
+        Some(value) => Ok(value),
+        None => required(vars, name, needed_by),
+    }
+}
+
+/// The bridge on this machine, at `PORT` (8080 by default), without a trailing slash.
+fn local_bridge(vars: &Vars) -> String {
+    let port = var(vars, "PORT").unwrap_or_else(|| "8080".into());
+    format!("http://127.0.0.1:{port}")
 }

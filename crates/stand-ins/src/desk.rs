@@ -89,10 +89,7 @@ pub struct HumanSide {
 
 impl HumanSide {
     pub fn new(bridge_url: &str, token: &str) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(70))
-            .build()
-            .context("cannot create the HTTP client")?;
+        let client = crate::http_client(Duration::from_secs(70))?;
         Ok(Self {
             client,
             bridge_url: bridge_url.trim_end_matches('/').to_owned(),

@@ -23,8 +23,19 @@
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
+use anyhow::Context;
+use std::time::Duration;
+
 pub mod chat;
 pub mod demo;
 pub mod desk;
 pub mod emulator;
 pub mod messages_api;
+
+/// An HTTP client of the terminal tools that gives up on a call after `timeout`.
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .context("cannot create the HTTP client")
+}

@@ -53,10 +53,7 @@ impl ApiInbox {
         auth_token: &str,
         number: &str,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .context("cannot create the HTTP client")?;
+        let client = crate::http_client(Duration::from_secs(5))?;
         Ok(Self {
             client,
             url: format!(
