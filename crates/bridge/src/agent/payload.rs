@@ -377,6 +377,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn choice(title: &str, description: Option<&str>, answer: Option<Answer>) -> Choice {
+        Choice {
+            title: title.into(),
+            description: description.map(Into::into),
+            answer,
+        }
+    }
+
     fn read(value: Value) -> Vec<ReplyMessage> {
         match value {
             Value::Object(map) => replies_from_payload(&map),
@@ -419,16 +427,8 @@ mod tests {
             got[0].choices,
             vec![
                 Choice::titled("Small"),
-                Choice {
-                    title: "Large".into(),
-                    description: Some("14 inch".into()),
-                    answer: Some(Answer::Text("large".into()))
-                },
-                Choice {
-                    title: "Help".into(),
-                    description: None,
-                    answer: Some(Answer::Event("help".into()))
-                },
+                choice("Large", Some("14 inch"), Some(Answer::Text("large".into()))),
+                choice("Help", None, Some(Answer::Event("help".into()))),
             ]
         );
         let template =
@@ -475,16 +475,12 @@ mod tests {
         assert_eq!(
             got[1].choices,
             vec![
-                Choice {
-                    title: "Pepperoni".into(),
-                    description: Some("spicy".into()),
-                    answer: Some(Answer::Event("pepperoni".into()))
-                },
-                Choice {
-                    title: "Help".into(),
-                    description: None,
-                    answer: Some(Answer::Event("help".into()))
-                }
+                choice(
+                    "Pepperoni",
+                    Some("spicy"),
+                    Some(Answer::Event("pepperoni".into()))
+                ),
+                choice("Help", None, Some(Answer::Event("help".into())))
             ]
         );
     }
