@@ -1,0 +1,263 @@
+//! Admitting a message: claiming its id and giving it the next turn of its
+//! conversation in one script, asked again once when its answer is lost; clearing an
+//! admission the store made unseen; and a re-delivery's wait for the first delivery's
+//! outcome.
+
+use super::{limited_of, text, values_of, SharedState, SharedTicket, CONVERSATION_TTL, POLL_EVERY};
+use crate::rate_limit::Limited;
+use crate::retry::{always, Backoff, RetryPolicy, Verdict};
+use crate::session::SessionId;
+use crate::state::{Admission, Held, Json, MessageKey, Repeat, StoreError, Ticket, REMEMBER_FOR};
+use redis::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An admission whose answer was lost (a timeout) is asked again once, at once: with
+/// the same token, the script gives the same turn.
+const READMIT: RetryPolicy = RetryPolicy::new(Backoff::NONE).with_attempt_limit(2);
+/// An admission that may have been made unseen is cleared every 200 ms until the store
+/// answers, within the lease (`SharedState::clear_lost_admission`).
+const CLEAR_EVERY: Backoff = Backoff::constant(Duration::from_millis(200));
+
+impl SharedState {
+    pub(in crate::state) async fn admit(
+        self: &Arc<Self>,
+        key: Option<MessageKey>,
+        session: SessionId,
+        turn: Json,
+        counted: bool,
+        reads: &[&'static str],
+    ) -> Admission {
+        let record_keys: Vec<String> = reads
+            .iter()
+            .map(|slot| self.key(&["r", slot, session.as_str()]))
+            .collect();
+        let message_key = key
+            .as_ref()
+            .map(|k| self.message_key(k))
+            .unwrap_or_default();
+        let conversation = self.key(&["c", session.as_str()]);
+        let token = self.new_token();
+        // The script may have run when its answer is lost (a timeout): asked again with
+        // the same token, it gives the same turn. Only then is this process's own state
+        // used, and the turn left in the store is cleared once the store answers.
+        let call = AdmitCall {
+            message_key: &message_key,
+            conversation: &conversation,
+            session: &session,
+            turn: &turn,
+            token: &token,
+            counted,
+            record_keys: &record_keys,
+        };
+        let answer_lost = |error: &StoreError| match error {
+            StoreError::Timeout(_) => Verdict::Retry,
+            _ => Verdict::Final,
+        };
+        let admitted = READMIT.run(answer_lost, |_| self.run_admit(&call)).await;
+        // More than one attempt: the first one's answer was lost.
+        let timed_out = matches!(&admitted, Err(gave_up) if gave_up.attempts > 1);
+        match admitted {
+            Ok(Admitted::First {
+                seq,
+                limited,
+                ready,
+                records,
+            }) => Admission::First(Ticket {
+                session,
+                key,
+                limited,
+                held: Held::Shared(Box::new(
+                    SharedTicket::new(Arc::clone(self), &session, message_key, seq, token, ready)
+                        .reading(reads, record_keys, records),
+                )),
+            }),
+            Ok(Admitted::Repeat(seen)) => match (key, seen.strip_prefix("done:")) {
+                (_, Some(outcome)) => {
+                    let outcome: Json = outcome.into();
+                    Admission::Repeat(Repeat::Local(crate::ledger::Repeat::Done(outcome)))
+                }
+                (Some(key), None) => Admission::Repeat(Repeat::Shared {
+                    state: Arc::clone(self),
+                    key,
+                }),
+                (None, None) => self.local.admit(None, session, counted),
+            },
+            // Counted and logged in `call`: this message is handled as one instance would.
+            Err(_) => {
+                self.metrics.state_fallback();
+                if timed_out && !message_key.is_empty() {
+                    tokio::spawn(Arc::clone(self).clear_lost_admission(
+                        message_key,
+                        conversation,
+                        session,
+                        token,
+                    ));
+                }
+                self.local.admit(key, session, counted)
+            }
+        }
+    }
+
+    async fn run_admit(&self, call: &AdmitCall<'_>) -> Result<Admitted, StoreError> {
+        let AdmitCall {
+            message_key,
+            conversation,
+            session,
+            turn,
+            token,
+            counted,
+            record_keys,
+        } = *call;
+        // Uncounted turns pass no limits: the script then counts nothing.
+        let per_conversation = self
+            .limits
+            .per_conversation
+            .filter(|_| counted)
+            .map_or(0, |n| n.get());
+        let per_hour = self
+            .limits
+            .agent_calls_per_hour
+            .filter(|_| counted)
+            .map_or(0, |n| n.get());
+        let reply = self
+            .call("admit", |mut connection| {
+                let mut invocation = self.scripts.admit.prepare_invoke();
+                invocation
+                    .key(message_key)
+                    .key(conversation)
+                    .key(self.key(&["leases"]))
+                    .key(self.key(&["rate", session.as_str()]))
+                    .key(self.key(&["budget"]));
+                for record in record_keys {
+                    invocation.key(record);
+                }
+                invocation
+                    .arg(session.as_str())
+                    .arg(&**turn)
+                    .arg(token)
+                    .arg(self.lease.as_millis() as u64)
+                    .arg(REMEMBER_FOR.as_secs())
+                    .arg(CONVERSATION_TTL.as_secs())
+                    .arg(self.turn_prefix(session))
+                    .arg(per_conversation)
+                    .arg(per_hour);
+                async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
+            })
+            .await?;
+        match reply.as_slice() {
+            [Value::Int(0), seen] => Ok(Admitted::Repeat(text(seen)?)),
+            [Value::Int(1), Value::Int(seq), Value::Int(limited), Value::Int(tell), Value::Int(ready), records] =>
+            {
+                Ok(Admitted::First {
+                    seq: (*seq).max(0) as u64,
+                    limited: limited_of(*limited, *tell),
+                    ready: *ready == 1,
+                    // A value that cannot be read is read again when asked for: the
+                    // turn itself was made, and stands.
+                    records: (*ready == 1).then(|| values_of(records).ok()).flatten(),
+                })
+            }
+            other => Err(StoreError::Corrupt(format!("admit answered {other:?}"))),
+        }
+    }
+
+    /// An admission whose answer never came may still have made a turn in the store,
+    /// which would hold up the conversation and, once its lease ran out, be answered a
+    /// second time by another instance. This process answered the message itself:
+    /// once the store answers again (within the lease), that turn is finished and the
+    /// message forgotten there.
+    async fn clear_lost_admission(
+        self: Arc<Self>,
+        message_key: String,
+        conversation: String,
+        session: SessionId,
+        token: String,
+    ) {
+        let mine = format!("pending:{token}:");
+        let clear = || async {
+            let seen = self.seen(&message_key).await?;
+            let seq = seen.and_then(|v| v.strip_prefix(&mine)?.parse::<u64>().ok());
+            // The script never ran, or another delivery owns the message: nothing to do.
+            let Some(seq) = seq else { return Ok(()) };
+            let ticket = SharedTicket::new(
+                Arc::clone(&self),
+                &session,
+                message_key.clone(),
+                seq,
+                token.clone(),
+                true,
+            );
+            debug_assert_eq!(ticket.conversation, conversation);
+            ticket.try_finish(None).await
+        };
+        // The store has just failed to answer: give it a pause before the first try.
+        let first = CLEAR_EVERY.pause(1);
+        tokio::time::sleep(first).await;
+        let within_lease =
+            RetryPolicy::new(CLEAR_EVERY).with_time_limit(self.lease.saturating_sub(first));
+        if within_lease.run(always, |_| clear()).await.is_ok() {
+            return;
+        }
+        tracing::error!(
+            "an admission the shared store did not confirm could not be cleared: another instance may answer its message again after STATE_LEASE"
+        );
+    }
+
+    /// Polls the first delivery's outcome: `None` once it is withdrawn, or when the
+    /// store cannot say.
+    pub(in crate::state) async fn wait_outcome(&self, key: &MessageKey) -> Option<Json> {
+        let message_key = self.message_key(key);
+        loop {
+            let seen = self.seen(&message_key).await.ok()?;
+            match seen?.strip_prefix("done:") {
+                Some(outcome) => return Some(outcome.into()),
+                None => self.pause().await,
+            }
+        }
+    }
+
+    /// What the store holds for a message: `pending:{token}:{seq}` while its turn is
+    /// worked, `done:` and the outcome after; `None` once it is forgotten.
+    async fn seen(&self, message_key: &str) -> Result<Option<String>, StoreError> {
+        self.call("outcome", |mut connection| {
+            let message_key = message_key.to_owned();
+            async move {
+                redis::cmd("GET")
+                    .arg(message_key)
+                    .query_async::<Option<String>>(&mut connection)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// A short wait, cut short when a turn of this process finishes.
+    async fn pause(&self) {
+        let _ = tokio::time::timeout(POLL_EVERY, self.finished.notified()).await;
+    }
+}
+
+/// What an admission asks the script.
+#[derive(Clone, Copy)]
+struct AdmitCall<'a> {
+    message_key: &'a str,
+    conversation: &'a str,
+    session: &'a SessionId,
+    turn: &'a Json,
+    token: &'a str,
+    counted: bool,
+    record_keys: &'a [String],
+}
+
+/// What an admission script said.
+enum Admitted {
+    First {
+        seq: u64,
+        limited: Option<Limited>,
+        ready: bool,
+        /// The records asked for, read when the turn was ready.
+        records: Option<Vec<Option<Json>>>,
+    },
+    Repeat(String),
+}

@@ -1,0 +1,178 @@
+//! The state shared by every instance, in Redis or Valkey (Memorystore on Google Cloud).
+//!
+//! Each step that must be atomic is one Lua script, so that a webhook costs two round
+//! trips in the common case: admitting the message (claim its id, take the next turn of
+//! its conversation, write the turn and its lease) and finishing it (record the outcome,
+//! advance the conversation, drop the turn). Waiting for another instance (the turn
+//! before, or the first delivery of a message) is a short poll, cut short when the
+//! awaited turn finishes in this process. Times come from the server (`TIME`), so the
+//! instances' clocks need not agree.
+//!
+//! Keys, all under `STATE_PREFIX` and all with a time to live (the lease index excepted:
+//! its entries leave with their turns):
+//! - `P:m:{AccountSid}:{MessageSid}`: `pending`, or `done:` and the outcome;
+//! - `P:c:{session}`: the conversation's `next` and `done` turn numbers;
+//! - `P:rate:{session}`: the conversation's pace this minute, and when it was told to
+//!   slow down; `P:budget`: the agent calls this hour;
+//! - `P:t:{session}:{n}`: turn n: its message, fencing token (this instance's id and a
+//!   counter: unique, even after the store loses its data), answer, progress, limits;
+//! - `P:leases`: turns by the time their lease runs out;
+//! - `P:r:{slot}:{session}`: conversation records.
+//!
+//! Sessions are hashes: no phone number is ever part of a key.
+
+//!
+//! The files, by job: this one holds [`SharedState`] and the bounded call every other
+//! goes through (a failure counted, logged, and left to the caller to fall back on
+//! this process's state); `scripts.rs` the Lua scripts; `connection.rs` connecting
+//! (TLS, password in the URL) and connecting again; `admission.rs` admitting a message
+//! and a re-delivery's wait; `ticket.rs` the turn held: waiting, lease, records,
+//! finishing; `takeover.rs` finding and claiming the turns whose lease ran out;
+//! `records.rs` and `schedules.rs` the features' records and sorted-set schedules.
+
+mod admission;
+mod connection;
+mod records;
+mod schedules;
+mod scripts;
+mod takeover;
+mod ticket;
+
+pub use connection::{OpenError, StoreReport};
+pub(super) use ticket::SharedTicket;
+
+use super::local::LocalState;
+use super::{Json, MessageKey, StoreError};
+use crate::metrics::Metrics;
+use crate::rate_limit::{Limited, RateLimits, Scope};
+use crate::session::SessionId;
+use redis::aio::ConnectionManager;
+use redis::Value;
+use scripts::Scripts;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OnceCell};
+
+/// How long a conversation and its turns are kept without activity.
+const CONVERSATION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often a wait on another instance looks again.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// Failures are logged at most this often; the metric counts every one.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// The shared store of one process: the connection, this instance's name and fencing
+/// tokens, and this process's own state for the calls the server cannot answer.
+pub struct SharedState {
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    prefix: String,
+    timeout: Duration,
+    lease: Duration,
+    /// This instance, in the turns it holds.
+    owner: String,
+    tls: bool,
+    limits: RateLimits,
+    /// Counts the fencing tokens this instance made.
+    tokens: AtomicU64,
+    /// This process's state, for the messages the shared store cannot take.
+    local: Arc<LocalState>,
+    metrics: Arc<Metrics>,
+    /// Wakes waits in this process when a turn of this process finishes.
+    finished: Notify,
+    last_warning: std::sync::Mutex<Option<Instant>>,
+    scripts: Scripts,
+}
+
+impl SharedState {
+    /// Runs one call on the connection, bounded by `STATE_TIMEOUT`; a failure is
+    /// counted and logged (at most every few seconds) before it is returned.
+    async fn call<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(connection) = self.connection.get() else {
+            return Err(self.failed(op, StoreError::Timeout(Duration::ZERO)));
+        };
+        self.metrics.state_call(op);
+        match tokio::time::timeout(self.timeout, call(connection.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.failed(op, error.into())),
+            Err(_) => Err(self.failed(op, StoreError::Timeout(self.timeout))),
+        }
+    }
+
+    fn failed(&self, op: &'static str, error: StoreError) -> StoreError {
+        self.metrics.state_error(op, error.label());
+        let mut last = self
+            .last_warning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(op, %error, "the shared state store failed; this process's own state serves meanwhile");
+        }
+        error
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.prefix.clone();
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
+    fn message_key(&self, key: &MessageKey) -> String {
+        self.key(&["m", &key.account_sid, &key.message_sid])
+    }
+
+    fn turn_prefix(&self, session: &SessionId) -> String {
+        format!("{}:", self.key(&["t", session.as_str()]))
+    }
+
+    /// A fencing token no other turn holder has: this instance's id and a counter.
+    fn new_token(&self) -> String {
+        let n = self.tokens.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.owner)
+    }
+}
+
+/// A script's value read as text.
+fn text(value: &Value) -> Result<String, StoreError> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone())
+            .map_err(|_| StoreError::Corrupt("a value is not UTF-8".into())),
+        Value::SimpleString(text) => Ok(text.clone()),
+        other => Err(StoreError::Corrupt(format!("expected text, got {other:?}"))),
+    }
+}
+
+/// The limit a turn went past, as the scripts number them.
+fn limited_of(limited: i64, tell: i64) -> Option<Limited> {
+    let scope = match limited {
+        1 => Scope::Conversation,
+        2 => Scope::AgentBudget,
+        _ => return None,
+    };
+    Some(Limited {
+        scope,
+        tell: tell == 1,
+    })
+}
+
+/// The records a script read: '' for none.
+fn values_of(value: &Value) -> Result<Vec<Option<Json>>, StoreError> {
+    match value {
+        Value::Array(values) => values
+            .iter()
+            .map(|v| text(v).map(|t| (!t.is_empty()).then(|| Json::from(t))))
+            .collect(),
+        other => Err(StoreError::Corrupt(format!(
+            "expected records, got {other:?}"
+        ))),
+    }
+}

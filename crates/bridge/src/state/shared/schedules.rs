@@ -1,0 +1,68 @@
+//! Schedules for sweepers (`P:due:{index}`): sorted sets of ids by the time they are
+//! due, each due id claimed by one instance only.
+
+use super::SharedState;
+
+impl SharedState {
+    pub(in crate::state) async fn schedule(&self, index: &'static str, id: &str, at: u64) {
+        let key = self.key(&["due", index]);
+        let member = id.to_owned();
+        let written = self
+            .call("schedule", |mut connection| async move {
+                redis::cmd("ZADD")
+                    .arg(key)
+                    .arg(at)
+                    .arg(member)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await;
+        if written.is_err() {
+            self.local.schedules.schedule(index, id, at);
+        }
+    }
+
+    /// Up to `limit` ids due at `now`, each taken out by one instance only (`ZREM`
+    /// answers 1 to one caller).
+    pub(in crate::state) async fn claim_due(
+        &self,
+        index: &'static str,
+        now: u64,
+        limit: usize,
+    ) -> Vec<String> {
+        let mut claimed = self.local.schedules.claim_due(index, now, limit);
+        let key = self.key(&["due", index]);
+        let due_key = key.clone();
+        let due = self
+            .call("due", |mut connection| async move {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(due_key)
+                    .arg(0)
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async::<Vec<String>>(&mut connection)
+                    .await
+            })
+            .await
+            .unwrap_or_default();
+        for id in due {
+            let key = key.clone();
+            let member = id.clone();
+            let removed = self
+                .call("claim", |mut connection| async move {
+                    redis::cmd("ZREM")
+                        .arg(key)
+                        .arg(member)
+                        .query_async::<i64>(&mut connection)
+                        .await
+                })
+                .await;
+            if matches!(removed, Ok(1)) {
+                claimed.push(id);
+            }
+        }
+        claimed
+    }
+}
