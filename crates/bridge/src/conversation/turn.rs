@@ -170,9 +170,11 @@ impl Turn {
         let asked = self.within_deadline(asked);
         let handled = tokio::select! {
             handled = asked => handled,
-            () = self.conversations.handed_over() => return self.leave().await,
+            () = self.conversations.handed_over() => return Box::pin(self.leave()).await,
         };
-        self.decide(handled, waiting).await;
+        // Boxed, as the question is: a turn waiting for the agent (most of those in
+        // flight) then holds neither what decides nor what delivers.
+        Box::pin(self.decide(handled, waiting)).await;
         drop(owing);
     }
 
