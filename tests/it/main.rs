@@ -18,6 +18,7 @@ mod python;
 mod refusals;
 mod rich;
 mod routing;
+mod security;
 mod shared_state;
 mod twilio_fidelity;
 mod twilio_stand_in;
