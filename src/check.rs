@@ -310,6 +310,10 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             ("HANDOFF_RETRY_FOR", seconds(handoff.retry_for)),
             ("HANDOFF_RETURN_EVENT", handoff.return_event.to_string()),
             (
+                "HANDOFF_RATE_LIMIT",
+                format!("{} a minute", handoff.rate_limit),
+            ),
+            (
                 "HANDOFF_INCLUDE_ADDRESS",
                 handoff.include_address.to_string(),
             ),

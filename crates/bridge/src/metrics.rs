@@ -82,6 +82,7 @@ pub struct Metrics {
     handoffs_started: Family<Trigger, Counter>,
     handoffs_ended: Family<Reason, Counter>,
     handoffs_failed: Counter,
+    repeat_waits_expired: Counter,
     handoff_events: Family<EventResult, Counter>,
     deliveries_failed: Family<TwilioError, Counter>,
     state_calls: Family<Op, Counter>,
@@ -252,6 +253,12 @@ impl Metrics {
                 "Hand-overs given back to the agent because the destination could not be reached",
                 Default::default(),
             ),
+            repeat_waits_expired: registered(
+                &mut registry,
+                "repeat_waits_expired",
+                "Re-deliveries answered empty because the first delivery did not finish within the webhook's time",
+                Default::default(),
+            ),
             handoff_events: registered(
                 &mut registry,
                 "handoff_events",
@@ -299,6 +306,10 @@ impl Metrics {
 
     pub fn handoff_failed(&self) {
         self.handoffs_failed.inc();
+    }
+
+    pub fn repeat_wait_expired(&self) {
+        self.repeat_waits_expired.inc();
     }
 
     pub fn handoff_event(&self, result: &'static str) {

@@ -7,6 +7,10 @@
 //! (`RATE_LIMIT_MESSAGE`), then hears nothing until the pace is back. This module is the
 //! in-process side (governor's GCRA); with a shared store the same counts are kept in
 //! Redis by the admission script, so that they hold across instances.
+//!
+//! While with a person, the agent's limits do not apply, and a higher one does
+//! (`HANDOFF_RATE_LIMIT`, messages a minute): it is counted in the hand-over's record
+//! ([`crate::handoff::Pace`]), which the conversation's turns read one at a time.
 
 use crate::session::SessionId;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -40,6 +44,8 @@ impl Default for RateLimits {
 pub enum Scope {
     Conversation,
     AgentBudget,
+    /// `HANDOFF_RATE_LIMIT`, while with a person: counted in the hand-over's record.
+    Handoff,
 }
 
 impl Scope {
@@ -47,6 +53,7 @@ impl Scope {
         match self {
             Scope::Conversation => "conversation",
             Scope::AgentBudget => "agent_budget",
+            Scope::Handoff => "handoff",
         }
     }
 }

@@ -24,10 +24,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const TOKEN: &str = "desk-token-0123456789";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const TOKEN: &str = "desk-token-0123456789";
 
-const AGENT_WITH_PEOPLE: &str = r#"
+pub(crate) const AGENT_WITH_PEOPLE: &str = r#"
 project: handoff-project
 location: global
 agent_id: handoff-agent
@@ -55,18 +55,18 @@ fallback:
 
 /// A helpdesk that records what it receives and answers as told.
 #[derive(Clone, Default)]
-struct Desk {
-    received: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+pub(crate) struct Desk {
+    pub(crate) received: Arc<Mutex<Vec<(HeaderMap, String)>>>,
     /// Statuses for the next requests, before 200 again; `down` answers 503 always.
-    fail_next: Arc<Mutex<Vec<u16>>>,
-    down: Arc<Mutex<bool>>,
-    attempts: Arc<Mutex<usize>>,
+    pub(crate) fail_next: Arc<Mutex<Vec<u16>>>,
+    pub(crate) down: Arc<Mutex<bool>>,
+    pub(crate) attempts: Arc<Mutex<usize>>,
     /// The `webhook-id` of every attempt, refused or not.
-    attempt_ids: Arc<Mutex<Vec<String>>>,
+    pub(crate) attempt_ids: Arc<Mutex<Vec<String>>>,
 }
 
 impl Desk {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let desk = Desk::default();
         let app = axum::Router::new()
             .fallback(axum::routing::post(record))
@@ -78,7 +78,7 @@ impl Desk {
     }
 
     /// The events accepted, in order, each checked against its signature.
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.received
             .lock()
             .unwrap()
@@ -91,7 +91,7 @@ impl Desk {
     }
 
     /// The events accepted, once there are at least `count` (within 10 s).
-    async fn wait_for(&self, count: usize) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, count: usize) -> Vec<Value> {
         eventually(
             &format!("{count} event(s) at the desk"),
             Duration::from_secs(10),
@@ -100,7 +100,7 @@ impl Desk {
         .await
     }
 
-    fn kinds(&self) -> Vec<String> {
+    pub(crate) fn kinds(&self) -> Vec<String> {
         self.events()
             .iter()
             .map(|e| e["type"].as_str().unwrap().to_owned())
@@ -159,7 +159,7 @@ fn signed_by_secret(headers: &HeaderMap, body: &str) -> bool {
     fresh && !id.is_empty() && signatures.split(' ').any(|s| s == expected)
 }
 
-fn with_people(desk_url: &str) -> impl FnOnce(&mut HashMap<String, String>) + '_ {
+pub(crate) fn with_people(desk_url: &str) -> impl FnOnce(&mut HashMap<String, String>) + '_ {
     move |vars| {
         for (name, value) in [
             ("REPLY_MODE", "api"),
@@ -175,7 +175,11 @@ fn with_people(desk_url: &str) -> impl FnOnce(&mut HashMap<String, String>) + '_
 
 /// A bridge for `agent_type` on the agent that hands over to people, sending them to
 /// the desk at `desk_url`, with `settings` besides.
-async fn people_stack(agent_type: &str, desk_url: &str, settings: &[(&str, &str)]) -> Stack {
+pub(crate) async fn people_stack(
+    agent_type: &str,
+    desk_url: &str,
+    settings: &[(&str, &str)],
+) -> Stack {
     start_with_agent(AGENT_WITH_PEOPLE, agent_type, |vars| {
         with_people(desk_url)(vars);
         set(settings)(vars);
@@ -185,11 +189,11 @@ async fn people_stack(agent_type: &str, desk_url: &str, settings: &[(&str, &str)
 
 /// Sends `text`; returns the replies sent through the Messages API after those
 /// already there (waiting for `count`).
-async fn say(stack: &Stack, text: &str, count: usize) -> Vec<String> {
+pub(crate) async fn say(stack: &Stack, text: &str, count: usize) -> Vec<String> {
     say_as(stack, &stack.phone, text, count).await
 }
 
-async fn say_as(
+pub(crate) async fn say_as(
     stack: &Stack,
     phone: &stand_ins::chat::Phone,
     text: &str,
@@ -208,12 +212,12 @@ async fn say_as(
 
 /// The desk writes `body` into `conversation`, with the right token: status and JSON
 /// answer.
-async fn desk_writes(stack: &Stack, conversation: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn desk_writes(stack: &Stack, conversation: &str, body: Value) -> (u16, Value) {
     desk_call(stack, &format!("{conversation}/messages"), TOKEN, body).await
 }
 
 /// The human side's call: status and JSON answer.
-async fn desk_call(stack: &Stack, path: &str, token: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn desk_call(stack: &Stack, path: &str, token: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}handoff/{path}", stack.bridge.url()))
         .bearer_auth(token)
@@ -225,7 +229,7 @@ async fn desk_call(stack: &Stack, path: &str, token: &str, body: Value) -> (u16,
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn conversation_of(event: &Value) -> String {
+pub(crate) fn conversation_of(event: &Value) -> String {
     event["conversation"].as_str().unwrap().to_owned()
 }
 

@@ -1,2 +1,3 @@
 //! What an attacker's review found, one module per finding area: each test tries the attack
 //! black-box against the real bridge and shows it refused.
+mod handover;

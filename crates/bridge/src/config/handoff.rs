@@ -30,11 +30,17 @@ pub struct HandoffSettings {
     pub retry_for: Duration,
     /// How many recent turns `handoff.started` carries.
     pub history: usize,
+    /// The person's messages a minute while with a person (`HANDOFF_RATE_LIMIT`):
+    /// higher than the agent's limit, as people chat faster with people, but a limit
+    /// all the same, so that a flood does not reach the helpdesk.
+    pub rate_limit: u32,
 }
 
 const DEFAULT_HANDOFF_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_HANDOFF_RETRY_FOR: Duration = Duration::from_secs(60);
 const DEFAULT_HANDOFF_HISTORY: usize = 10;
+/// Five times the agent's default per-conversation limit.
+pub const DEFAULT_HANDOFF_RATE_LIMIT: u32 = 5 * crate::rate_limit::DEFAULT_PER_CONVERSATION;
 const DEFAULT_HANDOFF_UNAVAILABLE_MESSAGE: &str =
     "Sorry, no one can take over right now. You're back with the assistant.";
 const DEFAULT_HANDOFF_STARTED_MESSAGE: &str = "One moment: a person will answer you here.";
@@ -113,6 +119,14 @@ pub(super) fn read(
                     .ok_or_else(|| "must be a number of turns, 0-100".to_owned())
             })
             .unwrap_or(DEFAULT_HANDOFF_HISTORY),
+        rate_limit: reader
+            .parsed("HANDOFF_RATE_LIMIT", |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| "must be a number of messages a minute, at least 1".to_owned())
+            })
+            .unwrap_or(DEFAULT_HANDOFF_RATE_LIMIT),
     };
     Ok(Some(settings))
 }

@@ -8,21 +8,26 @@
 use super::{AgentRoute, Conversations, Handled};
 use crate::agent::AgentAnswer;
 use crate::handoff::events::EventKind;
+use crate::handoff::idempotency::{self, IdempotencyKey, SentOnce};
 use crate::handoff::{
     now, Active, Delivery, EndReason, Event, Handoff, Line, Record, Speaker, StoredRecipient,
 };
 use crate::menu::MenuFormat;
 use crate::outbox::Recipient;
+use crate::rate_limit::{Limited, Scope};
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
 use crate::twilio::messages_api::SendError;
-use crate::twilio::webhook::IncomingMessage;
+use crate::twilio::webhook::{IncomingMessage, OptOut};
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 use std::sync::Arc;
 
 /// When a quiet hand-over could not be looked at, how long before it is again.
 const RETRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+/// A sweep's claim on a hand-over lasts `HANDOFF_RETRY_FOR` and this: the turn, and
+/// the last try's own timeout.
+const SWEEP_LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The hand-over events a turn posts after its replies, in order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +58,9 @@ pub(super) enum Before {
     ToPerson(Handled),
     /// To the agent; what was found is saved once it has answered.
     Agent(Found),
+    /// Past `HANDOFF_RATE_LIMIT`: to nobody; the person is told as the agent's limit
+    /// tells them.
+    TooFast(Limited),
 }
 
 /// Why the human side's call did not go through.
@@ -62,6 +70,13 @@ pub enum HumanSideError {
     NotHandedOver,
     #[error("the conversation is busy; try again")]
     Busy,
+    #[error("the person opted out (STOP): nothing can be sent to them until they reply START")]
+    OptedOut,
+    #[error("this Idempotency-Key was used for another message in this conversation")]
+    KeyReused,
+    /// A repeat of a call with the same key, whose send had failed part-way.
+    #[error("{sent} message(s) sent, then Twilio did not take the next: {error}")]
+    SentBefore { sent: usize, error: String },
     #[error("{sent} message(s) sent, then Twilio did not take the next: {error}")]
     Send { sent: usize, error: SendError },
     /// The conversation's hand-over record cannot be read: it is left as it is.
@@ -86,6 +101,16 @@ pub(super) async fn before_agent(
     let mut ended = None;
     if let Some(active) = record.active.as_mut() {
         if !handoff.expired(active) {
+            if let Err(too_fast) = active.pace.count(now(), handoff.settings.rate_limit) {
+                // Written when it changes what is remembered: the first time told.
+                if too_fast.tell {
+                    handoff.save(&session, &record).await;
+                }
+                return Before::TooFast(Limited {
+                    scope: Scope::Handoff,
+                    tell: too_fast.tell,
+                });
+            }
             active.last_activity = now();
             record.remember(Speaker::Person, &message.body, &media_of(message), keep);
             handoff.save(&session, &record).await;
@@ -109,7 +134,7 @@ pub(super) async fn before_agent(
             handoff.schedule_end(&session, active).await;
         }
         let replies = vec![ReplyMessage::text(&handoff.settings.started_message)];
-        let events = ended.into_iter().chain([started]).collect();
+        let events = ended.into_iter().chain(started).collect();
         return Before::ToPerson(Handled::with_person(
             session,
             fit_to_limits(replies),
@@ -122,6 +147,35 @@ pub(super) async fn before_agent(
         ended,
         returning,
     })
+}
+
+/// STOP or START (Twilio's `OptOutType`): remembered, so that the human side's sends
+/// are refused while the person is opted out; STOP also ends a hand-over in progress,
+/// and the helpdesk gets `handoff.ended` (`opted_out`). Returns the record as it now
+/// is, and the event to post.
+pub(super) async fn on_opt_out(
+    handoff: &Handoff,
+    session: SessionId,
+    record: Option<Record>,
+    keyword: OptOut,
+) -> (Option<Record>, Option<Event>) {
+    match keyword {
+        OptOut::Stop => handoff.remember_opt_out(&session, true).await,
+        OptOut::Start => handoff.remember_opt_out(&session, false).await,
+        OptOut::Help => return (record, None),
+    }
+    let Some(mut record) = record else {
+        return (None, None);
+    };
+    if keyword != OptOut::Stop || record.active.take().is_none() {
+        return (Some(record), None);
+    }
+    record.returning = handoff.settings.return_event;
+    handoff.save(&session, &record).await;
+    handoff.metrics.handoff_ended(EndReason::OptedOut.label());
+    tracing::info!(conversation = %session, "the person opted out (STOP) during a hand-over: it ended, and the human side's sends are refused until START");
+    let ended = Event::ended(&session, EndReason::OptedOut);
+    (Some(record), Some(ended))
 }
 
 /// Records the turn, and starts the hand-over the agent asked for; its replies are
@@ -157,7 +211,7 @@ pub(super) async fn after_agent(
     match &answer.handoff {
         Some(request) if route.delivery.outbox().is_some() => {
             changed = true;
-            events.push(start(
+            events.extend(start(
                 handoff,
                 &mut record,
                 turn,
@@ -246,7 +300,18 @@ impl Conversations {
     /// Ends, every `every`, the hand-overs quiet for `HANDOFF_TTL`, whatever instance
     /// started them: the helpdesk gets `handoff.ended` (`expired`) without waiting for
     /// the person to write again. Stops when the server does.
+    ///
+    /// A due hand-over is claimed for a lease, not taken out: it leaves the schedule
+    /// only once its `handoff.ended` is delivered (or refused for good), so that a
+    /// failed read, a helpdesk that is down or an instance that dies mid-way leaves it
+    /// due again.
     pub async fn end_quiet_handoffs(self: Arc<Self>, every: std::time::Duration) {
+        let Some(handoff) = self.handoff.clone() else {
+            return;
+        };
+        // Longer than one look takes: its turn, then the event's delivery, tried for
+        // `HANDOFF_RETRY_FOR`, each try bounded.
+        let lease = (handoff.settings.retry_for + SWEEP_LEASE_MARGIN).as_secs();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
@@ -254,15 +319,15 @@ impl Conversations {
             }
             let due = self
                 .state
-                .claim_due(crate::handoff::SCHEDULE, now(), 100)
+                .claim_due(crate::handoff::SCHEDULE, now(), 100, lease)
                 .await;
             for session in due.iter().filter_map(|id| SessionId::parse(id)) {
-                tokio::spawn(Arc::clone(&self).end_if_quiet(session));
+                tokio::spawn(Arc::clone(&self).end_if_quiet(session, every));
             }
         }
     }
 
-    async fn end_if_quiet(self: Arc<Self>, session: SessionId) {
+    async fn end_if_quiet(self: Arc<Self>, session: SessionId, every: std::time::Duration) {
         let Some(handoff) = self.handoff.clone() else {
             return;
         };
@@ -274,19 +339,46 @@ impl Conversations {
                 .await;
             return;
         };
+        // Unreadable: left claimed, it is due again when its lease runs out.
         let Ok(mut record) = handoff.record(&session).await else {
             return ticket.abandon().await;
         };
-        match &record.active {
-            Some(active) if handoff.expired(active) => {
-                let ended = self
-                    .end_now(&handoff, session, &mut record, EndReason::Expired)
-                    .await;
-                ticket.keep_alive(handoff.destination.deliver(&ended)).await;
+        let owed = match (&record.active, record.owed.clone()) {
+            // A sweep before this one ended it, and the helpdesk did not take the event.
+            (_, Some(owed)) => *owed,
+            (Some(active), None) if handoff.expired(active) => {
+                self.end_now(&handoff, session, &mut record, EndReason::Expired, true)
+                    .await
             }
             // Active since: looked at again when its TTL may have run out.
-            Some(active) => handoff.schedule_end(&session, active).await,
-            None => {}
+            (Some(active), None) => {
+                handoff.schedule_end(&session, active).await;
+                return ticket.abandon().await;
+            }
+            (None, None) => {
+                handoff.unschedule(&session).await;
+                return ticket.abandon().await;
+            }
+        };
+        match ticket.keep_alive(handoff.destination.deliver(&owed)).await {
+            Delivery::Dropped { refused: false, .. } => {
+                // Tried for HANDOFF_RETRY_FOR: tried again by a later sweep, for as long
+                // as the record lives.
+                let later = now() + every.as_secs().max(1);
+                self.state
+                    .schedule(crate::handoff::SCHEDULE, session.as_str(), later)
+                    .await;
+            }
+            Delivery::Delivered { .. } | Delivery::Dropped { .. } => {
+                if record.owed.take().is_some() && ticket.is_held() {
+                    handoff.save(&session, &record).await;
+                }
+                match &record.active {
+                    // A hand-over started since: swept when its own TTL may run out.
+                    Some(active) => handoff.schedule_end(&session, active).await,
+                    None => handoff.unschedule(&session).await,
+                }
+            }
         }
         ticket.abandon().await;
     }
@@ -313,10 +405,14 @@ impl Conversations {
     ///
     /// The work runs on a task of its own that holds the conversation's turn, so that a
     /// caller hanging up cannot leave a message sent and not recorded.
+    ///
+    /// With an `Idempotency-Key`, a send already made with it answers as it did then,
+    /// and sends nothing.
     pub async fn human_says(
         self: &Arc<Self>,
         conversation: &str,
         message: ReplyMessage,
+        key: Option<IdempotencyKey>,
     ) -> Result<usize, HumanSideError> {
         let (handoff, session) = self.conversation_of(conversation)?;
         let handoff = Arc::clone(handoff);
@@ -324,7 +420,7 @@ impl Conversations {
         let work = async move {
             let ticket = this.human_turn(session).await?;
             let result = ticket
-                .keep_alive(this.human_says_in_turn(&handoff, session, message, &ticket))
+                .keep_alive(this.human_says_in_turn(&handoff, session, message, key, &ticket))
                 .await;
             ticket.abandon().await;
             result
@@ -339,14 +435,33 @@ impl Conversations {
         handoff: &Handoff,
         session: SessionId,
         message: ReplyMessage,
+        key: Option<IdempotencyKey>,
         ticket: &crate::state::Ticket,
     ) -> Result<usize, HumanSideError> {
+        // In the conversation's turn: a retry racing the first call waits for it, and
+        // then finds what it did.
+        let once = key.map(|key| (key.record_id(&session), idempotency::request_of(&message)));
+        if let Some((id, request)) = &once {
+            if let Some(before) = handoff.state.get(&idempotency::SENT_ONCE, id).await? {
+                return match (&before.request == request, before.error) {
+                    (false, _) => Err(HumanSideError::KeyReused),
+                    (true, None) => Ok(before.sent),
+                    (true, Some(error)) => Err(HumanSideError::SentBefore {
+                        sent: before.sent,
+                        error,
+                    }),
+                };
+            }
+        }
+        if handoff.opted_out(&session).await? {
+            return Err(HumanSideError::OptedOut);
+        }
         let mut record = handoff.record(&session).await?;
         let active = match record.active.as_mut() {
             Some(active) if !handoff.expired(active) => active,
             Some(_) => {
                 let ended = self
-                    .end_now(handoff, session, &mut record, EndReason::Expired)
+                    .end_now(handoff, session, &mut record, EndReason::Expired, false)
                     .await;
                 handoff.destination.deliver(&ended).await;
                 return Err(HumanSideError::NotHandedOver);
@@ -369,6 +484,16 @@ impl Conversations {
         // Taken over meanwhile (the lease ran out): the record is another's to write.
         if ticket.is_held() {
             handoff.save(&session, &record).await;
+        }
+        // Remembered once anything went out: a retry must not send it again. A send
+        // Twilio took nothing of may be tried again with the same key.
+        if let (Some((id, request)), true) = (once, sent > 0 || outcome.is_ok()) {
+            let done = SentOnce {
+                request,
+                sent,
+                error: outcome.as_ref().err().map(ToString::to_string),
+            };
+            handoff.state.set(&idempotency::SENT_ONCE, &id, &done).await;
         }
         match outcome {
             Ok(()) => Ok(sent),
@@ -407,7 +532,9 @@ impl Conversations {
                     return ticket.abandon().await;
                 }
             };
-            let ended = this.end_now(&handoff, session, &mut record, reason).await;
+            let ended = this
+                .end_now(&handoff, session, &mut record, reason, false)
+                .await;
             let _ = told.send(match reason {
                 EndReason::Desk => Ok(()),
                 _ => Err(HumanSideError::NotHandedOver),
@@ -442,30 +569,38 @@ impl Conversations {
     }
 
     /// Ends the hand-over in `record` now; returns the `handoff.ended` event to post.
+    /// With `owe` (the sweeper's), the record keeps the event until it is delivered:
+    /// the sweeper tries it again until then.
     async fn end_now(
         &self,
         handoff: &Handoff,
         session: SessionId,
         record: &mut Record,
         reason: EndReason,
+        owe: bool,
     ) -> Event {
+        let ended = Event::ended(&session, reason);
         record.active = None;
         record.returning = handoff.settings.return_event;
+        if owe {
+            record.owed = Some(Box::new(ended.clone()));
+        }
         handoff.save(&session, record).await;
         handoff.metrics.handoff_ended(reason.label());
         tracing::info!(conversation = %session, reason = reason.label(), "a hand-over ended: the conversation is back with the agent");
-        Event::ended(&session, reason)
+        ended
     }
 }
 
-/// Starts a hand-over in `record`: the `handoff.started` event, with the recent turns.
+/// Starts a hand-over in `record`: the `handoff.started` event, with the recent turns,
+/// after the last hand-over's `handoff.ended` if the helpdesk has not taken it yet.
 fn start(
     handoff: &Handoff,
     record: &mut Record,
     turn: &TurnAt<'_>,
     trigger: &'static str,
     metadata: Map<String, serde_json::Value>,
-) -> Event {
+) -> Vec<Event> {
     let TurnAt {
         message,
         session,
@@ -473,11 +608,13 @@ fn start(
         ..
     } = *turn;
     let history: Vec<Line> = record.recent.iter().cloned().collect();
+    let owed = record.owed.take();
     record.active = Some(Active {
         started_at: now(),
         last_activity: now(),
         recipient: StoredRecipient::of(recipient),
         channel: message.channel().to_owned(),
+        pace: Default::default(),
     });
     record.returning = false;
     handoff.metrics.handoff_started(trigger);
@@ -486,7 +623,7 @@ fn start(
         .message_sid
         .clone()
         .unwrap_or_else(|| now().to_string());
-    Event::started(
+    let started = Event::started(
         &session,
         &unique,
         message.channel(),
@@ -497,7 +634,8 @@ fn start(
             .settings
             .include_address
             .then_some(message.from.as_str()),
-    )
+    );
+    owed.map(|owed| *owed).into_iter().chain([started]).collect()
 }
 
 fn media_of(message: &IncomingMessage) -> Vec<String> {

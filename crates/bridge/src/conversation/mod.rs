@@ -182,6 +182,17 @@ impl Handled {
         Handled { handoff, ..self }
     }
 
+    /// The same, with `event` posted before its own events.
+    fn posting_first(self, event: crate::handoff::Event) -> Self {
+        let mut events = vec![event];
+        events.extend(
+            self.handoff
+                .iter()
+                .flat_map(|work| work.events.iter().cloned()),
+        );
+        self.posting(Some(HandoffWork { events }))
+    }
+
     /// The same, with `replies` instead.
     fn saying(self, replies: Vec<ReplyMessage>) -> Self {
         Handled {

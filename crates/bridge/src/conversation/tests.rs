@@ -368,6 +368,7 @@ fn handoff(state: StateStore, metrics: Arc<Metrics>) -> Arc<crate::handoff::Hand
         started_message: "A person will answer".into(),
         retry_for: Duration::from_secs(1),
         history: 5,
+        rate_limit: 100,
     };
     crate::handoff::Handoff::new(settings, state, metrics).expect("hand-over settings")
 }

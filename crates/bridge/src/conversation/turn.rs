@@ -125,21 +125,29 @@ impl Turn {
         repeat: Repeat,
         session: SessionId,
     ) -> Handled {
-        let wait = match &route.delivery {
-            Delivery::Twiml => None,
-            Delivery::Api(_) => Some(Duration::ZERO),
-            Delivery::Auto { deadline, .. } => Some(*deadline),
+        // Every wait is bounded: with replies only in the webhook's answer, by the
+        // first delivery's own deadline (its agent's timeout and a margin, inside
+        // Twilio's 15 s), past which that delivery, on whatever instance, has either
+        // answered or died with its replies.
+        let (wait, bounded) = match &route.delivery {
+            Delivery::Twiml => (route.agent.timeout() + TURN_DEADLINE_MARGIN, true),
+            Delivery::Api(_) => (Duration::ZERO, false),
+            Delivery::Auto { deadline, .. } => (*deadline, false),
         };
-        let outcome = match wait {
-            None => repeat.outcome().await,
-            Some(wait) => {
-                // Like a first delivery, a repeat stops waiting when the server stops:
-                // the first delivery's replies then go through the API.
-                tokio::select! {
-                    outcome = tokio::time::timeout(wait, repeat.outcome()) => outcome.ok().flatten(),
-                    _ = conversations.stopped() => None,
+        // Like a first delivery, a repeat stops waiting when the server stops: the
+        // first delivery's replies then go through the API.
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(wait, repeat.outcome()) => match outcome {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    if bounded {
+                        conversations.metrics.repeat_wait_expired();
+                        tracing::warn!(session = %session, "a re-delivery's first delivery did not finish within the webhook's time: answered empty");
+                    }
+                    None
                 }
-            }
+            },
+            _ = conversations.stopped() => None,
         };
         let first =
             outcome.and_then(|stored| conversations.state.read::<StoredOutcome>(&stored).ok());
@@ -220,6 +228,29 @@ impl Turn {
         if let Some(limited) = limited {
             return self.slow_down(limited);
         }
+        let mut known = known;
+        // STOP ends a hand-over (the helpdesk is told), and the human side may not write
+        // until START: remembered whether the agent hears of it or not.
+        let opted = match (&conversations.handoff, message.opt_out) {
+            (Some(handoff), Some(keyword)) => {
+                let (record, ended) =
+                    handover::on_opt_out(handoff, session, known.handoff.take(), keyword).await;
+                known.handoff = record;
+                ended
+            }
+            _ => None,
+        };
+        let handled = self.ask_known(message, known).await;
+        match opted {
+            Some(ended) => handled.posting_first(ended),
+            None => handled,
+        }
+    }
+
+    /// [`Turn::ask`], once the limits and the opt-outs are seen to.
+    async fn ask_known(&self, message: IncomingMessage, known: Known) -> Handled {
+        let conversations = &self.conversations;
+        let session = self.ticket.session;
         // Twilio answers these itself, and a reply of ours after STOP would be refused
         // (error 21610): by default the agent does not hear of them.
         if message.opt_out.is_some() && !conversations.messages.opt_out_to_agent {
@@ -235,6 +266,7 @@ impl Turn {
             (Some(handoff), Some(record)) => {
                 match handover::before_agent(handoff, &at, record).await {
                     Before::ToPerson(handled) => return handled,
+                    Before::TooFast(limited) => return self.slow_down(limited),
                     Before::Agent(found) => Some((handoff, found)),
                 }
             }

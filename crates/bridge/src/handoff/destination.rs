@@ -1,7 +1,8 @@
 //! Posting events to `HANDOFF_URL`, signed as the Standard Webhooks specification says
 //! (`webhook-id`, `webhook-timestamp`, `webhook-signature`; the `standardwebhooks`
 //! crate signs), and tried again with backoff on a 5xx, a 408 or 429, a timeout or a
-//! connection that failed, for `HANDOFF_RETRY_FOR`. Any other answer is final.
+//! connection that failed, for `HANDOFF_RETRY_FOR`. Any other answer is final, a
+//! redirect (3xx) too: it is never followed.
 
 use super::Event;
 use crate::config::HandoffSettings;
@@ -37,16 +38,25 @@ pub enum SetupError {
 pub enum Delivery {
     /// Accepted, after this many attempts.
     Delivered { attempts: u32 },
-    /// Given up: the last answer (an HTTP status) or why there was none.
-    Dropped { attempts: u32, last: String },
+    /// Given up: the last answer (an HTTP status) or why there was none; `refused`
+    /// when that answer was final (the destination will not take it), rather than a
+    /// failure that outlasted `HANDOFF_RETRY_FOR`.
+    Dropped {
+        attempts: u32,
+        last: String,
+        refused: bool,
+    },
 }
 
 impl Destination {
     pub fn new(settings: &HandoffSettings, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
         let signer =
             standardwebhooks::Webhook::new(settings.secret.expose()).map_err(SetupError::Secret)?;
+        // A redirect is not followed: it could lead the events (what people write) from
+        // https:// to http://, or to a host nobody configured. A 3xx is a refusal.
         let client = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("twilio-dialogflow/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(SetupError::Client)?;
@@ -78,12 +88,19 @@ impl Destination {
                 Delivery::Delivered { attempts }
             }
             Err(GaveUp {
-                error, attempts, ..
-            }) => self.dropped(event, attempts, error.into_last()),
+                error,
+                attempts,
+                stop,
+            }) => self.dropped(
+                event,
+                attempts,
+                error.into_last(),
+                matches!(stop, crate::retry::Stop::Final),
+            ),
         }
     }
 
-    fn dropped(&self, event: &Event, attempts: u32, last: String) -> Delivery {
+    fn dropped(&self, event: &Event, attempts: u32, last: String, refused: bool) -> Delivery {
         self.metrics.handoff_event("dropped");
         tracing::warn!(
             event = %event.kind,
@@ -93,7 +110,11 @@ impl Destination {
             last = %last,
             "the hand-over destination did not take an event; given up"
         );
-        Delivery::Dropped { attempts, last }
+        Delivery::Dropped {
+            attempts,
+            last,
+            refused,
+        }
     }
 
     async fn attempt(&self, event: &Event, payload: &str) -> Result<(), Attempt> {

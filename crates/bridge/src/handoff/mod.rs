@@ -9,6 +9,7 @@
 
 mod destination;
 pub mod events;
+pub mod idempotency;
 
 use crate::config::HandoffSettings;
 use crate::metrics::Metrics;
@@ -44,6 +45,10 @@ pub struct Record {
     /// The last turns, oldest first, for `handoff.started`.
     #[serde(default)]
     pub recent: VecDeque<Line>,
+    /// A `handoff.ended` the sweeper made and the destination has not taken yet: it is
+    /// posted again, with the same `webhook-id`, until it is taken or refused for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed: Option<Box<Event>>,
 }
 
 /// A hand-over in progress.
@@ -55,6 +60,46 @@ pub struct Active {
     /// Who the human side's replies go to, and from where.
     pub recipient: StoredRecipient,
     pub channel: String,
+    /// The person's messages counted against `HANDOFF_RATE_LIMIT` this minute.
+    #[serde(default)]
+    pub pace: Pace,
+}
+
+/// Messages in one minute (a fixed window, in Unix minutes), and whether the person
+/// was told to slow down in it. Kept in the record, which only the conversation's
+/// turns (one at a time, across instances) read and write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pace {
+    pub minute: u64,
+    pub count: u32,
+    pub told: bool,
+}
+
+/// A message past the hand-over's rate limit; `tell`: the first in its minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooFast {
+    pub tell: bool,
+}
+
+impl Pace {
+    /// Counts a message at `now` (Unix seconds) against `limit` a minute.
+    pub fn count(&mut self, now: u64, limit: u32) -> Result<(), TooFast> {
+        let minute = now / 60;
+        if minute != self.minute {
+            *self = Pace {
+                minute,
+                count: 0,
+                told: false,
+            };
+        }
+        if self.count < limit {
+            self.count += 1;
+            return Ok(());
+        }
+        let tell = !self.told;
+        self.told = true;
+        Err(TooFast { tell })
+    }
 }
 
 /// A [`Recipient`] as the record keeps it.
@@ -136,6 +181,20 @@ impl Record {
     }
 }
 
+/// A person who sent STOP, since when (Unix seconds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OptedOut {
+    pub since: u64,
+}
+
+impl crate::state::Record for OptedOut {
+    const KIND: &'static str = "opted_out";
+}
+
+/// Opt-outs are remembered for a year, or until START: Twilio's own lasts until START,
+/// and past this the human side's send is refused by Twilio (21610) instead.
+pub const OPTED_OUT: Slot<OptedOut> = Slot::new("opted_out", Duration::from_secs(365 * 24 * 3600));
+
 /// Why a hand-over ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,6 +205,8 @@ pub enum EndReason {
     Expired,
     /// The destination could not be reached.
     Unavailable,
+    /// The person opted out (STOP): Twilio delivers nothing more to them.
+    OptedOut,
 }
 
 impl EndReason {
@@ -154,6 +215,7 @@ impl EndReason {
             EndReason::Desk => "desk",
             EndReason::Expired => "expired",
             EndReason::Unavailable => "unavailable",
+            EndReason::OptedOut => "opted_out",
         }
     }
 }
@@ -207,6 +269,28 @@ impl Handoff {
     pub async fn schedule_end(&self, session: &SessionId, active: &Active) {
         let at = active.last_activity + self.settings.ttl.as_secs();
         self.state.schedule(SCHEDULE, session.as_str(), at).await;
+    }
+
+    /// Whether the person opted out (STOP) and has not opted back in (START): Twilio
+    /// would refuse every message to them (error 21610).
+    pub async fn opted_out(&self, session: &SessionId) -> Result<bool, crate::state::Unreadable> {
+        Ok(self.state.get(&OPTED_OUT, session).await?.is_some())
+    }
+
+    /// Remembers STOP, forgets it at START.
+    pub async fn remember_opt_out(&self, session: &SessionId, stop: bool) {
+        match stop {
+            true => {
+                let since = OptedOut { since: now() };
+                self.state.set(&OPTED_OUT, session, &since).await;
+            }
+            false => self.state.remove(&OPTED_OUT, session).await,
+        }
+    }
+
+    /// Takes `id` out of the schedule of hand-overs to end: their work is done.
+    pub async fn unschedule(&self, session: &SessionId) {
+        self.state.unschedule(SCHEDULE, session.as_str()).await;
     }
 
     /// Whether `active` has seen no activity for the TTL.

@@ -1,18 +1,24 @@
 //! The human side of a hand-over: `POST /handoff/{conversation}/messages` writes to the
 //! person, `POST /handoff/{conversation}/end` gives the conversation back to the agent.
-//! Both need `Authorization: Bearer HANDOFF_TOKEN`; a refused call sends nothing.
+//! Both need `Authorization: Bearer HANDOFF_TOKEN`, checked before the body is read
+//! ([`require_token`]); a refused call sends nothing.
 
 use super::AppState;
 use crate::conversation::HumanSideError;
+use crate::handoff::idempotency::IdempotencyKey;
 use crate::reply::{ReplyMessage, MAX_MEDIA};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+
+/// A retry of a send made with the same key answers the same, and sends nothing.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Ten messages' worth: more is not a chat message.
 const MAX_TEXT_CHARS: usize = 10 * crate::reply::MAX_BODY_CHARS;
@@ -27,15 +33,37 @@ pub struct HumanMessage {
     media: Vec<String>,
 }
 
+/// Runs before the handlers (a route layer): a call without the token is refused
+/// before its body is read.
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match unauthorized(&state, request.headers()) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
 pub async fn messages(
     State(state): State<Arc<AppState>>,
     Path(conversation): Path<String>,
     headers: HeaderMap,
     body: Result<Json<HumanMessage>, JsonRejection>,
 ) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
-        return refused;
-    }
+    let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
+        None => None,
+        Some(value) => match value.ok().and_then(IdempotencyKey::parse) {
+            Some(key) => Some(key),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                )
+            }
+        },
+    };
     let message = match body {
         Ok(Json(message)) => message,
         Err(rejection) => {
@@ -77,20 +105,17 @@ pub async fn messages(
             "nothing to send: no text and no media",
         );
     }
-    match state.conversations.human_says(&conversation, reply).await {
+    match state
+        .conversations
+        .human_says(&conversation, reply, key)
+        .await
+    {
         Ok(sent) => (StatusCode::OK, Json(json!({"sent": sent}))).into_response(),
         Err(refusal) => refused(refusal),
     }
 }
 
-pub async fn end(
-    State(state): State<Arc<AppState>>,
-    Path(conversation): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = unauthorized(&state, &headers) {
-        return refused;
-    }
+pub async fn end(State(state): State<Arc<AppState>>, Path(conversation): Path<String>) -> Response {
     match state.conversations.human_ends(&conversation).await {
         Ok(()) => (StatusCode::OK, Json(json!({"ended": true}))).into_response(),
         Err(refusal) => refused(refusal),
@@ -125,7 +150,9 @@ fn refused(refusal: HumanSideError) -> Response {
     let status = match &refusal {
         HumanSideError::NotHandedOver => StatusCode::NOT_FOUND,
         HumanSideError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-        HumanSideError::Send { .. } => StatusCode::BAD_GATEWAY,
+        HumanSideError::OptedOut => StatusCode::CONFLICT,
+        HumanSideError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        HumanSideError::Send { .. } | HumanSideError::SentBefore { .. } => StatusCode::BAD_GATEWAY,
         HumanSideError::Unreadable(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut body = json!({"error": refusal.to_string()});
@@ -133,6 +160,9 @@ fn refused(refusal: HumanSideError) -> Response {
         body["sent"] = json!(sent);
         body["twilio_error"] = json!(error.code());
         body["hint"] = json!(error.hint());
+    }
+    if let HumanSideError::SentBefore { sent, .. } = &refusal {
+        body["sent"] = json!(sent);
     }
     (status, Json(body)).into_response()
 }

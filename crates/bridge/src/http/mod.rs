@@ -35,11 +35,19 @@ pub struct AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_timeout = hardened_http::body_timeout_layer(&state.limits);
+    // The token is checked before a handler's extractors read the body: a caller
+    // without it cannot make the bridge wait for, or hold, a body at all.
+    let human_side = Router::new()
+        .route("/handoff/{conversation}/messages", post(handoff::messages))
+        .route("/handoff/{conversation}/end", post(handoff::end))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            handoff::require_token,
+        ));
     Router::new()
         .route("/", post(webhook::incoming))
         .route("/status", post(webhook::status))
-        .route("/handoff/{conversation}/messages", post(handoff::messages))
-        .route("/handoff/{conversation}/end", post(handoff::end))
+        .merge(human_side)
         .route("/healthz", get(|| async { "ok\n" }))
         // Cloud Run keeps some paths ending in `z` for itself: from outside, `/healthz`
         // may never reach the container.

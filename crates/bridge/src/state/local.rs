@@ -211,24 +211,37 @@ impl Schedules {
         due.insert((at, id.into()));
     }
 
-    /// Takes out, and returns, up to `limit` ids due at `now`.
-    pub(super) fn claim_due(&self, index: &'static str, now: u64, limit: usize) -> Vec<String> {
+    /// Claims, and returns, up to `limit` ids due at `now`: each is due again at
+    /// `now + lease` unless re-scheduled or taken out meanwhile.
+    pub(super) fn claim_due(
+        &self,
+        index: &'static str,
+        now: u64,
+        limit: usize,
+        lease: u64,
+    ) -> Vec<String> {
         let mut schedules = lock(&self.0);
         let Some(due) = schedules.get_mut(index) else {
             return Vec::new();
         };
-        let mut claimed = Vec::new();
-        while claimed.len() < limit {
-            match due.first() {
-                Some((at, _)) if *at <= now => {
-                    if let Some((_, id)) = due.pop_first() {
-                        claimed.push(id.into());
-                    }
-                }
-                _ => break,
-            }
+        let claimed: Vec<Box<str>> = due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        due.retain(|(at, id)| *at > now || !claimed.contains(id));
+        let again = now.saturating_add(lease);
+        for id in &claimed {
+            due.insert((again, id.clone()));
         }
-        claimed
+        claimed.into_iter().map(String::from).collect()
+    }
+
+    pub(super) fn unschedule(&self, index: &'static str, id: &str) {
+        if let Some(due) = lock(&self.0).get_mut(index) {
+            due.retain(|(_, known)| &**known != id);
+        }
     }
 }
 
@@ -312,6 +325,21 @@ mod tests {
             state.admit(key("SM2"), session, true),
             Admission::First(_)
         ));
+    }
+
+    #[test]
+    fn a_claimed_id_is_due_again_after_its_lease_unless_taken_out() {
+        let schedules = Schedules::default();
+        schedules.schedule("handoffs", "a", 10);
+        schedules.schedule("handoffs", "b", 20);
+        assert_eq!(schedules.claim_due("handoffs", 15, 100, 30), vec!["a"]);
+        assert!(
+            schedules.claim_due("handoffs", 16, 100, 30).is_empty(),
+            "leased"
+        );
+        assert_eq!(schedules.claim_due("handoffs", 45, 100, 30), vec!["b", "a"]);
+        schedules.unschedule("handoffs", "a");
+        assert_eq!(schedules.claim_due("handoffs", 100, 100, 30), vec!["b"]);
     }
 
     #[test]

@@ -414,12 +414,29 @@ impl StateStore {
         }
     }
 
-    /// Takes out of the schedule `index`, and returns, up to `limit` ids due at `now`;
-    /// with a shared store, each id goes to one instance only.
-    pub async fn claim_due(&self, index: &'static str, now: u64, limit: usize) -> Vec<String> {
+    /// Claims, and returns, up to `limit` ids of the schedule `index` due at `now`;
+    /// with a shared store, each id goes to one instance only. A claim is a lease: the
+    /// id is due again at `now + lease` (seconds) unless its work re-schedules it or
+    /// [`StateStore::unschedule`]s it, so that work a crash or a failure cut short is
+    /// done later, not lost.
+    pub async fn claim_due(
+        &self,
+        index: &'static str,
+        now: u64,
+        limit: usize,
+        lease: u64,
+    ) -> Vec<String> {
         match &self.kept {
-            Kept::Local(local) => local.schedules.claim_due(index, now, limit),
-            Kept::Shared(shared) => shared.claim_due(index, now, limit).await,
+            Kept::Local(local) => local.schedules.claim_due(index, now, limit, lease),
+            Kept::Shared(shared) => shared.claim_due(index, now, limit, lease).await,
+        }
+    }
+
+    /// Takes `id` out of the schedule `index`: its work is done.
+    pub async fn unschedule(&self, index: &'static str, id: &str) {
+        match &self.kept {
+            Kept::Local(local) => local.schedules.unschedule(index, id),
+            Kept::Shared(shared) => shared.unschedule(index, id).await,
         }
     }
 

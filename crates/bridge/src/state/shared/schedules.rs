@@ -22,15 +22,16 @@ impl SharedState {
         }
     }
 
-    /// Up to `limit` ids due at `now`, each taken out by one instance only (`ZREM`
-    /// answers 1 to one caller).
+    /// Up to `limit` ids due at `now`, each claimed by one instance only: the script
+    /// moves an id still due to `now + lease` and answers 1 to that caller alone.
     pub(in crate::state) async fn claim_due(
         &self,
         index: &'static str,
         now: u64,
         limit: usize,
+        lease: u64,
     ) -> Vec<String> {
-        let mut claimed = self.local.schedules.claim_due(index, now, limit);
+        let mut claimed = self.local.schedules.claim_due(index, now, limit, lease);
         let key = self.key(&["due", index]);
         let due_key = key.clone();
         let due = self
@@ -50,19 +51,37 @@ impl SharedState {
         for id in due {
             let key = key.clone();
             let member = id.clone();
-            let removed = self
+            let script = &self.scripts.claim_due;
+            let leased = self
                 .call("claim", |mut connection| async move {
-                    redis::cmd("ZREM")
-                        .arg(key)
+                    script
+                        .key(key)
                         .arg(member)
-                        .query_async::<i64>(&mut connection)
+                        .arg(now)
+                        .arg(now.saturating_add(lease))
+                        .invoke_async::<i64>(&mut connection)
                         .await
                 })
                 .await;
-            if matches!(removed, Ok(1)) {
+            if matches!(leased, Ok(1)) {
                 claimed.push(id);
             }
         }
         claimed
+    }
+
+    pub(in crate::state) async fn unschedule(&self, index: &'static str, id: &str) {
+        self.local.schedules.unschedule(index, id);
+        let key = self.key(&["due", index]);
+        let member = id.to_owned();
+        let _ = self
+            .call("unschedule", |mut connection| async move {
+                redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(member)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await;
     }
 }

@@ -13,6 +13,7 @@ pub(super) struct Scripts {
     pub(super) finish: Script,
     pub(super) release: Script,
     pub(super) take_over: Script,
+    pub(super) claim_due: Script,
 }
 
 impl Scripts {
@@ -25,6 +26,7 @@ impl Scripts {
             finish: Script::new(&format!("{ADVANCE}{FINISH}")),
             release: Script::new(RELEASE),
             take_over: Script::new(&format!("{NOW}{TAKE_OVER}")),
+            claim_due: Script::new(CLAIM_DUE),
         }
     }
 }
@@ -199,4 +201,17 @@ for i, turn in ipairs(expired) do
   end
 end
 return taken
+"#;
+
+/// KEYS: a schedule (`P:due:{index}`). ARGV: an id, now, the end of the lease (Unix
+/// seconds, the sweeper's clock, as the schedule's scores are).
+/// Claims the id for the lease: moves it to the lease's end if it is still due (no
+/// other instance claimed it since it was read). Returns 1 to the one claimer, else 0.
+const CLAIM_DUE: &str = r#"
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if at and tonumber(at) <= tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
 "#;
