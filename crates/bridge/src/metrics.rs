@@ -202,7 +202,7 @@ impl Metrics {
             rate_limited: registered(
                 &mut registry,
                 "rate_limited",
-                "Messages not sent to the agent because they went past a rate limit (conversation, agent_budget)",
+                "Messages not sent to the agent, or to the human side, because they went past a rate limit (conversation, agent_budget, handoff)",
                 Default::default(),
             ),
             routed: registered(

@@ -635,7 +635,10 @@ fn start(
             .include_address
             .then_some(message.from.as_str()),
     );
-    owed.map(|owed| *owed).into_iter().chain([started]).collect()
+    owed.map(|owed| *owed)
+        .into_iter()
+        .chain([started])
+        .collect()
 }
 
 fn media_of(message: &IncomingMessage) -> Vec<String> {

@@ -354,6 +354,17 @@ mod tests {
     }
 
     #[test]
+    fn the_pace_counts_a_minute_and_tells_once() {
+        let mut pace = Pace::default();
+        let minute = 1_800_000_000 / 60 * 60;
+        assert_eq!(pace.count(minute, 2), Ok(()));
+        assert_eq!(pace.count(minute + 1, 2), Ok(()));
+        assert_eq!(pace.count(minute + 2, 2), Err(TooFast { tell: true }));
+        assert_eq!(pace.count(minute + 59, 2), Err(TooFast { tell: false }));
+        assert_eq!(pace.count(minute + 60, 2), Ok(()), "a new minute");
+    }
+
+    #[test]
     fn bearer_tokens_must_match_exactly() {
         assert!(token_matches("s3cret-token", Some("Bearer s3cret-token")));
         assert!(token_matches("s3cret-token", Some("bearer s3cret-token")));
