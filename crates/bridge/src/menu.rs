@@ -129,6 +129,14 @@ impl PendingMenu {
         let number = typed.parse::<usize>().ok()?;
         number.checked_sub(1).and_then(|i| self.choices.get(i))
     }
+
+    /// The choice whose button or list item has the id `id`: only a choice this menu
+    /// offered. A tap's id is whatever the person's client sent, so it is read only as
+    /// one of the ids the bridge gave, never on its own (`event:NAME` would otherwise
+    /// ask the agent for any event).
+    pub fn offered(&self, id: &str) -> Option<&Choice> {
+        self.choices.iter().find(|choice| id_of(choice) == id)
+    }
 }
 
 /// Lower case, without accents, spacing collapsed, without end punctuation.
@@ -146,16 +154,8 @@ fn fold(text: &str) -> String {
         .to_owned()
 }
 
-/// What the agent is asked for a tap whose id is `id`: the ids the bridge gives its
-/// buttons (`event:NAME` for an event, the text otherwise).
-pub fn answer_of_id(id: &str) -> Answer {
-    match id.strip_prefix(EVENT_ID_PREFIX) {
-        Some(event) if !event.is_empty() => Answer::Event(event.to_owned()),
-        _ => Answer::Text(id.to_owned()),
-    }
-}
-
-/// The id of a choice's button or list item: what [`answer_of_id`] reads back.
+/// The id of a choice's button or list item (`event:NAME` for an event, the text
+/// otherwise): what [`PendingMenu::offered`] knows a tap by.
 pub fn id_of(choice: &Choice) -> String {
     match choice.answer() {
         Answer::Event(event) => format!("{EVENT_ID_PREFIX}{event}"),
@@ -221,15 +221,26 @@ mod tests {
     }
 
     #[test]
-    fn ids_carry_events_and_texts() {
+    fn a_tap_picks_only_a_choice_the_menu_offered() {
         let event = Choice {
             answer: Some(Answer::Event("help".into())),
             ..Choice::titled("Help")
         };
-        assert_eq!(answer_of_id(&id_of(&event)), Answer::Event("help".into()));
+        let menu = PendingMenu {
+            choices: vec![event.clone(), Choice::titled("Small")],
+        };
+        assert_eq!(menu.offered(&id_of(&event)), Some(&event));
         assert_eq!(
-            answer_of_id(&id_of(&Choice::titled("Small"))),
-            Answer::Text("Small".into())
+            menu.offered("event:help").map(Choice::answer),
+            Some(Answer::Event("help".into()))
         );
+        assert_eq!(
+            menu.offered("Small").map(Choice::answer),
+            Some(Answer::Text("Small".into()))
+        );
+        assert_eq!(menu.offered("event:delete_my_account"), None);
+        assert_eq!(menu.offered("event:Small"), None);
+        assert_eq!(menu.offered("small"), None, "an id is matched exactly");
+        assert_eq!(menu.offered(""), None);
     }
 }

@@ -1,2 +1,4 @@
 //! What an attacker's review found, one module per finding area: each test tries the attack
 //! black-box against the real bridge and shows it refused.
+
+mod taps;
