@@ -105,14 +105,20 @@ impl crate::state::Record for PendingMenu {
 }
 
 impl PendingMenu {
-    /// The last menu of a turn's replies, if any.
+    /// The last menu of a turn's replies, if any: a message's choices, or those a
+    /// template's buttons offer. An earlier one is replaced: its taps are no longer
+    /// choices.
     pub fn of(replies: &[ReplyMessage]) -> Option<Self> {
         replies
             .iter()
             .rev()
-            .find(|m| !m.choices.is_empty())
-            .map(|m| Self {
-                choices: m.choices.clone(),
+            .map(|m| match &m.template {
+                Some(template) => &template.choices,
+                None => &m.choices,
+            })
+            .find(|choices| !choices.is_empty())
+            .map(|choices| Self {
+                choices: choices.clone(),
             })
     }
 
@@ -242,5 +248,29 @@ mod tests {
         assert_eq!(menu.offered("event:Small"), None);
         assert_eq!(menu.offered("small"), None, "an id is matched exactly");
         assert_eq!(menu.offered(""), None);
+    }
+
+    #[test]
+    fn a_templates_declared_choices_are_a_menu_and_replace_the_one_before() {
+        let template = ReplyMessage {
+            template: Some(crate::reply::Template {
+                sid: "HX1".into(),
+                variables: None,
+                choices: vec![Choice::titled("Yes")],
+            }),
+            ..ReplyMessage::default()
+        };
+        let pending = PendingMenu::of(&[menu(&["Small"]), template]).unwrap();
+        assert_eq!(pending.choices, vec![Choice::titled("Yes")]);
+        assert_eq!(pending.offered("Small"), None);
+        let undeclared = ReplyMessage {
+            template: Some(crate::reply::Template {
+                sid: "HX1".into(),
+                variables: None,
+                choices: Vec::new(),
+            }),
+            ..ReplyMessage::default()
+        };
+        assert_eq!(PendingMenu::of(&[undeclared]), None);
     }
 }

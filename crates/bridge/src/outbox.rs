@@ -424,6 +424,8 @@ impl Outbox {
             template: Some(Template {
                 sid,
                 variables: Some(menu.variables.clone()),
+                // The message's own choices are the pending menu already.
+                choices: Vec::new(),
             }),
             ..ReplyMessage::default()
         };

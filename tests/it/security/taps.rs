@@ -45,9 +45,25 @@ intents:
   - name: size.picked
     phrases: ["small", "large"]
     replies: [{ text: "Size picked" }]
+  - name: confirm
+    phrases: ["confirm"]
+    replies:
+      - payload:
+          contentSid: "HXabcdef0123456789abcdef0123456789"
+          contentChoices: [{ title: "Yes", event: confirmed }, { title: "No", value: "not now" }]
+  - name: promo
+    phrases: ["promo"]
+    replies:
+      - payload: { contentSid: "HXabcdef0123456789abcdef0123456789" }
+  - name: confirmed
+    events: [confirmed]
+    replies: [{ text: "Confirmed" }]
 fallback:
   replies: [{ text: "Not understood" }]
 "#;
+
+/// The agent's own content, with buttons the bridge did not make.
+const TEMPLATE_SID: &str = "HXabcdef0123456789abcdef0123456789";
 
 /// The id the bridge gives the "Close it" button: the event it asks for.
 const CLOSE_ID: &str = "event:delete_my_account_confirmed";
@@ -258,6 +274,30 @@ async fn taps_of_a_replaced_or_answered_menu_or_of_another_conversation_are_text
         let reply = answer_to(&stack, &other, &tap_button("Close it", CLOSE_ID)).await;
         assert_eq!(reply.body, "Account deleted", "{label}");
         assert_eq!(unoffered(&stack).await, 3.0, "{label}");
+    }
+}
+
+#[tokio::test]
+async fn a_template_offers_only_the_taps_the_agent_declared_for_it() {
+    for store in Store::each().await {
+        let label = store.label();
+        let stack = taps_stack(&store).await;
+        stack
+            .twilio
+            .register_template(TEMPLATE_SID, "Shall we go on?");
+        let phone = whatsapp_phone(&stack, USER);
+        let sent = answer_to(&stack, &phone, &says("confirm")).await;
+        assert_eq!(sent.content_sid.as_deref(), Some(TEMPLATE_SID), "{label}");
+        // Its buttons' ids were declared with it (`contentChoices`): a tap is its choice.
+        let reply = answer_to(&stack, &phone, &tap_button("Yes", "event:confirmed")).await;
+        assert_eq!(last_asked(&stack), "event:confirmed", "{label}");
+        assert_eq!(reply.body, "Confirmed", "{label}");
+        // The same content sent with nothing declared: its taps are what they showed.
+        answer_to(&stack, &phone, &says("promo")).await;
+        let reply = answer_to(&stack, &phone, &tap_button("Yes", "event:confirmed")).await;
+        assert_eq!(last_asked(&stack), "Yes", "{label}");
+        assert_eq!(reply.body, "Not understood", "{label}");
+        assert_eq!(unoffered(&stack).await, 1.0, "{label}");
     }
 }
 
