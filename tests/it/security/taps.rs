@@ -278,6 +278,30 @@ async fn taps_of_a_replaced_or_answered_menu_or_of_another_conversation_are_text
 }
 
 #[tokio::test]
+async fn a_tap_on_a_menu_that_expired_is_text() {
+    let redis = RedisServer::start().await;
+    let stack = start_with_agent(TAPS_AGENT, "CX", |vars| {
+        vars.insert("REPLY_MODE".into(), "api".into());
+        vars.insert("AGENT_TIMEOUT".into(), "5s".into());
+        vars.insert("STATE_URL".into(), redis.url());
+        vars.insert("MENU_TTL".into(), "1s".into());
+    })
+    .await;
+    let phone = whatsapp_phone(&stack, USER);
+    answer_to(&stack, &phone, &says("my account")).await;
+    assert_eq!(redis.keys("*:r:menu:*").await.len(), 1, "the menu waits");
+    // The store forgets it after MENU_TTL: what the test waits for, not a time.
+    eventually("the menu to expire", Duration::from_secs(10), || async {
+        ready_if(redis.keys("*:r:menu:*").await, Vec::is_empty)
+    })
+    .await;
+    let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
+    assert_eq!(last_asked(&stack), "Close it");
+    assert_eq!(reply.body, "Not understood");
+    assert_eq!(unoffered(&stack).await, 1.0);
+}
+
+#[tokio::test]
 async fn a_template_offers_only_the_taps_the_agent_declared_for_it() {
     for store in Store::each().await {
         let label = store.label();
@@ -379,6 +403,14 @@ async fn a_status_callback_of_another_account_cannot_send_a_menu_again() {
             1,
             "{label}: nothing sent again for the other account's callback: {sent:#?}"
         );
+        if let Store::Redis(redis) = &store {
+            let kept = redis.keys("*:r:sent_menu:*").await;
+            assert_eq!(kept.len(), 1, "{kept:?}");
+            assert!(
+                kept[0].ends_with(&format!(":{ACCOUNT_SID}:{}", menu.sid)),
+                "kept under the account and the SID: {kept:?}"
+            );
+        }
         // The account that sent the menu: its refusal sends the menu again as text.
         let own = refused(ACCOUNT_SID, &menu.sid);
         let (status, body) = post_signed_as(&callback, AUTH_TOKEN, own).await;
