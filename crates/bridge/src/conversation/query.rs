@@ -48,10 +48,10 @@ pub(super) fn input_of(
             "a tap on a choice no pending menu offered: the agent is asked the text it showed"
         );
         let seen = tap.title.trim();
-        return match seen.is_empty() {
-            true => query_input(message),
-            false => Some(QueryInput::Text(cut_to_query(seen).to_owned())),
-        };
+        if seen.is_empty() {
+            return query_input(message);
+        }
+        return Some(QueryInput::Text(cut_to_query(seen).to_owned()));
     }
     if message.location.is_some() {
         return Some(QueryInput::Event(LOCATION_EVENT.to_owned()));
