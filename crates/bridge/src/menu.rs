@@ -105,14 +105,20 @@ impl crate::state::Record for PendingMenu {
 }
 
 impl PendingMenu {
-    /// The last menu of a turn's replies, if any.
+    /// The last menu of a turn's replies, if any: a message's choices, or those a
+    /// template's buttons offer. An earlier one is replaced: its taps are no longer
+    /// choices.
     pub fn of(replies: &[ReplyMessage]) -> Option<Self> {
         replies
             .iter()
             .rev()
-            .find(|m| !m.choices.is_empty())
-            .map(|m| Self {
-                choices: m.choices.clone(),
+            .map(|m| match &m.template {
+                Some(template) => &template.choices,
+                None => &m.choices,
+            })
+            .find(|choices| !choices.is_empty())
+            .map(|choices| Self {
+                choices: choices.clone(),
             })
     }
 
@@ -128,6 +134,14 @@ impl PendingMenu {
         }
         let number = typed.parse::<usize>().ok()?;
         number.checked_sub(1).and_then(|i| self.choices.get(i))
+    }
+
+    /// The choice whose button or list item has the id `id`: only a choice this menu
+    /// offered. A tap's id is whatever the person's client sent, so it is read only as
+    /// one of the ids the bridge gave, never on its own (`event:NAME` would otherwise
+    /// ask the agent for any event).
+    pub fn offered(&self, id: &str) -> Option<&Choice> {
+        self.choices.iter().find(|choice| id_of(choice) == id)
     }
 }
 
@@ -146,16 +160,8 @@ fn fold(text: &str) -> String {
         .to_owned()
 }
 
-/// What the agent is asked for a tap whose id is `id`: the ids the bridge gives its
-/// buttons (`event:NAME` for an event, the text otherwise).
-pub fn answer_of_id(id: &str) -> Answer {
-    match id.strip_prefix(EVENT_ID_PREFIX) {
-        Some(event) if !event.is_empty() => Answer::Event(event.to_owned()),
-        _ => Answer::Text(id.to_owned()),
-    }
-}
-
-/// The id of a choice's button or list item: what [`answer_of_id`] reads back.
+/// The id of a choice's button or list item (`event:NAME` for an event, the text
+/// otherwise): what [`PendingMenu::offered`] knows a tap by.
 pub fn id_of(choice: &Choice) -> String {
     match choice.answer() {
         Answer::Event(event) => format!("{EVENT_ID_PREFIX}{event}"),
@@ -221,15 +227,50 @@ mod tests {
     }
 
     #[test]
-    fn ids_carry_events_and_texts() {
+    fn a_tap_picks_only_a_choice_the_menu_offered() {
         let event = Choice {
             answer: Some(Answer::Event("help".into())),
             ..Choice::titled("Help")
         };
-        assert_eq!(answer_of_id(&id_of(&event)), Answer::Event("help".into()));
+        let menu = PendingMenu {
+            choices: vec![event.clone(), Choice::titled("Small")],
+        };
+        assert_eq!(menu.offered(&id_of(&event)), Some(&event));
         assert_eq!(
-            answer_of_id(&id_of(&Choice::titled("Small"))),
-            Answer::Text("Small".into())
+            menu.offered("event:help").map(Choice::answer),
+            Some(Answer::Event("help".into()))
         );
+        assert_eq!(
+            menu.offered("Small").map(Choice::answer),
+            Some(Answer::Text("Small".into()))
+        );
+        assert_eq!(menu.offered("event:delete_my_account"), None);
+        assert_eq!(menu.offered("event:Small"), None);
+        assert_eq!(menu.offered("small"), None, "an id is matched exactly");
+        assert_eq!(menu.offered(""), None);
+    }
+
+    #[test]
+    fn a_templates_declared_choices_are_a_menu_and_replace_the_one_before() {
+        let template = ReplyMessage {
+            template: Some(crate::reply::Template {
+                sid: "HX1".into(),
+                variables: None,
+                choices: vec![Choice::titled("Yes")],
+            }),
+            ..ReplyMessage::default()
+        };
+        let pending = PendingMenu::of(&[menu(&["Small"]), template]).unwrap();
+        assert_eq!(pending.choices, vec![Choice::titled("Yes")]);
+        assert_eq!(pending.offered("Small"), None);
+        let undeclared = ReplyMessage {
+            template: Some(crate::reply::Template {
+                sid: "HX1".into(),
+                variables: None,
+                choices: Vec::new(),
+            }),
+            ..ReplyMessage::default()
+        };
+        assert_eq!(PendingMenu::of(&[undeclared]), None);
     }
 }

@@ -56,6 +56,11 @@ struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Channel {
+    channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteName {
     route: String,
 }
@@ -79,6 +84,7 @@ pub struct Metrics {
     menus_as_text: Family<Reason, Counter>,
     contents_created: Counter,
     choices_picked: Family<Kind, Counter>,
+    taps_unoffered: Family<Channel, Counter>,
     handoffs_started: Family<Trigger, Counter>,
     handoffs_ended: Family<Reason, Counter>,
     handoffs_failed: Counter,
@@ -235,6 +241,12 @@ impl Metrics {
                 "Menu choices the person picked, by how (button, list, number, title)",
                 Default::default(),
             ),
+            taps_unoffered: registered(
+                &mut registry,
+                "taps_unoffered",
+                "Taps on a choice no pending menu of the conversation offered (forged, replayed, or from a menu that expired or was replaced), sent to the agent as the text shown, by channel",
+                Default::default(),
+            ),
             handoffs_started: registered(
                 &mut registry,
                 "handoffs_started",
@@ -332,6 +344,12 @@ impl Metrics {
 
     pub fn choice_picked(&self, kind: &'static str) {
         self.choices_picked.get_or_create(&Kind { kind }).inc();
+    }
+
+    pub fn tap_unoffered(&self, channel: &'static str) {
+        self.taps_unoffered
+            .get_or_create(&Channel { channel })
+            .inc();
     }
 
     pub fn webhook(&self, outcome: &'static str) {

@@ -15,7 +15,7 @@ use crate::menu::MenuFormat;
 use crate::metrics::Metrics;
 use crate::render::{self, Form, Way};
 use crate::reply::{ReplyMessage, Template};
-use crate::state::{StateStore, Ticket};
+use crate::state::{MessageKey, StateStore, Ticket};
 use crate::twilio::messages_api::{MessagesApi, SendError, Sender};
 use crate::twilio::webhook::IncomingMessage;
 use crate::whatsapp::{content_for, forget, Content, Menu};
@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// A menu sent by `ContentSid`, and what it reads as in text.
+/// A menu sent by `ContentSid`, and what it reads as in text; kept under the reply's
+/// (AccountSid, MessageSid) ([`sent_menu_key`]), so that only a status callback of the
+/// account that sent it, signed with that account's token, can have it sent again.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SentMenu {
     recipient: Recipient,
@@ -39,6 +41,17 @@ impl crate::state::Record for SentMenu {
 
 const SENT_MENUS: crate::state::Slot<SentMenu> =
     crate::state::Slot::new("sent_menu", Duration::from_secs(3600));
+
+/// Where the menu sent as `message_sid` by `account_sid` is kept. A MessageSid alone
+/// would let any account the bridge serves name another's reply in its own signed
+/// callback.
+fn sent_menu_key(account_sid: &str, message_sid: &str) -> String {
+    MessageKey {
+        account_sid: account_sid.to_owned(),
+        message_sid: message_sid.to_owned(),
+    }
+    .to_string()
+}
 
 /// A boxed future of a [`Messaging`] call.
 pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, SendError>> + Send + 'a>>;
@@ -411,6 +424,8 @@ impl Outbox {
             template: Some(Template {
                 sid,
                 variables: Some(menu.variables.clone()),
+                // The message's own choices are the pending menu already.
+                choices: Vec::new(),
             }),
             ..ReplyMessage::default()
         };
@@ -454,12 +469,19 @@ impl Outbox {
             recipient: recipient.clone(),
             text: render::menu_as_text(&text, &self.menu),
         };
-        self.state.set(&SENT_MENUS, sid, &sent).await;
+        let key = sent_menu_key(&recipient.account_sid, sid);
+        self.state.set(&SENT_MENUS, &key, &sent).await;
     }
 
-    /// A reply Twilio reported `failed` or `undelivered` with `error_code`: logged with
-    /// its hint and counted; a menu WhatsApp refused goes again, once, as numbered text.
-    pub async fn not_delivered(&self, message_sid: &str, error_code: Option<u32>) {
+    /// A reply Twilio reported `failed` or `undelivered` with `error_code`, in a callback
+    /// of `account_sid` (verified with its token): logged with its hint and counted; a
+    /// menu WhatsApp refused goes again, once, as numbered text, if that account sent it.
+    pub async fn not_delivered(
+        &self,
+        account_sid: &str,
+        message_sid: &str,
+        error_code: Option<u32>,
+    ) {
         self.metrics.delivery_failed(error_code);
         tracing::warn!(
             message_sid,
@@ -471,10 +493,11 @@ impl Outbox {
             return;
         }
         // One that cannot be read was logged and counted by the store.
-        let Ok(Some(sent)) = self.state.get(&SENT_MENUS, message_sid).await else {
+        let key = sent_menu_key(account_sid, message_sid);
+        let Ok(Some(sent)) = self.state.get(&SENT_MENUS, &key).await else {
             return;
         };
-        self.state.remove(&SENT_MENUS, message_sid).await;
+        self.state.remove(&SENT_MENUS, &key).await;
         self.metrics.menu_as_text("status_failed");
         tracing::warn!(
             message_sid,

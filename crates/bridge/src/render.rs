@@ -145,6 +145,7 @@ mod tests {
             template: Some(Template {
                 sid: "HX1".into(),
                 variables: None,
+                choices: Vec::new(),
             }),
             ..ReplyMessage::default()
         }

@@ -67,6 +67,11 @@ pub struct Template {
     pub sid: String,
     /// `ContentVariables`: a JSON object, as text.
     pub variables: Option<String>,
+    /// The choices its buttons or list items offer, as the agent declared them (the
+    /// bridge does not read the content): a tap is one of them only if its id is one
+    /// of theirs ([`crate::menu::id_of`]). None declared: its taps are text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<Choice>,
 }
 
 impl ReplyMessage {

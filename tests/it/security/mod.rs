@@ -1,3 +1,5 @@
 //! What an attacker's review found, one module per finding area: each test tries the attack
 //! black-box against the real bridge and shows it refused.
+
 mod handover;
+mod taps;

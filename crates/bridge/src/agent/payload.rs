@@ -3,7 +3,8 @@
 //! Three families are understood, from both agent types, because agents get ported
 //! between CX and ES with their payloads unchanged:
 //! - ours (the Node sample's, extended): `{"body", "media", "choices"}`, or a Content
-//!   API template `{"contentSid", "contentVariables"}`; in ES under a `twilio` key;
+//!   API template `{"contentSid", "contentVariables", "contentChoices"}` (the choices
+//!   its buttons offer, read like `choices`); in ES under a `twilio` key;
 //! - Dialogflow Messenger's `richContent` (chips, button, list, info, image,
 //!   description, accordion), which CX agents are written with;
 //! - the ES rich message shapes (`quickReplies`, `card`, `image`) inside the `twilio`
@@ -178,7 +179,9 @@ fn strings(value: Option<&Value>) -> Vec<String> {
     }
 }
 
-/// `{"contentSid": "HX…", "contentVariables": {...} or "{...}"}`.
+/// `{"contentSid": "HX…", "contentVariables": {...} or "{...}", "contentChoices": [...]}`.
+/// A button's id (set in the content) is its choice's `value`, `event:NAME` for its
+/// `event`, or its title: the same ids the bridge gives the buttons it makes.
 fn template(object: &Map<String, Value>) -> Option<Template> {
     let sid = object.get("contentSid")?.as_str()?.trim();
     if sid.is_empty() {
@@ -189,9 +192,14 @@ fn template(object: &Map<String, Value>) -> Option<Template> {
         Some(Value::String(text)) if !text.trim().is_empty() => Some(text.clone()),
         _ => None,
     };
+    let choices = match object.get("contentChoices") {
+        Some(Value::Array(choices)) => choices.iter().filter_map(choice).collect(),
+        _ => Vec::new(),
+    };
     Some(Template {
         sid: sid.to_owned(),
         variables,
+        choices,
     })
 }
 
@@ -437,8 +445,20 @@ mod tests {
             template[0].template,
             Some(Template {
                 sid: "HX1".into(),
-                variables: Some(r#"{"1":"Ann"}"#.into())
+                variables: Some(r#"{"1":"Ann"}"#.into()),
+                choices: Vec::new(),
             })
+        );
+        let offering = read(json!({"contentSid": "HX1", "contentChoices": [
+            "Yes", {"title": "Help", "event": "help"}, {"title": "No", "value": "no_thanks"}
+        ]}));
+        assert_eq!(
+            offering[0].template.as_ref().map(|t| t.choices.clone()),
+            Some(vec![
+                Choice::titled("Yes"),
+                choice("Help", None, Some(Answer::Event("help".into()))),
+                choice("No", None, Some(Answer::Text("no_thanks".into()))),
+            ])
         );
     }
 

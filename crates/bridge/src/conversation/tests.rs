@@ -297,13 +297,16 @@ async fn a_menu_whatsapp_refuses_after_twilio_took_it_goes_again_as_text() {
     assert_eq!(sent(&bridge.sender, 1).await, vec!["content HX1"]);
     let outbox = bridge.conversations.outbox_of("AC1").expect("an outbox");
     // 63016: outside the 24-hour window; not a refusal of the content: nothing again.
-    outbox.not_delivered("SMout", Some(63016)).await;
+    outbox.not_delivered("AC1", "SMout", Some(63016)).await;
     assert_eq!(bridge.sender.sent().len(), 1);
-    outbox.not_delivered("SMout", Some(63005)).await;
+    // Another account's callback naming the same reply: not its menu.
+    outbox.not_delivered("AC2", "SMout", Some(63005)).await;
+    assert_eq!(bridge.sender.sent().len(), 1);
+    outbox.not_delivered("AC1", "SMout", Some(63005)).await;
     let text = MenuFormat::default().as_text(&menu).body;
     assert_eq!(bridge.sender.sent(), vec!["content HX1".to_owned(), text]);
     // Once: the menu sent by its SID is forgotten.
-    outbox.not_delivered("SMout", Some(63005)).await;
+    outbox.not_delivered("AC1", "SMout", Some(63005)).await;
     assert_eq!(bridge.sender.sent().len(), 2);
 }
 

@@ -110,8 +110,10 @@ pub async fn status(
         match state.conversations.outbox_of(account) {
             // Twilio waits for this answer: sending the menu again as text does not.
             Some(outbox) => {
-                let message_sid = message_sid.to_owned();
-                tokio::spawn(async move { outbox.not_delivered(&message_sid, code).await });
+                let (account, message_sid) = (account.to_owned(), message_sid.to_owned());
+                tokio::spawn(
+                    async move { outbox.not_delivered(&account, &message_sid, code).await },
+                );
             }
             None => tracing::warn!(
                 message_sid,

@@ -83,7 +83,9 @@ pub struct IncomingMessage {
 pub struct Tap {
     /// What the person saw.
     pub title: String,
-    /// The button's or item's id: what the sender of the menu set.
+    /// The button's or item's id: what the sender of the menu set, as the person's
+    /// client sends it back. Anyone can send any id: it is a choice only if the
+    /// conversation's pending menu offered it (`conversation::query`).
     pub id: Option<String>,
 }
 
