@@ -55,7 +55,10 @@ pub async fn run(
                 m.messaging_service_sid
                     .as_ref()
                     .map(|v| format!("service {v}")),
-                m.account_sid.as_ref().map(|v| format!("account {v}")),
+                Some(match &m.account_sid {
+                    Some(v) => format!("account {v}"),
+                    None => "any account".to_owned(),
+                }),
             ]
             .into_iter()
             .flatten()
@@ -221,10 +224,19 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
                 .unwrap_or_else(|| "(not set: the URL is read from the request)".into()),
         ),
         (
+            "TWILIO_WEBHOOK_HOSTS",
+            match (&twilio.webhook_hosts[..], &twilio.cloud_run) {
+                ([], None) => "(not set: any host the request names)".into(),
+                ([], Some(_)) => "(not set: only the Cloud Run service's own URL, asked of the metadata server at start-up)".into(),
+                (hosts, None) => hosts.join(", "),
+                (hosts, Some(_)) => format!("{}, and the Cloud Run service's own URL", hosts.join(", ")),
+            },
+        ),
+        (
             "TRUST_PROXY",
             match twilio.trust_proxy {
-                true => "true (the public URL from X-Forwarded-Proto/X-Forwarded-Host)".into(),
-                false => "false (the public URL from the Host header, over http)".into(),
+                Some(hops) => format!("{hops} (the public URL from what your proxies appended to X-Forwarded-Proto/X-Forwarded-Host, {hops} from the right)"),
+                None => "false (the public URL from the Host header, over http)".into(),
             },
         ),
         ("REPLY_MODE", replies.mode.to_string()),

@@ -3,9 +3,10 @@
 //! owed reply is lost. `http/` only routes and answers.
 
 use crate::agent::{Agent, Clients};
+use crate::config::TwilioSettings;
 use crate::config::{ReplyMode, Settings};
 use crate::conversation::{AgentRoute, AgentRoutes, Conversations, Delivery, Messages};
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, PublicUrl};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::state::StateStore;
@@ -155,14 +156,44 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
             (settings.state.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
         tokio::spawn(Arc::clone(&conversations).take_over_expired(every));
     }
+    let public_url = PublicUrl::new(&settings.twilio, cloud_run_host(&settings.twilio).await);
     Ok(Arc::new(AppState {
         twilio: settings.twilio.clone(),
+        public_url,
         conversations,
         metrics,
         shutdown_grace: settings.replies.shutdown_grace,
         limits: settings.limits,
         handoff_token: settings.handoff.as_ref().map(|h| h.token.clone()),
     }))
+}
+
+/// On Cloud Run with no `TWILIO_WEBHOOK_URL`, the host of the service's own URL, asked
+/// of the metadata server once (each request bounded by its timeout). If it cannot
+/// tell, the bridge still serves, on the listed hosts or else any, and says so.
+async fn cloud_run_host(twilio: &TwilioSettings) -> Option<String> {
+    let cloud_run = twilio.cloud_run.as_ref()?;
+    let service = cloud_run.service.as_deref()?;
+    if twilio.webhook_url.is_some() {
+        return None;
+    }
+    match crate::gcp_metadata::cloud_run_host(&cloud_run.metadata_host, service).await {
+        Ok(host) => {
+            tracing::info!(
+                host,
+                "webhooks are accepted for this Cloud Run service's own URL"
+            );
+            Some(host)
+        }
+        Err(error) => {
+            let fallback = match twilio.webhook_hosts.is_empty() {
+                true => "from any host the request names: a webhook signed for another host of the same account would be accepted; set TWILIO_WEBHOOK_URL or TWILIO_WEBHOOK_HOSTS",
+                false => "only for the hosts of TWILIO_WEBHOOK_HOSTS",
+            };
+            tracing::warn!("cannot tell this Cloud Run service's own URL ({error}): webhooks are accepted {fallback}");
+            None
+        }
+    }
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and

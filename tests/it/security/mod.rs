@@ -1,5 +1,7 @@
 //! What an attacker's review found, one module per finding area: each test tries the attack
 //! black-box against the real bridge and shows it refused.
 
+mod accounts;
 mod handover;
 mod taps;
+mod urls;

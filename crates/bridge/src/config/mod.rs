@@ -119,6 +119,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
             agent: &agent,
             reply_mode,
             fallback_message: &fallback_message,
+            account_sid: twilio.as_ref().map(|t| t.account_sid.as_str()),
         };
         routes = routes_file::routes(reader, file, &inherited);
         if file.routes.is_empty() && !has_default {

@@ -29,6 +29,11 @@ pub struct RouteSpec {
     pub session_ttl: Option<String>,
     pub fallback_message: Option<String>,
     pub reply_mode: Option<String>,
+    /// Whether the route answers the webhooks of every account the bridge takes. By
+    /// default a route is its own account's: `match.account_sid`, else
+    /// `TWILIO_ACCOUNT_SID`'s; a sub-account writing to its number is not its to answer.
+    #[serde(default)]
+    pub any_account: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

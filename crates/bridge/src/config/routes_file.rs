@@ -47,6 +47,8 @@ pub(super) struct Inherited<'r, 'a> {
     pub agent: &'r AgentVars<'a>,
     pub reply_mode: ReplyMode,
     pub fallback_message: &'r str,
+    /// `TWILIO_ACCOUNT_SID`: the account of a route that names none.
+    pub account_sid: Option<&'r str>,
 }
 
 /// The routes of `file`, in its order; a route with a problem is left out (and each
@@ -113,7 +115,7 @@ impl Fields<'_, '_> {
             .clone()
             .unwrap_or_else(|| format!("route-{}", self.index));
         self.parsed("name", Some(&name), parse_route_name);
-        let matcher = self.matcher(spec);
+        let matcher = self.matcher(spec, inherited.account_sid);
         let reply_mode = self
             .parsed("reply_mode", spec.reply_mode.as_deref(), str::parse)
             .unwrap_or(inherited.reply_mode);
@@ -137,9 +139,19 @@ impl Fields<'_, '_> {
         }
     }
 
-    fn matcher(&mut self, spec: &RouteSpec) -> Matcher {
+    /// What the route matches: what it says, and its own account unless it takes any.
+    fn matcher(&mut self, spec: &RouteSpec, main_account: Option<&str>) -> Matcher {
         let given = &spec.matcher;
-        let matcher = Matcher {
+        if spec.any_account && given.account_sid.is_some() {
+            self.fail(
+                "any_account",
+                Problem::Conflict(
+                    "cannot go with match.account_sid: a route names its account, or takes any"
+                        .into(),
+                ),
+            );
+        }
+        let mut matcher = Matcher {
             to: self.parsed("match.to", given.to.as_deref(), parse_to),
             messaging_service_sid: self.parsed(
                 "match.messaging_service_sid",
@@ -157,6 +169,11 @@ impl Fields<'_, '_> {
             && given.account_sid.is_none();
         if names_none {
             self.fail("match", Problem::missing_because("one of to, messaging_service_sid or account_sid: the default route is today's variables"));
+        }
+        // A number or a Messaging Service belongs to one account: a sub-account's
+        // webhook that names another account's is not that account's route to answer.
+        if matcher.account_sid.is_none() && !spec.any_account {
+            matcher.account_sid = main_account.map(str::to_owned);
         }
         matcher
     }

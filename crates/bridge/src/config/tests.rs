@@ -38,7 +38,7 @@ fn the_seed_env_file_works_unchanged() {
         settings.routes[0].agent.endpoint.url(),
         "https://us-central1-dialogflow.googleapis.com"
     );
-    assert!(!settings.twilio.trust_proxy);
+    assert_eq!(settings.twilio.trust_proxy, None);
     assert_eq!(
         settings.routes[0].fallback_message,
         DEFAULT_FALLBACK_MESSAGE
@@ -63,7 +63,7 @@ fn defaults_follow_the_location_and_cloud_run() {
         settings.routes[0].agent.endpoint.url(),
         "https://europe-west2-dialogflow.googleapis.com"
     );
-    assert!(settings.twilio.trust_proxy);
+    assert_eq!(settings.twilio.trust_proxy, std::num::NonZeroUsize::new(1));
     assert_eq!(settings.port, 9000);
     assert_eq!(settings.twilio.auth_tokens.len(), 2);
 }
@@ -473,6 +473,7 @@ fn the_project_error_says_why_the_metadata_server_could_not_tell_it() {
     vars.remove("GCP_PROJECT");
     let why = crate::gcp_metadata::MetadataError::Empty {
         host: "127.0.0.1:9".into(),
+        what: "project id".into(),
     };
     let errors = load(&vars, &ProjectLookup::Failed(why)).unwrap_err();
     let error = errors.at(&Place::var("GCP_PROJECT")).unwrap();
@@ -483,4 +484,132 @@ fn the_project_error_says_why_the_metadata_server_could_not_tell_it() {
             .starts_with("GCP_PROJECT: is required but not set"),
         "{error}"
     );
+}
+
+#[test]
+fn trust_proxy_says_how_many_proxies_of_ours_append() {
+    let hops = |value: &str| {
+        let mut vars = with_agent();
+        vars.insert("TRUST_PROXY".into(), value.into());
+        Settings::from_vars(&vars).map(|s| s.twilio.trust_proxy.map(|h| h.get()))
+    };
+    assert_eq!(hops("true").unwrap(), Some(1));
+    assert_eq!(hops("false").unwrap(), None);
+    assert_eq!(hops("2").unwrap(), Some(2));
+    for bad in ["11", "-1", "maybe"] {
+        let errors = hops(bad).unwrap_err();
+        assert!(errors.at(&Place::var("TRUST_PROXY")).is_some(), "{bad}");
+    }
+}
+
+#[test]
+fn webhook_hosts_are_host_names() {
+    let mut vars = with_agent();
+    vars.insert(
+        "TWILIO_WEBHOOK_HOSTS".into(),
+        "Bot.Example.com, b.example".into(),
+    );
+    let settings = Settings::from_vars(&vars).unwrap();
+    assert_eq!(
+        settings.twilio.webhook_hosts,
+        ["bot.example.com", "b.example"]
+    );
+    assert!(settings.twilio.host_is_pinned());
+    for bad in ["https://bot.example.com/", "bot.example.com:443", "a/b"] {
+        vars.insert("TWILIO_WEBHOOK_HOSTS".into(), bad.into());
+        let errors = Settings::from_vars(&vars).unwrap_err();
+        assert!(
+            errors.at(&Place::var("TWILIO_WEBHOOK_HOSTS")).is_some(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn an_unpinned_url_is_warned_of_unless_on_cloud_run() {
+    let warned = |extra: &[(&str, &str)]| {
+        let mut vars = with_agent();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = Settings::from_vars(&vars).unwrap();
+        settings
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("nothing pins the URL"))
+    };
+    assert!(warned(&[]));
+    assert!(!warned(&[(
+        "TWILIO_WEBHOOK_URL",
+        "https://bot.example.com/"
+    )]));
+    assert!(!warned(&[("TWILIO_WEBHOOK_HOSTS", "bot.example.com")]));
+    assert!(!warned(&[("K_SERVICE", "bridge")]));
+}
+
+#[test]
+fn a_key_name_is_one_key_per_account() {
+    const SUB: &str = "AC11111111111111111111111111111111";
+    let mut vars = with_agent();
+    vars.insert("TWILIO_WEBHOOK_KEYS".into(), "support=a".into());
+    vars.insert(format!("TWILIO_WEBHOOK_KEYS__{SUB}"), "support=b".into());
+    let settings = Settings::from_vars(&vars).unwrap();
+    let twilio = &settings.twilio;
+    assert_eq!(twilio.webhook_key(SID, "support").unwrap().expose(), "a");
+    assert_eq!(twilio.webhook_key(SUB, "support").unwrap().expose(), "b");
+    vars.insert(format!("TWILIO_WEBHOOK_KEYS__{SID}"), "support=c".into());
+    let errors = Settings::from_vars(&vars).unwrap_err();
+    let error = errors
+        .at(&Place::var(format!("TWILIO_WEBHOOK_KEYS__{SID}")))
+        .unwrap()
+        .to_string();
+    assert!(error.contains("as TWILIO_WEBHOOK_KEYS does"), "{error}");
+    assert!(!error.contains("=c"), "{error}");
+}
+
+#[test]
+fn a_route_is_its_own_accounts_unless_it_takes_any() {
+    let dir = std::env::temp_dir().join(format!("routes-accounts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("routes.yaml");
+    let matchers = |extra: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "routes:\n  - name: a\n    match: {{ to: \"+33170000001\" {extra} }}\n    agent: {{ type: ES }}\n"
+            ),
+        )
+        .unwrap();
+        let mut vars = with_agent();
+        vars.insert("ROUTES_FILE".into(), file.display().to_string());
+        Settings::from_vars(&vars).map(|s| s.routes[0].matcher.account_sid.clone())
+    };
+    assert_eq!(matchers("").unwrap().as_deref(), Some(SID));
+    let sub = "AC11111111111111111111111111111111";
+    assert_eq!(
+        matchers(&format!(", account_sid: {sub}"))
+            .unwrap()
+            .as_deref(),
+        Some(sub)
+    );
+    std::fs::write(
+        &file,
+        "routes:\n  - name: a\n    match: { to: \"+33170000001\" }\n    any_account: true\n    agent: { type: ES }\n",
+    )
+    .unwrap();
+    let mut vars = with_agent();
+    vars.insert("ROUTES_FILE".into(), file.display().to_string());
+    let settings = Settings::from_vars(&vars).unwrap();
+    assert_eq!(settings.routes[0].matcher.account_sid, None);
+    std::fs::write(
+        &file,
+        format!("routes:\n  - name: a\n    match: {{ account_sid: {sub} }}\n    any_account: true\n    agent: {{ type: ES }}\n"),
+    )
+    .unwrap();
+    let errors = Settings::from_vars(&vars).unwrap_err();
+    assert!(errors
+        .at(&Place::RouteField {
+            index: 0,
+            field: "any_account"
+        })
+        .is_some());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,7 @@ use super::route_spec::AccountSpec;
 use super::values::{is_sid, parse_base_url, parse_bool, Secret};
 use super::vars::{on_cloud_run, Reader};
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 
 #[derive(Debug, Clone)]
 pub struct TwilioSettings {
@@ -15,15 +16,33 @@ pub struct TwilioSettings {
     pub auth_tokens: Vec<Secret>,
     /// The exact URL configured in Twilio, when the operator knows it.
     pub webhook_url: Option<String>,
-    /// Whether `X-Forwarded-Proto`/`X-Forwarded-Host` describe the public URL.
-    pub trust_proxy: bool,
-    /// Webhooks configuration SharedKeys by name, with the account each belongs to
-    /// (`TWILIO_WEBHOOK_KEYS` the main account's, `TWILIO_WEBHOOK_KEYS__AC…` another's):
-    /// a key signs only its own account's webhooks.
-    pub webhook_keys: HashMap<String, (String, Secret)>,
+    /// How many proxies of ours stand in front (`TRUST_PROXY`), each appending its value
+    /// to `X-Forwarded-Proto`/`X-Forwarded-Host`: the public URL is the value that many
+    /// from the right, the one our outermost proxy appended; what the client sent sits
+    /// further left and never counts. `None`: the headers are ignored.
+    pub trust_proxy: Option<NonZeroUsize>,
+    /// The hosts Twilio is given (`TWILIO_WEBHOOK_HOSTS`), lower case: a webhook sent to
+    /// another host is refused before its signature is checked.
+    pub webhook_hosts: Vec<String>,
+    /// On Cloud Run, the service whose own URL pins the host (found at start-up).
+    pub cloud_run: Option<CloudRun>,
+    /// Webhooks configuration SharedKeys by account and name (`TWILIO_WEBHOOK_KEYS` the
+    /// main account's, `TWILIO_WEBHOOK_KEYS__AC…` another's): a key signs only its own
+    /// account's webhooks, and two accounts may each have a key of the same name.
+    pub webhook_keys: HashMap<(String, String), Secret>,
     /// The sub-accounts (or other accounts) whose webhooks are taken too, each with its
     /// own tokens and API credentials; `account_sid` is not among them.
     pub other_accounts: Vec<Account>,
+}
+
+/// A Cloud Run service or job (`K_SERVICE`, `CLOUD_RUN_JOB`), and where its metadata
+/// server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudRun {
+    /// The service's name; `None` in a job (`check`), which serves nothing.
+    pub service: Option<String>,
+    /// `GCE_METADATA_HOST`, or the metadata server's own address.
+    pub metadata_host: String,
 }
 
 /// An account other than `TWILIO_ACCOUNT_SID` whose webhooks the bridge takes.
@@ -49,6 +68,23 @@ impl TwilioSettings {
             .find(|account| account.sid == account_sid)
             .map(|account| account.auth_tokens.as_slice())
     }
+
+    /// The SharedKey `name` of `account_sid`.
+    pub fn webhook_key(&self, account_sid: &str, name: &str) -> Option<&Secret> {
+        self.webhook_keys
+            .get(&(account_sid.to_owned(), name.to_owned()))
+    }
+
+    /// Whether any account has a SharedKey named `name`.
+    pub fn has_webhook_key_named(&self, name: &str) -> bool {
+        self.webhook_keys.keys().any(|(_, key)| key == name)
+    }
+
+    /// Whether something other than the request pins the host webhooks are signed
+    /// for: the URL, a host list, or Cloud Run's own URL.
+    pub fn host_is_pinned(&self) -> bool {
+        self.webhook_url.is_some() || !self.webhook_hosts.is_empty() || self.cloud_run.is_some()
+    }
 }
 
 const ACCOUNT_SID: &str =
@@ -71,9 +107,20 @@ pub(super) fn read(
             .map(|_| v.to_owned())
             .map_err(|_| "must be the full http(s):// URL configured in Twilio".to_owned())
     });
+    let cloud_run = on_cloud_run(reader.vars).then(|| CloudRun {
+        service: reader.get("K_SERVICE").map(str::to_owned),
+        metadata_host: reader
+            .get("GCE_METADATA_HOST")
+            .unwrap_or(crate::gcp_metadata::DEFAULT_HOST)
+            .to_owned(),
+    });
+    // Cloud Run's front end is one proxy.
     let trust_proxy = reader
-        .parsed("TRUST_PROXY", parse_bool)
-        .unwrap_or_else(|| on_cloud_run(reader.vars));
+        .parsed("TRUST_PROXY", parse_proxy_hops)
+        .unwrap_or_else(|| cloud_run.as_ref().map(|_| NonZeroUsize::MIN));
+    let webhook_hosts = reader
+        .parsed("TWILIO_WEBHOOK_HOSTS", parse_hosts)
+        .unwrap_or_default();
     let webhook_keys = webhook_keys(reader, account_sid);
     let other_accounts = other_accounts(reader, file_accounts);
     let auth_tokens = std::iter::once(Secret::new(token?))
@@ -84,18 +131,57 @@ pub(super) fn read(
         auth_tokens,
         webhook_url,
         trust_proxy,
+        webhook_hosts,
+        cloud_run,
         webhook_keys,
         other_accounts,
     })
 }
 
+/// `TRUST_PROXY`: `true` (one proxy of ours), `false`, or how many proxies of ours
+/// stand in front, each appending to `X-Forwarded-*`.
+fn parse_proxy_hops(value: &str) -> Result<Option<NonZeroUsize>, String> {
+    const EXPECTED: &str =
+        "must be true, false, or how many proxies of yours stand in front (1 to 10; true is 1)";
+    if let Ok(trusted) = parse_bool(value) {
+        return Ok(trusted.then_some(NonZeroUsize::MIN));
+    }
+    match value.parse::<usize>() {
+        Ok(hops @ 1..=10) => Ok(NonZeroUsize::new(hops)),
+        _ => Err(EXPECTED.to_owned()),
+    }
+}
+
+/// `TWILIO_WEBHOOK_HOSTS`: host names, separated by commas, as written in the URLs
+/// given to Twilio (no scheme, port or path).
+fn parse_hosts(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            let name = host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+            match name && !host.starts_with(['.', '-']) {
+                true => Ok(host.to_ascii_lowercase()),
+                false => Err(
+                    "must be host names separated by commas, such as bot.example.com (no scheme, port or path)"
+                        .to_owned(),
+                ),
+            }
+        })
+        .collect()
+}
+
 /// `TWILIO_WEBHOOK_KEYS` (the main account's) and `TWILIO_WEBHOOK_KEYS__AC…`: `name=secret`
-/// pairs.
+/// pairs. A name is one key within an account: given twice for one account, which one
+/// signs would depend on the order variables are read, so it is refused.
 fn webhook_keys(
     reader: &mut Reader<'_>,
     account_sid: Option<&str>,
-) -> HashMap<String, (String, Secret)> {
+) -> HashMap<(String, String), Secret> {
     let mut webhook_keys = HashMap::new();
+    // Where each (account, name) was given, to name both places of a duplicate.
+    let mut given_in: HashMap<(String, String), &str> = HashMap::new();
     for name in reader.names_starting("TWILIO_WEBHOOK_KEYS") {
         let account = match &name["TWILIO_WEBHOOK_KEYS".len()..] {
             "" => match account_sid {
@@ -119,7 +205,23 @@ fn webhook_keys(
                 .collect::<Result<Vec<_>, _>>()
         });
         for (key, secret) in keys.unwrap_or_default() {
-            webhook_keys.insert(key, (account.to_owned(), secret));
+            let id = (account.to_owned(), key);
+            if let Some(first) = given_in.get(&id) {
+                let also = match *first == name {
+                    true => "twice".to_owned(),
+                    false => format!("again, as {first} does"),
+                };
+                reader.fail_var(
+                    name,
+                    Problem::Conflict(format!(
+                        "names the webhook key {:?} of account {account} {also}: a key's name must be one key within its account",
+                        id.1
+                    )),
+                );
+                continue;
+            }
+            given_in.insert(id.clone(), name);
+            webhook_keys.insert(id, secret);
         }
     }
     webhook_keys

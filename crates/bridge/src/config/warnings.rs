@@ -52,6 +52,13 @@ impl Settings {
                 self.replies.mode
             ));
         }
+        if !self.twilio.host_is_pinned() {
+            warnings.push(UNPINNED_URL.to_owned());
+        }
         warnings
     }
 }
+
+/// Why a bridge that takes the URL from the request should not: the Node sample did,
+/// and it still works, but any host of the account is as good as this one.
+const UNPINNED_URL: &str = "nothing pins the URL Twilio signs: with neither TWILIO_WEBHOOK_URL nor TWILIO_WEBHOOK_HOSTS set (and not on Cloud Run), it is read from the request, so a webhook Twilio signed for another host of the same account (another service or deployment) would be accepted here. Set TWILIO_WEBHOOK_URL to the URL configured in Twilio, or TWILIO_WEBHOOK_HOSTS to its host names.";

@@ -15,7 +15,7 @@ use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use public_url::public_url;
+pub use public_url::PublicUrl;
 pub use rejection::Rejection;
 
 /// Twilio's webhooks are a few KiB; anything far larger is not from Twilio.
@@ -24,6 +24,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// What every request handler shares.
 pub struct AppState {
     pub twilio: TwilioSettings,
+    /// How the URL a webhook was signed for is found, and the hosts it may name.
+    pub public_url: PublicUrl,
     pub conversations: Arc<Conversations>,
     pub metrics: Arc<Metrics>,
     /// How long replies still owed at shutdown may take.

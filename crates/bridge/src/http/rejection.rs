@@ -23,6 +23,10 @@ pub enum Rejection {
     UnknownAlgorithm,
     #[error("cannot tell the URL Twilio called: no Host header")]
     NoHost,
+    /// Sent to a host the bridge does not answer for: a webhook signed for another
+    /// host of the same account must not verify here.
+    #[error("the webhook was sent to a host this bridge does not answer for (TWILIO_WEBHOOK_HOSTS, or the Cloud Run service's own URL)")]
+    UnknownHost,
     #[error("the body is over {} KiB, far more than any Twilio webhook", super::MAX_BODY_BYTES / 1024)]
     TooLarge,
     #[error("the body did not arrive within {0:?}")]
@@ -58,7 +62,8 @@ impl Rejection {
             Rejection::MissingSignature
             | Rejection::BadSignature
             | Rejection::UnknownSigningKey
-            | Rejection::UnknownAlgorithm => StatusCode::FORBIDDEN,
+            | Rejection::UnknownAlgorithm
+            | Rejection::UnknownHost => StatusCode::FORBIDDEN,
             Rejection::Webhook(WebhookError::WrongAccount) => StatusCode::FORBIDDEN,
             Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -77,6 +82,7 @@ impl Rejection {
             Rejection::UnknownSigningKey => "unknown_signing_key",
             Rejection::UnknownAlgorithm => "unknown_algorithm",
             Rejection::NoHost => "no_host",
+            Rejection::UnknownHost => "unknown_host",
             Rejection::TooLarge => "too_large",
             Rejection::BodyTimeout(_) => "body_timeout",
             Rejection::Unreadable(_) => "unreadable",

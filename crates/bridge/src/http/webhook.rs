@@ -4,7 +4,6 @@
 //! is decoded, its signature checked against the URL Twilio called, the message read,
 //! the agent asked, the reply rendered.
 
-use super::public_url::public_url;
 use super::rejection::Rejection;
 use super::AppState;
 use crate::conversation::Outcome;
@@ -76,7 +75,7 @@ fn read_message(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(IncomingMessage, String), Rejection> {
     let body = body.map_err(|r| Rejection::of_body(r, state.limits.body))?;
-    let url = public_url(&state.twilio, headers, uri);
+    let url = state.public_url.of(headers, uri);
     let (params, url) = verified_form(state, url, headers, &body)?;
     // Verified with this account's token: it is ours.
     let account = params.get("AccountSid").unwrap_or_default().to_owned();
@@ -96,8 +95,8 @@ pub async fn status(
     // Twilio signs the callback URL the bridge gave it: beside the configured webhook
     // URL when there is one, whatever the proxy in front made of the request.
     let url = match &state.twilio.webhook_url {
-        Some(configured) => Some(status_callback_url(configured)),
-        None => public_url(&state.twilio, &headers, &uri),
+        Some(configured) => Ok(status_callback_url(configured)),
+        None => state.public_url.of(&headers, &uri),
     };
     let (params, _) = verified_form(&state, url, &headers, &body)?;
     // Like a webhook, a callback of another account is refused (`verified_form` checked
@@ -127,11 +126,11 @@ pub async fn status(
     Ok(StatusCode::OK.into_response())
 }
 
-/// The form of a request that Twilio signed, and `url`, the URL it signed (none if the
-/// request does not say where it was sent); before this, nothing reads the form.
+/// The form of a request that Twilio signed, and `url`, the URL it signed (or why the
+/// request names none of ours); before this, nothing reads the form.
 fn verified_form(
     state: &AppState,
-    url: Option<String>,
+    url: Result<String, Rejection>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(FormParams, String), Rejection> {
@@ -142,7 +141,7 @@ fn verified_form(
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok())
         .ok_or(Rejection::MissingSignature)?;
-    let url = url.ok_or(Rejection::NoHost)?;
+    let url = url?;
     let params = FormParams::parse(body);
     let settings = headers
         .get("x-twilio-webhooks-signature-settings")
@@ -153,13 +152,17 @@ fn verified_form(
             let algorithm = algorithm
                 .and_then(signature::Algorithm::parse)
                 .ok_or(Rejection::UnknownAlgorithm)?;
-            let (account, key) = key
-                .and_then(|name| state.twilio.webhook_keys.get(name))
-                .ok_or(Rejection::UnknownSigningKey)?;
-            // A key signs its own account's webhooks only.
-            if params.get("AccountSid") != Some(account.as_str()) {
-                return Err(Rejection::Webhook(WebhookError::WrongAccount));
-            }
+            let name = key.ok_or(Rejection::UnknownSigningKey)?;
+            // A key signs its own account's webhooks only: the account the form names
+            // chooses among the keys of that name.
+            let account = params.get("AccountSid").unwrap_or_default();
+            let key = match state.twilio.webhook_key(account, name) {
+                Some(key) => key,
+                None if state.twilio.has_webhook_key_named(name) => {
+                    return Err(Rejection::Webhook(WebhookError::WrongAccount))
+                }
+                None => return Err(Rejection::UnknownSigningKey),
+            };
             signature::is_valid_with(algorithm, key.expose(), &url, params.pairs(), signature)
         }
         None => {
