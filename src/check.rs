@@ -235,7 +235,8 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         (
             "TRUST_PROXY",
             match twilio.trust_proxy {
-                Some(hops) => format!("{hops} (the public URL from what your proxies appended to X-Forwarded-Proto/X-Forwarded-Host, {hops} from the right)"),
+                Some(hops) if hops.get() == 1 => "true (the public URL from the right-most X-Forwarded-Proto/X-Forwarded-Host value, which your proxy appended)".into(),
+                Some(hops) => format!("{hops} (the public URL from the X-Forwarded-Proto/X-Forwarded-Host value {hops} from the right, which your outermost proxy appended)"),
                 None => "false (the public URL from the Host header, over http)".into(),
             },
         ),
