@@ -296,14 +296,26 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         ),
         ("HEADER_TIMEOUT", seconds(settings.limits.header)),
         ("BODY_TIMEOUT", seconds(settings.limits.body)),
+        ("REQUEST_TIMEOUT", seconds(settings.limits.request)),
         ("IDLE_TIMEOUT", seconds(settings.limits.idle)),
         (
-            "MAX_CONNECTIONS",
-            format!(
-                "{} (open files allowed: {})",
-                settings.limits.max_connections,
-                bridge::config::open_files_limit()
+            "MAX_HEADER_BYTES",
+            settings.limits.max_header_bytes.to_string(),
+        ),
+        ("MAX_CONNECTIONS", settings.connection_cap.to_string()),
+        (
+            "METRICS_PORT",
+            settings.metrics.port.map_or_else(
+                || "(not set: /metrics is on the public port)".to_owned(),
+                |port| port.to_string(),
             ),
+        ),
+        (
+            "METRICS_TOKEN",
+            match settings.metrics.token {
+                Some(_) => "*** (set)".to_owned(),
+                None => "(not set)".to_owned(),
+            },
         ),
     ]);
     match &settings.handoff {

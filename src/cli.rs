@@ -258,6 +258,16 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
     let port = listener
         .local_addr()
         .map_or(settings.port, |addr| addr.port());
+    let metrics = startup::metrics_listener(&settings, [0, 0, 0, 0].into()).with_context(|| {
+        format!(
+            "cannot listen on METRICS_PORT {}",
+            settings.metrics.port.unwrap_or_default()
+        )
+    })?;
+    let metrics_port = metrics
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok())
+        .map(|addr| addr.port());
     let default = settings.default_route();
     // Listening for SIGTERM before saying the bridge listens: one sent at once must
     // find the handler.
@@ -268,9 +278,11 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
         endpoint = default.map(|route| route.agent.endpoint.url()),
         routes = settings.routes.len(),
         reply_mode = %settings.replies.mode,
+        metrics_port,
+        max_connections = %settings.connection_cap,
         "bridge listening"
     );
-    startup::serve(listener, state, stop)
+    startup::serve(listener, metrics, state, stop)
         .await
         .context("the server failed")?;
     Ok(ExitCode::SUCCESS)

@@ -202,7 +202,7 @@ impl Metrics {
             connections_closed: registered(
                 &mut registry,
                 "connections_closed",
-                "HTTP connections closed by the server's limits, by reason (header_timeout, idle_timeout, shed, refused)",
+                "HTTP connections closed by the server's limits, by reason (header_timeout, request_timeout, idle_timeout, shed, refused)",
                 Default::default(),
             ),
             rate_limited: registered(

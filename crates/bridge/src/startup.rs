@@ -6,7 +6,7 @@ use crate::agent::{Agent, Clients};
 use crate::config::TwilioSettings;
 use crate::config::{ReplyMode, Settings};
 use crate::conversation::{AgentRoute, AgentRoutes, Conversations, Delivery, Messages};
-use crate::http::{router, AppState, PublicUrl};
+use crate::http::{metrics_router, router, AppState, PublicUrl};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::state::StateStore;
@@ -165,6 +165,7 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
         shutdown_grace: settings.replies.shutdown_grace,
         limits: settings.limits,
         handoff_token: settings.handoff.as_ref().map(|h| h.token.clone()),
+        metrics_access: settings.metrics.clone(),
     }))
 }
 
@@ -196,13 +197,40 @@ async fn cloud_run_host(twilio: &TwilioSettings) -> Option<String> {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and
-/// lets requests in flight finish.
+/// The listener of `/metrics` on `METRICS_PORT` (on `ip`), if it is set.
+pub fn metrics_listener(
+    settings: &Settings,
+    ip: std::net::IpAddr,
+) -> std::io::Result<Option<TcpListener>> {
+    settings
+        .metrics
+        .port
+        .map(|port| listen(SocketAddr::new(ip, port)))
+        .transpose()
+}
+
+/// Serves `state` on `listener` (and `/metrics` alone on `metrics`, with
+/// `METRICS_PORT`) until `shutdown` resolves, then stops accepting and lets requests
+/// in flight finish.
 pub async fn serve(
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // `/metrics` stays readable while the public side drains.
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = metrics.map(|listener| {
+        tokio::spawn(hardened_http::serve(
+            listener,
+            metrics_router(Arc::clone(&state)),
+            state.limits,
+            None,
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     let conversations = Arc::clone(&state.conversations);
     let grace = state.shutdown_grace;
     let signalled = Arc::new(std::sync::OnceLock::new());
@@ -235,12 +263,20 @@ pub async fn serve(
     if owed {
         state.conversations.hand_over(HAND_OVER_WAIT).await;
     }
+    let _ = metrics_stop.send(());
+    if let Some(server) = metrics_server {
+        if let Ok(Err(error)) = server.await {
+            tracing::warn!(%error, "the metrics listener failed");
+        }
+    }
     Ok(())
 }
 
 /// A bridge running on a background task, for tests and the demo.
 pub struct RunningBridge {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, with `METRICS_PORT` (on the loopback).
+    pub metrics_addr: Option<SocketAddr>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -248,12 +284,19 @@ pub struct RunningBridge {
 impl RunningBridge {
     pub async fn start(settings: &Settings, listener: TcpListener) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
+        let metrics = metrics_listener(settings, std::net::Ipv4Addr::LOCALHOST.into())?;
+        let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         let state = build(settings).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, state, async {
+        let task = tokio::spawn(serve(listener, metrics, state, async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, stop, task })
+        Ok(Self {
+            addr,
+            metrics_addr,
+            stop,
+            task,
+        })
     }
 
     pub fn url(&self) -> String {

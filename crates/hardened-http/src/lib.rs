@@ -19,7 +19,7 @@
 //! through it, and the bridge counts what it reports.
 
 use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -41,16 +41,32 @@ pub struct Limits {
     /// A request's headers must be complete this long after the connection opened, or
     /// after its first byte.
     pub header: Duration,
-    /// A request's body must arrive within this.
+    /// A request's body may fall silent for this long at most.
     pub body: Duration,
+    /// A request's headers and body together must arrive within this, counted from its
+    /// first byte.
+    pub request: Duration,
     /// How long a keep-alive connection may rest between requests.
     pub idle: Duration,
     /// Open connections at most; past it, the one resting longest is closed.
     pub max_connections: usize,
+    /// A request's start line and headers, in bytes, at most; past it, 431.
+    pub max_header_bytes: usize,
 }
 
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The body timeout and five seconds more: a body that pauses once for almost the body
+/// timeout still arrives, and a client that trickles holds its slot 20 s, not for ever.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Twilio's webhooks carry a few headers of a few hundred bytes; browsers and proxies
+/// stay well under 16 KiB. hyper's own default is about 400 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The least `max_header_bytes` can be: hyper's smallest read buffer.
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+/// What [`Limits::default`] counts for one request's body when it derives the
+/// connection cap; a server that takes larger bodies derives its own.
+pub const DEFAULT_BODY_ALLOWANCE: usize = 64 * 1024;
 /// Longer than the idle timeout of common load balancers (60 s), so that they close
 /// first and never send a request on a connection being closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
@@ -60,16 +76,127 @@ impl Default for Limits {
         Self {
             header: DEFAULT_HEADER_TIMEOUT,
             body: DEFAULT_BODY_TIMEOUT,
+            request: DEFAULT_REQUEST_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,
             max_connections: default_max_connections(),
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
 
-/// Half the process's file-descriptor limit, less a reserve: each webhook in flight
-/// also holds a connection to the agent, and the process needs files of its own.
+/// The connection cap this process can afford with the default limits; see
+/// [`ConnectionCap`].
 pub fn default_max_connections() -> usize {
-    (open_files_limit() / 2).saturating_sub(32).max(16)
+    let per_connection = per_connection_bytes(DEFAULT_MAX_HEADER_BYTES, DEFAULT_BODY_ALLOWANCE);
+    ConnectionCap::of_this_process(per_connection).max
+}
+
+/// Memory one connection holds besides its request's headers and body: hyper's write
+/// buffer and state, its task, the socket's buffers in the kernel (charged to the
+/// cgroup too), and the work its request starts.
+pub const CONNECTION_OVERHEAD_BYTES: u64 = 64 * 1024;
+
+/// The most memory one connection can hold: its headers, its body, and the overhead.
+pub fn per_connection_bytes(max_header_bytes: usize, max_body_bytes: usize) -> u64 {
+    max_header_bytes as u64 + max_body_bytes as u64 + CONNECTION_OVERHEAD_BYTES
+}
+
+/// Fewer connections than this would make the server useless; a limit so low is a
+/// mistake better seen in the log than obeyed.
+const MIN_CONNECTIONS: usize = 16;
+
+/// What bounds the connection cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapBound {
+    /// Half the open-files limit, less a reserve: each webhook in flight also holds a
+    /// connection to the agent, and the process needs files of its own.
+    OpenFiles { files: usize },
+    /// Half the memory limit (the rest is the process's own), over the most one
+    /// connection can hold.
+    Memory { limit: u64, per_connection: u64 },
+}
+
+/// How many connections the server may hold, and what bounds it: the lower of what the
+/// open-files limit and the memory limit (a container's cgroup) allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCap {
+    pub max: usize,
+    pub bound: CapBound,
+}
+
+impl ConnectionCap {
+    /// The cap for `files` open files and `memory_limit` bytes (`None`: no limit), each
+    /// connection holding up to `per_connection` bytes. Pure.
+    pub fn derive(files: usize, memory_limit: Option<u64>, per_connection: u64) -> Self {
+        let by_files = Self {
+            max: (files / 2).saturating_sub(32).max(MIN_CONNECTIONS),
+            bound: CapBound::OpenFiles { files },
+        };
+        let Some(limit) = memory_limit else {
+            return by_files;
+        };
+        let by_memory = (limit / 2) / per_connection.max(1);
+        let by_memory = usize::try_from(by_memory)
+            .unwrap_or(usize::MAX)
+            .max(MIN_CONNECTIONS);
+        if by_memory < by_files.max {
+            Self {
+                max: by_memory,
+                bound: CapBound::Memory {
+                    limit,
+                    per_connection,
+                },
+            }
+        } else {
+            by_files
+        }
+    }
+
+    /// The cap for this process's open-files limit and its cgroup's memory limit.
+    pub fn of_this_process(per_connection: u64) -> Self {
+        Self::derive(open_files_limit(), memory_limit(), per_connection)
+    }
+}
+
+impl std::fmt::Display for ConnectionCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.bound {
+            CapBound::OpenFiles { files } => write!(
+                f,
+                "{} (half the open-files limit, {files}, less a reserve)",
+                self.max
+            ),
+            CapBound::Memory {
+                limit,
+                per_connection,
+            } => write!(
+                f,
+                "{} (half the memory limit, {} MiB, at {} KiB a connection)",
+                self.max,
+                limit / (1024 * 1024),
+                per_connection / 1024
+            ),
+        }
+    }
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, or v1
+/// `memory.limit_in_bytes`), as Cloud Run and other containers set it; `None` when
+/// there is none or it cannot be read.
+pub fn memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| parse_memory_limit(&std::fs::read_to_string(path).ok()?))
+}
+
+/// A cgroup's memory limit: `max` (v2) or a number near `i64::MAX` (v1) is no limit.
+fn parse_memory_limit(text: &str) -> Option<u64> {
+    let limit: u64 = text.trim().parse().ok()?;
+    // cgroup v1 says "unlimited" as the largest page-aligned i64.
+    (limit < 1 << 60).then_some(limit)
 }
 
 /// The soft limit on open files (`ulimit -n`), as Linux reports it; 1024 elsewhere.
@@ -124,6 +251,8 @@ pub fn body_timeout_layer(limits: &Limits) -> tower_http::timeout::RequestBodyTi
 pub enum Closed {
     /// Headers not complete in time (a silent or dribbling client).
     HeaderTimeout,
+    /// Headers and body not complete within the request timeout (a trickling client).
+    RequestTimeout,
     /// Rested longer than the idle timeout between requests.
     IdleTimeout,
     /// Closed to make room for a new connection.
@@ -136,6 +265,7 @@ impl Closed {
     pub fn label(self) -> &'static str {
         match self {
             Closed::HeaderTimeout => "header_timeout",
+            Closed::RequestTimeout => "request_timeout",
             Closed::IdleTimeout => "idle_timeout",
             Closed::Shed => "shed",
             Closed::Refused => "refused",
@@ -190,17 +320,29 @@ pub async fn serve(
         let service = Tracked {
             router: router.clone(),
             state: Arc::clone(&state),
+            request_timeout: limits.request,
         };
         let mut builder = http1::Builder::new();
-        // Our own clocks (below) do what hyper's header timer would.
-        builder.timer(TokioTimer::new()).header_read_timeout(None);
+        // Our own clocks (below) do what hyper's header timer would. Headers past the
+        // limit get 431 and the connection closes; hyper's read buffer, which would
+        // otherwise grow to about 400 KiB for a client dribbling headers, stays as small.
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES));
         let connection = graceful.watch(builder.serve_connection(io, service));
         let connections = Arc::clone(&connections);
         let observer = observer.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                reason = watchdog(&state, limits) => count(&observer, reason),
+            let closed = tokio::select! {
+                _ = connection => None,
+                reason = watchdog(&state, limits) => Some(reason),
+            };
+            // A request cut by its deadline was answered (408) and closed by hyper.
+            let closed = closed.or_else(|| state.timed_out().then_some(Closed::RequestTimeout));
+            if let Some(reason) = closed {
+                count(&observer, reason);
             }
             connections.close(state.id);
             if let Some(observer) = &observer {
@@ -301,8 +443,24 @@ struct ConnectionState {
     resting_since: AtomicU64,
     /// When the first byte since then arrived (0: none yet).
     first_byte: AtomicU64,
+    /// When the request being read had its first byte.
+    reading_since: AtomicU64,
+    /// The request's body is still to be read.
+    body_pending: AtomicBool,
+    /// The request's deadline passed before its body was read.
+    timed_out: AtomicBool,
     shed: Notify,
 }
+
+/// The instant times of [`ConnectionState`] count from.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// After the request's deadline, how long a handler that holds the body without reading
+/// it has before the connection is closed under it: time to answer 408 when it reads.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 impl ConnectionState {
     fn new(id: u64) -> Self {
@@ -312,6 +470,9 @@ impl ConnectionState {
             requests: AtomicU64::new(0),
             resting_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(0),
+            reading_since: AtomicU64::new(0),
+            body_pending: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
             shed: Notify::new(),
         };
         state.resting_since.store(state.now(), Ordering::Relaxed);
@@ -319,10 +480,18 @@ impl ConnectionState {
     }
 
     fn now(&self) -> u64 {
-        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let epoch = EPOCH.get_or_init(Instant::now);
         // At least 1, so that 0 keeps meaning "not yet".
-        (epoch.elapsed().as_millis() as u64).max(1)
+        (epoch().elapsed().as_millis() as u64).max(1)
+    }
+
+    /// When the request being read must have arrived whole.
+    fn request_deadline(&self, limit: Duration) -> tokio::time::Instant {
+        let since = Duration::from_millis(self.reading_since.load(Ordering::Relaxed));
+        tokio::time::Instant::from_std(epoch() + since + limit)
+    }
+
+    fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
     }
 
     fn resting_since(&self) -> u64 {
@@ -336,6 +505,13 @@ impl ConnectionState {
     }
 
     fn request_started(&self) {
+        // Its first byte; or now, for a request whose bytes came while the one before
+        // was answered.
+        let first_byte = match self.first_byte.load(Ordering::Relaxed) {
+            0 => self.now(),
+            at => at,
+        };
+        self.reading_since.store(first_byte, Ordering::Relaxed);
         self.busy.store(true, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.first_byte.store(0, Ordering::Relaxed);
@@ -350,15 +526,29 @@ impl ConnectionState {
     /// How long until the limits must be looked at again, or why the connection must
     /// close now.
     fn due(&self, limits: Limits) -> Result<Duration, Closed> {
-        // A busy connection is bounded by the body timeout and the handler's own.
         let recheck = Duration::from_secs(1);
-        if self.busy.load(Ordering::Relaxed) {
-            return Ok(recheck);
-        }
         let now = self.now();
+        if self.busy.load(Ordering::Relaxed) {
+            // Once its body is read, a request is bounded by the handler's own timeouts;
+            // until then by the request timeout, which the body itself enforces when it
+            // is read (see `TimedBody`), and this when it is not.
+            if !self.body_pending.load(Ordering::Relaxed) {
+                return Ok(recheck);
+            }
+            let since = self.reading_since.load(Ordering::Relaxed);
+            let deadline = since + (limits.request + ANSWER_GRACE).as_millis() as u64;
+            if now >= deadline {
+                return Err(Closed::RequestTimeout);
+            }
+            return Ok(Duration::from_millis(deadline - now).min(recheck));
+        }
         let first_byte = self.first_byte.load(Ordering::Relaxed);
         let (since, limit, reason) = if first_byte != 0 {
-            (first_byte, limits.header, Closed::HeaderTimeout)
+            (
+                first_byte,
+                limits.header.min(limits.request),
+                Closed::HeaderTimeout,
+            )
         } else if self.requests.load(Ordering::Relaxed) == 0 {
             (self.resting_since(), limits.header, Closed::HeaderTimeout)
         } else {
@@ -428,6 +618,7 @@ impl AsyncWrite for Watched {
 struct Tracked {
     router: Router,
     state: Arc<ConnectionState>,
+    request_timeout: Duration,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
@@ -439,11 +630,116 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
         self.state.request_started();
         let router = self.router.clone();
         let state = Arc::clone(&self.state);
+        let request_timeout = self.request_timeout;
         Box::pin(async move {
-            let response = router.oneshot(request.map(axum::body::Body::new)).await;
+            let request = request
+                .map(|body| axum::body::Body::new(TimedBody::new(body, &state, request_timeout)));
+            let mut response = router.oneshot(request).await;
+            if state.timed_out() {
+                // The rest of the body is never read: the connection cannot carry
+                // another request.
+                if let Ok(response) = &mut response {
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+            }
             state.request_ended();
             response
         })
+    }
+}
+
+/// Reading a request's body past its deadline failed with this: the request's headers
+/// and body did not arrive within the request timeout. A server answers it with 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeout(pub Duration);
+
+impl std::fmt::Display for RequestTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request did not arrive within {:?}", self.0)
+    }
+}
+
+impl std::error::Error for RequestTimeout {}
+
+/// A request's body, which fails with [`RequestTimeout`] once the request's deadline
+/// passes however steadily its bytes trickle, and tells the connection's clock when
+/// it is read or let go.
+struct TimedBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+    state: Arc<ConnectionState>,
+    finished: bool,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, state: &Arc<ConnectionState>, limit: Duration) -> Self {
+        let finished = hyper::body::Body::is_end_stream(&inner);
+        state.body_pending.store(!finished, Ordering::Relaxed);
+        Self {
+            deadline: Box::pin(tokio::time::sleep_until(state.request_deadline(limit))),
+            inner,
+            limit,
+            state: Arc::clone(state),
+            finished,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.state.body_pending.store(false, Ordering::Relaxed);
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        // Before the next piece, however soon it came: a steady trickle must not
+        // outlast the deadline.
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.finish();
+            this.state.timed_out.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(Box::new(RequestTimeout(this.limit)))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.finish();
+                Poll::Ready(Some(Err(Box::new(error))))
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        // A handler that let the body go will not read it: hyper reads no more of it.
+        self.finish();
     }
 }
 
@@ -503,8 +799,10 @@ mod tests {
         Limits {
             header: Duration::from_millis(100),
             body: Duration::from_millis(100),
+            request: Duration::from_millis(150),
             idle: Duration::from_millis(300),
             max_connections: 4,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 
@@ -547,5 +845,63 @@ mod tests {
         assert!(lock(&connections.open).contains_key(&second.id));
         assert!(!connections.shed_one(), "the busy one stays");
         drop(first);
+    }
+
+    #[test]
+    fn a_request_whose_body_is_pending_is_timed_from_its_first_byte() {
+        let state = ConnectionState::new(0);
+        state.received();
+        state.request_started();
+        state.body_pending.store(true, Ordering::Relaxed);
+        assert!(state.due(limits()).is_ok());
+        std::thread::sleep(limits().request + ANSWER_GRACE + Duration::from_millis(20));
+        assert_eq!(state.due(limits()), Err(Closed::RequestTimeout));
+        state.body_pending.store(false, Ordering::Relaxed);
+        assert!(
+            state.due(limits()).is_ok(),
+            "once read, the handler's own timeouts bound it"
+        );
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn the_cap_is_the_lower_of_what_files_and_memory_allow() {
+        let per_connection = per_connection_bytes(32 * 1024, 64 * 1024);
+        assert_eq!(per_connection, 160 * 1024);
+        // Cloud Run's 512 MiB: 256 MiB for connections, 1 638 of them.
+        let cap = ConnectionCap::derive(65_536, Some(512 * MIB), per_connection);
+        assert_eq!(cap.max, 1638);
+        assert_eq!(
+            cap.bound,
+            CapBound::Memory {
+                limit: 512 * MIB,
+                per_connection
+            }
+        );
+        assert!(cap.to_string().contains("512 MiB"), "{cap}");
+        // Few files and much memory: the files bound it.
+        let cap = ConnectionCap::derive(1024, Some(8 * 1024 * MIB), per_connection);
+        assert_eq!(cap.max, 480);
+        assert_eq!(cap.bound, CapBound::OpenFiles { files: 1024 });
+        // No memory limit: the files alone.
+        assert_eq!(ConnectionCap::derive(1024, None, per_connection).max, 480);
+        // A tiny limit still leaves a usable server.
+        assert_eq!(
+            ConnectionCap::derive(1024, Some(MIB), per_connection).max,
+            MIN_CONNECTIONS
+        );
+    }
+
+    #[test]
+    fn a_cgroup_memory_limit_is_read_in_either_version() {
+        assert_eq!(parse_memory_limit("536870912\n"), Some(512 * MIB));
+        assert_eq!(parse_memory_limit("max\n"), None, "v2: no limit");
+        assert_eq!(
+            parse_memory_limit("9223372036854771712\n"),
+            None,
+            "v1: no limit"
+        );
+        assert_eq!(parse_memory_limit(""), None);
     }
 }

@@ -74,6 +74,12 @@ impl Running {
         Self { child, lines }
     }
 
+    /// The child's process id (the command's own when it ran under `prlimit`, which
+    /// becomes it).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Writes `line` to the child's standard input (started with `Stdio::piped()`).
     pub fn write_line(&mut self, line: &str) {
         use std::io::Write;

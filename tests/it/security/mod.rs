@@ -2,6 +2,7 @@
 //! black-box against the real bridge and shows it refused.
 
 mod accounts;
+mod bounded;
 mod handover;
 mod taps;
 mod urls;

@@ -9,13 +9,14 @@
 //!
 //! Each area reads its own variables: [`agent`], [`routes_file`] (the file's shape in
 //! [`route_spec`]), [`twilio`],
-//! [`replies`], [`state`], [`limits`], [`rich`], [`handoff`]. None of them reaches into
+//! [`replies`], [`state`], [`limits`], [`rich`], [`handoff`], [`metrics`]. None of them reaches into
 //! the modules that use the settings.
 
 mod agent;
 mod error;
 mod handoff;
 mod limits;
+mod metrics;
 mod replies;
 mod rich;
 mod route_spec;
@@ -30,9 +31,11 @@ pub use agent::{AgentKind, AgentSettings, Endpoint, DEFAULT_RETRY_WINDOW};
 pub use error::{ConfigError, ConfigErrors, Place, Problem};
 pub use handoff::{check_webhook_secret, HandoffSettings};
 pub use limits::{
-    default_max_connections, open_files_limit, ConnectionLimits, DEFAULT_BODY_TIMEOUT,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RATE_LIMIT_MESSAGE,
+    default_max_connections, memory_limit, open_files_limit, per_connection_bytes, CapBound,
+    CapChoice, ConnectionCap, ConnectionLimits, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_RATE_LIMIT_MESSAGE, MAX_BODY_BYTES,
 };
+pub use metrics::MetricsSettings;
 pub use replies::{
     ReplySettings, DEFAULT_TWILIO_API_BASE_URL, DEFAULT_TWILIO_CONTENT_BASE_URL,
     DEFAULT_TWILIO_MESSAGING_BASE_URL,
@@ -61,6 +64,10 @@ pub struct Settings {
     pub replies: ReplySettings,
     pub state: StateSettings,
     pub limits: ConnectionLimits,
+    /// How `limits.max_connections` was chosen.
+    pub connection_cap: CapChoice,
+    /// Where `/metrics` is served and what it needs.
+    pub metrics: MetricsSettings,
     pub rate_limits: crate::rate_limit::RateLimits,
     /// What a person who writes faster than the limits is told, once.
     pub rate_limit_message: String,
@@ -136,7 +143,8 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
         .unwrap_or_default();
     let replies = replies::read(reader, reply_mode, twilio.as_ref());
     let state = state::read(reader);
-    let limits = limits::connection_limits(reader);
+    let (limits, connection_cap) = limits::connection_limits(reader);
+    let metrics = metrics::read(reader, port.unwrap_or(DEFAULT_PORT));
     let rate_limits = limits::rate_limits(reader);
     let opt_out_to_agent = reader.parsed_or("OPT_OUT_TO_AGENT", values::parse_bool, false);
     let rate_limit_message = reader.text_or("RATE_LIMIT_MESSAGE", DEFAULT_RATE_LIMIT_MESSAGE);
@@ -164,6 +172,8 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
         replies: replies?,
         state,
         limits,
+        connection_cap,
+        metrics,
         rate_limits,
         rate_limit_message,
         opt_out_to_agent,

@@ -1,6 +1,6 @@
 //! Settings that are valid but probably not what the operator meant.
 
-use super::{Endpoint, ReplyMode, Settings, DEFAULT_TWILIO_API_BASE_URL};
+use super::{CapBound, CapChoice, Endpoint, ReplyMode, Settings, DEFAULT_TWILIO_API_BASE_URL};
 
 impl Settings {
     /// Settings that are valid but probably not what the operator meant, one line each.
@@ -54,6 +54,18 @@ impl Settings {
         }
         if !self.twilio.host_is_pinned() {
             warnings.push(UNPINNED_URL.to_owned());
+        }
+        if self.metrics.is_open() {
+            warnings.push(
+                "/metrics is open to anyone who reaches the service (route names and volumes): set METRICS_PORT to serve it on a port of its own, or METRICS_TOKEN to require Authorization: Bearer".to_owned(),
+            );
+        }
+        if let CapChoice::Set { max, affordable } = self.connection_cap {
+            if matches!(affordable.bound, CapBound::Memory { .. }) && max > affordable.max {
+                warnings.push(format!(
+                    "MAX_CONNECTIONS is {max}, more than the memory limit allows: {affordable}; a flood of slow requests could exhaust the memory"
+                ));
+            }
         }
         warnings
     }

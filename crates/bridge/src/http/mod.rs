@@ -6,10 +6,12 @@ mod public_url;
 mod rejection;
 mod webhook;
 
-use crate::config::{ConnectionLimits, TwilioSettings};
+use crate::config::{ConnectionLimits, MetricsSettings, TwilioSettings};
 use crate::conversation::Conversations;
 use crate::metrics::Metrics;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
@@ -18,8 +20,7 @@ use std::time::Duration;
 pub use public_url::PublicUrl;
 pub use rejection::Rejection;
 
-/// Twilio's webhooks are a few KiB; anything far larger is not from Twilio.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use crate::config::MAX_BODY_BYTES;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -33,6 +34,8 @@ pub struct AppState {
     pub limits: ConnectionLimits,
     /// The bearer token of the hand-over API; `None`: hand-over is off.
     pub handoff_token: Option<crate::config::Secret>,
+    /// Where `/metrics` is served, and the token it needs.
+    pub metrics_access: MetricsSettings,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -46,28 +49,58 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             handoff::require_token,
         ));
-    Router::new()
+    // With a port of its own, `/metrics` is not here: the public port answers 404.
+    let metrics_here = state.metrics_access.port.is_none();
+    let router = Router::new()
         .route("/", post(webhook::incoming))
         .route("/status", post(webhook::status))
         .merge(human_side)
         .route("/healthz", get(|| async { "ok\n" }))
         // Cloud Run keeps some paths ending in `z` for itself: from outside, `/healthz`
         // may never reach the container.
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(|| async { "ok\n" }));
+    let router = match metrics_here {
+        true => router.route("/metrics", get(metrics)),
+        false => router,
+    };
+    router
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(body_timeout)
+        .with_state(state)
+}
+
+/// The router of `METRICS_PORT`'s listener: `/metrics` alone.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    let body_timeout = hardened_http::body_timeout_layer(&state.limits);
+    Router::new()
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(body_timeout)
         .with_state(state)
 }
 
-async fn metrics(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-) -> impl axum::response::IntoResponse {
+/// `GET /metrics`; with `METRICS_TOKEN`, only for its bearer, checked first.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.metrics_access.token {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !crate::handoff::token_matches(token.expose(), authorization) {
+            tracing::warn!("a read of /metrics without the right bearer token was refused");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "Authorization: Bearer METRICS_TOKEN is required\n",
+            )
+                .into_response();
+        }
+    }
     (
         [(
-            axum::http::header::CONTENT_TYPE,
+            header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.render(),
     )
+        .into_response()
 }

@@ -31,6 +31,8 @@ pub enum Rejection {
     TooLarge,
     #[error("the body did not arrive within {0:?}")]
     BodyTimeout(std::time::Duration),
+    #[error("the request's headers and body did not arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
     #[error("cannot read the body: {0}")]
     Unreadable(String),
     #[error("{0}")]
@@ -38,8 +40,8 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// Why the body could not be read: too large, too slow (`body_timeout` ran out), or
-    /// broken.
+    /// Why the body could not be read: too large, too slow (`body_timeout` ran out
+    /// between pieces, or the request's whole deadline passed), or broken.
     pub fn of_body(rejection: BytesRejection, body_timeout: std::time::Duration) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             return Rejection::TooLarge;
@@ -48,6 +50,9 @@ impl Rejection {
         while let Some(error) = source {
             if error.is::<tower_http::timeout::TimeoutError>() {
                 return Rejection::BodyTimeout(body_timeout);
+            }
+            if let Some(hardened_http::RequestTimeout(limit)) = error.downcast_ref() {
+                return Rejection::RequestTimeout(*limit);
             }
             source = error.source();
         }
@@ -66,7 +71,7 @@ impl Rejection {
             | Rejection::UnknownHost => StatusCode::FORBIDDEN,
             Rejection::Webhook(WebhookError::WrongAccount) => StatusCode::FORBIDDEN,
             Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Rejection::BodyTimeout(_) | Rejection::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Rejection::NoHost
             | Rejection::Unreadable(_)
             | Rejection::Webhook(WebhookError::Missing(_)) => StatusCode::BAD_REQUEST,
@@ -85,6 +90,7 @@ impl Rejection {
             Rejection::UnknownHost => "unknown_host",
             Rejection::TooLarge => "too_large",
             Rejection::BodyTimeout(_) => "body_timeout",
+            Rejection::RequestTimeout(_) => "request_timeout",
             Rejection::Unreadable(_) => "unreadable",
             Rejection::Webhook(WebhookError::WrongAccount) => "wrong_account",
             Rejection::Webhook(WebhookError::Missing(_)) => "missing_parameter",
@@ -100,7 +106,10 @@ impl IntoResponse for Rejection {
             "webhook refused: {self}"
         );
         let mut response = (self.status(), format!("{self}\n")).into_response();
-        if matches!(self, Rejection::BodyTimeout(_)) {
+        if matches!(
+            self,
+            Rejection::BodyTimeout(_) | Rejection::RequestTimeout(_)
+        ) {
             // A client that cannot send its body in time does not keep the connection.
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
