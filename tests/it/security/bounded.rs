@@ -257,8 +257,8 @@ async fn many_clients_dribbling_huge_headers_hold_little_memory() {
     let clients: Vec<_> = (0..200)
         .map(|_| tokio::spawn(big_headers(addr, give_up)))
         .collect();
-    // 200 × 300 KiB is 60 MiB were they buffered; refused at 32 KiB, a few MiB at most.
-    let bound_kib = 20 * 1024;
+    // 200 × 300 KiB is 60 MiB were they buffered; refused at 32 KiB, about 3 MiB.
+    let bound_kib = 12 * 1024;
     let mut grown = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline

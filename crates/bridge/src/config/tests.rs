@@ -213,9 +213,12 @@ const BAD_VALUES: &[(&str, Option<&str>, Kind)] = &[
     ("HANDOFF_TTL", Some("forever"), Kind::Invalid),
     ("REPLY_DEADLINE", Some("20s"), Kind::Invalid),
     ("MENU_TTL", Some("-1"), Kind::Invalid),
+    ("REQUEST_TIMEOUT", Some("banana"), Kind::Invalid),
     // Numbers.
     ("PORT", Some("eighty"), Kind::Invalid),
     ("MAX_CONNECTIONS", Some("0"), Kind::Invalid),
+    ("MAX_HEADER_BYTES", Some("4096"), Kind::Invalid),
+    ("METRICS_PORT", Some("eighty"), Kind::Invalid),
     ("RATE_LIMIT_PER_CONVERSATION", Some("lots"), Kind::Invalid),
     // Modes and kinds.
     ("REPLY_MODE", Some("sometimes"), Kind::Invalid),
@@ -243,8 +246,10 @@ const BAD_VALUES: &[(&str, Option<&str>, Kind)] = &[
     ),
     ("HANDOFF_SECRET", Some("whsec_c2hvcnQ="), Kind::Secret),
     ("HANDOFF_TOKEN", Some("short"), Kind::Secret),
+    ("METRICS_TOKEN", Some("s3cret"), Kind::Secret),
     // Fine alone, not with the rest.
     ("STATE_CA_FILE", Some("Cargo.toml"), Kind::Conflict),
+    ("METRICS_PORT", Some("8080"), Kind::Conflict),
 ];
 
 /// Sets `(name, value)` over `base`, with what some values need besides.
@@ -612,4 +617,44 @@ fn a_route_is_its_own_accounts_unless_it_takes_any() {
         })
         .is_some());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_request_deadline_follows_the_body_timeout_unless_set() {
+    let mut vars = with_agent();
+    vars.insert("BODY_TIMEOUT".into(), "3s".into());
+    let settings = Settings::from_vars(&vars).unwrap();
+    assert_eq!(settings.limits.request, Duration::from_secs(8));
+    assert_eq!(settings.limits.max_header_bytes, 32 * 1024);
+    assert!(matches!(
+        settings.connection_cap,
+        CapChoice::Derived(cap) if cap.max == settings.limits.max_connections
+    ));
+    vars.insert("REQUEST_TIMEOUT".into(), "5s".into());
+    vars.insert("MAX_CONNECTIONS".into(), "4".into());
+    let settings = Settings::from_vars(&vars).unwrap();
+    assert_eq!(settings.limits.request, Duration::from_secs(5));
+    assert_eq!(settings.limits.max_connections, 4);
+    assert!(matches!(
+        settings.connection_cap,
+        CapChoice::Set { max: 4, .. }
+    ));
+}
+
+#[test]
+fn open_metrics_are_a_warning_and_a_port_or_a_token_closes_them() {
+    let warns = |extra: &[(&str, &str)]| {
+        let mut vars = with_agent();
+        for (name, value) in extra {
+            vars.insert(name.to_string(), value.to_string());
+        }
+        Settings::from_vars(&vars)
+            .unwrap()
+            .warnings()
+            .iter()
+            .any(|warning| warning.starts_with("/metrics is open"))
+    };
+    assert!(warns(&[]));
+    assert!(!warns(&[("METRICS_PORT", "9090")]));
+    assert!(!warns(&[("METRICS_TOKEN", "a-long-enough-metrics-token")]));
 }
