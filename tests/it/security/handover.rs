@@ -34,11 +34,9 @@ async fn hand_over(stack: &Stack, desk: &Desk) -> String {
     conversation_of(&desk.wait_for(1).await[0])
 }
 
-#[tokio::test]
-async fn a_wrong_token_is_refused_before_a_dribbled_body_is_read() {
-    let (desk, url) = Desk::start().await;
-    let stack = people_stack("CX", &url, &[]).await;
-    let conversation = hand_over(&stack, &desk).await;
+/// Posts to `/handoff/{conversation}/messages` with `token`, its JSON body a byte every
+/// 100 ms and never finished; returns the answer's head, read while the body still drips.
+async fn dribble_a_human_send(stack: &Stack, conversation: &str, token: &str) -> String {
     let address = stack
         .bridge
         .url()
@@ -47,11 +45,10 @@ async fn a_wrong_token_is_refused_before_a_dribbled_body_is_read() {
         .to_owned();
     let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     let (mut reading, mut writing) = tokio::io::split(stream);
-    // Under the body limit, so that only the token can refuse it early; sent a byte at a
-    // time, never finished.
+    // Under the body limit, so that only the token or a clock can refuse it early.
     let head = format!(
         "POST /handoff/{conversation}/messages HTTP/1.1\r\nhost: {address}\r\n\
-         authorization: Bearer not-the-token-at-all\r\ncontent-type: application/json\r\n\
+         authorization: Bearer {token}\r\ncontent-type: application/json\r\n\
          content-length: 60000\r\n\r\n{{\"text\": \""
     );
     writing.write_all(head.as_bytes()).await.unwrap();
@@ -79,12 +76,27 @@ async fn a_wrong_token_is_refused_before_a_dribbled_body_is_read() {
         "the body was still being sent when the answer came"
     );
     dribbling.abort();
-    assert!(
-        read.is_ok(),
-        "no answer while the body dribbled: it was read before the token was checked"
-    );
-    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "no answer while the body dribbled");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_before_a_dribbled_body_is_read() {
+    let (desk, url) = Desk::start().await;
+    let stack = people_stack("CX", &url, &[]).await;
+    let conversation = hand_over(&stack, &desk).await;
+    let answer = dribble_a_human_send(&stack, &conversation, "not-the-token-at-all").await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_right_token_with_a_dribbled_body_is_cut_at_the_request_deadline() {
+    let (desk, url) = Desk::start().await;
+    let stack = people_stack("CX", &url, &[("REQUEST_TIMEOUT", "2s")]).await;
+    let conversation = hand_over(&stack, &desk).await;
+    let answer = dribble_a_human_send(&stack, &conversation, TOKEN).await;
+    // The client was too slow; its JSON was never wrong.
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
 #[tokio::test]

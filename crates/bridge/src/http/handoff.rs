@@ -3,6 +3,7 @@
 //! Both need `Authorization: Bearer HANDOFF_TOKEN`, checked before the body is read
 //! ([`require_token`]); a refused call sends nothing.
 
+use super::rejection::timed_out;
 use super::AppState;
 use crate::conversation::HumanSideError;
 use crate::handoff::idempotency::IdempotencyKey;
@@ -67,13 +68,17 @@ pub async fn messages(
     let message = match body {
         Ok(Json(message)) => message,
         Err(rejection) => {
+            // A body cut short by a clock is the client's slowness, not its JSON.
+            if let Some(late) = timed_out(&rejection, state.limits.body) {
+                return error(late.status(), &late.to_string());
+            }
             return error(
                 StatusCode::BAD_REQUEST,
                 &format!(
                     "the body must be JSON {{\"text\": \"...\", \"media\": [\"https://...\"]}}: {}",
                     rejection.body_text()
                 ),
-            )
+            );
         }
     };
     let bad_media = message

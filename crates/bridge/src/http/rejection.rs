@@ -46,18 +46,28 @@ impl Rejection {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             return Rejection::TooLarge;
         }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
-        while let Some(error) = source {
-            if error.is::<tower_http::timeout::TimeoutError>() {
-                return Rejection::BodyTimeout(body_timeout);
-            }
-            if let Some(hardened_http::RequestTimeout(limit)) = error.downcast_ref() {
-                return Rejection::RequestTimeout(*limit);
-            }
-            source = error.source();
-        }
-        Rejection::Unreadable(rejection.body_text())
+        timed_out(&rejection, body_timeout)
+            .unwrap_or_else(|| Rejection::Unreadable(rejection.body_text()))
     }
+}
+
+/// The clock that cut a body short, if one did: the silence allowed between its pieces,
+/// or the whole request's deadline.
+pub fn timed_out(
+    error: &(dyn std::error::Error + 'static),
+    body_timeout: std::time::Duration,
+) -> Option<Rejection> {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return Some(Rejection::BodyTimeout(body_timeout));
+        }
+        if let Some(hardened_http::RequestTimeout(limit)) = error.downcast_ref() {
+            return Some(Rejection::RequestTimeout(*limit));
+        }
+        source = error.source();
+    }
+    None
 }
 
 impl Rejection {
