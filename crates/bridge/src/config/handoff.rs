@@ -45,6 +45,23 @@ const DEFAULT_HANDOFF_UNAVAILABLE_MESSAGE: &str =
     "Sorry, no one can take over right now. You're back with the assistant.";
 const DEFAULT_HANDOFF_STARTED_MESSAGE: &str = "One moment: a person will answer you here.";
 
+/// The variables that only mean something with `HANDOFF_URL`: one set without it is a
+/// conflict, not a silent no-op (an operator who set a hand-over rate limit believes
+/// one applies).
+const HANDOFF_ONLY: [&str; 11] = [
+    "HANDOFF_SECRET",
+    "HANDOFF_TOKEN",
+    "HANDOFF_KEYWORDS",
+    "HANDOFF_TTL",
+    "HANDOFF_RETURN_EVENT",
+    "HANDOFF_INCLUDE_ADDRESS",
+    "HANDOFF_UNAVAILABLE_MESSAGE",
+    "HANDOFF_STARTED_MESSAGE",
+    "HANDOFF_RETRY_FOR",
+    "HANDOFF_HISTORY",
+    "HANDOFF_RATE_LIMIT",
+];
+
 /// `Ok(None)`: hand-over is off (no `HANDOFF_URL`); `Err(())`: a problem, reported.
 /// `all_twiml`: every route answers in the webhook, so the human side could not reply.
 pub(super) fn read(
@@ -55,7 +72,7 @@ pub(super) fn read(
         if reader.get("HANDOFF_URL").is_some() {
             return Err(());
         }
-        for name in ["HANDOFF_SECRET", "HANDOFF_TOKEN", "HANDOFF_KEYWORDS"] {
+        for name in HANDOFF_ONLY {
             if reader.get(name).is_some() {
                 reader.fail_var(
                     name,

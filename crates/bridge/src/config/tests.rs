@@ -658,3 +658,45 @@ fn open_metrics_are_a_warning_and_a_port_or_a_token_closes_them() {
     assert!(!warns(&[("METRICS_PORT", "9090")]));
     assert!(!warns(&[("METRICS_TOKEN", "a-long-enough-metrics-token")]));
 }
+
+#[test]
+fn a_hand_over_setting_without_handoff_url_is_a_conflict() {
+    // Each alone, and all at once: every one is named, none silently ignored.
+    let only = [
+        ("HANDOFF_RATE_LIMIT", "50"),
+        ("HANDOFF_TTL", "1h"),
+        ("HANDOFF_RETRY_FOR", "30s"),
+        ("HANDOFF_HISTORY", "5"),
+        ("HANDOFF_RETURN_EVENT", "true"),
+        ("HANDOFF_INCLUDE_ADDRESS", "true"),
+        ("HANDOFF_STARTED_MESSAGE", "One moment"),
+        ("HANDOFF_UNAVAILABLE_MESSAGE", "No one is here"),
+        ("HANDOFF_KEYWORDS", "agent"),
+    ];
+    let mut all = with_agent();
+    for (name, value) in only {
+        let mut vars = with_agent();
+        vars.insert(name.into(), value.into());
+        all.insert(name.into(), value.into());
+        let errors = Settings::from_vars(&vars).unwrap_err();
+        let error = errors
+            .at(&Place::var(name))
+            .unwrap_or_else(|| panic!("{name}: {errors}"));
+        assert_eq!(kind_of(&error.problem), Kind::Conflict, "{name}: {error}");
+        assert!(error.to_string().contains("HANDOFF_URL"), "{error}");
+    }
+    let errors = Settings::from_vars(&all).unwrap_err();
+    assert_eq!(errors.0.len(), only.len(), "{errors}");
+    // With HANDOFF_URL, the same settings are hand-over's own.
+    all.extend(
+        [
+            ("HANDOFF_URL", "https://desk.example"),
+            ("HANDOFF_SECRET", "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"),
+            ("HANDOFF_TOKEN", "a-long-enough-token"),
+            ("REPLY_MODE", "api"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let settings = Settings::from_vars(&all).unwrap();
+    assert_eq!(settings.handoff.map(|h| h.rate_limit), Some(50));
+}
