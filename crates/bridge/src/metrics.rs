@@ -89,6 +89,7 @@ pub struct Metrics {
     handoffs_ended: Family<Reason, Counter>,
     handoffs_failed: Counter,
     repeat_waits_expired: Counter,
+    turn_waits_expired: Family<Waiting, Counter>,
     handoff_events: Family<EventResult, Counter>,
     deliveries_failed: Family<TwilioError, Counter>,
     state_calls: Family<Op, Counter>,
@@ -108,6 +109,12 @@ struct TwilioError {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Trigger {
     trigger: &'static str,
+}
+
+/// Who waited for the conversation's turn: `message`, `takeover` or `human_side`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Waiting {
+    waiting: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -271,6 +278,12 @@ impl Metrics {
                 "Re-deliveries answered empty because the first delivery did not finish within the webhook's time",
                 Default::default(),
             ),
+            turn_waits_expired: registered(
+                &mut registry,
+                "turn_waits_expired",
+                "Waits for the turns before that ended at their bound, by who waited (message: answered out of order; takeover: sent out of order; human_side: refused with 503)",
+                Default::default(),
+            ),
             handoff_events: registered(
                 &mut registry,
                 "handoff_events",
@@ -322,6 +335,12 @@ impl Metrics {
 
     pub fn repeat_wait_expired(&self) {
         self.repeat_waits_expired.inc();
+    }
+
+    pub fn turn_wait_expired(&self, waiting: &'static str) {
+        self.turn_waits_expired
+            .get_or_create(&Waiting { waiting })
+            .inc();
     }
 
     pub fn handoff_event(&self, result: &'static str) {

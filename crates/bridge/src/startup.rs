@@ -5,7 +5,7 @@
 use crate::agent::{Agent, Clients};
 use crate::config::TwilioSettings;
 use crate::config::{ReplyMode, Settings};
-use crate::conversation::{AgentRoute, AgentRoutes, Conversations, Delivery, Messages};
+use crate::conversation::{AgentRoute, AgentRoutes, Conversations, Delivery, Messages, Waits};
 use crate::http::{metrics_router, router, AppState, PublicUrl};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -144,6 +144,10 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
             .chain(settings.twilio.other_accounts.iter().map(|a| a.sid.clone()))
             .collect(),
         handoff,
+        Waits::new(
+            settings.state.lease,
+            settings.handoff.as_ref().map(|h| h.retry_for),
+        ),
     );
     if let Some(handoff) = &settings.handoff {
         let every = (handoff.ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(60));

@@ -17,6 +17,7 @@ use crate::outbox::Recipient;
 use crate::rate_limit::{Limited, Scope};
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
+use crate::state::TurnWait;
 use crate::twilio::messages_api::SendError;
 use crate::twilio::webhook::{IncomingMessage, OptOut};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,9 @@ pub enum HumanSideError {
     NotHandedOver,
     #[error("the conversation is busy; try again")]
     Busy,
+    /// The conversation's turn did not come within the human side's bound.
+    #[error("the conversation is still answering an earlier message; nothing was sent: try again")]
+    TurnHeld,
     #[error("the person opted out (STOP): nothing can be sent to them until they reply START")]
     OptedOut,
     #[error("this Idempotency-Key was used for another message in this conversation")]
@@ -332,7 +336,8 @@ impl Conversations {
             return;
         };
         let Ok(ticket) = self.human_turn(session).await else {
-            // Shutting down: looked at again later, by this instance or another.
+            // Shutting down, or the conversation held past the bound: looked at again
+            // later, by this instance or another.
             let later = now() + RETRY_SWEEP.as_secs();
             self.state
                 .schedule(crate::handoff::SCHEDULE, session.as_str(), later)
@@ -555,17 +560,37 @@ impl Conversations {
     }
 
     /// A turn of the conversation for the human side, once the turns before it are done.
+    ///
+    /// The caller is a helpdesk's HTTP call: it waits at most [`Waits::human_turn`]
+    /// (about 30 s), however long the turn ahead (a message at the agent, or one stuck)
+    /// holds the conversation. Past it, the turn is given up (the conversation goes on
+    /// without it) and the call is refused, nothing sent, to be tried again.
+    ///
+    /// [`Waits::human_turn`]: super::Waits::human_turn
     async fn human_turn(&self, session: SessionId) -> Result<crate::state::Ticket, HumanSideError> {
         let ticket = self
             .state
             .admit_uncounted(session)
             .await
             .ok_or(HumanSideError::Busy)?;
-        if !self.wait_or_leave(&ticket).await {
-            let _ = ticket.release().await;
-            return Err(HumanSideError::Busy);
+        let bound = self.waits.human_turn();
+        let waited = tokio::time::timeout(bound, self.wait_or_leave(&ticket, bound)).await;
+        match waited {
+            Ok(Some(TurnWait::Ready)) => Ok(ticket),
+            Ok(None) => {
+                let _ = ticket.release().await;
+                Err(HumanSideError::Busy)
+            }
+            Ok(Some(TurnWait::Stalled)) | Err(_) => {
+                self.metrics.turn_wait_expired("human_side");
+                tracing::warn!(
+                    conversation = %session,
+                    "the human side's call waited for the conversation's turn past its bound (an earlier message is still being answered): refused with nothing sent, to be tried again"
+                );
+                ticket.abandon().await;
+                Err(HumanSideError::TurnHeld)
+            }
         }
-        Ok(ticket)
     }
 
     /// Ends the hand-over in `record` now; returns the `handoff.ended` event to post.

@@ -19,12 +19,14 @@ mod handover;
 mod query;
 mod takeover;
 mod turn;
+mod waits;
 
 pub use query::{payload_of, query_input, MAX_QUERY_CHARS};
 
 use turn::Turn;
 
 pub use handover::{HandoffWork, HumanSideError};
+pub use waits::Waits;
 
 use crate::agent::retry::FallbackReason;
 use crate::agent::{Agent, AgentAnswer, AgentError, AgentQuery};
@@ -33,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
-use crate::state::{Record, Slot, StateStore, Stored, Ticket};
+use crate::state::{Record, Slot, StateStore, Stored, Ticket, TurnWait};
 use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -401,6 +403,8 @@ pub struct Conversations {
     handing_over: tokio::sync::watch::Sender<bool>,
     /// Hand-over to people, when configured.
     handoff: Option<Arc<crate::handoff::Handoff>>,
+    /// How long a turn waits for the turns before it.
+    waits: Waits,
 }
 
 impl Conversations {
@@ -411,6 +415,7 @@ impl Conversations {
         metrics: Arc<Metrics>,
         accounts: Vec<String>,
         handoff: Option<Arc<crate::handoff::Handoff>>,
+        waits: Waits,
     ) -> Arc<Self> {
         Arc::new(Self {
             routes,
@@ -419,6 +424,7 @@ impl Conversations {
             metrics,
             accounts,
             handoff,
+            waits,
             stopping: tokio::sync::watch::Sender::new(None),
             handing_over: tokio::sync::watch::Sender::new(false),
         })
@@ -498,12 +504,13 @@ impl Conversations {
         }
     }
 
-    /// Waits for the turns before `ticket`'s; false if the server handed its work over
-    /// meanwhile (shutting down).
-    async fn wait_or_leave(&self, ticket: &Ticket) -> bool {
+    /// Waits for the turns before `ticket`'s, keeping its lease, for as long as they
+    /// move ([`Ticket::wait_turn`], bounded by `stall`); `None` if the server handed its
+    /// work over meanwhile.
+    async fn wait_or_leave(&self, ticket: &Ticket, stall: Duration) -> Option<TurnWait> {
         tokio::select! {
-            () = ticket.keep_alive(ticket.wait_turn()) => true,
-            () = self.handed_over() => false,
+            waited = ticket.keep_alive(ticket.wait_turn(stall)) => Some(waited),
+            () = self.handed_over() => None,
         }
     }
 

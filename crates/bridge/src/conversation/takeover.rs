@@ -2,9 +2,9 @@
 //! by their leases running out and finished here: the replies not yet accepted by
 //! Twilio are sent, the agent is asked again only if its answer was never recorded.
 
-use super::{Conversations, Handled, StoredOutcome, Turn, TurnRecord};
+use super::{AgentRoute, Conversations, Handled, StoredOutcome, Turn, TurnRecord};
 use crate::outbox::Recipient;
-use crate::state::TakenOver;
+use crate::state::{TakenOver, Ticket, TurnWait};
 use crate::twilio::webhook::{FormParams, IncomingMessage};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +47,7 @@ impl Conversations {
                 message_sid = ticket.key.as_ref().map(|k| k.message_sid.as_str()),
                 "took over the turn of an instance that died: its replies could only go in that instance's webhook answer, and are lost"
             );
-            if !self.wait_or_leave(&ticket).await {
+            if self.wait_in_turn(&ticket, None).await.is_none() {
                 let _ = ticket.release().await;
                 return;
             }
@@ -82,7 +82,7 @@ impl Conversations {
                 .by_api()
                 .posting(answer.handoff)
         };
-        let wait = self.wait_or_leave(&ticket).await;
+        let wait = self.wait_in_turn(&ticket, Some(&route)).await;
         let turn = Turn {
             conversations: self,
             route,
@@ -90,9 +90,25 @@ impl Conversations {
             recipient,
         };
         match wait {
-            true => turn.deliver(&handled, from).await,
-            false => turn.leave().await,
+            Some(()) => turn.deliver(&handled, from).await,
+            None => turn.leave().await,
         }
+    }
+
+    /// Waits for the turns before a taken-over turn (on `route`, if known) while they
+    /// move; past the bound, as a person's turn does, it goes on out of order: what it
+    /// owes is sent rather than held behind a stuck turn. `None` when shutting down.
+    async fn wait_in_turn(&self, ticket: &Ticket, route: Option<&AgentRoute>) -> Option<()> {
+        let agent_timeout = route.map_or(Duration::ZERO, |route| route.agent.timeout());
+        let stall = self.waits.turn(agent_timeout);
+        if self.wait_or_leave(ticket, stall).await? == TurnWait::Stalled {
+            self.metrics.turn_wait_expired("takeover");
+            tracing::warn!(
+                session = %ticket.session,
+                "the turns before a taken-over turn did not move within their bound (one is stuck): it goes on now, out of order"
+            );
+        }
+        Some(())
     }
 
     /// While the state is shared: takes over, every `every`, the turns whose instance

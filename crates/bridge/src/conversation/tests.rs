@@ -140,6 +140,7 @@ fn bridge(agent: Arc<Script>, api: bool) -> Bridge {
         Arc::clone(&metrics),
         vec!["AC1".into()],
         None,
+        crate::conversation::Waits::default(),
     );
     Bridge {
         conversations,
@@ -453,4 +454,32 @@ async fn an_unreadable_hand_over_record_is_left_as_it_is() {
         .contains(r#"state_records_unreadable_total{kind="handoff"} 1"#));
     let kept = state.get(&newer, &session).await.expect("still there");
     assert_eq!(kept.map(|r| r.active).as_deref(), Some("elsewhere"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_behind_a_stuck_turn_is_answered_out_of_order_after_the_bound() {
+    let bridge = bridge(Script::saying(vec![ReplyMessage::text("Hello!")]), true);
+    let conversations = &bridge.conversations;
+    let message = message("+15551234567", "SM1", "hi");
+    // A turn ahead that never finishes, nor lets its conversation move.
+    let stuck = conversations
+        .state
+        .admit_uncounted(session_of(&message))
+        .await
+        .expect("a turn");
+    let started = tokio::time::Instant::now();
+    let handled = handle(&bridge, message).await;
+    assert_eq!(handled.outcome, Outcome::Queued);
+    let bound = Waits::default().turn(Duration::from_secs(5));
+    tokio::time::sleep(bound - Duration::from_secs(2)).await;
+    assert!(bridge.sender.sent().is_empty(), "it waits while in bound");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sent(&bridge.sender, 1).await, vec!["Hello!"]);
+    assert!(started.elapsed() >= bound);
+    let metrics = bridge.metrics.render();
+    assert!(
+        metrics.contains(r#"twilio_dialogflow_turn_waits_expired_total{waiting="message"} 1"#),
+        "{metrics}"
+    );
+    drop(stuck);
 }

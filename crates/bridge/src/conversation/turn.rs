@@ -30,7 +30,7 @@ use crate::rate_limit::Limited;
 use crate::render::{render, Way};
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
-use crate::state::{Admission, MessageKey, Repeat, Stored, Ticket};
+use crate::state::{Admission, MessageKey, Repeat, Stored, Ticket, TurnWait};
 use crate::twilio::webhook::IncomingMessage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,7 +171,7 @@ impl Turn {
             .outbox()
             .map(|outbox| outbox.owe(&self.recipient.message_sid));
         let asked = Box::pin(self.ticket.keep_alive(async {
-            self.ticket.wait_turn().await;
+            self.wait_turn().await;
             let known = self.conversations.known(&self.ticket).await;
             self.ask(message, known).await
         }));
@@ -184,6 +184,25 @@ impl Turn {
         // flight) then holds neither what decides nor what delivers.
         Box::pin(self.decide(handled, waiting)).await;
         drop(owing);
+    }
+
+    /// Waits for the turns before this one while they move. A conversation that has
+    /// not moved for longer than a turn may honestly take has a turn ahead stuck past
+    /// its own timeouts: this one then goes on, out of order. Of the ways out, the one
+    /// that loses nothing: the agent still hears the message and the person gets its
+    /// answer, where a fallback would drop what they wrote, and waiting on would leave
+    /// them unanswered for as long as the stuck turn lasts. (With replies only in the
+    /// webhook's answer, [`Turn::within_deadline`] ends the wait long before.)
+    async fn wait_turn(&self) {
+        let stall = self.conversations.waits.turn(self.route.agent.timeout());
+        if self.ticket.wait_turn(stall).await == TurnWait::Stalled {
+            self.conversations.metrics.turn_wait_expired("message");
+            tracing::warn!(
+                message_sid = %self.recipient.message_sid,
+                session = %self.ticket.session,
+                "the turns before this message did not move within their bound (one is stuck): it is answered now, out of order"
+            );
+        }
     }
 
     /// With replies only in the webhook's answer, the wait for the turns before this

@@ -21,6 +21,10 @@ use std::sync::Arc;
 /// A retry of a send made with the same key answers the same, and sends nothing.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// A call refused because the conversation is busy may come back this much later: a
+/// turn at the agent is usually done by then.
+const RETRY_AFTER_SECONDS: &str = "5";
+
 /// Ten messages' worth: more is not a chat message.
 const MAX_TEXT_CHARS: usize = 10 * crate::reply::MAX_BODY_CHARS;
 
@@ -154,7 +158,7 @@ fn unauthorized(state: &AppState, headers: &HeaderMap) -> Option<Response> {
 fn refused(refusal: HumanSideError) -> Response {
     let status = match &refusal {
         HumanSideError::NotHandedOver => StatusCode::NOT_FOUND,
-        HumanSideError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        HumanSideError::Busy | HumanSideError::TurnHeld => StatusCode::SERVICE_UNAVAILABLE,
         HumanSideError::OptedOut => StatusCode::CONFLICT,
         HumanSideError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         HumanSideError::Send { .. } | HumanSideError::SentBefore { .. } => StatusCode::BAD_GATEWAY,
@@ -169,7 +173,14 @@ fn refused(refusal: HumanSideError) -> Response {
     if let HumanSideError::SentBefore { sent, .. } = &refusal {
         body["sent"] = json!(sent);
     }
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    response
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

@@ -1,7 +1,7 @@
 //! The state of this process alone: enough for one instance, and what a shared store
 //! falls back to for a message when it cannot be reached.
 
-use super::{Admission, Held, Json, MessageKey, Repeat, Ticket, REMEMBER_FOR};
+use super::{Admission, Held, Json, MessageKey, Repeat, Ticket, TurnWait, REMEMBER_FOR};
 use crate::ledger::{Claim, Completion, Ledger};
 use crate::rate_limit::{Limiter, RateLimits};
 use crate::session::SessionId;
@@ -88,10 +88,12 @@ impl LocalState {
         })
     }
 
-    fn is_turn_of(&self, session: &SessionId, seq: u64) -> bool {
+    /// `None` once the turns before `seq` are done; else how far the conversation got.
+    fn behind(&self, session: &SessionId, seq: u64) -> Option<u64> {
         lock(&self.order)
             .get(session)
-            .is_none_or(|order| order.done + 1 >= seq)
+            .filter(|order| order.done + 1 < seq)
+            .map(|order| order.done)
     }
 
     fn finish_turn(&self, session: &SessionId, seq: u64) {
@@ -124,13 +126,21 @@ pub(super) struct LocalTicket {
 }
 
 impl LocalTicket {
-    pub(super) async fn wait_turn(&self) {
+    pub(super) async fn wait_turn(&self, stall: Duration) -> TurnWait {
+        let mut moved = None;
+        let mut deadline = tokio::time::Instant::now() + stall;
         loop {
             let finished = self.state.finished.notified();
-            if self.state.is_turn_of(&self.session, self.seq) {
-                return;
+            let Some(done) = self.state.behind(&self.session, self.seq) else {
+                return TurnWait::Ready;
+            };
+            // A turn before finished: the bound starts again.
+            if moved.replace(done).is_some_and(|before| before != done) {
+                deadline = tokio::time::Instant::now() + stall;
             }
-            finished.await;
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return TurnWait::Stalled;
+            }
         }
     }
 
@@ -284,10 +294,10 @@ mod tests {
         let one = first(state.admit(key("SM1"), session, true));
         let two = first(state.admit(key("SM2"), session, true));
         let elsewhere = first(state.admit(key("SM3"), other, true));
-        one.wait_turn().await;
-        elsewhere.wait_turn().await;
+        assert_eq!(one.wait_turn(LONG).await, TurnWait::Ready);
+        assert_eq!(elsewhere.wait_turn(LONG).await, TurnWait::Ready);
         let waiting = tokio::spawn(async move {
-            two.wait_turn().await;
+            assert_eq!(two.wait_turn(LONG).await, TurnWait::Ready);
             two
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -307,6 +317,46 @@ mod tests {
             lock(&state.order).is_empty(),
             "idle conversations are forgotten"
         );
+    }
+
+    /// Longer than any of these tests runs.
+    const LONG: Duration = Duration::from_secs(3600);
+    const STALL: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_turn_ahead_holds_the_next_only_for_the_bound() {
+        let state = Arc::new(LocalState::default());
+        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let stuck = first(state.admit(key("SM1"), session, true));
+        let next = first(state.admit(key("SM2"), session, true));
+        let started = tokio::time::Instant::now();
+        assert_eq!(next.wait_turn(STALL).await, TurnWait::Stalled);
+        assert_eq!(started.elapsed(), STALL);
+        // Finished out of order, then the stuck one: the conversation is left as new.
+        next.finish(&done()).await;
+        assert!(lock(&state.order).get(&session).is_some());
+        stuck.finish(&done()).await;
+        assert!(lock(&state.order).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_that_moves_is_waited_for_past_the_bound() {
+        let state = Arc::new(LocalState::default());
+        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let one = first(state.admit(key("SM1"), session, true));
+        let two = first(state.admit(key("SM2"), session, true));
+        let three = first(state.admit(key("SM3"), session, true));
+        let ahead = tokio::spawn(async move {
+            // Each finishes within the bound, both together past it.
+            tokio::time::sleep(STALL - Duration::from_secs(1)).await;
+            one.finish(&done()).await;
+            tokio::time::sleep(STALL - Duration::from_secs(1)).await;
+            two.finish(&done()).await;
+        });
+        let started = tokio::time::Instant::now();
+        assert_eq!(three.wait_turn(STALL).await, TurnWait::Ready);
+        assert!(started.elapsed() > STALL);
+        ahead.await.unwrap();
     }
 
     #[tokio::test]

@@ -135,12 +135,25 @@ pub struct TakenOver {
     pub sending: Option<usize>,
 }
 
+/// How a wait for the turns before ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnWait {
+    /// The turns before are finished.
+    Ready,
+    /// The conversation did not move (no turn before finished) for the whole bound:
+    /// the turn ahead is stuck past anything its own timeouts allow.
+    Stalled,
+}
+
 impl Ticket {
-    /// Resolves once the turns before this one in the conversation are finished.
-    pub async fn wait_turn(&self) {
+    /// Resolves once the turns before this one in the conversation are finished, or
+    /// once none of them has finished for `stall`: each turn that finishes starts the
+    /// bound again, so that a long queue of turns that move is waited for, and one that
+    /// is stuck is not.
+    pub async fn wait_turn(&self, stall: Duration) -> TurnWait {
         match &self.held {
-            Held::Local(ticket) => ticket.wait_turn().await,
-            Held::Shared(ticket) => ticket.wait_turn().await,
+            Held::Local(ticket) => ticket.wait_turn(stall).await,
+            Held::Shared(ticket) => ticket.wait_turn(stall).await,
         }
     }
 

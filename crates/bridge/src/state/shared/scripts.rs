@@ -124,7 +124,8 @@ return {1, seq, limited, tell, ready, records(ready)}
 "#;
 
 /// KEYS: conversation, then records to read. ARGV: seq, turn key prefix. Once the turns
-/// before seq are done, {1, records} (their values, '' for none); 0 before.
+/// before seq are done, {1, records} (their values, '' for none); before, {0, done}
+/// (how far the conversation got: a wait tells a queue that moves from one that is stuck).
 const WAIT_TURN: &str = r#"
 local done = advance(KEYS[1], ARGV[2])
 if done + 1 >= tonumber(ARGV[1]) then
@@ -132,7 +133,7 @@ if done + 1 >= tonumber(ARGV[1]) then
   for i = 2, #KEYS do values[#values + 1] = redis.call('GET', KEYS[i]) or '' end
   return {1, values}
 end
-return 0
+return {0, done}
 "#;
 
 /// The start of the scripts that act only for the turn's holder: with the turn

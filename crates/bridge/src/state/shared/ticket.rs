@@ -6,7 +6,7 @@
 use super::{values_of, SharedState, CONVERSATION_TTL, POLL_EVERY};
 use crate::retry::{always, Backoff, RetryPolicy};
 use crate::session::SessionId;
-use crate::state::{Json, StoreError, REMEMBER_FOR};
+use crate::state::{Json, StoreError, TurnWait, REMEMBER_FOR};
 use redis::{Script, Value};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -157,12 +157,14 @@ impl SharedTicket {
         }
     }
 
-    pub(in crate::state) async fn wait_turn(&self) {
+    pub(in crate::state) async fn wait_turn(&self, stall: Duration) -> TurnWait {
         if self.ready.load(Ordering::Relaxed) {
-            return;
+            return TurnWait::Ready;
         }
         // From a fiftieth of a second to a third: a long queue does not hammer the store.
         let mut pause = POLL_EVERY;
+        let mut moved = None;
+        let mut deadline = tokio::time::Instant::now() + stall;
         loop {
             let ready = self
                 .state
@@ -176,22 +178,35 @@ impl SharedTicket {
                     async move { invocation.invoke_async::<Value>(&mut connection).await }
                 })
                 .await;
-            match ready {
-                Ok(Value::Int(0)) => {
-                    let _ = tokio::time::timeout(pause, self.state.finished.notified()).await;
+            let answer = match ready {
+                Ok(Value::Array(answer)) => answer,
+                // The store cannot say, and a person is not kept waiting for it.
+                _ => return TurnWait::Ready,
+            };
+            match answer.as_slice() {
+                [Value::Int(0), Value::Int(done)] => {
+                    // A turn before finished: the bound starts again.
+                    let now = tokio::time::Instant::now();
+                    if moved.replace(*done).is_some_and(|before| before != *done) {
+                        deadline = now + stall;
+                    }
+                    if now >= deadline {
+                        return TurnWait::Stalled;
+                    }
+                    let wait = pause.min(deadline - now);
+                    let _ = tokio::time::timeout(wait, self.state.finished.notified()).await;
                     pause = (pause * 2).min(POLL_EVERY * 16);
                 }
-                Ok(Value::Array(answer)) => {
-                    if let Some(Ok(values)) = answer.get(1).map(values_of) {
+                [_, records, ..] => {
+                    if let Ok(values) = values_of(records) {
                         *self
                             .records
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(values);
                     }
-                    return;
+                    return TurnWait::Ready;
                 }
-                // Ready; or the store cannot say, and a person is not kept waiting for it.
-                _ => return,
+                _ => return TurnWait::Ready,
             }
         }
     }
