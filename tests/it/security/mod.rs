@@ -6,3 +6,4 @@ mod bounded;
 mod handover;
 mod taps;
 mod urls;
+mod waits;
