@@ -1,6 +1,7 @@
-//! Every wait for another turn is bounded: the human side's call, behind a message
-//! whose agent never answers, is refused within its bound (503 and `Retry-After`),
-//! sends nothing, and leaves the conversation as it was.
+//! Every wait for another turn is bounded. A message behind a turn that never finishes
+//! (its instance alive but lost) is answered, out of order, once its bound has passed.
+//! The human side's call behind a message whose agent never answers is refused within
+//! its bound (503 and `Retry-After`), and sends nothing.
 
 use crate::handoff::{
     conversation_of, desk_call, say, with_people, Desk, AGENT_WITH_PEOPLE, TOKEN,
@@ -109,4 +110,74 @@ async fn the_human_sides_wait_behind_a_stuck_turn_is_bounded() {
 async fn the_human_sides_wait_behind_a_stuck_turn_is_bounded_with_redis() {
     let redis = RedisServer::start().await;
     held_by_a_stuck_turn(Some(redis.url())).await;
+}
+
+/// Sets up, in the shared store, a turn of `session` held by an instance that is alive
+/// but lost: its lease runs far in the future, and it never finishes.
+async fn stuck_turn_of(redis: &RedisServer, session: &str) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let prefix = "twilio-dialogflow";
+    let seq: u64 = redis::cmd("HINCRBY")
+        .arg(format!("{prefix}:c:{session}"))
+        .arg("next")
+        .arg(1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let turn = format!("{prefix}:t:{session}:{seq}");
+    redis::cmd("HSET")
+        .arg(&turn)
+        .arg("token")
+        .arg("another-instance-0")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    redis::cmd("ZADD")
+        .arg(format!("{prefix}:leases"))
+        .arg(u64::MAX / 2)
+        .arg(&turn)
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_message_behind_a_turn_that_never_finishes_is_answered_after_the_bound() {
+    let redis = RedisServer::start().await;
+    let stack = start(
+        "CX",
+        set(&[
+            ("STATE_URL", &redis.url()),
+            ("REPLY_MODE", "api"),
+            ("AGENT_TIMEOUT", "1s"),
+            ("STATE_LEASE", "1s"),
+        ]),
+    )
+    .await;
+    say(&stack, "hello", 1).await;
+    let conversations = redis.keys("twilio-dialogflow:c:*").await;
+    let [conversation] = conversations.as_slice() else {
+        panic!("one conversation: {conversations:?}")
+    };
+    let session = conversation.trim_start_matches("twilio-dialogflow:c:");
+    stuck_turn_of(&redis, session).await;
+    // Before, the message waited for as long as the stuck turn lasted: for good.
+    let (status, _) = stack
+        .post_webhook(&stand_ins::chat::Outgoing {
+            body: "hi".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(status, 200);
+    let replies = eventually(
+        "the answer, out of order",
+        Duration::from_secs(20),
+        || async { ready_if(stack.twilio.sent(), |sent| sent.len() >= 2) },
+    )
+    .await;
+    assert_eq!(replies[1].body, "Hello from the agent");
+    stack
+        .assert_metrics_show(r#"twilio_dialogflow_turn_waits_expired_total{waiting="message"} 1"#)
+        .await;
 }
