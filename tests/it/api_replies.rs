@@ -231,8 +231,9 @@ async fn shutdown_still_sends_the_replies_owed() {
 async fn status_callbacks_are_signature_checked() {
     let stack = start("CX", mode("api", &[])).await;
     let url = format!("{}status", stack.bridge.url());
+    let message_sid = sid("SM", 1);
     let params = [
-        ("MessageSid", "SM1"),
+        ("MessageSid", message_sid.as_str()),
         ("MessageStatus", "undelivered"),
         ("ErrorCode", "30003"),
         ("AccountSid", ACCOUNT_SID),
@@ -242,7 +243,7 @@ async fn status_callbacks_are_signature_checked() {
     let (status, _) = post(
         &url,
         &[FORM, ("x-twilio-signature", "forged")],
-        "MessageSid=SM1&MessageStatus=undelivered",
+        format!("MessageSid={message_sid}&MessageStatus=undelivered"),
     )
     .await;
     assert_eq!(status, 403);
@@ -328,8 +329,9 @@ async fn status_callbacks_are_checked_against_the_configured_url() {
         ),
     )
     .await;
+    let message_sid = sid("SM", 1);
     let params = [
-        ("MessageSid", "SM1"),
+        ("MessageSid", message_sid.as_str()),
         ("MessageStatus", "delivered"),
         ("AccountSid", ACCOUNT_SID),
     ];

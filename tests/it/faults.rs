@@ -216,7 +216,7 @@ async fn at_the_end_of_the_grace_the_replies_not_sent_are_named() {
     let local = Local::start(&[("REPLY_MODE", "api"), ("SHUTDOWN_GRACE", "500ms")]).await;
     let (mut serve, phone) = local.serve(&[]).await;
     let message = Outgoing {
-        message_sid: Some("SM00000000000000000000000000000lost".into()),
+        message_sid: Some("SM0000000000000000000000000000105e".into()),
         ..says("slow")
     };
     send_from(&phone, &message).await;
@@ -229,7 +229,7 @@ async fn at_the_end_of_the_grace_the_replies_not_sent_are_named() {
                 .then(|| entry["message_sid"].as_str().map(str::to_owned))?
         })
         .await;
-    assert_eq!(named, "SM00000000000000000000000000000lost");
+    assert_eq!(named, "SM0000000000000000000000000000105e");
     assert!(local.twilio.sent().is_empty());
 }
 
@@ -304,7 +304,7 @@ async fn status_callbacks_of_another_account_are_refused() {
         &url,
         &url,
         &[
-            ("MessageSid", "SM1"),
+            ("MessageSid", sid("SM", 1).as_str()),
             ("MessageStatus", "delivered"),
             ("AccountSid", "ACffffffffffffffffffffffffffffffff"),
         ],

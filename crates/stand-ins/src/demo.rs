@@ -327,7 +327,7 @@ async fn play(
         Step::Redelivered(text) => {
             let message = Outgoing {
                 body: text.to_string(),
-                message_sid: Some("SM0000000000000000000000000000demo".into()),
+                message_sid: Some("SM00000000000000000000000000000de0".into()),
                 ..Default::default()
             };
             println!("> {text}");

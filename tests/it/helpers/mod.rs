@@ -25,6 +25,12 @@ pub const AUTH_TOKEN: &str = "test-auth-token";
 pub const USER: &str = "+15551230001";
 pub const OUR_NUMBER: &str = "+15557770000";
 
+/// A SID of Twilio's shape, `prefix` and 32 hex digits of `n`: `sid("SM", 1)` for a
+/// message, `"MG"` a Messaging Service, `"AC"` an account. The bridge refuses any other.
+pub fn sid(prefix: &str, n: u128) -> String {
+    format!("{prefix}{n:032x}")
+}
+
 /// A small agent that exercises every reply the bridge handles.
 pub const AGENT: &str = r#"
 project: test-project

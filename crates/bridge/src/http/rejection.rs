@@ -84,7 +84,8 @@ impl Rejection {
             Rejection::BodyTimeout(_) | Rejection::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Rejection::NoHost
             | Rejection::Unreadable(_)
-            | Rejection::Webhook(WebhookError::Missing(_)) => StatusCode::BAD_REQUEST,
+            | Rejection::Webhook(WebhookError::Missing(_))
+            | Rejection::Webhook(WebhookError::MalformedSid(_)) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -104,6 +105,7 @@ impl Rejection {
             Rejection::Unreadable(_) => "unreadable",
             Rejection::Webhook(WebhookError::WrongAccount) => "wrong_account",
             Rejection::Webhook(WebhookError::Missing(_)) => "missing_parameter",
+            Rejection::Webhook(WebhookError::MalformedSid(_)) => "malformed_sid",
         }
     }
 }

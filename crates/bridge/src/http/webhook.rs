@@ -10,7 +10,7 @@ use crate::conversation::Outcome;
 use crate::outbox::Recipient;
 use crate::twilio::signature;
 use crate::twilio::twiml;
-use crate::twilio::webhook::{FormParams, IncomingMessage, WebhookError};
+use crate::twilio::webhook::{check_sid_shapes, FormParams, IncomingMessage, WebhookError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -181,6 +181,9 @@ fn verified_form(
     if !valid {
         return Err(Rejection::BadSignature);
     }
+    // After the signature, so an unsigned request learns nothing; before anything reads
+    // the form as a message.
+    check_sid_shapes(&params)?;
     if state
         .twilio
         .tokens_of(params.get("AccountSid").unwrap_or_default())

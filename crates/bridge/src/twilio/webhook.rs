@@ -45,6 +45,44 @@ pub enum WebhookError {
     Missing(&'static str),
     #[error("the webhook is for another Twilio account")]
     WrongAccount,
+    /// Twilio's SIDs are two capital letters and 32 lowercase hex digits. Checking the
+    /// shape closes a gap the signature leaves: it joins names and values with nothing
+    /// between them, so a form whose `MessageSid` swallowed the next parameter still
+    /// verifies, and would read as a new message.
+    #[error("{0} is not a Twilio SID (two capital letters and 32 lowercase hex digits)")]
+    MalformedSid(String),
+}
+
+/// Refuses a form in which a SID parameter (`MessageSid`, `SmsSid`, `SmsMessageSid`,
+/// `AccountSid`, `MessagingServiceSid`, any `…Sid`) is present, not empty, and not
+/// shaped like one of Twilio's SIDs.
+pub fn check_sid_shapes(params: &FormParams) -> Result<(), WebhookError> {
+    for (name, value) in params.pairs() {
+        if is_sid_parameter(name) && !value.is_empty() && !is_sid(value) {
+            return Err(WebhookError::MalformedSid(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A parameter named like Twilio names its SIDs: letters ending in `Sid`. Only such names
+/// are echoed in the refusal, so it never repeats arbitrary text from the request.
+fn is_sid_parameter(name: &str) -> bool {
+    name.len() <= 64
+        && name.len() > 3
+        && name.ends_with("Sid")
+        && name.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+/// Two ASCII capital letters and 32 lowercase hex digits: the 34 characters of every SID
+/// Twilio mints (<https://www.twilio.com/docs/glossary/what-is-a-sid>).
+pub fn is_sid(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.len() == 34
+        && bytes[..2].iter().all(u8::is_ascii_uppercase)
+        && bytes[2..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// One piece of media attached to an MMS or WhatsApp message.
@@ -334,6 +372,37 @@ mod tests {
             None
         );
         assert_eq!(read(&[("Body", "hi")]).tap, None);
+    }
+
+    #[test]
+    fn sid_parameters_must_have_twilio_s_shape() {
+        let account = "AC0123456789abcdef0123456789abcdef";
+        let message = "SM0123456789abcdef0123456789abcdef";
+        let service = "MG0123456789abcdef0123456789abcdef";
+        let good = form(&[
+            ("AccountSid", account),
+            ("MessageSid", message),
+            ("SmsSid", message),
+            ("MessagingServiceSid", service),
+            ("OriginalRepliedMessageSid", ""),
+            ("Body", "not a SID"),
+        ]);
+        assert_eq!(check_sid_shapes(&good), Ok(()));
+        // The boundary moved: `MessageSid` swallowed `MessagingServiceSid`.
+        let swallowed = format!("{message}MessagingServiceSid{service}");
+        for (name, value) in [
+            ("MessageSid", swallowed.as_str()),
+            ("SmsSid", "SM1"),
+            ("AccountSid", "AC0123456789ABCDEF0123456789ABCDEF"),
+            ("MessagingServiceSid", "mg0123456789abcdef0123456789abcdef"),
+            ("ChannelInstallSid", "XE0123456789abcdef0123456789abcdeg"),
+        ] {
+            assert_eq!(
+                check_sid_shapes(&form(&[("AccountSid", account), (name, value)])),
+                Err(WebhookError::MalformedSid(name.into())),
+                "{name}={value}"
+            );
+        }
     }
 
     #[test]
