@@ -130,6 +130,7 @@ async fn ask(
     };
     let query = AgentQuery {
         session: SessionId::for_conversation(
+            &settings.session_key,
             &settings.twilio.account_sid,
             "twilio-dialogflow check",
             "",

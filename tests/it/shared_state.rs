@@ -395,7 +395,12 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
     let local = bridge::config::Settings::from_vars(&vars).unwrap();
     vars.insert("STATE_URL".into(), redis.url());
     let shared = bridge::config::Settings::from_vars(&vars).unwrap();
-    let session = bridge::session::SessionId::for_conversation(ACCOUNT_SID, USER, OUR_NUMBER);
+    let session = bridge::session::SessionId::for_conversation(
+        &local.session_key,
+        ACCOUNT_SID,
+        USER,
+        OUR_NUMBER,
+    );
     for settings in [local, shared] {
         let store = open_store(&settings, &metrics).await;
         let menu = PendingMenu {

@@ -5,7 +5,9 @@
 use crate::agent::{Agent, Clients};
 use crate::config::TwilioSettings;
 use crate::config::{ReplyMode, Settings};
-use crate::conversation::{AgentRoute, AgentRoutes, Conversations, Delivery, Messages, Waits};
+use crate::conversation::{
+    AgentRoute, AgentRoutes, Conversations, Delivery, Messages, Ours, Waits,
+};
 use crate::http::{metrics_router, router, AppState, PublicUrl};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -140,9 +142,12 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
         },
         state,
         Arc::clone(&metrics),
-        std::iter::once(settings.twilio.account_sid.clone())
-            .chain(settings.twilio.other_accounts.iter().map(|a| a.sid.clone()))
-            .collect(),
+        Ours {
+            accounts: std::iter::once(settings.twilio.account_sid.clone())
+                .chain(settings.twilio.other_accounts.iter().map(|a| a.sid.clone()))
+                .collect(),
+            session_key: settings.session_key.clone(),
+        },
         handoff,
         Waits::new(
             settings.state.lease,

@@ -4,6 +4,7 @@
 mod accounts;
 mod bounded;
 mod handover;
+mod ids;
 mod replays;
 mod taps;
 mod urls;

@@ -9,12 +9,14 @@
 //!
 //! Each area reads its own variables: [`agent`], [`routes_file`] (the file's shape in
 //! [`route_spec`]), [`twilio`],
-//! [`replies`], [`state`], [`limits`], [`rich`], [`handoff`], [`metrics`]. None of them reaches into
+//! [`replies`], [`state`], [`limits`], [`rich`], [`handoff`], [`metrics`], [`ids`] (the key
+//! of conversation ids). None of them reaches into
 //! the modules that use the settings.
 
 mod agent;
 mod error;
 mod handoff;
+mod ids;
 mod limits;
 mod metrics;
 mod replies;
@@ -76,6 +78,8 @@ pub struct Settings {
     pub rich: RichSettings,
     /// Hand-over to people: on when `HANDOFF_URL` is set.
     pub handoff: Option<HandoffSettings>,
+    /// What conversation ids are keyed with (`SESSION_KEY`, or derived).
+    pub session_key: crate::session::SessionKey,
 }
 
 /// The settings of `vars`, or every problem with them, the one about the project with
@@ -112,6 +116,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
     });
     let file = routes_file::read(reader);
     let twilio = twilio::read(reader, file.as_ref().map_or(&[][..], |file| &file.accounts));
+    let session_key = ids::read(reader, reader.get("TWILIO_AUTH_TOKEN"));
     let reply_mode = reader.parsed_or("REPLY_MODE", str::parse, ReplyMode::Auto);
     let fallback_message = reader.text_or("FALLBACK_MESSAGE", DEFAULT_FALLBACK_MESSAGE);
     // With a routes file, today's variables make a default route only if they name
@@ -179,6 +184,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
         opt_out_to_agent,
         rich,
         handoff: handoff.ok()?,
+        session_key: session_key?,
     })
 }
 

@@ -133,6 +133,41 @@ fn secrets_do_not_show_in_debug_output() {
     assert!(!format!("{settings:?}").contains("super-secret-token"));
 }
 
+#[test]
+fn ids_are_keyed_with_session_key_or_a_key_derived_from_the_token() {
+    use crate::session::{KeyOrigin, SessionId};
+    let derived = Settings::from_vars(&with_agent()).unwrap();
+    assert_eq!(
+        derived.session_key.origin(),
+        KeyOrigin::DerivedFromAuthToken
+    );
+    assert!(derived
+        .warnings()
+        .iter()
+        .any(|w| w.starts_with("SESSION_KEY is not set")));
+    let mut vars = with_agent();
+    vars.insert("SESSION_KEY".into(), "k".repeat(32));
+    let configured = Settings::from_vars(&vars).unwrap();
+    assert_eq!(configured.session_key.origin(), KeyOrigin::Configured);
+    assert!(
+        !configured
+            .warnings()
+            .iter()
+            .any(|w| w.contains("SESSION_KEY")),
+        "{:?}",
+        configured.warnings()
+    );
+    let id = |settings: &Settings| {
+        SessionId::for_conversation(&settings.session_key, SID, "+15551234567", "+18005550000")
+    };
+    assert_ne!(id(&derived), id(&configured));
+    // Every instance with the same settings derives the same ids.
+    assert_eq!(
+        id(&derived),
+        id(&Settings::from_vars(&with_agent()).unwrap())
+    );
+}
+
 /// The variables of a bridge with one CX agent, and no routes file.
 fn with_agent() -> Vars {
     vars(&[
@@ -247,6 +282,11 @@ const BAD_VALUES: &[(&str, Option<&str>, Kind)] = &[
     ("HANDOFF_SECRET", Some("whsec_c2hvcnQ="), Kind::Secret),
     ("HANDOFF_TOKEN", Some("short"), Kind::Secret),
     ("METRICS_TOKEN", Some("s3cret"), Kind::Secret),
+    (
+        "SESSION_KEY",
+        Some("thirty-one-bytes-is-one-too-few"),
+        Kind::Secret,
+    ),
     // Fine alone, not with the rest.
     ("STATE_CA_FILE", Some("Cargo.toml"), Kind::Conflict),
     ("METRICS_PORT", Some("8080"), Kind::Conflict),

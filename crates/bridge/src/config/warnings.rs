@@ -1,6 +1,7 @@
 //! Settings that are valid but probably not what the operator meant.
 
 use super::{CapBound, CapChoice, Endpoint, ReplyMode, Settings, DEFAULT_TWILIO_API_BASE_URL};
+use crate::session::KeyOrigin;
 
 impl Settings {
     /// Settings that are valid but probably not what the operator meant, one line each.
@@ -66,6 +67,9 @@ impl Settings {
                     "MAX_CONNECTIONS is {max}, more than the memory limit allows: {affordable}; a flood of slow requests could exhaust the memory"
                 ));
             }
+        }
+        if self.session_key.origin() == KeyOrigin::DerivedFromAuthToken {
+            warnings.push(super::ids::DERIVED_WARNING.to_owned());
         }
         warnings
     }

@@ -34,7 +34,7 @@ use crate::menu::{MenuFormat, PendingMenu};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Recipient};
 use crate::reply::{fit_to_limits, ReplyMessage};
-use crate::session::SessionId;
+use crate::session::{SessionId, SessionKey};
 use crate::state::{Record, Slot, StateStore, Stored, Ticket, TurnWait};
 use crate::twilio::webhook::IncomingMessage;
 use serde::{Deserialize, Serialize};
@@ -405,6 +405,14 @@ pub struct Conversations {
     handoff: Option<Arc<crate::handoff::Handoff>>,
     /// How long a turn waits for the turns before it.
     waits: Waits,
+    /// What conversation ids are keyed with.
+    session_key: SessionKey,
+}
+
+/// Whose conversations are answered: the accounts, and the key their ids are keyed with.
+pub struct Ours {
+    pub accounts: Vec<String>,
+    pub session_key: SessionKey,
 }
 
 impl Conversations {
@@ -413,10 +421,14 @@ impl Conversations {
         messages: Messages,
         state: StateStore,
         metrics: Arc<Metrics>,
-        accounts: Vec<String>,
+        ours: Ours,
         handoff: Option<Arc<crate::handoff::Handoff>>,
         waits: Waits,
     ) -> Arc<Self> {
+        let Ours {
+            accounts,
+            session_key,
+        } = ours;
         Arc::new(Self {
             routes,
             messages,
@@ -425,6 +437,7 @@ impl Conversations {
             accounts,
             handoff,
             waits,
+            session_key,
             stopping: tokio::sync::watch::Sender::new(None),
             handing_over: tokio::sync::watch::Sender::new(false),
         })
@@ -492,7 +505,7 @@ impl Conversations {
         message: IncomingMessage,
         recipient: Recipient,
     ) -> Handled {
-        let session = session_of(&message);
+        let session = self.session_of(&message);
         let Some(route) = self.routes.find(&message).cloned() else {
             // Not a 5xx: Twilio would only deliver it again.
             return Handled::nothing(session, Outcome::NoRoute);
@@ -551,8 +564,15 @@ impl Conversations {
     }
 }
 
-fn session_of(message: &IncomingMessage) -> SessionId {
-    SessionId::for_conversation(&message.account_sid, &message.from, &message.to)
+impl Conversations {
+    fn session_of(&self, message: &IncomingMessage) -> SessionId {
+        SessionId::for_conversation(
+            &self.session_key,
+            &message.account_sid,
+            &message.from,
+            &message.to,
+        )
+    }
 }
 
 #[cfg(test)]

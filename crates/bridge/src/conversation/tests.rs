@@ -101,6 +101,10 @@ struct Bridge {
 
 /// Conversations on one route answered by `agent`, replying in the webhook or (with
 /// `api`) through the recording sender.
+fn test_key() -> SessionKey {
+    SessionKey::configured(&[7; 32])
+}
+
 fn bridge(agent: Arc<Script>, api: bool) -> Bridge {
     let metrics = Arc::new(Metrics::new());
     let state = StateStore::local(RateLimits::default(), Arc::clone(&metrics));
@@ -138,7 +142,10 @@ fn bridge(agent: Arc<Script>, api: bool) -> Bridge {
         messages,
         state,
         Arc::clone(&metrics),
-        vec!["AC1".into()],
+        Ours {
+            accounts: vec!["AC1".into()],
+            session_key: test_key(),
+        },
         None,
         crate::conversation::Waits::default(),
     );
@@ -236,7 +243,8 @@ async fn a_menu_in_the_webhooks_answer_is_numbered_text_and_is_remembered() {
         vec![MenuFormat::default().as_text(&menu)]
     );
     assert!(handled.replies[0].choices.is_empty());
-    let session = SessionId::for_conversation("AC1", "whatsapp:+15551234567", "+18005550000");
+    let session =
+        SessionId::for_conversation(&test_key(), "AC1", "whatsapp:+15551234567", "+18005550000");
     let slot = bridge.conversations.menu_slot();
     let pending = bridge.conversations.state.get(&slot, &session).await;
     assert_eq!(pending, Ok(PendingMenu::of(&[menu])));
@@ -266,7 +274,7 @@ async fn a_turn_taken_over_sends_only_the_rest_of_its_replies() {
     let conversations = &bridge.conversations;
     let message = message("+15551234567", "SM1", "hi");
     let recipient = Recipient::replying_to(&message, "https://bridge/status".into());
-    let session = session_of(&message);
+    let session = conversations.session_of(&message);
     let ticket = conversations
         .state
         .admit_uncounted(session)
@@ -391,7 +399,7 @@ async fn a_keyword_hands_over_and_then_messages_go_to_the_person() {
     );
     let asking = message("+15551234567", "SM1", "Agent please");
     let recipient = Recipient::replying_to(&asking, "https://bridge/status".into());
-    let session = session_of(&asking);
+    let session = conversations.session_of(&asking);
     let at = handover::TurnAt {
         route: &route,
         message: &asking,
@@ -432,7 +440,7 @@ async fn an_unreadable_hand_over_record_is_left_as_it_is() {
     let bridge = bridge(Script::saying(Vec::new()), true);
     let state = bridge.conversations.state.clone();
     let handoff = handoff(state.clone(), Arc::clone(&bridge.metrics));
-    let session = SessionId::for_conversation("AC1", "+15551234567", "+18005550000");
+    let session = SessionId::for_conversation(&test_key(), "AC1", "+15551234567", "+18005550000");
     // A record of a version this bridge does not know, in the store's own slot.
     #[derive(Serialize, Deserialize)]
     struct Newer {
@@ -464,7 +472,7 @@ async fn a_message_behind_a_stuck_turn_is_answered_out_of_order_after_the_bound(
     // A turn ahead that never finishes, nor lets its conversation move.
     let stuck = conversations
         .state
-        .admit_uncounted(session_of(&message))
+        .admit_uncounted(conversations.session_of(&message))
         .await
         .expect("a turn");
     let started = tokio::time::Instant::now();

@@ -289,8 +289,18 @@ mod tests {
     #[tokio::test]
     async fn turns_of_a_conversation_go_in_order_and_others_do_not_wait() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation("AC1", "+1", "+2");
-        let other = SessionId::for_conversation("AC1", "+3", "+2");
+        let session = SessionId::for_conversation(
+            &crate::session::SessionKey::configured(&[7; 32]),
+            "AC1",
+            "+1",
+            "+2",
+        );
+        let other = SessionId::for_conversation(
+            &crate::session::SessionKey::configured(&[7; 32]),
+            "AC1",
+            "+3",
+            "+2",
+        );
         let one = first(state.admit(key("SM1"), session, true));
         let two = first(state.admit(key("SM2"), session, true));
         let elsewhere = first(state.admit(key("SM3"), other, true));
@@ -326,7 +336,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stuck_turn_ahead_holds_the_next_only_for_the_bound() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let session = SessionId::for_conversation(
+            &crate::session::SessionKey::configured(&[7; 32]),
+            "AC1",
+            "+1",
+            "+2",
+        );
         let stuck = first(state.admit(key("SM1"), session, true));
         let next = first(state.admit(key("SM2"), session, true));
         let started = tokio::time::Instant::now();
@@ -342,7 +357,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_queue_that_moves_is_waited_for_past_the_bound() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let session = SessionId::for_conversation(
+            &crate::session::SessionKey::configured(&[7; 32]),
+            "AC1",
+            "+1",
+            "+2",
+        );
         let one = first(state.admit(key("SM1"), session, true));
         let two = first(state.admit(key("SM2"), session, true));
         let three = first(state.admit(key("SM3"), session, true));
@@ -362,7 +382,12 @@ mod tests {
     #[tokio::test]
     async fn a_repeat_gets_the_outcome_and_an_abandoned_turn_frees_its_id() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let session = SessionId::for_conversation(
+            &crate::session::SessionKey::configured(&[7; 32]),
+            "AC1",
+            "+1",
+            "+2",
+        );
         let one = first(state.admit(key("SM1"), session, true));
         let Admission::Repeat(repeat) = state.admit(key("SM1"), session, true) else {
             panic!("a repeat")
@@ -395,7 +420,12 @@ mod tests {
     #[test]
     fn records_expire() {
         let records = Records::default();
-        let session = SessionId::for_conversation("AC1", "+1", "+2");
+        let session = SessionId::for_conversation(
+            &crate::session::SessionKey::configured(&[7; 32]),
+            "AC1",
+            "+1",
+            "+2",
+        );
         records.set(
             "menu",
             session.as_str(),
