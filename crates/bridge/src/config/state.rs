@@ -22,6 +22,9 @@ pub struct StateSettings {
     /// How long an instance may hold a turn without renewing it; after that, another
     /// instance takes over its work.
     pub lease: Duration,
+    /// How long a handled message is remembered: its outcome for re-deliveries
+    /// (`REPEAT_WINDOW`), and that it was handled, against replays (`REPLAY_WINDOW`).
+    pub remembering: crate::state::Remembering,
 }
 
 pub const DEFAULT_STATE_PREFIX: &str = "twilio-dialogflow";
@@ -74,11 +77,23 @@ pub(super) fn read(reader: &mut Reader<'_>) -> StateSettings {
             }
         })
         .unwrap_or(DEFAULT_STATE_LEASE);
+    let defaults = crate::state::Remembering::default();
+    let outcome = reader.parsed_or("REPEAT_WINDOW", parse_duration, defaults.outcome);
+    let replay = reader.parsed_or("REPLAY_WINDOW", parse_duration, defaults.replay);
+    if replay < outcome {
+        reader.fail_var(
+            "REPLAY_WINDOW",
+            Problem::Conflict(format!(
+                "must be at least REPEAT_WINDOW ({outcome:?}): a message is known as handled at least as long as its answer is kept"
+            )),
+        );
+    }
     StateSettings {
         url,
         ca_file,
         prefix,
         timeout,
         lease,
+        remembering: crate::state::Remembering { outcome, replay },
     }
 }

@@ -249,6 +249,8 @@ const BAD_VALUES: &[(&str, Option<&str>, Kind)] = &[
     ("REPLY_DEADLINE", Some("20s"), Kind::Invalid),
     ("MENU_TTL", Some("-1"), Kind::Invalid),
     ("REQUEST_TIMEOUT", Some("banana"), Kind::Invalid),
+    ("REPLAY_WINDOW", Some("a day"), Kind::Invalid),
+    ("REPLAY_WINDOW", Some("1m"), Kind::Conflict),
     // Numbers.
     ("PORT", Some("eighty"), Kind::Invalid),
     ("MAX_CONNECTIONS", Some("0"), Kind::Invalid),

@@ -35,8 +35,31 @@ pub use local::LocalState;
 pub use record::{Record, Stored, Unreadable, Unwritable};
 pub use shared::{OpenError, SharedState, StoreReport};
 
-/// How long a handled message is remembered: Twilio's re-deliveries come within minutes.
+/// How long a handled message's outcome is kept, for a re-delivery to share it:
+/// Twilio's re-deliveries come within minutes.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
+/// How long a handled message is known as handled: a captured webhook replayed within
+/// this is not a new message.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How long handled messages are remembered (`REPEAT_WINDOW`, `REPLAY_WINDOW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remembering {
+    /// A re-delivery within this gets the first delivery's answer.
+    pub outcome: Duration,
+    /// A replay within this (and past `outcome`) is answered with nothing, and the agent
+    /// is not asked.
+    pub replay: Duration,
+}
+
+impl Default for Remembering {
+    fn default() -> Self {
+        Self {
+            outcome: REMEMBER_FOR,
+            replay: REPLAY_WINDOW,
+        }
+    }
+}
 
 /// A message as Twilio names it: its id within its account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,6 +111,9 @@ pub enum Admission {
 /// A re-delivery's view of the first delivery.
 pub enum Repeat {
     Local(crate::ledger::Repeat<Json>),
+    /// A message handled longer ago than its outcome is kept, but within the replay
+    /// window: a replay, answered with nothing.
+    Replayed,
     Shared {
         state: Arc<SharedState>,
         key: MessageKey,
@@ -100,6 +126,7 @@ impl Repeat {
     pub async fn outcome(self) -> Option<Stored> {
         let text = match self {
             Repeat::Local(repeat) => repeat.outcome().await,
+            Repeat::Replayed => None,
             Repeat::Shared { state, key } => state.wait_outcome(&key).await,
         }?;
         Stored::from_text(text)
@@ -290,7 +317,7 @@ impl StateStore {
         metrics: Arc<Metrics>,
     ) -> Result<Self, shared::OpenError> {
         let kept = match &settings.url {
-            None => Kept::Local(Arc::new(LocalState::new(limits))),
+            None => Kept::Local(Arc::new(LocalState::new(limits, settings.remembering))),
             Some(_) => {
                 Kept::Shared(SharedState::open(settings, limits, Arc::clone(&metrics)).await?)
             }
@@ -301,7 +328,7 @@ impl StateStore {
     /// This process's state alone (one instance; tests).
     pub fn local(limits: RateLimits, metrics: Arc<Metrics>) -> Self {
         StateStore {
-            kept: Kept::Local(Arc::new(LocalState::new(limits))),
+            kept: Kept::Local(Arc::new(LocalState::new(limits, Remembering::default()))),
             metrics,
         }
     }

@@ -3,6 +3,7 @@
 //! admission the store made unseen; and a re-delivery's wait for the first delivery's
 //! outcome.
 
+use super::seen_key_of;
 use super::{limited_of, text, values_of, SharedState, SharedTicket, CONVERSATION_TTL, POLL_EVERY};
 use crate::rate_limit::Limited;
 use crate::retry::{always, Backoff, RetryPolicy, Verdict};
@@ -83,6 +84,7 @@ impl SharedState {
                 }),
                 (None, None) => self.local.admit(None, session, counted),
             },
+            Ok(Admitted::Replayed) => Admission::Repeat(Repeat::Replayed),
             // Counted and logged in `call`: this message is handled as one instance would.
             Err(_) => {
                 self.metrics.state_fallback();
@@ -128,7 +130,8 @@ impl SharedState {
                     .key(conversation)
                     .key(self.key(&["leases"]))
                     .key(self.key(&["rate", session.as_str()]))
-                    .key(self.key(&["budget"]));
+                    .key(self.key(&["budget"]))
+                    .key(seen_key_of(message_key));
                 for record in record_keys {
                     invocation.key(record);
                 }
@@ -137,7 +140,9 @@ impl SharedState {
                     .arg(&**turn)
                     .arg(token)
                     .arg(self.lease.as_millis() as u64)
-                    .arg(REMEMBER_FOR.as_secs())
+                    // A claim in flight is kept as long as today's outcomes, whatever
+                    // REPEAT_WINDOW says: it must outlast the turn.
+                    .arg(REMEMBER_FOR.max(self.remembering().outcome).as_secs())
                     .arg(CONVERSATION_TTL.as_secs())
                     .arg(self.turn_prefix(session))
                     .arg(per_conversation)
@@ -147,6 +152,7 @@ impl SharedState {
             .await?;
         match reply.as_slice() {
             [Value::Int(0), seen] => Ok(Admitted::Repeat(text(seen)?)),
+            [Value::Int(2)] => Ok(Admitted::Replayed),
             [Value::Int(1), Value::Int(seq), Value::Int(limited), Value::Int(tell), Value::Int(ready), records] =>
             {
                 Ok(Admitted::First {
@@ -260,4 +266,6 @@ enum Admitted {
         records: Option<Vec<Option<Json>>>,
     },
     Repeat(String),
+    /// Handled within the replay window, its outcome forgotten.
+    Replayed,
 }

@@ -83,6 +83,16 @@ pub struct SharedState {
     finished: Notify,
     last_warning: std::sync::Mutex<Option<Instant>>,
     scripts: Scripts,
+    remembering: crate::state::Remembering,
+}
+
+/// The marker that a message was handled, kept for the replay window after its outcome
+/// (under `message_key`) is gone; none for a turn without a message.
+fn seen_key_of(message_key: &str) -> String {
+    match message_key {
+        "" => String::new(),
+        key => format!("{key}:seen"),
+    }
 }
 
 impl SharedState {
@@ -128,6 +138,11 @@ impl SharedState {
 
     fn message_key(&self, key: &MessageKey) -> String {
         self.key(&["m", &key.account_sid, &key.message_sid])
+    }
+
+    /// How long messages are remembered, outcome and replay.
+    fn remembering(&self) -> crate::state::Remembering {
+        self.remembering
     }
 
     fn turn_prefix(&self, session: &SessionId) -> String {

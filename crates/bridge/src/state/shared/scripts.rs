@@ -50,11 +50,13 @@ end
 "#;
 
 /// KEYS: message (or ''), conversation, leases, the conversation's rate counts, the
-/// agent budget's count, then records to read when the turn is ready.
+/// agent budget's count, the message's seen marker (or ''), then records to read when
+/// the turn is ready.
 /// ARGV: session, turn, token, lease ms, message ttl s, conversation ttl s, turn key
 /// prefix, messages a minute per conversation (0: no limit), agent calls an hour (0: no
 /// limit).
-/// Returns {0, stored} for a repeat, {1, seq, limited, tell, ready, records} for a first
+/// Returns {0, stored} for a repeat, {2} for a replay (the outcome forgotten, the seen
+/// marker there), {1, seq, limited, tell, ready, records} for a first
 /// delivery (records: the values of the records to read, '' for none, when ready): limited is 0, 1 (the conversation's pace) or 2 (the agent budget); tell is
 /// 1 the first time within a minute; ready is 1 when the turns before it are done (no
 /// need to wait: the common case costs no further round trip). The same token again
@@ -63,7 +65,7 @@ const ADMIT: &str = r#"
 local function records(ready)
   local values = {}
   if ready == 1 then
-    for i = 6, #KEYS do values[#values + 1] = redis.call('GET', KEYS[i]) or '' end
+    for i = 7, #KEYS do values[#values + 1] = redis.call('GET', KEYS[i]) or '' end
   end
   return values
 end
@@ -80,6 +82,7 @@ if KEYS[1] ~= '' then
     if done + 1 >= seq then ready = 1 end
     return {1, seq, limited, 0, ready, records(ready)}
   end
+  if redis.call('EXISTS', KEYS[6]) == 1 then return {2} end
 end
 local limited = 0
 local per_minute = tonumber(ARGV[8])
@@ -157,15 +160,20 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 "#;
 
-/// KEYS: turn, message (or ''), conversation, leases.
+/// KEYS: turn, message (or ''), conversation, leases, the message's seen marker (or '').
 /// ARGV: token, outcome ('' to forget the message), message ttl s, conversation ttl s,
-/// turn key prefix. As RENEW answers; with the turn gone, the outcome is still kept.
+/// turn key prefix, replay window s. As RENEW answers; with the turn gone, the outcome
+/// is still kept. The outcome lives for the message ttl; the seen marker, a few bytes,
+/// for the replay window.
 const FINISH: &str = r#"
 local token = redis.call('HGET', KEYS[1], 'token')
 if token and token ~= ARGV[1] then return 0 end
 if KEYS[2] ~= '' then
   if ARGV[2] == '' then redis.call('DEL', KEYS[2])
-  else redis.call('SET', KEYS[2], 'done:' .. ARGV[2], 'EX', ARGV[3]) end
+  else
+    redis.call('SET', KEYS[2], 'done:' .. ARGV[2], 'EX', ARGV[3])
+    redis.call('SET', KEYS[5], '1', 'EX', ARGV[6])
+  end
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[4], KEYS[1])

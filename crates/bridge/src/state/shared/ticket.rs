@@ -3,10 +3,11 @@
 //! Every script here checks the token, so a turn taken over by another instance is
 //! seen as lost, never written over.
 
+use super::seen_key_of;
 use super::{values_of, SharedState, CONVERSATION_TTL, POLL_EVERY};
 use crate::retry::{always, Backoff, RetryPolicy};
 use crate::session::SessionId;
-use crate::state::{Json, StoreError, TurnWait, REMEMBER_FOR};
+use crate::state::{Json, StoreError, TurnWait};
 use redis::{Script, Value};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -319,11 +320,13 @@ impl SharedTicket {
                     .key(&self.message)
                     .key(&self.conversation)
                     .key(self.state.key(&["leases"]))
+                    .key(seen_key_of(&self.message))
                     .arg(&self.token)
                     .arg(&outcome)
-                    .arg(REMEMBER_FOR.as_secs())
+                    .arg(self.state.remembering().outcome.as_secs().max(1))
                     .arg(CONVERSATION_TTL.as_secs())
-                    .arg(&self.turn_prefix);
+                    .arg(&self.turn_prefix)
+                    .arg(self.state.remembering().replay.as_secs().max(1));
                 async move { invocation.invoke_async::<i64>(&mut connection).await }
             })
             .await;
