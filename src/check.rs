@@ -362,6 +362,19 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             ("STATE_LEASE", seconds(state.lease)),
         ]),
     }
+    lines.extend([
+        ("REPEAT_WINDOW", seconds(state.remembering.outcome)),
+        ("REPLAY_WINDOW", seconds(state.remembering.replay)),
+        (
+            "SESSION_KEY",
+            match settings.session_key.origin() {
+                bridge::session::KeyOrigin::Configured => "***".into(),
+                bridge::session::KeyOrigin::DerivedFromAuthToken => {
+                    "(not set: derived from TWILIO_AUTH_TOKEN)".into()
+                }
+            },
+        ),
+    ]);
     lines
 }
 

@@ -218,11 +218,12 @@ async fn check_offline_does_not_call_the_agent_and_unreachable_agent_fails() {
 
 #[test]
 fn serve_logs_as_dotenv_says_and_stops_on_sigterm() {
-    // The host pinned, as a deployment should: nothing to warn of before it listens.
+    // The host pinned and SESSION_KEY set, as a deployment should: nothing to warn of
+    // before it listens.
     let dir = WorkDir::with_dotenv(
         "AGENT_TYPE=CX\nAGENT_ID=a\nGCP_PROJECT=p\nTWILIO_ACCOUNT_SID=AC00000000000000000000000000000000\nTWILIO_AUTH_TOKEN=t\n\
          DIALOGFLOW_EMULATOR_HOST=127.0.0.1:9\nPORT=0\nLOG_FORMAT=json\nREPLY_MODE=twiml\n\
-         TWILIO_WEBHOOK_HOSTS=bot.example.com\n",
+         TWILIO_WEBHOOK_HOSTS=bot.example.com\nSESSION_KEY=0123456789abcdef0123456789abcdef\n",
     );
     let mut child = dir
         .command(&["serve"], &[])
