@@ -31,13 +31,6 @@ async fn webhook(stack: &Stack, message: &Outgoing) -> (String, Duration) {
     (body, started.elapsed())
 }
 
-fn says(text: &str) -> Outgoing {
-    Outgoing {
-        body: text.into(),
-        ..Default::default()
-    }
-}
-
 fn bodies(sent: &[SentMessage]) -> Vec<&str> {
     sent.iter().map(|m| m.body.as_str()).collect()
 }

@@ -123,13 +123,6 @@ async fn garbage_a_cut_answer_and_silence_are_not_asked_again() {
     assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
 }
 
-fn says(text: &str) -> Outgoing {
-    Outgoing {
-        body: text.into(),
-        ..Default::default()
-    }
-}
-
 fn api_mode(vars: &mut std::collections::HashMap<String, String>) {
     vars.insert("REPLY_MODE".into(), "api".into());
     vars.insert("AGENT_TIMEOUT".into(), "35s".into());
@@ -437,12 +430,7 @@ async fn silent_and_dribbling_connections_cannot_take_the_bridge_down() {
             None => open += 1,
         }
     }
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_at(&format!("http://{addr}/")).await;
     assert_eq!(
         open, 0,
         "connections still open after {give_up:?} (the others by {latest:?}):\n{metrics}"

@@ -2,18 +2,8 @@
 //! keywords, Twilio's shared-key signatures and routes.
 
 use crate::helpers::*;
-use stand_ins::chat::Outgoing;
-
-fn with(body: &str, params: &[(&str, &str)]) -> Outgoing {
-    Outgoing {
-        body: body.into(),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    }
-}
+use stand_ins::emulator::Emulator;
+use std::collections::HashMap;
 
 #[tokio::test]
 async fn an_environment_is_in_the_session_path_of_cx_and_es() {
@@ -64,28 +54,6 @@ async fn opt_out_keywords_can_go_to_the_agent_as_events() {
     }
 }
 
-/// "hi" from the test user, signed with `key` by `algorithm`, announced by `settings`.
-async fn post_with_shared_key(
-    stack: &Stack,
-    settings: &str,
-    algorithm: bridge::twilio::signature::Algorithm,
-    key: &str,
-) -> (u16, String) {
-    let (params, _) = stack.phone.webhook(&with("hi", &[]));
-    let url = stack.bridge.url();
-    let signature = bridge::twilio::signature::compute_with(algorithm, key, &url, params.pairs());
-    post(
-        &url,
-        &[
-            FORM,
-            ("x-twilio-signature", &signature),
-            ("x-twilio-webhooks-signature-settings", settings),
-        ],
-        params.encode(),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     use bridge::twilio::signature::Algorithm::{HmacSha1, HmacSha256};
@@ -95,23 +63,28 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     )
     .await;
     let sha256 = "key=support,algorithm=HMAC_SHA256";
-    let (status, body) = post_with_shared_key(&stack, sha256, HmacSha256, "s3cr3t-key").await;
+    let (status, body) = post_with_shared_key(&stack.phone, sha256, HmacSha256, "s3cr3t-key").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Hello from the agent"));
     // Another key's signature, or the auth token's, does not pass for this key.
     for key in ["older-key", AUTH_TOKEN] {
-        let (status, _) = post_with_shared_key(&stack, sha256, HmacSha256, key).await;
+        let (status, _) = post_with_shared_key(&stack.phone, sha256, HmacSha256, key).await;
         assert_eq!(status, 403, "{key}");
     }
-    let (status, reason) =
-        post_with_shared_key(&stack, "key=nobody,algorithm=HMAC_SHA256", HmacSha256, "x").await;
+    let (status, reason) = post_with_shared_key(
+        &stack.phone,
+        "key=nobody,algorithm=HMAC_SHA256",
+        HmacSha256,
+        "x",
+    )
+    .await;
     assert_eq!(status, 403);
     assert!(
         reason.contains("names a key this bridge does not have"),
         "{reason}"
     );
     let (status, reason) = post_with_shared_key(
-        &stack,
+        &stack.phone,
         "key=support,algorithm=HMAC_MD5",
         HmacSha256,
         "s3cr3t-key",
@@ -124,34 +97,26 @@ async fn webhooks_signed_with_a_shared_key_are_checked_with_that_key() {
     );
     // A key signs its own account's webhooks only: not a form claiming another account.
     let other = stack.phone_signing_as("ACffffffffffffffffffffffffffffffff", AUTH_TOKEN);
-    let (params, _) = other.webhook(&with("hi", &[]));
-    let url = stack.bridge.url();
-    let signature =
-        bridge::twilio::signature::compute_with(HmacSha256, "s3cr3t-key", &url, params.pairs());
-    let (status, reason) = post(
-        &url,
-        &[
-            FORM,
-            ("x-twilio-signature", &signature),
-            ("x-twilio-webhooks-signature-settings", sha256),
-        ],
-        params.encode(),
-    )
-    .await;
+    let (status, reason) = post_with_shared_key(&other, sha256, HmacSha256, "s3cr3t-key").await;
     assert_eq!(
         (status, reason.trim()),
         (403, "the webhook is for another Twilio account")
     );
     // A shared key with SHA-1, and a plain auth-token webhook, are still accepted.
-    let (status, _) =
-        post_with_shared_key(&stack, "key=old,algorithm=HMAC_SHA1", HmacSha1, "older-key").await;
+    let (status, _) = post_with_shared_key(
+        &stack.phone,
+        "key=old,algorithm=HMAC_SHA1",
+        HmacSha1,
+        "older-key",
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(stack.replies_to("hi").await, ["Hello from the agent"]);
     assert_eq!(stack.agent_requests().len(), 3);
 }
 
 /// A second agent, in another project, at another location, for another number.
-const FRENCH_AGENT: &str = r#"
+pub(crate) const FRENCH_AGENT: &str = r#"
 project: proj-fr
 location: europe-west1
 agent_id: agent-fr
@@ -163,34 +128,51 @@ intents:
       - text: "Bonjour de l'agent"
 "#;
 
-/// The bridge with a routes file sending `+33170000001` to the French agent (on an
-/// emulator of its own), and everything else to the default route.
-async fn two_agents(default_route: bool) -> (Stack, stand_ins::emulator::Emulator, WorkDir) {
+/// The number the French agent's route matches.
+pub(crate) const FRENCH_NUMBER: &str = "+33170000001";
+
+/// The bridge with a routes file (in the directory returned, kept while the test runs)
+/// sending `FRENCH_NUMBER` to the French agent on an emulator of its own, and
+/// everything else to the default route; `agent_fields` added to the route's agent,
+/// `route_fields` (YAML lines) to the route, `tweak` to the bridge's configuration.
+pub(crate) async fn with_french_route(
+    agent_fields: &str,
+    route_fields: &str,
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+) -> (Stack, Emulator, WorkDir) {
     let (french, _) = start_emulator(FRENCH_AGENT).await;
     let routes = format!(
         r#"
 routes:
   - name: france
-    match: {{ to: "+33170000001" }}
-    agent: {{ type: CX, project: proj-fr, location: europe-west1, id: agent-fr, environment: prod, emulator_host: "{}" }}
+    match: {{ to: "{FRENCH_NUMBER}" }}
+    agent: {{ type: CX, project: proj-fr, location: europe-west1, id: agent-fr, emulator_host: "{}"{agent_fields} }}
     language: fr
-    languages: {{ CA: en }}
-    fallback_message: "Désolé"
+{route_fields}
 "#,
         french.addr()
     );
     let dir = WorkDir::with_dotenv("");
-    std::fs::write(dir.0.join("routes.yaml"), routes).unwrap();
-    let file = dir.0.join("routes.yaml").display().to_string();
+    let file = dir.write("routes.yaml", &routes);
     let stack = start("CX", |vars| {
         vars.insert("ROUTES_FILE".into(), file);
+        tweak(vars);
+    })
+    .await;
+    (stack, french, dir)
+}
+
+/// The French agent's route, with an environment, a language by country and a fallback
+/// message; and the default route, unless not `default_route`.
+async fn two_agents(default_route: bool) -> (Stack, Emulator, WorkDir) {
+    let route_fields = "    languages: { CA: en }\n    fallback_message: \"Désolé\"";
+    with_french_route(", environment: prod", route_fields, |vars| {
         if !default_route {
             vars.remove("AGENT_TYPE");
             vars.remove("AGENT_ID");
         }
     })
-    .await;
-    (stack, french, dir)
+    .await
 }
 
 #[tokio::test]

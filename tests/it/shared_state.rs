@@ -229,12 +229,7 @@ async fn an_outage_of_redis_costs_no_answer_and_dedup_comes_back() {
     })
     .await;
     // The outage is counted: each instance handled at least one message on its own.
-    let metrics = reqwest::get(format!("{}metrics", a.phone.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_at(&a.phone.url).await;
     let fallbacks = metrics
         .lines()
         .find_map(|line| line.strip_prefix("twilio_dialogflow_state_fallbacks_total "))

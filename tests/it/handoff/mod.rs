@@ -200,11 +200,7 @@ pub(crate) async fn say_as(
     count: usize,
 ) -> Vec<String> {
     let before = stack.twilio.sent().len();
-    let message = Outgoing {
-        body: text.into(),
-        ..Default::default()
-    };
-    let (status, _) = post_from(phone, &stack.bridge.url(), &message, &[]).await;
+    let (status, _) = post_from(phone, &stack.bridge.url(), &says(text), &[]).await;
     assert_eq!(status, 200);
     let sent = stack.twilio.wait_for(before + count).await;
     sent[before..].iter().map(|m| m.body.clone()).collect()
@@ -218,13 +214,24 @@ pub(crate) async fn desk_writes(stack: &Stack, conversation: &str, body: Value) 
 
 /// The human side's call: status and JSON answer.
 pub(crate) async fn desk_call(stack: &Stack, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    desk_call_with(stack, path, token, &[], body).await
+}
+
+/// [`desk_call`], with `headers` besides the token's.
+pub(crate) async fn desk_call_with(
+    stack: &Stack,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
         .post(format!("{}handoff/{path}", stack.bridge.url()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .bearer_auth(token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.json(&body).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }

@@ -2,6 +2,8 @@
 //! ports, a stand-in for Twilio's Messages API, and a phone that signs webhooks like
 //! Twilio.
 
+mod messages;
+pub use messages::*;
 mod process;
 pub use process::*;
 mod redis_server;
@@ -12,8 +14,6 @@ pub use wait::*;
 use bridge::config::Settings;
 use bridge::reply::ReplyMessage;
 use bridge::startup::RunningBridge;
-use bridge::twilio::signature;
-use bridge::twilio::webhook::FormParams;
 use stand_ins::chat::{Outgoing, Phone, PhoneReply};
 use stand_ins::emulator::{AgentDefinition, Emulator, RecordedRequest};
 use stand_ins::messages_api::MessagesEmulator;
@@ -232,11 +232,7 @@ pub async fn start_on(
 
 impl Stack {
     pub async fn say(&self, body: &str) -> Vec<ReplyMessage> {
-        self.send(&Outgoing {
-            body: body.into(),
-            ..Default::default()
-        })
-        .await
+        self.send(&says(body)).await
     }
 
     pub async fn send(&self, message: &Outgoing) -> Vec<ReplyMessage> {
@@ -256,6 +252,18 @@ impl Stack {
             AUTH_TOKEN,
             from,
             OUR_NUMBER,
+        )
+        .unwrap()
+    }
+
+    /// `user` writing on WhatsApp to the stack's WhatsApp number, as the test account.
+    pub fn whatsapp_phone_of(&self, user: &str) -> Phone {
+        Phone::new(
+            &self.bridge.url(),
+            ACCOUNT_SID,
+            AUTH_TOKEN,
+            &format!("whatsapp:{user}"),
+            &format!("whatsapp:{OUR_NUMBER}"),
         )
         .unwrap()
     }
@@ -290,13 +298,18 @@ impl Stack {
 
     /// The bridge's `GET /metrics`.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}metrics", self.bridge.url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics_at(&self.bridge.url()).await
     }
+}
+
+/// `GET /metrics` of the server at `base_url` (ending in `/`): the text.
+pub async fn metrics_at(base_url: &str) -> String {
+    reqwest::get(format!("{base_url}metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// What `phone` gets back for `message`; the bridge must accept it.
@@ -309,14 +322,7 @@ pub async fn send_from(phone: &Phone, message: &Outgoing) -> Vec<ReplyMessage> {
 
 /// What `phone` gets back for the text `body`.
 pub async fn ask(phone: &Phone, body: &str) -> Vec<ReplyMessage> {
-    send_from(
-        phone,
-        &Outgoing {
-            body: body.into(),
-            ..Default::default()
-        },
-    )
-    .await
+    send_from(phone, &says(body)).await
 }
 
 pub fn texts(messages: &[ReplyMessage]) -> Vec<&str> {
@@ -342,13 +348,7 @@ pub async fn post_from(
 /// A form of `params` posted to `url`, signed with the test account's token as Twilio
 /// signs a request it sends to `signed_url`.
 pub async fn post_signed(url: &str, signed_url: &str, params: &[(&str, &str)]) -> (u16, String) {
-    let params: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let signature = signature::compute(AUTH_TOKEN, signed_url, &params);
-    let body = FormParams::from_pairs(params).encode();
-    post(url, &[FORM, ("x-twilio-signature", &signature)], body).await
+    post_signed_as(url, signed_url, AUTH_TOKEN, pairs(params)).await
 }
 
 /// A raw POST to the bridge, for requests no well-behaved phone would send.

@@ -22,6 +22,13 @@ impl WorkDir {
         Self(dir)
     }
 
+    /// Writes `contents` to the file `name` in this directory; returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    }
+
     /// The command in this directory, with only `envs` in its environment.
     pub fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> std::process::Command {
         let mut command = std::process::Command::new(BIN);

@@ -124,21 +124,7 @@ async fn rich_stack(agent_type: &str, tweak: impl FnOnce(&mut HashMap<String, St
 
 /// A WhatsApp sender writing to the stack's WhatsApp number.
 fn whatsapp_phone(stack: &Stack) -> Phone {
-    Phone::new(
-        &stack.bridge.url(),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        &format!("whatsapp:{USER}"),
-        &format!("whatsapp:{OUR_NUMBER}"),
-    )
-    .unwrap()
-}
-
-fn says(text: &str) -> Outgoing {
-    Outgoing {
-        body: text.into(),
-        ..Default::default()
-    }
+    stack.whatsapp_phone_of(USER)
 }
 
 /// What the agent was asked last: its text, or `event:NAME`.
@@ -176,39 +162,4 @@ async fn through_api(
 
 fn long_agent() -> String {
     RICH_AGENT.replace("\"LONG\"", &format!("{:?}", "words ".repeat(150)))
-}
-
-fn tap_button(title: &str, payload: &str) -> Outgoing {
-    interactive(
-        title,
-        [
-            ("MessageType", "button"),
-            ("ButtonText", title),
-            ("ButtonPayload", payload),
-        ],
-    )
-}
-
-fn pick_item(title: &str, id: &str) -> Outgoing {
-    interactive(
-        title,
-        [
-            ("MessageType", "interactive"),
-            ("ListId", id),
-            ("ListTitle", title),
-        ],
-    )
-}
-
-/// What WhatsApp sends when the person answers a menu: the title as the body, and
-/// `params` saying which choice it was.
-fn interactive(title: &str, params: [(&str, &str); 3]) -> Outgoing {
-    Outgoing {
-        body: title.into(),
-        params: params
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect(),
-        ..Default::default()
-    }
 }

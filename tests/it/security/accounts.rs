@@ -3,37 +3,19 @@
 //! its number.
 
 use crate::helpers::*;
-use bridge::twilio::signature::{self, Algorithm};
-use stand_ins::chat::{Outgoing, Phone};
+use crate::routing::{with_french_route, FRENCH_NUMBER};
+use bridge::twilio::signature::Algorithm;
+use stand_ins::chat::Phone;
 
 /// A sub-account the bridge takes webhooks of, with its own token.
 const SUB: &str = "AC11111111111111111111111111111111";
 const SUB_TOKEN: &str = "sub-token";
 
-fn hi() -> Outgoing {
-    Outgoing {
-        body: "hi".into(),
-        ..Default::default()
-    }
-}
-
 /// "hi" from `account`'s webhook, signed with the SharedKey `name` holding `key`.
 async fn signed_with_key(stack: &Stack, account: &str, name: &str, key: &str) -> (u16, String) {
     let phone = stack.phone_signing_as(account, "unused");
-    let (params, _) = phone.webhook(&hi());
-    let url = stack.bridge.url();
-    let signature = signature::compute_with(Algorithm::HmacSha256, key, &url, params.pairs());
     let settings = format!("key={name},algorithm=HMAC_SHA256");
-    post(
-        &url,
-        &[
-            FORM,
-            ("x-twilio-signature", &signature),
-            ("x-twilio-webhooks-signature-settings", &settings),
-        ],
-        params.encode(),
-    )
-    .await
+    post_with_shared_key(&phone, &settings, Algorithm::HmacSha256, key).await
 }
 
 #[tokio::test]
@@ -112,45 +94,13 @@ async fn one_key_name_twice_for_one_account_refuses_to_start() {
     }
 }
 
-/// A second agent, for the main account's French number.
-const FRENCH_AGENT: &str = r#"
-project: proj-fr
-location: europe-west1
-agent_id: agent-fr
-language: fr
-intents:
-  - name: bonjour
-    phrases: ["hi", "bonjour"]
-    replies:
-      - text: "Bonjour de l'agent"
-"#;
-
-const FRENCH_NUMBER: &str = "+33170000001";
-
 /// The bridge with the main account's route for `FRENCH_NUMBER` (`extra` added to its
 /// fields), the default route, and a sub-account it takes webhooks of.
 async fn a_route_and_a_sub_account(extra: &str) -> (Stack, stand_ins::emulator::Emulator, WorkDir) {
-    let (french, _) = start_emulator(FRENCH_AGENT).await;
-    let routes = format!(
-        r#"
-routes:
-  - name: france
-    match: {{ to: "{FRENCH_NUMBER}" }}
-    agent: {{ type: CX, project: proj-fr, location: europe-west1, id: agent-fr, emulator_host: "{}" }}
-    language: fr
-{extra}
-"#,
-        french.addr()
-    );
-    let dir = WorkDir::with_dotenv("");
-    std::fs::write(dir.0.join("routes.yaml"), routes).unwrap();
-    let file = dir.0.join("routes.yaml").display().to_string();
-    let stack = start("CX", |vars| {
-        vars.insert("ROUTES_FILE".into(), file);
+    with_french_route("", extra, |vars| {
         vars.insert(format!("TWILIO_AUTH_TOKEN__{SUB}"), SUB_TOKEN.into());
     })
-    .await;
-    (stack, french, dir)
+    .await
 }
 
 fn writing_to_french_number(stack: &Stack, account: &str, token: &str) -> Phone {

@@ -4,7 +4,7 @@
 //! whose wait for another instance is bounded.
 
 use crate::handoff::{
-    conversation_of, desk_call, desk_writes, people_stack, say, with_people, Desk,
+    conversation_of, desk_call, desk_call_with, desk_writes, people_stack, say, with_people, Desk,
     AGENT_WITH_PEOPLE, TOKEN,
 };
 use crate::helpers::*;
@@ -14,18 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A message with the parameters Twilio adds (`OptOutType`, …).
-fn with(body: &str, params: &[(&str, &str)]) -> Outgoing {
-    Outgoing {
-        body: body.into(),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    }
-}
 
 /// Starts a hand-over on `stack` (the agent hands over on "talk to a person"); returns
 /// its conversation id once the desk has `handoff.started`.
@@ -254,19 +242,14 @@ async fn desk_sends_once(
     key: &str,
     body: Value,
 ) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}handoff/{conversation}/messages",
-            stack.bridge.url()
-        ))
-        .bearer_auth(TOKEN)
-        .header("idempotency-key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    desk_call_with(
+        stack,
+        &format!("{conversation}/messages"),
+        TOKEN,
+        &[("idempotency-key", key)],
+        body,
+    )
+    .await
 }
 
 #[tokio::test]

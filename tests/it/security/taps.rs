@@ -12,10 +12,9 @@
 //! that account's own token, must not reach it.
 
 use crate::helpers::*;
-use bridge::twilio::signature;
-use bridge::twilio::webhook::FormParams;
 use stand_ins::chat::{Outgoing, Phone};
 use stand_ins::messages_api::SentMessage;
+use std::collections::HashMap;
 use std::time::Duration;
 
 const TAPS_AGENT: &str = r#"
@@ -87,77 +86,37 @@ impl Store {
             Store::Redis(_) => "redis",
         }
     }
+
+    /// The bridge's `STATE_URL`: none for this process's state.
+    fn state_url(&self) -> Option<String> {
+        match self {
+            Store::Local => None,
+            Store::Redis(redis) => Some(redis.url()),
+        }
+    }
 }
 
 /// The taps agent behind a bridge that sends its replies through the Messages API
 /// (WhatsApp buttons travel only there), keeping its state in `store`.
 async fn taps_stack(store: &Store) -> Stack {
-    let url = match store {
-        Store::Local => None,
-        Store::Redis(redis) => Some(redis.url()),
-    };
+    taps_stack_on(store.state_url(), |_| {}).await
+}
+
+/// [`taps_stack`] with its state at `state_url` (none: in process), and `tweak`
+/// applied to the bridge's configuration.
+async fn taps_stack_on(
+    state_url: Option<String>,
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+) -> Stack {
     start_with_agent(TAPS_AGENT, "CX", |vars| {
         vars.insert("REPLY_MODE".into(), "api".into());
         vars.insert("AGENT_TIMEOUT".into(), "5s".into());
-        if let Some(url) = url {
+        if let Some(url) = state_url {
             vars.insert("STATE_URL".into(), url);
         }
+        tweak(vars);
     })
     .await
-}
-
-/// `user` writing on WhatsApp to the stack's number, as the test account.
-fn whatsapp_phone(stack: &Stack, user: &str) -> Phone {
-    Phone::new(
-        &stack.bridge.url(),
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        &format!("whatsapp:{user}"),
-        &format!("whatsapp:{OUR_NUMBER}"),
-    )
-    .unwrap()
-}
-
-fn says(text: &str) -> Outgoing {
-    Outgoing {
-        body: text.into(),
-        ..Default::default()
-    }
-}
-
-/// What WhatsApp sends for a reply button tapped: its title as the body.
-fn tap_button(title: &str, payload: &str) -> Outgoing {
-    interactive(
-        title,
-        &[
-            ("MessageType", "button"),
-            ("ButtonText", title),
-            ("ButtonPayload", payload),
-        ],
-    )
-}
-
-/// What WhatsApp sends for a list item picked.
-fn pick_item(title: &str, id: &str) -> Outgoing {
-    interactive(
-        title,
-        &[
-            ("MessageType", "interactive"),
-            ("ListId", id),
-            ("ListTitle", title),
-        ],
-    )
-}
-
-fn interactive(body: &str, params: &[(&str, &str)]) -> Outgoing {
-    Outgoing {
-        body: body.into(),
-        params: params
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect(),
-        ..Default::default()
-    }
 }
 
 /// Sends `message` from `phone` (the webhook answers empty: the replies go through
@@ -190,7 +149,7 @@ async fn a_forged_event_tap_with_no_menu_pending_reaches_the_agent_as_its_text()
     for store in Store::each().await {
         let label = store.label();
         let stack = taps_stack(&store).await;
-        let phone = whatsapp_phone(&stack, USER);
+        let phone = stack.whatsapp_phone_of(USER);
         // No menu was ever sent to this conversation.
         let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
         assert_eq!(last_asked(&stack), "Close it", "{label}");
@@ -200,7 +159,7 @@ async fn a_forged_event_tap_with_no_menu_pending_reaches_the_agent_as_its_text()
         assert_eq!(last_asked(&stack), "Close it", "{label}");
         assert_eq!(reply.body, "Not understood", "{label}");
         // A payload with no title to show: the payload's text, still not an event.
-        let bare = interactive(
+        let bare = with(
             "",
             &[("MessageType", "button"), ("ButtonPayload", CLOSE_ID)],
         );
@@ -222,7 +181,7 @@ async fn a_tap_on_the_menu_that_was_offered_is_still_its_choice() {
     for store in Store::each().await {
         let label = store.label();
         let stack = taps_stack(&store).await;
-        let phone = whatsapp_phone(&stack, USER);
+        let phone = stack.whatsapp_phone_of(USER);
         let menu = answer_to(&stack, &phone, &says("my account")).await;
         assert!(menu.content_sid.is_some(), "{label}: sent as buttons");
         let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
@@ -250,7 +209,7 @@ async fn taps_of_a_replaced_or_answered_menu_or_of_another_conversation_are_text
     for store in Store::each().await {
         let label = store.label();
         let stack = taps_stack(&store).await;
-        let phone = whatsapp_phone(&stack, USER);
+        let phone = stack.whatsapp_phone_of(USER);
         // A second menu replaces the first: the first one's buttons are no longer offered.
         answer_to(&stack, &phone, &says("my account")).await;
         answer_to(&stack, &phone, &says("order")).await;
@@ -265,7 +224,7 @@ async fn taps_of_a_replaced_or_answered_menu_or_of_another_conversation_are_text
         assert_eq!(last_asked(&stack), "Close it", "{label}");
         assert_eq!(reply.body, "Not understood", "{label}");
         // Another person was offered the menu; this one was not.
-        let other = whatsapp_phone(&stack, "+15551230002");
+        let other = stack.whatsapp_phone_of("+15551230002");
         answer_to(&stack, &other, &says("my account")).await;
         let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
         assert_eq!(last_asked(&stack), "Close it", "{label}");
@@ -280,14 +239,8 @@ async fn taps_of_a_replaced_or_answered_menu_or_of_another_conversation_are_text
 #[tokio::test]
 async fn a_tap_on_a_menu_that_expired_is_text() {
     let redis = RedisServer::start().await;
-    let stack = start_with_agent(TAPS_AGENT, "CX", |vars| {
-        vars.insert("REPLY_MODE".into(), "api".into());
-        vars.insert("AGENT_TIMEOUT".into(), "5s".into());
-        vars.insert("STATE_URL".into(), redis.url());
-        vars.insert("MENU_TTL".into(), "1s".into());
-    })
-    .await;
-    let phone = whatsapp_phone(&stack, USER);
+    let stack = taps_stack_on(Some(redis.url()), set(&[("MENU_TTL", "1s")])).await;
+    let phone = stack.whatsapp_phone_of(USER);
     answer_to(&stack, &phone, &says("my account")).await;
     assert_eq!(redis.keys("*:r:menu:*").await.len(), 1, "the menu waits");
     // The store forgets it after MENU_TTL: what the test waits for, not a time.
@@ -309,7 +262,7 @@ async fn a_template_offers_only_the_taps_the_agent_declared_for_it() {
         stack
             .twilio
             .register_template(TEMPLATE_SID, "Shall we go on?");
-        let phone = whatsapp_phone(&stack, USER);
+        let phone = stack.whatsapp_phone_of(USER);
         let sent = answer_to(&stack, &phone, &says("confirm")).await;
         assert_eq!(sent.content_sid.as_deref(), Some(TEMPLATE_SID), "{label}");
         // Its buttons' ids were declared with it (`contentChoices`): a tap is its choice.
@@ -325,22 +278,10 @@ async fn a_template_offers_only_the_taps_the_agent_declared_for_it() {
     }
 }
 
-/// A form of `params`, signed as Twilio signs a request to `url` with `auth_token`,
-/// posted to `url`.
-async fn post_signed_as(
-    url: &str,
-    auth_token: &str,
-    params: Vec<(String, String)>,
-) -> (u16, String) {
-    let signature = signature::compute(auth_token, url, &params);
-    let body = FormParams::from_pairs(params).encode();
-    post(url, &[FORM, ("x-twilio-signature", &signature)], body).await
-}
-
 /// The status callback Twilio posts when WhatsApp refused the content `message_sid`
 /// of `account_sid` (63021: the content is not valid for WhatsApp).
 fn refused(account_sid: &str, message_sid: &str) -> Vec<(String, String)> {
-    [
+    pairs(&[
         ("AccountSid", account_sid),
         ("ApiVersion", "2010-04-01"),
         ("ErrorCode", "63021"),
@@ -348,10 +289,7 @@ fn refused(account_sid: &str, message_sid: &str) -> Vec<(String, String)> {
         ("MessageStatus", "undelivered"),
         ("SmsSid", message_sid),
         ("SmsStatus", "undelivered"),
-    ]
-    .iter()
-    .map(|(name, value)| (name.to_string(), value.to_string()))
-    .collect()
+    ])
 }
 
 #[tokio::test]
@@ -360,28 +298,19 @@ async fn a_status_callback_of_another_account_cannot_send_a_menu_again() {
     const OTHER_TOKEN: &str = "other-account-token";
     for store in Store::each().await {
         let label = store.label();
-        let url = match &store {
-            Store::Local => None,
-            Store::Redis(redis) => Some(redis.url()),
-        };
-        let stack = start_with_agent(TAPS_AGENT, "CX", |vars| {
-            vars.insert("REPLY_MODE".into(), "api".into());
-            vars.insert("AGENT_TIMEOUT".into(), "5s".into());
+        let stack = taps_stack_on(store.state_url(), |vars| {
             // A second account the bridge serves, with its own token.
             vars.insert(format!("TWILIO_AUTH_TOKEN__{OTHER}"), OTHER_TOKEN.into());
-            if let Some(url) = url {
-                vars.insert("STATE_URL".into(), url);
-            }
         })
         .await;
         stack.twilio.accept_also(OTHER, OTHER_TOKEN);
-        let phone = whatsapp_phone(&stack, USER);
+        let phone = stack.whatsapp_phone_of(USER);
         let menu = answer_to(&stack, &phone, &says("order")).await;
         assert!(menu.content_sid.is_some(), "{label}: sent as buttons");
         let callback = menu.status_callback.clone().expect("a status callback");
         // The other account signs, with its own token, a refusal of this account's menu.
         let forged = refused(OTHER, &menu.sid);
-        let (status, body) = post_signed_as(&callback, OTHER_TOKEN, forged).await;
+        let (status, body) = post_signed_as(&callback, &callback, OTHER_TOKEN, forged).await;
         assert_eq!(
             status, 200,
             "{label}: a valid callback of that account: {body}"
@@ -413,7 +342,7 @@ async fn a_status_callback_of_another_account_cannot_send_a_menu_again() {
         }
         // The account that sent the menu: its refusal sends the menu again as text.
         let own = refused(ACCOUNT_SID, &menu.sid);
-        let (status, body) = post_signed_as(&callback, AUTH_TOKEN, own).await;
+        let (status, body) = post_signed_as(&callback, &callback, AUTH_TOKEN, own).await;
         assert_eq!(status, 200, "{label}: {body}");
         let sent = stack.twilio.wait_for(2).await;
         assert_eq!(sent.len(), 2, "{label}: {sent:#?}");
