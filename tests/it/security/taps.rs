@@ -140,6 +140,14 @@ fn last_asked(stack: &Stack) -> String {
     }
 }
 
+/// Taps "Close it" from `phone`; fails unless the tap reached the agent as the text it
+/// showed, not the event its id names, and so was not understood.
+async fn assert_close_tap_is_text(stack: &Stack, phone: &Phone, label: &str) {
+    let reply = answer_to(stack, phone, &tap_button("Close it", CLOSE_ID)).await;
+    assert_eq!(last_asked(stack), "Close it", "{label}");
+    assert_eq!(reply.body, "Not understood", "{label}");
+}
+
 async fn unoffered(stack: &Stack) -> f64 {
     series_value(&stack.metrics().await, UNOFFERED)
 }
@@ -151,9 +159,7 @@ async fn a_forged_event_tap_with_no_menu_pending_reaches_the_agent_as_its_text()
         let stack = taps_stack(&store).await;
         let phone = stack.whatsapp_phone_of(USER);
         // No menu was ever sent to this conversation.
-        let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
-        assert_eq!(last_asked(&stack), "Close it", "{label}");
-        assert_eq!(reply.body, "Not understood", "{label}");
+        assert_close_tap_is_text(&stack, &phone, label).await;
         // A list item the same: its title, never the event.
         let reply = answer_to(&stack, &phone, &pick_item("Close it", CLOSE_ID)).await;
         assert_eq!(last_asked(&stack), "Close it", "{label}");
@@ -213,22 +219,16 @@ async fn taps_of_a_replaced_or_answered_menu_or_of_another_conversation_are_text
         // A second menu replaces the first: the first one's buttons are no longer offered.
         answer_to(&stack, &phone, &says("my account")).await;
         answer_to(&stack, &phone, &says("order")).await;
-        let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
-        assert_eq!(last_asked(&stack), "Close it", "{label}");
-        assert_eq!(reply.body, "Not understood", "{label}");
+        assert_close_tap_is_text(&stack, &phone, label).await;
         // A menu answered once is not answered again by the same tap replayed.
         answer_to(&stack, &phone, &says("my account")).await;
         let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
         assert_eq!(reply.body, "Account deleted", "{label}");
-        let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
-        assert_eq!(last_asked(&stack), "Close it", "{label}");
-        assert_eq!(reply.body, "Not understood", "{label}");
+        assert_close_tap_is_text(&stack, &phone, label).await;
         // Another person was offered the menu; this one was not.
         let other = stack.whatsapp_phone_of("+15551230002");
         answer_to(&stack, &other, &says("my account")).await;
-        let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
-        assert_eq!(last_asked(&stack), "Close it", "{label}");
-        assert_eq!(reply.body, "Not understood", "{label}");
+        assert_close_tap_is_text(&stack, &phone, label).await;
         // The other person's own tap is theirs to make.
         let reply = answer_to(&stack, &other, &tap_button("Close it", CLOSE_ID)).await;
         assert_eq!(reply.body, "Account deleted", "{label}");
@@ -248,9 +248,7 @@ async fn a_tap_on_a_menu_that_expired_is_text() {
         ready_if(redis.keys("*:r:menu:*").await, Vec::is_empty)
     })
     .await;
-    let reply = answer_to(&stack, &phone, &tap_button("Close it", CLOSE_ID)).await;
-    assert_eq!(last_asked(&stack), "Close it");
-    assert_eq!(reply.body, "Not understood");
+    assert_close_tap_is_text(&stack, &phone, "expired").await;
     assert_eq!(unoffered(&stack).await, 1.0);
 }
 
