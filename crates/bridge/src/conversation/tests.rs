@@ -101,10 +101,6 @@ struct Bridge {
 
 /// Conversations on one route answered by `agent`, replying in the webhook or (with
 /// `api`) through the recording sender.
-fn test_key() -> SessionKey {
-    SessionKey::configured(&[7; 32])
-}
-
 fn bridge(agent: Arc<Script>, api: bool) -> Bridge {
     let metrics = Arc::new(Metrics::new());
     let state = StateStore::local(RateLimits::default(), Arc::clone(&metrics));
@@ -144,7 +140,7 @@ fn bridge(agent: Arc<Script>, api: bool) -> Bridge {
         Arc::clone(&metrics),
         Ours {
             accounts: vec!["AC1".into()],
-            session_key: test_key(),
+            session_key: SessionKey::for_tests(),
         },
         None,
         crate::conversation::Waits::default(),
@@ -243,8 +239,7 @@ async fn a_menu_in_the_webhooks_answer_is_numbered_text_and_is_remembered() {
         vec![MenuFormat::default().as_text(&menu)]
     );
     assert!(handled.replies[0].choices.is_empty());
-    let session =
-        SessionId::for_conversation(&test_key(), "AC1", "whatsapp:+15551234567", "+18005550000");
+    let session = SessionId::for_tests("whatsapp:+15551234567", "+18005550000");
     let slot = bridge.conversations.menu_slot();
     let pending = bridge.conversations.state.get(&slot, &session).await;
     assert_eq!(pending, Ok(PendingMenu::of(&[menu])));
@@ -440,7 +435,7 @@ async fn an_unreadable_hand_over_record_is_left_as_it_is() {
     let bridge = bridge(Script::saying(Vec::new()), true);
     let state = bridge.conversations.state.clone();
     let handoff = handoff(state.clone(), Arc::clone(&bridge.metrics));
-    let session = SessionId::for_conversation(&test_key(), "AC1", "+15551234567", "+18005550000");
+    let session = SessionId::for_tests("+15551234567", "+18005550000");
     // A record of a version this bridge does not know, in the store's own slot.
     #[derive(Serialize, Deserialize)]
     struct Newer {
