@@ -160,13 +160,7 @@ fn message(from: &str, sid: &str, body: &str) -> IncomingMessage {
         ("To", "+18005550000"),
         ("Body", body),
     ];
-    let params = FormParams::from_pairs(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    IncomingMessage::from_verified(params, "AC1").unwrap()
+    IncomingMessage::from_verified(FormParams::of(&pairs), "AC1").unwrap()
 }
 
 async fn handle(bridge: &Bridge, message: IncomingMessage) -> Handled {
@@ -321,12 +315,7 @@ fn message_of(pairs: &[(&str, &str)]) -> IncomingMessage {
         ("To", "+18005550000"),
     ];
     all.extend_from_slice(pairs);
-    let params = FormParams::from_pairs(
-        all.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    IncomingMessage::from_verified(params, "AC1").unwrap()
+    IncomingMessage::from_verified(FormParams::of(&all), "AC1").unwrap()
 }
 
 #[test]
