@@ -170,18 +170,8 @@ mod tests {
             per_conversation: NonZeroU32::new(3),
             agent_calls_per_hour: None,
         });
-        let busy = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
-        let calm = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+3",
-            "+2",
-        );
+        let busy = SessionId::for_tests("+1", "+2");
+        let calm = SessionId::for_tests("+3", "+2");
         for _ in 0..3 {
             assert_eq!(limiter.check(&busy), None);
         }
@@ -208,18 +198,8 @@ mod tests {
             per_conversation: None,
             agent_calls_per_hour: NonZeroU32::new(2),
         });
-        let a = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
-        let b = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+3",
-            "+2",
-        );
+        let a = SessionId::for_tests("+1", "+2");
+        let b = SessionId::for_tests("+3", "+2");
         assert_eq!(limiter.check(&a), None);
         assert_eq!(limiter.check(&b), None);
         assert_eq!(limiter.check(&a).map(|l| l.scope), Some(Scope::AgentBudget));

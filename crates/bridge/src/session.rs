@@ -132,6 +132,23 @@ impl fmt::Display for SessionId {
 }
 
 #[cfg(test)]
+impl SessionKey {
+    /// The key of the unit tests: any fixed key of the length taken.
+    pub(crate) fn for_tests() -> Self {
+        Self::configured(&[7; 32])
+    }
+}
+
+#[cfg(test)]
+impl SessionId {
+    /// The conversation of `from` with `to` in the unit tests: all on one account,
+    /// under [`SessionKey::for_tests`].
+    pub(crate) fn for_tests(from: &str, to: &str) -> Self {
+        Self::for_conversation(&SessionKey::for_tests(), "AC1", from, to)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};

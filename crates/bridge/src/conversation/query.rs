@@ -131,12 +131,7 @@ mod tests {
             ("To", "whatsapp:+18005550000"),
         ];
         all.extend_from_slice(params);
-        let params = FormParams::from_pairs(
-            all.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        IncomingMessage::from_verified(params, "AC0123456789abcdef0123456789abcdef")
+        IncomingMessage::from_verified(FormParams::of(&all), "AC0123456789abcdef0123456789abcdef")
             .expect("a message")
     }
 

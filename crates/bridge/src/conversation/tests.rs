@@ -101,10 +101,6 @@ struct Bridge {
 
 /// Conversations on one route answered by `agent`, replying in the webhook or (with
 /// `api`) through the recording sender.
-fn test_key() -> SessionKey {
-    SessionKey::configured(&[7; 32])
-}
-
 fn bridge(agent: Arc<Script>, api: bool) -> Bridge {
     let metrics = Arc::new(Metrics::new());
     let state = StateStore::local(RateLimits::default(), Arc::clone(&metrics));
@@ -144,7 +140,7 @@ fn bridge(agent: Arc<Script>, api: bool) -> Bridge {
         Arc::clone(&metrics),
         Ours {
             accounts: vec!["AC1".into()],
-            session_key: test_key(),
+            session_key: SessionKey::for_tests(),
         },
         None,
         crate::conversation::Waits::default(),
@@ -164,13 +160,7 @@ fn message(from: &str, sid: &str, body: &str) -> IncomingMessage {
         ("To", "+18005550000"),
         ("Body", body),
     ];
-    let params = FormParams::from_pairs(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    IncomingMessage::from_verified(params, "AC1").unwrap()
+    IncomingMessage::from_verified(FormParams::of(&pairs), "AC1").unwrap()
 }
 
 async fn handle(bridge: &Bridge, message: IncomingMessage) -> Handled {
@@ -243,8 +233,7 @@ async fn a_menu_in_the_webhooks_answer_is_numbered_text_and_is_remembered() {
         vec![MenuFormat::default().as_text(&menu)]
     );
     assert!(handled.replies[0].choices.is_empty());
-    let session =
-        SessionId::for_conversation(&test_key(), "AC1", "whatsapp:+15551234567", "+18005550000");
+    let session = SessionId::for_tests("whatsapp:+15551234567", "+18005550000");
     let slot = bridge.conversations.menu_slot();
     let pending = bridge.conversations.state.get(&slot, &session).await;
     assert_eq!(pending, Ok(PendingMenu::of(&[menu])));
@@ -326,12 +315,7 @@ fn message_of(pairs: &[(&str, &str)]) -> IncomingMessage {
         ("To", "+18005550000"),
     ];
     all.extend_from_slice(pairs);
-    let params = FormParams::from_pairs(
-        all.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    IncomingMessage::from_verified(params, "AC1").unwrap()
+    IncomingMessage::from_verified(FormParams::of(&all), "AC1").unwrap()
 }
 
 #[test]
@@ -440,7 +424,7 @@ async fn an_unreadable_hand_over_record_is_left_as_it_is() {
     let bridge = bridge(Script::saying(Vec::new()), true);
     let state = bridge.conversations.state.clone();
     let handoff = handoff(state.clone(), Arc::clone(&bridge.metrics));
-    let session = SessionId::for_conversation(&test_key(), "AC1", "+15551234567", "+18005550000");
+    let session = SessionId::for_tests("+15551234567", "+18005550000");
     // A record of a version this bridge does not know, in the store's own slot.
     #[derive(Serialize, Deserialize)]
     struct Newer {

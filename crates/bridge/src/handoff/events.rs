@@ -145,12 +145,7 @@ mod tests {
 
     #[test]
     fn events_carry_type_conversation_and_a_stable_id() {
-        let session = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
+        let session = SessionId::for_tests("+1", "+2");
         let one = Event::started(&session, "SM1", "sms", "agent", Map::new(), &[], None);
         let again = Event::started(&session, "SM1", "sms", "agent", Map::new(), &[], None);
         assert_eq!(one.id, again.id);
@@ -167,12 +162,7 @@ mod tests {
 
     #[test]
     fn kinds_are_stored_as_their_wire_type() {
-        let session = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
+        let session = SessionId::for_tests("+1", "+2");
         let ended = Event::ended(&session, EndReason::Desk);
         let stored = serde_json::to_value(&ended).unwrap();
         assert_eq!(stored["kind"], "handoff.ended");

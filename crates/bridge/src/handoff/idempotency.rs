@@ -103,18 +103,8 @@ mod tests {
         };
         assert_ne!(request_of(&text("hi")), request_of(&with_media));
         let key = IdempotencyKey::parse("k1").unwrap();
-        let one = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
-        let other = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+3",
-            "+2",
-        );
+        let one = SessionId::for_tests("+1", "+2");
+        let other = SessionId::for_tests("+3", "+2");
         assert_ne!(key.record_id(&one), key.record_id(&other));
         assert!(!key.record_id(&one).contains("k1"), "the key is hashed");
     }

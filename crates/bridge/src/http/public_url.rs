@@ -120,6 +120,11 @@ mod tests {
         PublicUrl::new(settings, None).of(h, &uri.parse().unwrap())
     }
 
+    /// The URL of `/` rebuilt from `h`, trusting `hops` proxies and no configured URL.
+    fn behind(hops: usize, h: &HeaderMap) -> String {
+        url(&settings(None, hops), h, "/").unwrap()
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
@@ -158,15 +163,9 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "bridge-abc-uc.a.run.app"),
         ]);
-        assert_eq!(
-            url(&settings(None, 1), &h, "/").unwrap(),
-            "https://bridge-abc-uc.a.run.app/"
-        );
+        assert_eq!(behind(1, &h), "https://bridge-abc-uc.a.run.app/");
         // Untrusted, the same headers are ignored: anyone can send them.
-        assert_eq!(
-            url(&settings(None, 0), &h, "/").unwrap(),
-            "http://10.0.0.7:8080/"
-        );
+        assert_eq!(behind(0, &h), "http://10.0.0.7:8080/");
     }
 
     #[test]
@@ -177,19 +176,10 @@ mod tests {
             ("x-forwarded-host", "client.example, outer.example"),
             ("x-forwarded-host", "inner.example"),
         ]);
-        assert_eq!(
-            url(&settings(None, 1), &h, "/").unwrap(),
-            "https://inner.example/"
-        );
-        assert_eq!(
-            url(&settings(None, 2), &h, "/").unwrap(),
-            "http://outer.example/"
-        );
+        assert_eq!(behind(1, &h), "https://inner.example/");
+        assert_eq!(behind(2, &h), "http://outer.example/");
         // More hops than values: the left-most, which a proxy of ours set.
-        assert_eq!(
-            url(&settings(None, 5), &h, "/").unwrap(),
-            "http://client.example/"
-        );
+        assert_eq!(behind(5, &h), "http://client.example/");
     }
 
     #[test]

@@ -303,18 +303,8 @@ mod tests {
     #[tokio::test]
     async fn turns_of_a_conversation_go_in_order_and_others_do_not_wait() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
-        let other = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+3",
-            "+2",
-        );
+        let session = SessionId::for_tests("+1", "+2");
+        let other = SessionId::for_tests("+3", "+2");
         let one = first(state.admit(key("SM1"), session, true));
         let two = first(state.admit(key("SM2"), session, true));
         let elsewhere = first(state.admit(key("SM3"), other, true));
@@ -350,12 +340,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stuck_turn_ahead_holds_the_next_only_for_the_bound() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
+        let session = SessionId::for_tests("+1", "+2");
         let stuck = first(state.admit(key("SM1"), session, true));
         let next = first(state.admit(key("SM2"), session, true));
         let started = tokio::time::Instant::now();
@@ -371,12 +356,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_queue_that_moves_is_waited_for_past_the_bound() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
+        let session = SessionId::for_tests("+1", "+2");
         let one = first(state.admit(key("SM1"), session, true));
         let two = first(state.admit(key("SM2"), session, true));
         let three = first(state.admit(key("SM3"), session, true));
@@ -396,12 +376,7 @@ mod tests {
     #[tokio::test]
     async fn a_repeat_gets_the_outcome_and_an_abandoned_turn_frees_its_id() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
+        let session = SessionId::for_tests("+1", "+2");
         let one = first(state.admit(key("SM1"), session, true));
         let Admission::Repeat(repeat) = state.admit(key("SM1"), session, true) else {
             panic!("a repeat")
@@ -419,12 +394,7 @@ mod tests {
     #[tokio::test]
     async fn a_message_is_known_long_after_its_outcome_is_forgotten() {
         let state = Arc::new(LocalState::default());
-        let session = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
+        let session = SessionId::for_tests("+1", "+2");
         let sid = |n: usize| key(&format!("SM{n:032x}"));
         first(state.admit(sid(0), session, false))
             .finish(&done())
@@ -466,12 +436,7 @@ mod tests {
     #[test]
     fn records_expire() {
         let records = Records::default();
-        let session = SessionId::for_conversation(
-            &crate::session::SessionKey::configured(&[7; 32]),
-            "AC1",
-            "+1",
-            "+2",
-        );
+        let session = SessionId::for_tests("+1", "+2");
         records.set(
             "menu",
             session.as_str(),

@@ -19,6 +19,17 @@ impl FormParams {
         Self(pairs)
     }
 
+    /// A form of `pairs` as the unit tests write them.
+    #[cfg(test)]
+    pub(crate) fn of(pairs: &[(&str, &str)]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     pub fn pairs(&self) -> &[(String, String)] {
         &self.0
     }
@@ -290,15 +301,6 @@ fn media_of(params: &FormParams) -> Vec<Media> {
 mod tests {
     use super::*;
 
-    fn form(pairs: &[(&str, &str)]) -> FormParams {
-        FormParams::from_pairs(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
-
     #[test]
     fn parses_plus_and_percent_escapes() {
         let params = FormParams::parse(b"From=%2B15551234567&Body=hello+world+%26+more");
@@ -310,7 +312,7 @@ mod tests {
     #[test]
     fn reads_a_whatsapp_image() {
         let message = IncomingMessage::from_verified(
-            form(&[
+            FormParams::of(&[
                 ("AccountSid", "AC1"),
                 ("From", "whatsapp:+15551234567"),
                 ("To", "whatsapp:+14155238886"),
@@ -340,7 +342,7 @@ mod tests {
         let read = |pairs: &[(&str, &str)]| {
             let mut all = vec![("AccountSid", "AC1"), ("From", "whatsapp:+1")];
             all.extend_from_slice(pairs);
-            IncomingMessage::from_verified(form(&all), "AC1").unwrap()
+            IncomingMessage::from_verified(FormParams::of(&all), "AC1").unwrap()
         };
         let button = read(&[("ButtonText", "Small"), ("ButtonPayload", "small")]);
         assert_eq!(
@@ -379,7 +381,7 @@ mod tests {
         let account = "AC0123456789abcdef0123456789abcdef";
         let message = "SM0123456789abcdef0123456789abcdef";
         let service = "MG0123456789abcdef0123456789abcdef";
-        let good = form(&[
+        let good = FormParams::of(&[
             ("AccountSid", account),
             ("MessageSid", message),
             ("SmsSid", message),
@@ -398,7 +400,7 @@ mod tests {
             ("ChannelInstallSid", "XE0123456789abcdef0123456789abcdeg"),
         ] {
             assert_eq!(
-                check_sid_shapes(&form(&[("AccountSid", account), (name, value)])),
+                check_sid_shapes(&FormParams::of(&[("AccountSid", account), (name, value)])),
                 Err(WebhookError::MalformedSid(name.into())),
                 "{name}={value}"
             );
@@ -407,15 +409,19 @@ mod tests {
 
     #[test]
     fn requires_sender_and_the_right_account() {
-        let missing_from = IncomingMessage::from_verified(form(&[("AccountSid", "AC1")]), "AC1");
+        let missing_from =
+            IncomingMessage::from_verified(FormParams::of(&[("AccountSid", "AC1")]), "AC1");
         assert_eq!(missing_from.unwrap_err(), WebhookError::Missing("From"));
-        let missing_account = IncomingMessage::from_verified(form(&[("From", "+1")]), "AC1");
+        let missing_account =
+            IncomingMessage::from_verified(FormParams::of(&[("From", "+1")]), "AC1");
         assert_eq!(
             missing_account.unwrap_err(),
             WebhookError::Missing("AccountSid")
         );
-        let other =
-            IncomingMessage::from_verified(form(&[("AccountSid", "AC2"), ("From", "+1")]), "AC1");
+        let other = IncomingMessage::from_verified(
+            FormParams::of(&[("AccountSid", "AC2"), ("From", "+1")]),
+            "AC1",
+        );
         assert_eq!(other.unwrap_err(), WebhookError::WrongAccount);
     }
 }

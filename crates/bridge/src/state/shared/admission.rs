@@ -226,16 +226,8 @@ impl SharedState {
     /// What the store holds for a message: `pending:{token}:{seq}` while its turn is
     /// worked, `done:` and the outcome after; `None` once it is forgotten.
     async fn seen(&self, message_key: &str) -> Result<Option<String>, StoreError> {
-        self.call("outcome", |mut connection| {
-            let message_key = message_key.to_owned();
-            async move {
-                redis::cmd("GET")
-                    .arg(message_key)
-                    .query_async::<Option<String>>(&mut connection)
-                    .await
-            }
-        })
-        .await
+        self.command("outcome", redis::cmd("GET").arg(message_key))
+            .await
     }
 
     /// A short wait, cut short when a turn of this process finishes.

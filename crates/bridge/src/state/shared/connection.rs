@@ -122,22 +122,10 @@ impl SharedState {
             self.connect().await?;
         }
         let started = Instant::now();
-        let () = self
-            .call("ping", |mut connection| async move {
-                redis::cmd("PING")
-                    .query_async::<String>(&mut connection)
-                    .await
-                    .map(drop)
-            })
-            .await?;
+        let _: String = self.command("ping", &redis::cmd("PING")).await?;
         let latency = started.elapsed();
         let info: String = self
-            .call("info", |mut connection| async move {
-                redis::cmd("INFO")
-                    .arg("server")
-                    .query_async(&mut connection)
-                    .await
-            })
+            .command("info", redis::cmd("INFO").arg("server"))
             .await?;
         let field = |name: &str| {
             info.lines()

@@ -114,6 +114,18 @@ impl SharedState {
         }
     }
 
+    /// Runs one plain command, bounded, counted and logged as [`SharedState::call`].
+    async fn command<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.call(op, |mut connection| async move {
+            command.query_async(&mut connection).await
+        })
+        .await
+    }
+
     fn failed(&self, op: &'static str, error: StoreError) -> StoreError {
         self.metrics.state_error(op, error.label());
         let mut last = self

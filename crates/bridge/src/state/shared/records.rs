@@ -4,19 +4,13 @@
 
 use super::SharedState;
 use crate::state::Json;
-use std::sync::Arc;
 use std::time::Duration;
 
 impl SharedState {
     pub(in crate::state) async fn get_record(&self, slot: &'static str, id: &str) -> Option<Json> {
         let key = self.key(&["r", slot, id]);
         match self
-            .call("get_record", |mut connection| async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<String>>(&mut connection)
-                    .await
-            })
+            .command::<Option<String>>("get_record", redis::cmd("GET").arg(key))
             .await
         {
             Ok(value) => value.map(Json::from),
@@ -32,17 +26,15 @@ impl SharedState {
         ttl: Duration,
     ) {
         let key = self.key(&["r", slot, id]);
-        let value = Arc::clone(&json);
         let written = self
-            .call("set_record", |mut connection| async move {
+            .command::<()>(
+                "set_record",
                 redis::cmd("SET")
                     .arg(key)
-                    .arg(&*value)
+                    .arg(&*json)
                     .arg("PX")
-                    .arg(ttl.as_millis().max(1) as u64)
-                    .query_async::<()>(&mut connection)
-                    .await
-            })
+                    .arg(ttl.as_millis().max(1) as u64),
+            )
             .await;
         if written.is_err() {
             self.local.records.set(slot, id, json, ttl);
@@ -53,12 +45,7 @@ impl SharedState {
         let key = self.key(&["r", slot, id]);
         self.local.records.remove(slot, id);
         let _ = self
-            .call("remove_record", |mut connection| async move {
-                redis::cmd("DEL")
-                    .arg(key)
-                    .query_async::<()>(&mut connection)
-                    .await
-            })
+            .command::<()>("remove_record", redis::cmd("DEL").arg(key))
             .await;
     }
 }

@@ -6,16 +6,8 @@ use super::SharedState;
 impl SharedState {
     pub(in crate::state) async fn schedule(&self, index: &'static str, id: &str, at: u64) {
         let key = self.key(&["due", index]);
-        let member = id.to_owned();
         let written = self
-            .call("schedule", |mut connection| async move {
-                redis::cmd("ZADD")
-                    .arg(key)
-                    .arg(at)
-                    .arg(member)
-                    .query_async::<()>(&mut connection)
-                    .await
-            })
+            .command::<()>("schedule", redis::cmd("ZADD").arg(key).arg(at).arg(id))
             .await;
         if written.is_err() {
             self.local.schedules.schedule(index, id, at);
@@ -33,19 +25,17 @@ impl SharedState {
     ) -> Vec<String> {
         let mut claimed = self.local.schedules.claim_due(index, now, limit, lease);
         let key = self.key(&["due", index]);
-        let due_key = key.clone();
         let due = self
-            .call("due", |mut connection| async move {
+            .command::<Vec<String>>(
+                "due",
                 redis::cmd("ZRANGEBYSCORE")
-                    .arg(due_key)
+                    .arg(&key)
                     .arg(0)
                     .arg(now)
                     .arg("LIMIT")
                     .arg(0)
-                    .arg(limit)
-                    .query_async::<Vec<String>>(&mut connection)
-                    .await
-            })
+                    .arg(limit),
+            )
             .await
             .unwrap_or_default();
         for id in due {
@@ -73,15 +63,8 @@ impl SharedState {
     pub(in crate::state) async fn unschedule(&self, index: &'static str, id: &str) {
         self.local.schedules.unschedule(index, id);
         let key = self.key(&["due", index]);
-        let member = id.to_owned();
         let _ = self
-            .call("unschedule", |mut connection| async move {
-                redis::cmd("ZREM")
-                    .arg(key)
-                    .arg(member)
-                    .query_async::<()>(&mut connection)
-                    .await
-            })
+            .command::<()>("unschedule", redis::cmd("ZREM").arg(key).arg(id))
             .await;
     }
 }
