@@ -160,7 +160,7 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
 /// instance to take over and send again.
 async fn turns_finished(redis: &RedisServer) {
     eventually("every turn finished", Duration::from_secs(10), || async {
-        ready_if(redis.keys("twilio-dialogflow:t:*").await, Vec::is_empty)
+        ready_if(redis.open_turns().await, Vec::is_empty)
     })
     .await;
 }
@@ -409,13 +409,16 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
             .set(&MENU, &session, &PendingMenu { choices: vec![] })
             .await;
         if store.is_shared() {
-            // In Redis, under the prefix, with no phone number in the key.
+            // In Redis, under the prefix, in its conversation's hash slot (tagged with
+            // the session), with no phone number in the key.
             let keys = redis.keys("*").await;
             assert_eq!(keys.len(), 1, "{keys:?}");
-            assert!(
-                keys[0].starts_with("twilio-dialogflow:r:menu:") && !keys[0].contains("555"),
+            assert_eq!(
+                keys[0],
+                format!("twilio-dialogflow:{{{}}}:r:menu", session.as_str()),
                 "{keys:?}"
             );
+            assert!(!keys[0].contains("555"), "{keys:?}");
         }
         // The time passing is what is tested: past the slot's 1.5 s, the record is gone.
         tokio::time::sleep(Duration::from_millis(1600)).await;
@@ -424,7 +427,7 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
     // A record the bridge cannot read is an error, counted, and left as it is.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("twilio-dialogflow:r:menu:{}", session.as_str());
+    let key = format!("twilio-dialogflow:{{{}}}:r:menu", session.as_str());
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg(r#"{"v":1,"choices":7}"#)

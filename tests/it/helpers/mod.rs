@@ -31,6 +31,26 @@ pub fn sid(prefix: &str, n: u128) -> String {
     format!("{prefix}{n:032x}")
 }
 
+/// The test phone's conversation (`USER` to `OUR_NUMBER` on `ACCOUNT_SID`), as a
+/// bridge whose session key comes from `AUTH_TOKEN` names it.
+pub fn test_session() -> bridge::session::SessionId {
+    bridge::session::SessionId::for_conversation(
+        &bridge::session::SessionKey::derived_from_auth_token(AUTH_TOKEN),
+        ACCOUNT_SID,
+        USER,
+        OUR_NUMBER,
+    )
+}
+
+/// Where the shared store (default prefix) keeps the test conversation's message
+/// `message_sid`: in its conversation's hash slot, tagged with the session.
+pub fn stored_message_key(message_sid: &str) -> String {
+    format!(
+        "twilio-dialogflow:{{{}}}:m:{ACCOUNT_SID}:{message_sid}",
+        test_session().as_str()
+    )
+}
+
 /// A small agent that exercises every reply the bridge handles.
 pub const AGENT: &str = r#"
 project: test-project

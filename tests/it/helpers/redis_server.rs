@@ -117,6 +117,26 @@ impl RedisServer {
             .await
             .unwrap()
     }
+
+    /// The turns the server holds open, as `conversation#seq`: a turn is fields of its
+    /// conversation's hash (`P:{session}:c`), its token among them until it finishes.
+    pub async fn open_turns(&self) -> Vec<String> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let mut open = Vec::new();
+        for conversation in self.keys("*:c").await {
+            let fields: Vec<String> = redis::cmd("HKEYS")
+                .arg(&conversation)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            open.extend(fields.iter().filter_map(|field| {
+                let seq = field.strip_suffix(":token")?;
+                Some(format!("{conversation}#{seq}"))
+            }));
+        }
+        open
+    }
 }
 
 impl Drop for RedisServer {

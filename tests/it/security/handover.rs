@@ -303,7 +303,7 @@ async fn a_repeat_whose_first_delivery_never_finishes_is_answered_within_the_bou
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     redis::cmd("SET")
-        .arg(format!("twilio-dialogflow:m:{ACCOUNT_SID}:{sid}"))
+        .arg(stored_message_key(sid))
         .arg("pending:another-instance-0:1")
         .arg("EX")
         .arg(3600)

@@ -110,7 +110,7 @@ async fn a_replay_after_the_repeat_window_is_refused_with_redis() {
     // bytes, stays for the whole replay window (24 h by default).
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let message_key = format!("twilio-dialogflow:m:{ACCOUNT_SID}:{}", sid("SM", 0x1e5));
+    let message_key = stored_message_key(&sid("SM", 0x1e5));
     let answer: Option<String> = redis::cmd("GET")
         .arg(&message_key)
         .query_async(&mut connection)

@@ -117,26 +117,22 @@ async fn the_human_sides_wait_behind_a_stuck_turn_is_bounded_with_redis() {
 async fn stuck_turn_of(redis: &RedisServer, session: &str) {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let prefix = "twilio-dialogflow";
+    // A turn is fields of its conversation's hash: the one here has a token, and a
+    // lease that never runs out.
+    let conversation = format!("twilio-dialogflow:{{{session}}}:c");
     let seq: u64 = redis::cmd("HINCRBY")
-        .arg(format!("{prefix}:c:{session}"))
+        .arg(&conversation)
         .arg("next")
         .arg(1)
         .query_async(&mut connection)
         .await
         .unwrap();
-    let turn = format!("{prefix}:t:{session}:{seq}");
     redis::cmd("HSET")
-        .arg(&turn)
-        .arg("token")
+        .arg(&conversation)
+        .arg(format!("{seq}:token"))
         .arg("another-instance-0")
-        .query_async::<()>(&mut connection)
-        .await
-        .unwrap();
-    redis::cmd("ZADD")
-        .arg(format!("{prefix}:leases"))
+        .arg(format!("{seq}:lease"))
         .arg(u64::MAX / 2)
-        .arg(&turn)
         .query_async::<()>(&mut connection)
         .await
         .unwrap();
@@ -156,11 +152,13 @@ async fn a_message_behind_a_turn_that_never_finishes_is_answered_after_the_bound
     )
     .await;
     say(&stack, "hello", 1).await;
-    let conversations = redis.keys("twilio-dialogflow:c:*").await;
+    let conversations = redis.keys("twilio-dialogflow:{*}:c").await;
     let [conversation] = conversations.as_slice() else {
         panic!("one conversation: {conversations:?}")
     };
-    let session = conversation.trim_start_matches("twilio-dialogflow:c:");
+    let session = conversation
+        .trim_start_matches("twilio-dialogflow:{")
+        .trim_end_matches("}:c");
     stuck_turn_of(&redis, session).await;
     // Before, the message waited for as long as the stuck turn lasted: for good.
     let (status, _) = stack

@@ -116,6 +116,8 @@ pub enum Repeat {
     Replayed,
     Shared {
         state: Arc<SharedState>,
+        /// The message's conversation: its key is in the conversation's slot.
+        session: SessionId,
         key: MessageKey,
     },
 }
@@ -127,7 +129,11 @@ impl Repeat {
         let text = match self {
             Repeat::Local(repeat) => repeat.outcome().await,
             Repeat::Replayed => None,
-            Repeat::Shared { state, key } => state.wait_outcome(&key).await,
+            Repeat::Shared {
+                state,
+                session,
+                key,
+            } => state.wait_outcome(&session, &key).await,
         }?;
         Stored::from_text(text)
     }

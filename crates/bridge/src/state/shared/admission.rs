@@ -3,7 +3,8 @@
 //! admission the store made unseen; and a re-delivery's wait for the first delivery's
 //! outcome.
 
-use super::seen_key_of;
+use super::layout::seen_key_of;
+use super::layout::Layout;
 use super::{limited_of, text, values_of, SharedState, SharedTicket, CONVERSATION_TTL, POLL_EVERY};
 use crate::rate_limit::Limited;
 use crate::retry::{always, Backoff, RetryPolicy, Verdict};
@@ -31,14 +32,16 @@ impl SharedState {
     ) -> Admission {
         let record_keys: Vec<String> = reads
             .iter()
-            .map(|slot| self.key(&["r", slot, session.as_str()]))
+            .map(|slot| self.layout.record(slot, session.as_str()))
             .collect();
         let message_key = key
             .as_ref()
-            .map(|k| self.message_key(k))
+            .map(|k| self.layout.message(&session, k))
             .unwrap_or_default();
-        let conversation = self.key(&["c", session.as_str()]);
+        let conversation = self.layout.conversation(&session);
         let token = self.new_token();
+        // The budget is global, and a script runs in one slot: it is counted first.
+        let budget = self.count_call(counted).await;
         // The script may have run when its answer is lost (a timeout): asked again with
         // the same token, it gives the same turn. Only then is this process's own state
         // used, and the turn left in the store is cleared once the store answers.
@@ -49,6 +52,7 @@ impl SharedState {
             turn: &turn,
             token: &token,
             counted,
+            over_budget: budget.is_some_and(|count| count.over),
             record_keys: &record_keys,
         };
         let answer_lost = |error: &StoreError| match error {
@@ -58,6 +62,12 @@ impl SharedState {
         let admitted = READMIT.run(answer_lost, |_| self.run_admit(&call)).await;
         // More than one attempt: the first one's answer was lost.
         let timed_out = matches!(&admitted, Err(gave_up) if gave_up.attempts > 1);
+        // A call the agent is not asked for gives its count back: a repeat, a turn
+        // slowed down by its conversation's pace, or one this process answers itself.
+        let asks = matches!(&admitted, Ok(Admitted::First { limited: None, .. }));
+        if budget.is_some() && !asks {
+            tokio::spawn(Arc::clone(self).give_back_call());
+        }
         match admitted {
             Ok(Admitted::First {
                 seq,
@@ -80,6 +90,7 @@ impl SharedState {
                 }
                 (Some(key), None) => Admission::Repeat(Repeat::Shared {
                     state: Arc::clone(self),
+                    session,
                     key,
                 }),
                 (None, None) => self.local.admit(None, session, counted),
@@ -109,6 +120,7 @@ impl SharedState {
             turn,
             token,
             counted,
+            over_budget,
             record_keys,
         } = *call;
         // Uncounted turns pass no limits: the script then counts nothing.
@@ -117,39 +129,47 @@ impl SharedState {
             .per_conversation
             .filter(|_| counted)
             .map_or(0, |n| n.get());
-        let per_hour = self
-            .limits
-            .agent_calls_per_hour
-            .filter(|_| counted)
-            .map_or(0, |n| n.get());
-        let reply = self
-            .call("admit", |mut connection| {
-                let mut invocation = self.scripts.admit.prepare_invoke();
-                invocation
-                    .key(message_key)
-                    .key(conversation)
-                    .key(self.key(&["leases"]))
-                    .key(self.key(&["rate", session.as_str()]))
-                    .key(self.key(&["budget"]))
-                    .key(seen_key_of(message_key));
-                for record in record_keys {
-                    invocation.key(record);
-                }
-                invocation
-                    .arg(session.as_str())
-                    .arg(&**turn)
-                    .arg(token)
-                    .arg(self.lease.as_millis() as u64)
-                    // A claim in flight is kept as long as today's outcomes, whatever
-                    // REPEAT_WINDOW says: it must outlast the turn.
-                    .arg(REMEMBER_FOR.max(self.remembering().outcome).as_secs())
-                    .arg(CONVERSATION_TTL.as_secs())
-                    .arg(self.turn_prefix(session))
-                    .arg(per_conversation)
-                    .arg(per_hour);
-                async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
-            })
-            .await?;
+        let has_message = !message_key.is_empty();
+        // A turn of no message still names keys in its conversation's slot (never
+        // touched): a cluster refuses a script whose keys span slots.
+        let (message, seen) = match has_message {
+            true => (message_key.to_owned(), seen_key_of(message_key)),
+            false => {
+                let none = self.layout.no_message(session);
+                let seen = seen_key_of(&none);
+                (none, seen)
+            }
+        };
+        let [visits, marks] = self.layout.visits(Layout::bucket_of(session.as_str()));
+        let admit = self.call("admit", |mut connection| {
+            let mut invocation = self.scripts.admit.prepare_invoke();
+            invocation
+                .key(conversation)
+                .key(self.layout.rate(session))
+                .key(&message)
+                .key(&seen);
+            for record in record_keys {
+                invocation.key(record);
+            }
+            invocation
+                .arg(&**turn)
+                .arg(token)
+                .arg(self.lease.as_millis() as u64)
+                // A claim in flight is kept as long as today's outcomes, whatever
+                // REPEAT_WINDOW says: it must outlast the turn.
+                .arg(REMEMBER_FOR.max(self.remembering().outcome).as_secs())
+                .arg(CONVERSATION_TTL.as_secs())
+                .arg(per_conversation)
+                .arg(u8::from(over_budget))
+                .arg(u8::from(has_message));
+            async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
+        });
+        // Sent beside the admission, in the same round trip: a sweeper is to look at
+        // the conversation once the new turn's lease may have run out. A mark that
+        // fails is made again at the turn's next renewal.
+        let mark = self.mark(session.as_str(), &visits, &marks, self.lease);
+        let (reply, _) = tokio::join!(admit, mark);
+        let reply = reply?;
         match reply.as_slice() {
             [Value::Int(0), seen] => Ok(Admitted::Repeat(text(seen)?)),
             [Value::Int(2)] => Ok(Admitted::Replayed),
@@ -212,8 +232,12 @@ impl SharedState {
 
     /// Polls the first delivery's outcome: `None` once it is withdrawn, or when the
     /// store cannot say.
-    pub(in crate::state) async fn wait_outcome(&self, key: &MessageKey) -> Option<Json> {
-        let message_key = self.message_key(key);
+    pub(in crate::state) async fn wait_outcome(
+        &self,
+        session: &SessionId,
+        key: &MessageKey,
+    ) -> Option<Json> {
+        let message_key = self.layout.message(session, key);
         loop {
             let seen = self.seen(&message_key).await.ok()?;
             match seen?.strip_prefix("done:") {
@@ -236,6 +260,42 @@ impl SharedState {
     }
 }
 
+/// The agent budget's count after this call, when there is a budget to count.
+#[derive(Clone, Copy)]
+struct BudgetCount {
+    over: bool,
+}
+
+impl SharedState {
+    /// Counts one agent call against `AGENT_CALLS_PER_HOUR`, for a counted turn when
+    /// a budget is set; `None` when nothing was counted (none to count, or the store
+    /// did not answer: the admission then goes on, and its own failure decides).
+    async fn count_call(&self, counted: bool) -> Option<BudgetCount> {
+        let per_hour = self.limits.agent_calls_per_hour.filter(|_| counted)?;
+        let budget = self.layout.budget();
+        let used = self
+            .call("count_call", |mut connection| {
+                let invocation = self.scripts.count_call.key(budget);
+                async move { invocation.invoke_async::<u64>(&mut connection).await }
+            })
+            .await
+            .ok()?;
+        Some(BudgetCount {
+            over: used > u64::from(per_hour.get()),
+        })
+    }
+
+    /// Gives back a count of [`SharedState::count_call`] no agent call used.
+    async fn give_back_call(self: Arc<Self>) {
+        let _ = self
+            .command::<i64>(
+                "give_back_call",
+                redis::cmd("DECR").arg(self.layout.budget()),
+            )
+            .await;
+    }
+}
+
 /// What an admission asks the script.
 #[derive(Clone, Copy)]
 struct AdmitCall<'a> {
@@ -245,6 +305,7 @@ struct AdmitCall<'a> {
     turn: &'a Json,
     token: &'a str,
     counted: bool,
+    over_budget: bool,
     record_keys: &'a [String],
 }
 

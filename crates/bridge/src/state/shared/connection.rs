@@ -2,6 +2,7 @@
 //! `STATE_URL`), and connecting again: a server not there at start-up does not stop
 //! the bridge. Also what `check` reports of the server.
 
+use super::layout;
 use super::scripts::Scripts;
 use super::SharedState;
 use crate::config::StateSettings;
@@ -64,7 +65,7 @@ impl SharedState {
         let state = Arc::new(Self {
             client,
             connection: OnceCell::new(),
-            prefix: settings.prefix.clone(),
+            layout: layout::Layout::new(&settings.prefix),
             timeout: settings.timeout,
             lease: settings.lease,
             owner: instance_id(),

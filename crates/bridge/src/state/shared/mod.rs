@@ -8,19 +8,26 @@
 //! awaited turn finishes in this process. Times come from the server (`TIME`), so the
 //! instances' clocks need not agree.
 //!
-//! Keys, all under `STATE_PREFIX` and all with a time to live (the lease index excepted:
-//! its entries leave with their turns):
-//! - `P:m:{AccountSid}:{MessageSid}`: `pending`, or `done:` and the outcome;
-//! - `P:c:{session}`: the conversation's `next` and `done` turn numbers;
-//! - `P:rate:{session}`: the conversation's pace this minute, and when it was told to
-//!   slow down; `P:budget`: the agent calls this hour;
-//! - `P:t:{session}:{n}`: turn n: its message, fencing token (this instance's id and a
-//!   counter: unique, even after the store loses its data), answer, progress, limits;
-//! - `P:leases`: turns by the time their lease runs out;
-//! - `P:r:{slot}:{session}`: conversation records.
+//! Keys, all under `STATE_PREFIX`, are laid out for a cluster's hash slots
+//! (`layout.rs` says which and why): everything one conversation needs shares the
+//! conversation's tag, and what every instance must find (the conversations a sweeper
+//! looks at, the schedules) is spread over tagged buckets. The same layout serves a
+//! single server.
+//!
+//! Round trips, in the common case: a webhook's admission is one (the `ADMIT` script
+//! in the conversation's slot, and `MARK` in its bucket's, sent together and awaited
+//! together), its finish another (`FINISH`): two, as on a single server. With
+//! `AGENT_CALLS_PER_HOUR` set, the budget's count comes first (one more, and only
+//! then): the budget is global, and a script runs in one slot.
+//!
+//! Keys written by the layout before this one (`P:m:…`, `P:c:…`, `P:t:…`, `P:leases`)
+//! are not read: they expire within a day, except `P:leases`, which can be deleted. An
+//! instance of the new layout does not see the turns an instance of the old one holds,
+//! nor its messages: a deploy in the middle of a conversation may ask a re-delivered
+//! message again, and leaves the old instances' owed replies to the old instances (sent
+//! at SIGTERM as they stop, as today).
 //!
 //! Sessions are hashes: no phone number is ever part of a key.
-
 //!
 //! The files, by job: this one holds [`SharedState`] and the bounded call every other
 //! goes through (a failure counted, logged, and left to the caller to fall back on
@@ -32,6 +39,7 @@
 
 mod admission;
 mod connection;
+mod layout;
 mod records;
 mod schedules;
 mod scripts;
@@ -42,10 +50,10 @@ pub use connection::{OpenError, StoreReport};
 pub(super) use ticket::SharedTicket;
 
 use super::local::LocalState;
-use super::{Json, MessageKey, StoreError};
+use super::{Json, StoreError};
 use crate::metrics::Metrics;
 use crate::rate_limit::{Limited, RateLimits, Scope};
-use crate::session::SessionId;
+use layout::Layout;
 use redis::aio::ConnectionManager;
 use redis::Value;
 use scripts::Scripts;
@@ -67,7 +75,7 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 pub struct SharedState {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
-    prefix: String,
+    layout: Layout,
     timeout: Duration,
     lease: Duration,
     /// This instance, in the turns it holds.
@@ -84,15 +92,6 @@ pub struct SharedState {
     last_warning: std::sync::Mutex<Option<Instant>>,
     scripts: Scripts,
     remembering: crate::state::Remembering,
-}
-
-/// The marker that a message was handled, kept for the replay window after its outcome
-/// (under `message_key`) is gone; none for a turn without a message.
-fn seen_key_of(message_key: &str) -> String {
-    match message_key {
-        "" => String::new(),
-        key => format!("{key}:seen"),
-    }
 }
 
 impl SharedState {
@@ -139,26 +138,9 @@ impl SharedState {
         error
     }
 
-    fn key(&self, parts: &[&str]) -> String {
-        let mut key = self.prefix.clone();
-        for part in parts {
-            key.push(':');
-            key.push_str(part);
-        }
-        key
-    }
-
-    fn message_key(&self, key: &MessageKey) -> String {
-        self.key(&["m", &key.account_sid, &key.message_sid])
-    }
-
     /// How long messages are remembered, outcome and replay.
     fn remembering(&self) -> crate::state::Remembering {
         self.remembering
-    }
-
-    fn turn_prefix(&self, session: &SessionId) -> String {
-        format!("{}:", self.key(&["t", session.as_str()]))
     }
 
     /// A fencing token no other turn holder has: this instance's id and a counter.

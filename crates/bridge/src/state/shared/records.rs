@@ -1,4 +1,4 @@
-//! The features' records (`P:r:{slot}:{id}`), each with its time to live: written to
+//! The features' records (`P:{id}:r:{slot}`, in the slot of their id), each with its time to live: written to
 //! this process's state too when the server cannot take them, read from it when the
 //! server cannot answer.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 impl SharedState {
     pub(in crate::state) async fn get_record(&self, slot: &'static str, id: &str) -> Option<Json> {
-        let key = self.key(&["r", slot, id]);
+        let key = self.layout.record(slot, id);
         match self
             .command::<Option<String>>("get_record", redis::cmd("GET").arg(key))
             .await
@@ -25,7 +25,7 @@ impl SharedState {
         json: Json,
         ttl: Duration,
     ) {
-        let key = self.key(&["r", slot, id]);
+        let key = self.layout.record(slot, id);
         let written = self
             .command::<()>(
                 "set_record",
@@ -42,7 +42,7 @@ impl SharedState {
     }
 
     pub(in crate::state) async fn remove_record(&self, slot: &'static str, id: &str) {
-        let key = self.key(&["r", slot, id]);
+        let key = self.layout.record(slot, id);
         self.local.records.remove(slot, id);
         let _ = self
             .command::<()>("remove_record", redis::cmd("DEL").arg(key))

@@ -3,7 +3,7 @@
 //! Every script here checks the token, so a turn taken over by another instance is
 //! seen as lost, never written over.
 
-use super::seen_key_of;
+use super::layout::{seen_key_of, Layout};
 use super::{values_of, SharedState, CONVERSATION_TTL, POLL_EVERY};
 use crate::retry::{always, Backoff, RetryPolicy};
 use crate::session::SessionId;
@@ -46,9 +46,10 @@ impl Holding {
 /// A turn held in the shared store, by the fencing token this instance got for it.
 pub(in crate::state) struct SharedTicket {
     state: Arc<SharedState>,
+    /// The turn, as logs name it: its conversation's key and its number.
     turn: String,
-    turn_prefix: String,
     message: String,
+    session: SessionId,
     pub(super) conversation: String,
     seq: u64,
     token: String,
@@ -75,12 +76,12 @@ impl SharedTicket {
         token: String,
         ready: bool,
     ) -> Self {
-        let turn_prefix = state.turn_prefix(session);
+        let conversation = state.layout.conversation(session);
         Self {
-            turn: format!("{turn_prefix}{seq}"),
-            conversation: state.key(&["c", session.as_str()]),
-            turn_prefix,
+            turn: format!("{conversation}#{seq}"),
+            conversation,
             message,
+            session: *session,
             seq,
             token,
             lost: AtomicBool::new(false),
@@ -175,7 +176,7 @@ impl SharedTicket {
                     for record in &self.record_keys {
                         invocation.key(record);
                     }
-                    invocation.arg(self.seq).arg(&self.turn_prefix);
+                    invocation.arg(self.seq);
                     async move { invocation.invoke_async::<Value>(&mut connection).await }
                 })
                 .await;
@@ -235,10 +236,21 @@ impl SharedTicket {
     /// taken as a loss (the lease may still be good: `is_held` watches its age).
     async fn renew(&self) -> bool {
         let lease = self.state.lease.as_millis().to_string();
-        let leases = self.state.key(&["leases"]);
         let renewed = self
-            .as_holder("renew", &self.state.scripts.renew, &[&leases], &[&lease])
+            .as_holder("renew", &self.state.scripts.renew, &[&lease])
             .await;
+        // The conversation is marked again in its bucket, in case the mark sent with
+        // its admission was lost: a sweeper finds the turn should this instance die.
+        if matches!(renewed, Ok(1)) {
+            let [visits, marks] = self
+                .state
+                .layout
+                .visits(Layout::bucket_of(self.session.as_str()));
+            let _ = self
+                .state
+                .mark(self.session.as_str(), &visits, &marks, self.state.lease)
+                .await;
+        }
         if let Ok(answer) = renewed {
             self.note(Holding::of(answer));
         }
@@ -251,7 +263,7 @@ impl SharedTicket {
             .flat_map(|(name, value)| [*name, *value])
             .collect();
         let recorded = self
-            .as_holder("record", &self.state.scripts.record, &[], &args)
+            .as_holder("record", &self.state.scripts.record, &args)
             .await;
         if let Ok(answer) = recorded {
             self.note(Holding::of(answer));
@@ -259,22 +271,18 @@ impl SharedTicket {
     }
 
     /// Runs one of the scripts that act only for the turn's holder (`scripts::HELD`):
-    /// KEYS the turn then `keys`, ARGV this turn's token then `args`.
+    /// KEYS the conversation, ARGV this turn's token and number then `args`.
     async fn as_holder(
         &self,
         op: &'static str,
         script: &Script,
-        keys: &[&str],
         args: &[&str],
     ) -> Result<i64, StoreError> {
         self.state
             .call(op, |mut connection| {
                 let mut invocation = script.prepare_invoke();
-                invocation.key(&self.turn);
-                for key in keys {
-                    invocation.key(*key);
-                }
-                invocation.arg(&self.token);
+                invocation.key(&self.conversation);
+                invocation.arg(&self.token).arg(self.seq);
                 for arg in args {
                     invocation.arg(*arg);
                 }
@@ -311,22 +319,27 @@ impl SharedTicket {
     /// One attempt at [`SharedTicket::finish`]: done once the store answered.
     pub(super) async fn try_finish(&self, outcome: Option<Json>) -> Result<(), StoreError> {
         let outcome = outcome.as_deref().unwrap_or_default().to_owned();
+        let has_message = !self.message.is_empty();
+        // A turn of no message names a key of its conversation's slot no message has.
+        let message = match has_message {
+            true => self.message.clone(),
+            false => self.state.layout.no_message(&self.session),
+        };
         let finished = self
             .state
             .call("finish", |mut connection| {
                 let mut invocation = self.state.scripts.finish.prepare_invoke();
                 invocation
-                    .key(&self.turn)
-                    .key(&self.message)
                     .key(&self.conversation)
-                    .key(self.state.key(&["leases"]))
-                    .key(seen_key_of(&self.message))
+                    .key(&message)
+                    .key(seen_key_of(&message))
                     .arg(&self.token)
+                    .arg(self.seq)
                     .arg(&outcome)
                     .arg(self.state.remembering().outcome.as_secs().max(1))
                     .arg(CONVERSATION_TTL.as_secs())
-                    .arg(&self.turn_prefix)
-                    .arg(self.state.remembering().replay.as_secs().max(1));
+                    .arg(self.state.remembering().replay.as_secs().max(1))
+                    .arg(u8::from(has_message));
                 async move { invocation.invoke_async::<i64>(&mut connection).await }
             })
             .await;
@@ -338,10 +351,20 @@ impl SharedTicket {
     }
 
     pub(in crate::state) async fn release(self) -> bool {
-        let leases = self.state.key(&["leases"]);
         let released = self
-            .as_holder("release", &self.state.scripts.release, &[&leases], &[])
+            .as_holder("release", &self.state.scripts.release, &[])
             .await;
+        if matches!(released, Ok(1)) {
+            // Its conversation is looked at now, not when its last visit said.
+            let [visits, marks] = self
+                .state
+                .layout
+                .visits(Layout::bucket_of(self.session.as_str()));
+            let _ = self
+                .state
+                .mark(self.session.as_str(), &visits, &marks, Duration::ZERO)
+                .await;
+        }
         // Unreleased, its lease still runs out: another instance takes it later.
         !matches!(released, Ok(0))
     }
