@@ -175,8 +175,9 @@ async fn ask(
     }
 }
 
-/// What the shared state store says, when one is configured: its server, version,
-/// TLS and a round trip's time; or why it cannot be used.
+/// What the shared state store says, when one is configured: its server, version, TLS
+/// and a round trip's time, then its mode, how the bridge authenticated (never the
+/// password or token), TLS and the key prefix; or why it cannot be used.
 async fn store_health(settings: &Settings) -> Option<String> {
     settings.state.url.as_ref()?;
     let metrics = std::sync::Arc::new(bridge::metrics::Metrics::new());
@@ -185,12 +186,26 @@ async fn store_health(settings: &Settings) -> Option<String> {
         Err(error) => return Some(format!("state: cannot use the store: {error}")),
     };
     Some(match state.report().await {
-        Ok(report) => format!(
-            "state: {} ({}), round trip {:.1} ms",
-            report.server,
-            if report.tls { "TLS" } else { "no TLS" },
-            report.latency.as_secs_f64() * 1000.0
-        ),
+        Ok(report) => {
+            let mut lines = format!(
+                "state: {} ({}), round trip {:.1} ms",
+                report.server,
+                match report.tls {
+                    bridge::state::Tls::Off => "no TLS",
+                    bridge::state::Tls::On { .. } => "TLS",
+                },
+                report.latency.as_secs_f64() * 1000.0
+            );
+            for (name, value) in [
+                ("mode", report.mode.to_string()),
+                ("authentication", report.auth.to_string()),
+                ("TLS", report.tls.to_string()),
+                ("key prefix", report.prefix.clone()),
+            ] {
+                let _ = write!(lines, "\n  {name:<28} {value}");
+            }
+            lines
+        }
         Err(error) => format!(
             "state: cannot reach the store: {error}; the bridge would answer with each instance's own state"
         ),
@@ -350,6 +365,7 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         None => lines.push(("STATE_URL", "(not set: this process's own state)".into())),
         Some(url) => lines.extend([
             ("STATE_URL", without_password(url.expose())),
+            ("STATE_AUTH", state.auth.to_string()),
             (
                 "STATE_CA_FILE",
                 state

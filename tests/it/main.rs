@@ -20,5 +20,6 @@ mod rich;
 mod routing;
 mod security;
 mod shared_state;
+mod state_auth;
 mod twilio_fidelity;
 mod twilio_stand_in;

@@ -3,7 +3,9 @@
 use super::error::Problem;
 use super::values::{parse_duration, Secret};
 use super::vars::Reader;
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Where the bridge keeps what must hold across instances: the messages already
@@ -14,6 +16,8 @@ pub struct StateSettings {
     pub url: Option<Secret>,
     /// The server's CA certificate (PEM), for `rediss://` with a private CA (Memorystore).
     pub ca_file: Option<PathBuf>,
+    /// How the bridge proves who it is to the server (`STATE_AUTH`).
+    pub auth: StateAuth,
     /// Every key starts with this, so that several bridges can share one server.
     pub prefix: String,
     /// The longest any one call to the store may take before the bridge goes on without
@@ -25,6 +29,39 @@ pub struct StateSettings {
     /// How long a handled message is remembered: its outcome for re-deliveries
     /// (`REPEAT_WINDOW`), and that it was handled, against replays (`REPLAY_WINDOW`).
     pub remembering: crate::state::Remembering,
+}
+
+/// How the bridge authenticates to the store (`STATE_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateAuth {
+    /// The password in `STATE_URL`, if it has one (or none at all).
+    #[default]
+    Password,
+    /// An OAuth access token of the service account (Application Default Credentials)
+    /// as the password, as Memorystore's IAM authentication wants it; the user is the
+    /// URL's, else `default`.
+    Iam,
+}
+
+impl FromStr for StateAuth {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "password" => Ok(StateAuth::Password),
+            "iam" => Ok(StateAuth::Iam),
+            _ => Err("must be password or iam".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for StateAuth {
+    /// As `STATE_AUTH` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateAuth::Password => "password",
+            StateAuth::Iam => "iam",
+        })
+    }
 }
 
 pub const DEFAULT_STATE_PREFIX: &str = "twilio-dialogflow";
@@ -55,6 +92,24 @@ pub(super) fn read(reader: &mut Reader<'_>) -> StateSettings {
             "STATE_CA_FILE",
             Problem::Conflict("is only for a rediss:// STATE_URL".to_owned()),
         );
+    }
+    let auth = reader.parsed_or("STATE_AUTH", StateAuth::from_str, StateAuth::default());
+    if auth == StateAuth::Iam {
+        match url.as_ref().map(|u| redis::parse_redis_url(u.expose())) {
+            None => reader.fail_var(
+                "STATE_AUTH",
+                Problem::Conflict("iam is only for a STATE_URL".to_owned()),
+            ),
+            // A fixed password would be sent instead of the token, or mistaken for one.
+            Some(Some(parsed)) if parsed.password().is_some() => reader.fail_var(
+                "STATE_AUTH",
+                Problem::Conflict(
+                    "iam sends an access token as the password: STATE_URL must not hold one"
+                        .to_owned(),
+                ),
+            ),
+            Some(_) => {}
+        }
     }
     let prefix = reader
         .parsed("STATE_PREFIX", |v| {
@@ -91,6 +146,7 @@ pub(super) fn read(reader: &mut Reader<'_>) -> StateSettings {
     StateSettings {
         url,
         ca_file,
+        auth,
         prefix,
         timeout,
         lease,

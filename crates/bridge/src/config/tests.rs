@@ -261,6 +261,7 @@ const BAD_VALUES: &[(&str, Option<&str>, Kind)] = &[
     ("REPLY_MODE", Some("sometimes"), Kind::Invalid),
     ("AGENT_TYPE", Some("DX"), Kind::Invalid),
     ("TRUST_PROXY", Some("maybe"), Kind::Invalid),
+    ("STATE_AUTH", Some("token"), Kind::Invalid),
     // URLs.
     ("TWILIO_WEBHOOK_URL", Some("bot.example.com"), Kind::Invalid),
     ("TWILIO_API_BASE_URL", Some("api.twilio.com"), Kind::Invalid),
@@ -292,6 +293,7 @@ const BAD_VALUES: &[(&str, Option<&str>, Kind)] = &[
     // Fine alone, not with the rest.
     ("STATE_CA_FILE", Some("Cargo.toml"), Kind::Conflict),
     ("METRICS_PORT", Some("8080"), Kind::Conflict),
+    ("STATE_AUTH", Some("iam"), Kind::Conflict),
 ];
 
 /// Sets `(name, value)` over `base`, with what some values need besides.
@@ -741,4 +743,28 @@ fn a_hand_over_setting_without_handoff_url_is_a_conflict() {
     );
     let settings = Settings::from_vars(&all).unwrap();
     assert_eq!(settings.handoff.map(|h| h.rate_limit), Some(50));
+}
+
+/// `STATE_AUTH=iam` sends a token as the password: a password in the URL is refused
+/// (without showing it), a user in it is kept, and the default stays today's password.
+#[test]
+fn iam_authentication_takes_no_password_in_the_url() {
+    let with_state = |url: &str, auth: Option<&str>| {
+        let mut all = with_agent();
+        all.insert("STATE_URL".into(), url.into());
+        if let Some(auth) = auth {
+            all.insert("STATE_AUTH".into(), auth.into());
+        }
+        Settings::from_vars(&all)
+    };
+    let errors = with_state("rediss://default:s3cret@10.0.0.3:6378", Some("iam")).unwrap_err();
+    let error = errors
+        .at(&Place::var("STATE_AUTH"))
+        .expect("STATE_AUTH named");
+    assert_eq!(kind_of(&error.problem), Kind::Conflict, "{errors}");
+    assert!(!errors.to_string().contains("s3cret"), "{errors}");
+    let iam = with_state("rediss://bridge-sa@10.0.0.3:6378", Some("IAM")).unwrap();
+    assert_eq!(iam.state.auth, StateAuth::Iam);
+    let default = with_state("redis://:s3cret@127.0.0.1", None).unwrap();
+    assert_eq!(default.state.auth, StateAuth::Password);
 }

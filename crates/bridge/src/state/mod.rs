@@ -33,7 +33,7 @@ use std::time::Duration;
 
 pub use local::LocalState;
 pub use record::{Record, Stored, Unreadable, Unwritable};
-pub use shared::{OpenError, SharedState, StoreReport};
+pub use shared::{AuthReport, OpenError, SharedState, StoreMode, StoreReport, Tls};
 
 /// How long a handled message's outcome is kept, for a re-delivery to share it:
 /// Twilio's re-deliveries come within minutes.

@@ -1,16 +1,23 @@
 //! Connecting to the server (TLS with `rediss://` and `STATE_CA_FILE`, the password in
-//! `STATE_URL`), and connecting again: a server not there at start-up does not stop
-//! the bridge. Also what `check` reports of the server.
+//! `STATE_URL` or an IAM access token, `STATE_AUTH`), and connecting again: a server not
+//! there at start-up does not stop the bridge. Also what `check` reports of the server.
+//!
+//! TLS is rustls's, verified against `STATE_CA_FILE` (else the system's roots) for the
+//! host `STATE_URL` names: a DNS name must be among the certificate's DNS names, an IP
+//! address among its IP addresses (Memorystore names a node by IP). rustls reads only
+//! the subjectAltName extension, never the subject's CN.
 
+use super::iam::{IamTokens, NoCredentials};
 use super::layout;
 use super::scripts::Scripts;
 use super::SharedState;
-use crate::config::StateSettings;
+use crate::config::{StateAuth, StateSettings};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 use crate::retry::{always, Backoff, RetryPolicy};
 use crate::state::{LocalState, StoreError};
 use redis::aio::ConnectionManagerConfig;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,14 +33,104 @@ pub enum OpenError {
     Url(redis::RedisError),
     #[error("STATE_CA_FILE cannot be read: {0}")]
     CaFile(std::io::Error),
+    #[error(transparent)]
+    Iam(#[from] NoCredentials),
+}
+
+/// How this process reaches the server and proves who it is: fixed at start-up.
+pub(super) struct Access {
+    tls: Tls,
+    auth: Auth,
+}
+
+/// Whether the connection is encrypted, and against which roots it is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    Off,
+    /// `rediss://`, verified against `ca_file` or, without one, the system's roots.
+    On {
+        ca_file: Option<PathBuf>,
+    },
+}
+
+/// How connections authenticate.
+enum Auth {
+    /// No password at all.
+    None,
+    /// The password in `STATE_URL`.
+    Password,
+    /// A fresh IAM access token for each new connection.
+    Iam(IamTokens),
 }
 
 /// What `check` says of the store.
 #[derive(Debug)]
 pub struct StoreReport {
+    /// The server's name and version (`Redis 7.2.4`, `Valkey 8.0.1`).
     pub server: String,
-    pub tls: bool,
+    pub mode: StoreMode,
+    pub auth: AuthReport,
+    pub tls: Tls,
+    /// One round trip's time (a `PING`).
     pub latency: Duration,
+    /// `STATE_PREFIX`, which every key starts with.
+    pub prefix: String,
+}
+
+/// How the server keeps its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreMode {
+    /// One server (or a primary and its replicas), cluster mode disabled.
+    Standalone,
+    // Cluster mode: its shards and replicas, once the bridge speaks it.
+}
+
+/// How the bridge authenticated, as `check` tells it: never the password or token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthReport {
+    None,
+    Password,
+    /// An IAM access token was obtained for `user` (and the server took it).
+    IamToken {
+        user: String,
+    },
+}
+
+impl std::fmt::Display for StoreMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreMode::Standalone => f.write_str("standalone"),
+        }
+    }
+}
+
+impl std::fmt::Display for AuthReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthReport::None => f.write_str("none"),
+            AuthReport::Password => f.write_str("the password in STATE_URL"),
+            AuthReport::IamToken { user } => {
+                write!(
+                    f,
+                    "IAM: an access token was obtained and accepted, as user {user}"
+                )
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tls::Off => f.write_str("off"),
+            Tls::On { ca_file: None } => f.write_str("on, verified against the system's roots"),
+            Tls::On {
+                ca_file: Some(path),
+            } => {
+                write!(f, "on, verified against {}", path.display())
+            }
+        }
+    }
 }
 
 impl SharedState {
@@ -47,7 +144,12 @@ impl SharedState {
             .as_ref()
             .map(|u| u.expose())
             .unwrap_or_default();
-        let tls = url.starts_with("rediss://");
+        let tls = match url.starts_with("rediss://") {
+            true => Tls::On {
+                ca_file: settings.ca_file.clone(),
+            },
+            false => Tls::Off,
+        };
         let client = match &settings.ca_file {
             Some(path) => {
                 let root_cert = std::fs::read(path).map_err(OpenError::CaFile)?;
@@ -62,6 +164,12 @@ impl SharedState {
             None => redis::Client::open(url),
         }
         .map_err(OpenError::Url)?;
+        let redis_settings = client.get_connection_info().redis_settings();
+        let auth = match settings.auth {
+            StateAuth::Iam => Auth::Iam(IamTokens::from_adc(redis_settings.username())?),
+            StateAuth::Password if redis_settings.password().is_some() => Auth::Password,
+            StateAuth::Password => Auth::None,
+        };
         let state = Arc::new(Self {
             client,
             connection: OnceCell::new(),
@@ -69,7 +177,7 @@ impl SharedState {
             timeout: settings.timeout,
             lease: settings.lease,
             owner: instance_id(),
-            tls,
+            access: Access { tls, auth },
             local: Arc::new(LocalState::new(limits, settings.remembering)),
             remembering: settings.remembering,
             limits,
@@ -100,11 +208,16 @@ impl SharedState {
     }
 
     async fn connect(&self) -> Result<(), StoreError> {
-        let config = ConnectionManagerConfig::new()
+        let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
+        if let Auth::Iam(tokens) = &self.access.auth {
+            // Asked at each connection the manager opens, its first and every
+            // reconnection: each authenticates with the token valid then.
+            config = config.set_credentials_provider(tokens.clone());
+        }
         let attempt = self.client.get_connection_manager_with_config(config);
         let connection =
             match tokio::time::timeout(self.timeout.max(Duration::from_secs(2)), attempt).await {
@@ -116,8 +229,8 @@ impl SharedState {
         Ok(())
     }
 
-    /// The server's name and version, whether the connection is encrypted, and a
-    /// round trip's time.
+    /// The server's name and version, its mode, how the bridge authenticated, whether
+    /// the connection is encrypted, a round trip's time and the key prefix.
     pub async fn report(&self) -> Result<StoreReport, StoreError> {
         if self.connection.get().is_none() {
             self.connect().await?;
@@ -138,10 +251,28 @@ impl SharedState {
             (None, Some(version)) => format!("Redis {version}"),
             (None, None) => "an unknown server".to_owned(),
         };
+        let auth = match &self.access.auth {
+            Auth::None => AuthReport::None,
+            Auth::Password => AuthReport::Password,
+            // The connection took a token; asking again shows one is still to be had.
+            Auth::Iam(tokens) => {
+                tokens
+                    .current()
+                    .await
+                    .map_err(|error| self.failed("token", error.into()))?;
+                AuthReport::IamToken {
+                    user: tokens.user().to_owned(),
+                }
+            }
+        };
         Ok(StoreReport {
             server,
-            tls: self.tls,
+            // Where the cluster's shards and replicas will be told, from CLUSTER SHARDS.
+            mode: StoreMode::Standalone,
+            auth,
+            tls: self.access.tls.clone(),
             latency,
+            prefix: self.layout.prefix().to_owned(),
         })
     }
 }

@@ -61,6 +61,11 @@ impl Layout {
         }
     }
 
+    /// `STATE_PREFIX`, as `check` reports it.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn tagged(&self, tag: &str, rest: &str) -> String {
         format!("{}:{{{tag}}}:{rest}", self.prefix)
     }

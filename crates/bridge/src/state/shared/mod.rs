@@ -32,13 +32,15 @@
 //! The files, by job: this one holds [`SharedState`] and the bounded call every other
 //! goes through (a failure counted, logged, and left to the caller to fall back on
 //! this process's state); `scripts.rs` the Lua scripts; `connection.rs` connecting
-//! (TLS, password in the URL) and connecting again; `admission.rs` admitting a message
+//! (TLS, password in the URL or an IAM token) and connecting again; `iam.rs` the IAM
+//! access tokens each new connection authenticates with; `admission.rs` admitting a message
 //! and a re-delivery's wait; `ticket.rs` the turn held: waiting, lease, records,
 //! finishing; `takeover.rs` finding and claiming the turns whose lease ran out;
 //! `records.rs` and `schedules.rs` the features' records and sorted-set schedules.
 
 mod admission;
 mod connection;
+mod iam;
 mod layout;
 mod records;
 mod schedules;
@@ -46,7 +48,7 @@ mod scripts;
 mod takeover;
 mod ticket;
 
-pub use connection::{OpenError, StoreReport};
+pub use connection::{AuthReport, OpenError, StoreMode, StoreReport, Tls};
 pub(super) use ticket::SharedTicket;
 
 use super::local::LocalState;
@@ -80,7 +82,8 @@ pub struct SharedState {
     lease: Duration,
     /// This instance, in the turns it holds.
     owner: String,
-    tls: bool,
+    /// TLS and authentication.
+    access: connection::Access,
     limits: RateLimits,
     /// Counts the fencing tokens this instance made.
     tokens: AtomicU64,
