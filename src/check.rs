@@ -206,9 +206,19 @@ async fn store_health(settings: &Settings) -> Option<String> {
             }
             lines
         }
-        Err(error) => format!(
-            "state: cannot reach the store: {error}; the bridge would answer with each instance's own state"
-        ),
+        Err(error) => {
+            let mut line = format!("state: cannot reach the store: {error}");
+            // Over TLS, a certificate for another name is a common reason: say what it
+            // names, against what the URL dials.
+            if let Some((host, Ok(names))) = state.certificate_names().await {
+                let _ = write!(
+                    line,
+                    "; the server's certificate names {names}; STATE_URL dials {host} (only the certificate's IP and DNS names count, never its CN)"
+                );
+            }
+            line.push_str("; the bridge would answer with each instance's own state");
+            line
+        }
     })
 }
 

@@ -240,6 +240,12 @@ async fn an_outage_of_redis_costs_no_answer_and_dedup_comes_back() {
 /// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl in `dir`:
 /// a private CA, as Memorystore's in-transit encryption has.
 fn certificates(dir: &std::path::Path) {
+    certificates_naming(dir, "/CN=127.0.0.1", "IP:127.0.0.1");
+}
+
+/// As [`certificates`], the server's certificate with `subject` and `alt_names` (its
+/// subjectAltName, as openssl writes it: `IP:10.0.0.3`, `DNS:redis.example`).
+pub(crate) fn certificates_naming(dir: &std::path::Path, subject: &str, alt_names: &str) {
     let openssl = |args: &[&str]| {
         let status = std::process::Command::new("openssl")
             .args(args)
@@ -270,13 +276,13 @@ fn certificates(dir: &std::path::Path) {
         "rsa:2048",
         "-nodes",
         "-subj",
-        "/CN=127.0.0.1",
+        subject,
         "-keyout",
         "server.key",
         "-out",
         "server.csr",
     ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName={alt_names}\n")).unwrap();
     openssl(&[
         "x509",
         "-req",

@@ -247,6 +247,91 @@ async fn iam_with_a_password_in_the_url_is_a_configuration_error() {
     assert!(!out.contains("s3cret-pass"), "{out}");
 }
 
+/// A `redis-server` speaking only TLS with the certificates `certificates_naming` made
+/// in `dir`.
+async fn tls_server(dir: &WorkDir) -> RedisServer {
+    let file = |name: &str| dir.0.join(name).display().to_string();
+    RedisServer::start_with(vec![
+        "--tls-port".into(),
+        "--tls-cert-file".into(),
+        file("server.pem"),
+        "--tls-key-file".into(),
+        file("server.key"),
+        "--tls-ca-cert-file".into(),
+        file("ca.pem"),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ])
+    .await
+}
+
+/// Memorystore's certificates name the node by its IP address: a certificate whose only
+/// name for it is an IP subjectAltName (its CN says something else) is verified for a
+/// URL that dials that address, and the bridge uses the store.
+#[tokio::test]
+async fn a_certificate_naming_the_node_by_ip_is_verified_when_dialling_the_ip() {
+    let certs = WorkDir::with_dotenv("");
+    crate::shared_state::certificates_naming(&certs.0, "/O=Memorystore/CN=node", "IP:127.0.0.1");
+    let redis = tls_server(&certs).await;
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let ca = certs.0.join("ca.pem").display().to_string();
+    let local = Local::start(&[
+        ("STATE_URL", url.as_str()),
+        ("STATE_CA_FILE", ca.as_str()),
+        ("REPLY_MODE", "twiml"),
+    ])
+    .await;
+    let (code, out) = output_of(local.dir.command(&["check"], &[])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(TLS), round trip"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "TLS                          on, verified against {ca}"
+        )),
+        "{out}"
+    );
+    let (_serve, phone) = local.serve(&[]).await;
+    let message = says_as("hi", &sid("SM", 0x2a01));
+    assert_eq!(
+        texts(&send_from(&phone, &message).await),
+        ["Hello from the agent"]
+    );
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&ca).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let on_the_store = keys_of(&mut connection, &sid("SM", 0x2a01)).await;
+    assert!(!on_the_store.is_empty());
+}
+
+/// A certificate for another node fails verification, and `check` says which names the
+/// certificate carries against the host it dialled.
+#[tokio::test]
+async fn check_names_the_certificate_of_another_node() {
+    let certs = WorkDir::with_dotenv("");
+    crate::shared_state::certificates_naming(
+        &certs.0,
+        "/CN=10.9.8.7",
+        "IP:10.9.8.7,DNS:node-2.memorystore.example",
+    );
+    let redis = tls_server(&certs).await;
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let ca = certs.0.join("ca.pem").display().to_string();
+    let local = Local::start(&[("STATE_URL", url.as_str()), ("STATE_CA_FILE", ca.as_str())]).await;
+    let (code, out) = output_of(local.dir.command(&["check"], &[])).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("state: cannot reach the store"), "{out}");
+    assert!(
+        out.contains("the server's certificate names CN 10.9.8.7, IP 10.9.8.7, DNS node-2.memorystore.example; STATE_URL dials 127.0.0.1"),
+        "{out}"
+    );
+}
+
 /// A text with a MessageSid of Twilio's shape.
 fn says_as(text: &str, message_sid: &str) -> stand_ins::chat::Outgoing {
     stand_ins::chat::Outgoing {

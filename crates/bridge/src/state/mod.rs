@@ -33,7 +33,9 @@ use std::time::Duration;
 
 pub use local::LocalState;
 pub use record::{Record, Stored, Unreadable, Unwritable};
-pub use shared::{AuthReport, OpenError, SharedState, StoreMode, StoreReport, Tls};
+pub use shared::{
+    AuthReport, CertificateNames, OpenError, SharedState, StoreMode, StoreReport, Tls,
+};
 
 /// How long a handled message's outcome is kept, for a re-delivery to share it:
 /// Twilio's re-deliveries come within minutes.

@@ -7,6 +7,7 @@
 //! address among its IP addresses (Memorystore names a node by IP). rustls reads only
 //! the subjectAltName extension, never the subject's CN.
 
+use super::certificate::{self, CertificateNames};
 use super::iam::{IamTokens, NoCredentials};
 use super::layout;
 use super::scripts::Scripts;
@@ -274,6 +275,24 @@ impl SharedState {
             latency,
             prefix: self.layout.prefix().to_owned(),
         })
+    }
+}
+
+impl SharedState {
+    /// With TLS, the host `STATE_URL` dials and the names on the certificate the server
+    /// shows (or why they cannot be read): what `check` says when the store cannot be
+    /// reached, as a certificate for another name is a common reason.
+    pub async fn certificate_names(&self) -> Option<(String, Result<CertificateNames, String>)> {
+        let redis::ConnectionAddr::TcpTls { host, port, .. } =
+            self.client.get_connection_info().addr()
+        else {
+            return None;
+        };
+        let within = self.timeout.max(Duration::from_secs(2));
+        Some((
+            host.clone(),
+            certificate::presented_by(host, *port, within).await,
+        ))
     }
 }
 

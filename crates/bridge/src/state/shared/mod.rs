@@ -33,12 +33,14 @@
 //! goes through (a failure counted, logged, and left to the caller to fall back on
 //! this process's state); `scripts.rs` the Lua scripts; `connection.rs` connecting
 //! (TLS, password in the URL or an IAM token) and connecting again; `iam.rs` the IAM
-//! access tokens each new connection authenticates with; `admission.rs` admitting a message
+//! access tokens each new connection authenticates with; `certificate.rs` the names on
+//! the server's certificate, for `check`; `admission.rs` admitting a message
 //! and a re-delivery's wait; `ticket.rs` the turn held: waiting, lease, records,
 //! finishing; `takeover.rs` finding and claiming the turns whose lease ran out;
 //! `records.rs` and `schedules.rs` the features' records and sorted-set schedules.
 
 mod admission;
+mod certificate;
 mod connection;
 mod iam;
 mod layout;
@@ -48,6 +50,7 @@ mod scripts;
 mod takeover;
 mod ticket;
 
+pub use certificate::CertificateNames;
 pub use connection::{AuthReport, OpenError, StoreMode, StoreReport, Tls};
 pub(super) use ticket::SharedTicket;
 
