@@ -376,6 +376,7 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
         Some(url) => lines.extend([
             ("STATE_URL", without_password(url.expose())),
             ("STATE_AUTH", state.auth.to_string()),
+            ("STATE_CLUSTER", state.cluster.to_string()),
             (
                 "STATE_CA_FILE",
                 state

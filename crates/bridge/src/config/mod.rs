@@ -44,7 +44,7 @@ pub use replies::{
 };
 pub use rich::RichSettings;
 pub use routes_file::RouteSettings;
-pub use state::{StateAuth, StateSettings, DEFAULT_STATE_PREFIX};
+pub use state::{ClusterMode, StateAuth, StateSettings, DEFAULT_STATE_PREFIX};
 pub use twilio::{Account, TwilioSettings};
 pub use values::{parse_duration, AgentType, ReplyMode, Secret};
 pub use vars::{complete_project, load_vars, on_cloud_run, project_of, ProjectLookup, Vars};

@@ -29,6 +29,44 @@ pub struct StateSettings {
     /// How long a handled message is remembered: its outcome for re-deliveries
     /// (`REPEAT_WINDOW`), and that it was handled, against replays (`REPLAY_WINDOW`).
     pub remembering: crate::state::Remembering,
+    /// Whether the server is a cluster (`STATE_CLUSTER`): asked of it, or told.
+    pub cluster: ClusterMode,
+}
+
+/// Whether the store is a Redis or Valkey Cluster, which needs a client that follows
+/// the cluster's redirects and learns its topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterMode {
+    /// Ask the server (`INFO cluster`, `cluster_enabled:1`): right for a plain server,
+    /// a cluster's node and Memorystore's discovery endpoint alike.
+    #[default]
+    Auto,
+    /// A cluster, whatever the server says.
+    On,
+    /// A single server (or a cluster mode disabled instance), whatever the server says.
+    Off,
+}
+
+impl ClusterMode {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err("must be auto, on or off".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for ClusterMode {
+    /// As `STATE_CLUSTER` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClusterMode::Auto => "auto",
+            ClusterMode::On => "on",
+            ClusterMode::Off => "off",
+        })
+    }
 }
 
 /// How the bridge authenticates to the store (`STATE_AUTH`).
@@ -143,7 +181,9 @@ pub(super) fn read(reader: &mut Reader<'_>) -> StateSettings {
             )),
         );
     }
+    let cluster = reader.parsed_or("STATE_CLUSTER", ClusterMode::parse, ClusterMode::Auto);
     StateSettings {
+        cluster,
         url,
         ca_file,
         auth,
@@ -151,5 +191,19 @@ pub(super) fn read(reader: &mut Reader<'_>) -> StateSettings {
         timeout,
         lease,
         remembering: crate::state::Remembering { outcome, replay },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterMode;
+
+    #[test]
+    fn cluster_mode_is_one_of_three_words() {
+        assert_eq!(ClusterMode::parse("auto"), Ok(ClusterMode::Auto));
+        assert_eq!(ClusterMode::parse("on"), Ok(ClusterMode::On));
+        assert_eq!(ClusterMode::parse("off"), Ok(ClusterMode::Off));
+        assert!(ClusterMode::parse("yes").is_err());
+        assert!(ClusterMode::parse("").is_err());
     }
 }

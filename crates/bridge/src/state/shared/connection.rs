@@ -6,18 +6,28 @@
 //! host `STATE_URL` names: a DNS name must be among the certificate's DNS names, an IP
 //! address among its IP addresses (Memorystore names a node by IP). rustls reads only
 //! the subjectAltName extension, never the subject's CN.
+//!
+//! A cluster is found by itself (`STATE_CLUSTER=auto`): the node `STATE_URL` names is
+//! asked `INFO cluster`, and a cluster gets the `redis` crate's cluster client, which
+//! learns every node from that one, with the same password or tokens and TLS. Its
+//! retries (on `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, a closed connection) are
+//! bounded within `STATE_TIMEOUT`, as every call is: a failover longer than that is an
+//! outage as a single server's is, and the turn falls back on this process's state
+//! until the promoted replica answers.
 
 use super::certificate::{self, CertificateNames};
 use super::iam::{IamTokens, NoCredentials};
 use super::layout;
+use super::link::Link;
 use super::scripts::Scripts;
 use super::SharedState;
-use crate::config::{StateAuth, StateSettings};
+use crate::config::{ClusterMode, StateAuth, StateSettings};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 use crate::retry::{always, Backoff, RetryPolicy};
 use crate::state::{LocalState, StoreError};
 use redis::aio::ConnectionManagerConfig;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -83,7 +93,29 @@ pub struct StoreReport {
 pub enum StoreMode {
     /// One server (or a primary and its replicas), cluster mode disabled.
     Standalone,
-    // Cluster mode: its shards and replicas, once the bridge speaks it.
+    /// Cluster mode: the masters that serve slots (its shards), and the replicas.
+    Cluster { masters: usize, replicas: usize },
+}
+
+impl StoreMode {
+    /// The cluster `CLUSTER NODES` describes: a line a node, its flags the third field,
+    /// a master's slots from the ninth (a master without slots is no shard).
+    fn of_cluster_nodes(nodes: &str) -> Self {
+        let (mut masters, mut replicas) = (0, 0);
+        for fields in nodes
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+        {
+            let Some(flags) = fields.get(2) else { continue };
+            let flags: Vec<&str> = flags.split(',').collect();
+            if flags.contains(&"master") && fields.len() > 8 {
+                masters += 1;
+            } else if flags.contains(&"slave") || flags.contains(&"replica") {
+                replicas += 1;
+            }
+        }
+        Self::Cluster { masters, replicas }
+    }
 }
 
 /// How the bridge authenticated, as `check` tells it: never the password or token.
@@ -101,6 +133,9 @@ impl std::fmt::Display for StoreMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreMode::Standalone => f.write_str("standalone"),
+            StoreMode::Cluster { masters, replicas } => {
+                write!(f, "cluster ({masters} masters, {replicas} replicas)")
+            }
         }
     }
 }
@@ -151,17 +186,16 @@ impl SharedState {
             },
             false => Tls::Off,
         };
-        let client = match &settings.ca_file {
-            Some(path) => {
-                let root_cert = std::fs::read(path).map_err(OpenError::CaFile)?;
-                redis::Client::build_with_tls(
-                    url,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(root_cert),
-                    },
-                )
-            }
+        let root_cert = match &settings.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(OpenError::CaFile)?),
+            None => None,
+        };
+        let certificates = |root_cert: &Option<Vec<u8>>| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: root_cert.clone(),
+        };
+        let client = match &root_cert {
+            Some(_) => redis::Client::build_with_tls(url, certificates(&root_cert)),
             None => redis::Client::open(url),
         }
         .map_err(OpenError::Url)?;
@@ -171,8 +205,31 @@ impl SharedState {
             StateAuth::Password if redis_settings.password().is_some() => Auth::Password,
             StateAuth::Password => Auth::None,
         };
+        // The cluster client starts from the same node, with the same password (or
+        // tokens) and certificates; it connects only if the server is a cluster.
+        let cluster_client = match settings.cluster {
+            ClusterMode::Off => None,
+            ClusterMode::Auto | ClusterMode::On => {
+                let builder = ClusterClientBuilder::new([client.get_connection_info().clone()]);
+                let builder = match &root_cert {
+                    Some(_) => builder.certs(certificates(&root_cert)),
+                    None => builder,
+                };
+                let builder = match &auth {
+                    Auth::Iam(tokens) => builder.set_credentials_provider(tokens.clone()),
+                    Auth::None | Auth::Password => builder,
+                };
+                Some(
+                    with_retries(builder, settings.timeout)
+                        .build()
+                        .map_err(OpenError::Url)?,
+                )
+            }
+        };
         let state = Arc::new(Self {
             client,
+            cluster_client,
+            cluster: settings.cluster,
             connection: OnceCell::new(),
             layout: layout::Layout::new(&settings.prefix),
             timeout: settings.timeout,
@@ -219,13 +276,31 @@ impl SharedState {
             // reconnection: each authenticates with the token valid then.
             config = config.set_credentials_provider(tokens.clone());
         }
-        let attempt = self.client.get_connection_manager_with_config(config);
+        let attempt = async {
+            let single = match (self.cluster, &self.cluster_client) {
+                (ClusterMode::On, Some(cluster)) => return cluster_link(cluster).await,
+                _ => {
+                    self.client
+                        .get_connection_manager_with_config(config)
+                        .await?
+                }
+            };
+            match (self.cluster, &self.cluster_client) {
+                (ClusterMode::Auto, Some(cluster)) if cluster_enabled(single.clone()).await? => {
+                    cluster_link(cluster).await
+                }
+                _ => Ok(Link::Single(single)),
+            }
+        };
         let connection =
             match tokio::time::timeout(self.timeout.max(Duration::from_secs(2)), attempt).await {
                 Ok(Ok(connection)) => connection,
                 Ok(Err(error)) => return Err(self.failed("connect", error.into())),
                 Err(_) => return Err(self.failed("connect", StoreError::Timeout(self.timeout))),
             };
+        if connection.is_cluster() {
+            tracing::info!("the shared state store is a cluster");
+        }
         let _ = self.connection.set(connection);
         Ok(())
     }
@@ -240,8 +315,22 @@ impl SharedState {
         let _: String = self.command("ping", &redis::cmd("PING")).await?;
         let latency = started.elapsed();
         let info: String = self
-            .command("info", redis::cmd("INFO").arg("server"))
+            .call("info", |mut link| async move {
+                link.ask_one_node(redis::cmd("INFO").arg("server")).await
+            })
             .await?;
+        let cluster = self.connection.get().is_some_and(Link::is_cluster);
+        let mode = match cluster {
+            false => StoreMode::Standalone,
+            true => {
+                let nodes: String = self
+                    .call("cluster_nodes", |mut link| async move {
+                        link.ask_one_node(redis::cmd("CLUSTER").arg("NODES")).await
+                    })
+                    .await?;
+                StoreMode::of_cluster_nodes(&nodes)
+            }
+        };
         let field = |name: &str| {
             info.lines()
                 .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
@@ -268,8 +357,7 @@ impl SharedState {
         };
         Ok(StoreReport {
             server,
-            // Where the cluster's shards and replicas will be told, from CLUSTER SHARDS.
-            mode: StoreMode::Standalone,
+            mode,
             auth,
             tls: self.access.tls.clone(),
             latency,
@@ -296,6 +384,66 @@ impl SharedState {
     }
 }
 
+/// Whether the server says it is a cluster's node (`cluster_enabled:1`).
+async fn cluster_enabled(mut single: redis::aio::ConnectionManager) -> redis::RedisResult<bool> {
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut single)
+        .await?;
+    Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+}
+
+/// A connection to the cluster: its topology read from the first node that answers.
+async fn cluster_link(cluster: &ClusterClient) -> redis::RedisResult<Link> {
+    Ok(Link::Cluster(cluster.get_async_connection().await?))
+}
+
+/// The cluster client's retries, bounded within `timeout` (`STATE_TIMEOUT`): a call
+/// answered `MOVED` or `ASK` goes on at once to the node named; one answered
+/// `TRYAGAIN` or `CLUSTERDOWN`, or whose connection closed, after a pause that grows
+/// from [`MIN_RETRY_WAIT`] and never passes a quarter of `timeout`, as many times as
+/// the longest pauses fit in it. Each attempt, and all of them together, end at
+/// `timeout` too: a call is never left running after the bridge stopped waiting on it.
+fn with_retries(builder: ClusterClientBuilder, timeout: Duration) -> ClusterClientBuilder {
+    let plan = RetryPlan::within(timeout);
+    builder
+        .connection_timeout(timeout.max(Duration::from_secs(1)))
+        .response_timeout(timeout)
+        .overall_response_timeout(Some(timeout))
+        .retries(plan.retries)
+        .min_retry_wait(plan.min_wait_ms)
+        .max_retry_wait(plan.max_wait_ms)
+}
+
+/// The shortest pause before a retry: a failover or a slot's move is not over sooner.
+const MIN_RETRY_WAIT: Duration = Duration::from_millis(10);
+
+/// How often, and after how long a pause, a cluster call is tried again.
+#[derive(Debug, PartialEq, Eq)]
+struct RetryPlan {
+    retries: u32,
+    min_wait_ms: u64,
+    max_wait_ms: u64,
+}
+
+impl RetryPlan {
+    fn within(timeout: Duration) -> Self {
+        let budget = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let min_wait_ms = u64::try_from(MIN_RETRY_WAIT.as_millis()).unwrap_or(10);
+        // The pause is drawn below `max_wait_ms` (and above the minimum): counting
+        // each at its longest keeps every retry's pause within the budget.
+        let max_wait_ms = (budget / 4).max(min_wait_ms + 1);
+        let retries = u32::try_from(budget / max_wait_ms)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            retries,
+            min_wait_ms,
+            max_wait_ms,
+        }
+    }
+}
+
 /// An id for this process among the instances: random enough not to collide.
 fn instance_id() -> String {
     use sha2::{Digest, Sha256};
@@ -307,4 +455,55 @@ fn instance_id() -> String {
     hash.update(std::process::id().to_be_bytes());
     let digest = hash.finalize();
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_count_as_shards_and_replicas() {
+        // As redis-server 7 answers CLUSTER NODES, one master without slots.
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+a2 127.0.0.1:7001@17001 master - 0 1 2 connected 5461-10922
+a3 127.0.0.1:7002@17002 master - 0 1 3 connected 10923-16383
+b1 127.0.0.1:7003@17003 slave a1 0 1 1 connected
+b2 127.0.0.1:7004@17004 slave a2 0 1 2 connected
+b3 127.0.0.1:7005@17005 slave,fail a3 0 1 3 connected
+c1 127.0.0.1:7006@17006 master - 0 1 4 connected
+";
+        let topology = StoreMode::of_cluster_nodes(nodes);
+        assert_eq!(
+            topology,
+            StoreMode::Cluster {
+                masters: 3,
+                replicas: 3
+            }
+        );
+        assert_eq!(topology.to_string(), "cluster (3 masters, 3 replicas)");
+        assert_eq!(StoreMode::Standalone.to_string(), "standalone");
+    }
+
+    #[test]
+    fn retries_pause_within_the_timeout() {
+        for millis in [1, 50, 300, 1000, 5000] {
+            let timeout = Duration::from_millis(millis);
+            let plan = RetryPlan::within(timeout);
+            assert!(plan.retries >= 1, "{millis}ms: {plan:?}");
+            assert!(plan.min_wait_ms < plan.max_wait_ms, "{millis}ms: {plan:?}");
+            if millis >= 100 {
+                let longest = u64::from(plan.retries) * plan.max_wait_ms;
+                assert!(longest <= millis, "{millis}ms: {plan:?}");
+            }
+        }
+        assert_eq!(
+            RetryPlan::within(Duration::from_millis(300)),
+            RetryPlan {
+                retries: 4,
+                min_wait_ms: 10,
+                max_wait_ms: 75
+            }
+        );
+    }
 }

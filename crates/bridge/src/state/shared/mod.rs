@@ -31,10 +31,11 @@
 //!
 //! The files, by job: this one holds [`SharedState`] and the bounded call every other
 //! goes through (a failure counted, logged, and left to the caller to fall back on
-//! this process's state); `scripts.rs` the Lua scripts; `connection.rs` connecting
-//! (TLS, password in the URL or an IAM token) and connecting again; `iam.rs` the IAM
-//! access tokens each new connection authenticates with; `certificate.rs` the names on
-//! the server's certificate, for `check`; `admission.rs` admitting a message
+//! this process's state); `scripts.rs` the Lua scripts; `link.rs` the link to one
+//! server or to a cluster; `connection.rs` connecting (TLS, password in the URL or an
+//! IAM token, cluster or not) and connecting again; `iam.rs` the IAM access tokens each
+//! new connection authenticates with; `certificate.rs` the names on the server's
+//! certificate, for `check`; `admission.rs` admitting a message
 //! and a re-delivery's wait; `ticket.rs` the turn held: waiting, lease, records,
 //! finishing; `takeover.rs` finding and claiming the turns whose lease ran out;
 //! `records.rs` and `schedules.rs` the features' records and sorted-set schedules.
@@ -44,6 +45,7 @@ mod certificate;
 mod connection;
 mod iam;
 mod layout;
+mod link;
 mod records;
 mod schedules;
 mod scripts;
@@ -59,7 +61,7 @@ use super::{Json, StoreError};
 use crate::metrics::Metrics;
 use crate::rate_limit::{Limited, RateLimits, Scope};
 use layout::Layout;
-use redis::aio::ConnectionManager;
+use link::Link;
 use redis::Value;
 use scripts::Scripts;
 use std::future::Future;
@@ -79,7 +81,11 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 /// tokens, and this process's own state for the calls the server cannot answer.
 pub struct SharedState {
     client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    /// The cluster client, unless `STATE_CLUSTER=off`: used when the server is a
+    /// cluster (`connection.rs`).
+    cluster_client: Option<redis::cluster::ClusterClient>,
+    cluster: crate::config::ClusterMode,
+    connection: OnceCell<Link>,
     layout: Layout,
     timeout: Duration,
     lease: Duration,
@@ -105,7 +111,7 @@ impl SharedState {
     /// counted and logged (at most every few seconds) before it is returned.
     async fn call<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let Some(connection) = self.connection.get() else {

@@ -1,0 +1,74 @@
+//! The link to the store: one server, or a Redis or Valkey Cluster.
+//!
+//! Every call goes through `invoke_async` (the scripts) or `query_async` (plain
+//! commands), which need only [`redis::aio::ConnectionLike`]: so the rest of the shared
+//! store does not know which it talks to. The cluster client routes `EVALSHA` by its
+//! first key (every script's keys share one slot, `layout.rs`), sends `SCRIPT LOAD` to
+//! every master, follows `MOVED` and `ASK`, and retries on `TRYAGAIN`, `CLUSTERDOWN`
+//! and a closed connection, learning the new topology (`connection.rs` bounds its
+//! retries within `STATE_TIMEOUT`). A retried script may have run already: every
+//! script is safe to run twice (`ADMIT` gives the same token the same turn, the others
+//! are fenced by the turn's token), so a retry never sends a reply twice.
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// A connection to one server (reconnecting by itself), or to a cluster (following its
+/// redirects and failovers by itself). Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub(super) enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Link {
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// A command about the server, answered by one node (of a cluster, any primary):
+    /// the cluster client would otherwise ask every primary and answer with a map.
+    pub(super) async fn ask_one_node<T: redis::FromRedisValue>(
+        &mut self,
+        command: &Cmd,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Self::Single(connection) => command.query_async(connection).await,
+            Self::Cluster(connection) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+                let value = connection.route_command(command.clone(), routing).await?;
+                Ok(T::from_redis_value(value)?)
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
