@@ -21,6 +21,15 @@ const REFINISH: RetryPolicy = RetryPolicy::new(Backoff::exponential(
 ))
 .with_attempt_limit(3);
 
+/// After those, in the background, at most a second apart, for as long as the lease
+/// (the time limit is set per store): a failover of a cluster's master takes seconds,
+/// and a turn finished before its lease runs out is never taken over, so its message
+/// is not answered twice.
+const REFINISH_LATER: RetryPolicy = RetryPolicy::new(Backoff::exponential(
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+));
+
 /// What a script that checks the fencing token answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Holding {
@@ -301,8 +310,10 @@ impl SharedTicket {
     }
 
     /// Records the outcome (or forgets the message with `None`) and lets the next turn
-    /// go. Tried a few times: a turn that stays unfinished is taken over later, and its
-    /// message may then be answered twice, which the log says.
+    /// go. Tried a few times, then in the background for as long as the lease (the
+    /// store may be failing over): a turn that stays unfinished is taken over later,
+    /// and its message may then be answered twice, which the log says. A late finish
+    /// is fenced: once another instance took the turn over, it changes nothing.
     pub(in crate::state) async fn finish(self, outcome: Option<Json>) {
         let finished = REFINISH
             .run(always, |_| self.try_finish(outcome.clone()))
@@ -310,10 +321,25 @@ impl SharedTicket {
         if finished.is_ok() {
             return;
         }
-        tracing::error!(
+        tracing::warn!(
             turn = %self.turn,
-            "the end of this turn could not be recorded in the shared store: another instance will take it over after STATE_LEASE, and may answer its message again"
+            "the end of this turn could not be recorded in the shared store yet: tried again for STATE_LEASE"
         );
+        let later = REFINISH_LATER.with_time_limit(self.state.lease);
+        tokio::spawn(async move {
+            let finished = later
+                .run(always, |_| self.try_finish(outcome.clone()))
+                .await;
+            match finished {
+                Ok(()) => {
+                    tracing::info!(turn = %self.turn, "the end of this turn was recorded in the shared store")
+                }
+                Err(_) => tracing::error!(
+                    turn = %self.turn,
+                    "the end of this turn could not be recorded in the shared store: another instance will take it over after STATE_LEASE, and may answer its message again"
+                ),
+            }
+        });
     }
 
     /// One attempt at [`SharedTicket::finish`]: done once the store answered.
