@@ -6,6 +6,7 @@ mod api_replies;
 mod bridge_cx;
 mod bridge_es;
 mod cli;
+mod cluster;
 mod emulator_cx;
 mod emulator_es;
 mod emulator_refusals;

@@ -9,9 +9,9 @@ use stand_ins::emulator::Emulator;
 use std::time::{Duration, Instant};
 
 /// One `serve` process and a phone that writes to it.
-struct Instance {
-    serve: Running,
-    phone: Phone,
+pub(crate) struct Instance {
+    pub(crate) serve: Running,
+    pub(crate) phone: Phone,
 }
 
 /// The emulators, a Redis, and the instances sharing it.
@@ -29,7 +29,21 @@ async fn cluster(reply_mode: &str) -> Cluster {
 /// Two instances with `REPLY_MODE=reply_mode` and `settings`, sharing one Redis.
 async fn cluster_with(reply_mode: &str, settings: &[(&str, &str)]) -> Cluster {
     let redis = RedisServer::start().await;
-    let url = redis.url();
+    let (local, instances) = instances_on(&redis.url(), reply_mode, settings).await;
+    Cluster {
+        redis,
+        instances,
+        local,
+    }
+}
+
+/// The emulators, and two instances with `REPLY_MODE=reply_mode` and `settings`
+/// sharing the store at `url`.
+pub(crate) async fn instances_on(
+    url: &str,
+    reply_mode: &str,
+    settings: &[(&str, &str)],
+) -> (Local, Vec<Instance>) {
     let mut all = vec![
         ("REPLY_MODE", reply_mode),
         ("REPLY_DEADLINE", "1s"),
@@ -37,7 +51,7 @@ async fn cluster_with(reply_mode: &str, settings: &[(&str, &str)]) -> Cluster {
             "AGENT_TIMEOUT",
             if reply_mode == "twiml" { "10s" } else { "35s" },
         ),
-        ("STATE_URL", url.as_str()),
+        ("STATE_URL", url),
     ];
     all.extend_from_slice(settings);
     let local = Local::start(&all).await;
@@ -46,14 +60,10 @@ async fn cluster_with(reply_mode: &str, settings: &[(&str, &str)]) -> Cluster {
         let (serve, phone) = local.serve(&[]).await;
         instances.push(Instance { serve, phone });
     }
-    Cluster {
-        redis,
-        instances,
-        local,
-    }
+    (local, instances)
 }
 
-fn says(text: &str, message_sid: &str) -> Outgoing {
+pub(crate) fn says(text: &str, message_sid: &str) -> Outgoing {
     Outgoing {
         body: text.into(),
         message_sid: Some(message_sid.into()),
@@ -62,7 +72,7 @@ fn says(text: &str, message_sid: &str) -> Outgoing {
 }
 
 /// The texts the agent was asked, in the order it was asked.
-fn asked(emulator: &Emulator) -> Vec<String> {
+pub(crate) fn asked(emulator: &Emulator) -> Vec<String> {
     emulator
         .requests()
         .iter()
@@ -74,7 +84,10 @@ fn asked(emulator: &Emulator) -> Vec<String> {
         .collect()
 }
 
-async fn webhook(instance: &Instance, message: &Outgoing) -> Vec<bridge::reply::ReplyMessage> {
+pub(crate) async fn webhook(
+    instance: &Instance,
+    message: &Outgoing,
+) -> Vec<bridge::reply::ReplyMessage> {
     match instance
         .phone
         .send(message)

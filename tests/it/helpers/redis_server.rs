@@ -1,4 +1,7 @@
-//! Real redis-servers on ports no other server of this run is given.
+//! Real redis-servers on ports no other server of this run is given, alone or as a
+//! cluster.
+
+use super::*;
 
 /// A real `redis-server` on a port of its own, for as long as the test holds it: no
 /// persistence, nothing shared with other tests.
@@ -202,4 +205,158 @@ fn ports_the_kernel_does_not_hand_out() -> (u16, u16) {
         // Everything is ephemeral (or unknown): the kernel's usual range leaves these.
         _ => (10_000, 32_768),
     }
+}
+
+/// A real Redis Cluster of three masters, each with a replica, on ports of its own:
+/// what Memorystore for Valkey (cluster mode enabled) and Memorystore for Redis
+/// Cluster are. A node notices another is gone after a second (`cluster-node-timeout`),
+/// so that a failover takes a few seconds, not the default's fifteen.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    /// Each node's directory (its `nodes.conf`), removed at the end of the test.
+    _dir: WorkDir,
+}
+
+impl RedisCluster {
+    /// Six nodes started at once, made a cluster by `redis-cli --cluster create`, once
+    /// every node says `cluster_state:ok` and every replica has its master's data.
+    pub async fn start() -> Self {
+        let dir = WorkDir::with_dotenv("");
+        let starting: Vec<_> = (0..6)
+            .map(|n| {
+                let node_dir = dir.0.join(format!("node-{n}"));
+                std::fs::create_dir_all(&node_dir).unwrap();
+                tokio::spawn(RedisServer::start_with(
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--dir",
+                        &node_dir.display().to_string(),
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                ))
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for node in starting {
+            nodes.push(node.await.unwrap());
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let create = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&addresses)
+                .args(["--cluster-replicas", "1", "--cluster-yes"])
+                .output()
+                .expect("redis-cli is installed with redis-server")
+        })
+        .await
+        .unwrap();
+        assert!(
+            create.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&create.stdout)
+        );
+        let cluster = Self { nodes, _dir: dir };
+        cluster.settled().await;
+        cluster
+    }
+
+    /// The URL of a master that does not hold `key`: all a cluster client needs to find
+    /// the others, and the node a client that does not follow the cluster gets wrong.
+    pub async fn url_not_holding(&self, key: &str) -> String {
+        for port in self.masters().await {
+            if let Err(error) = node_query(port, &["EXISTS", key]).await {
+                assert!(error.to_string().contains("Moved"), "{error}");
+                return format!("redis://127.0.0.1:{port}");
+            }
+        }
+        panic!("every master holds {key}")
+    }
+
+    /// Waits (30 s at most) until every running node says the cluster is whole and
+    /// every replica is in step with its master.
+    pub async fn settled(&self) {
+        eventually("the cluster settled", Duration::from_secs(30), || async {
+            let mut unsettled = Vec::new();
+            for node in self.nodes.iter().filter(|node| node.child.is_some()) {
+                let state = node_query(node.port, &["CLUSTER", "INFO"]).await;
+                let replication = node_query(node.port, &["INFO", "replication"]).await;
+                let ok = state.is_ok_and(|info| info.contains("cluster_state:ok"))
+                    && replication.is_ok_and(|info| {
+                        info.contains("role:master") || info.contains("master_link_status:up")
+                    });
+                if !ok {
+                    unsettled.push(node.port);
+                }
+            }
+            ready_if(unsettled, Vec::is_empty)
+        })
+        .await;
+    }
+
+    /// The ports of the running masters that serve slots, as a running node sees them.
+    pub async fn masters(&self) -> Vec<u16> {
+        let node = self.nodes.iter().find(|node| node.child.is_some()).unwrap();
+        let nodes = node_query(node.port, &["CLUSTER", "NODES"]).await.unwrap();
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let serving =
+                    fields.len() > 8 && fields[2].contains("master") && !fields[2].contains("fail");
+                let port = fields[1].split(['@', ':']).nth(1)?.parse().ok()?;
+                serving.then_some(port)
+            })
+            .collect()
+    }
+
+    /// The keys matching `pattern` that each running master holds, by its port.
+    pub async fn keys_by_master(&self, pattern: &str) -> Vec<(u16, Vec<String>)> {
+        let mut all = Vec::new();
+        for port in self.masters().await {
+            let node = self.nodes.iter().find(|node| node.port == port).unwrap();
+            all.push((port, node.keys(pattern).await));
+        }
+        all
+    }
+
+    /// The turns the masters hold open (see [`RedisServer::open_turns`]).
+    pub async fn open_turns(&self) -> Vec<String> {
+        let mut open = Vec::new();
+        for port in self.masters().await {
+            let node = self.nodes.iter().find(|node| node.port == port).unwrap();
+            open.extend(node.open_turns().await);
+        }
+        open
+    }
+
+    /// Kills the master on `port` (SIGKILL, as a crashed machine): its replica takes
+    /// its slots over once the others have noticed.
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .unwrap();
+        node.stop();
+    }
+}
+
+/// `args` asked of the node on `port` alone, as text.
+async fn node_query(port: u16, args: &[&str]) -> redis::RedisResult<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    redis::cmd(args[0])
+        .arg(&args[1..])
+        .query_async(&mut connection)
+        .await
 }
