@@ -41,12 +41,16 @@ impl LogFormat {
 /// Installs the global subscriber, configured by `LOG_FORMAT` and `RUST_LOG` from
 /// `vars` (the environment, over `.env` for the commands that read it); `RUST_LOG`
 /// overrides `default_level`.
+///
+/// By default the `redis` crate says only its errors: its cluster client warns at each
+/// of its retries while a master fails over (dozens a second), which the shared
+/// store's own warning, at most every few seconds, already tells.
 pub fn init(vars: &Vars, default_level: &str) {
     let format = LogFormat::from_vars(vars);
     let filter = vars
         .get("RUST_LOG")
         .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_level));
+        .unwrap_or_else(|| EnvFilter::new(format!("{default_level},redis=error")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour codes only for a person at a terminal, never into a file or a pipe.
