@@ -14,8 +14,15 @@
 #
 # A `.env` in the build context is copied beside the binary (optional); variables set on
 # the container (Cloud Run env vars and secrets) take precedence over it.
+#
+# Both stages are Debian 13 (trixie), and move together: the binary links against the
+# build stage's glibc, and a runtime with an older glibc may lack the symbol versions it
+# needs and refuse to start it (trixie has glibc 2.41, bookworm 2.36). distroless's
+# Debian 12 images reach their end of life in September 2026 (its SUPPORT_POLICY.md);
+# Debian 13's are kept until a year after Debian 14 comes out. When the next Debian
+# arrives, change both tags at once.
 
-FROM rust:1.95-bookworm AS build
+FROM rust:1.95-trixie AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
@@ -27,7 +34,7 @@ COPY benches benches
 RUN cargo build --release --locked --features jemalloc \
     && strip target/release/twilio-dialogflow
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/cc-debian13:nonroot
 # cloudbuild.yaml passes the project, as the Node sample's build did; left empty, the
 # `.env` or, on Google Cloud, the metadata server names it.
 ARG GCP_PROJECT=""
