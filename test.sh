@@ -10,8 +10,10 @@ cd "$(dirname "$0")"
 
 # What the tests run besides cargo: "command:Debian package". The one list of them.
 needs=(
-    # The shared-state tests start real servers, plain and TLS.
+    # The shared-state tests start real servers, plain and TLS, and a real cluster
+    # (`redis-cli --cluster create`; redis-cli comes with the package).
     "redis-server:redis-server"
+    "redis-cli:redis-tools"
     # ... with certificates it makes.
     "openssl:openssl"
     # The fault suite floods the bridge under a low `ulimit -n`.
