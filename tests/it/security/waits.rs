@@ -175,7 +175,12 @@ async fn a_message_behind_a_turn_that_never_finishes_is_answered_after_the_bound
     )
     .await;
     assert_eq!(replies[1].body, "Hello from the agent");
-    stack
-        .assert_metrics_show(r#"twilio_dialogflow_turn_waits_expired_total{waiting="message"} 1"#)
-        .await;
+    // At least once: on a loaded machine the first turn's own wait may run out too.
+    let expired = r#"twilio_dialogflow_turn_waits_expired_total{waiting="message"}"#;
+    eventually(
+        "the expired wait counted",
+        Duration::from_secs(10),
+        || async { ready_if(series_value(&stack.metrics().await, expired), |n| *n >= 1.0) },
+    )
+    .await;
 }

@@ -4,7 +4,6 @@
 //! outcome.
 
 use super::layout::seen_key_of;
-use super::layout::Layout;
 use super::{limited_of, text, values_of, SharedState, SharedTicket, CONVERSATION_TTL, POLL_EVERY};
 use crate::rate_limit::Limited;
 use crate::retry::{always, Backoff, RetryPolicy, Verdict};
@@ -140,7 +139,6 @@ impl SharedState {
                 (none, seen)
             }
         };
-        let [visits, marks] = self.layout.visits(Layout::bucket_of(session.as_str()));
         let admit = self.call("admit", |mut connection| {
             let mut invocation = self.scripts.admit.prepare_invoke();
             invocation
@@ -167,7 +165,7 @@ impl SharedState {
         // Sent beside the admission, in the same round trip: a sweeper is to look at
         // the conversation once the new turn's lease may have run out. A mark that
         // fails is made again at the turn's next renewal.
-        let mark = self.mark(session.as_str(), &visits, &marks, self.lease);
+        let mark = self.mark(session.as_str(), self.lease);
         let (reply, _) = tokio::join!(admit, mark);
         let reply = reply?;
         match reply.as_slice() {

@@ -133,7 +133,7 @@ impl ServerCertVerifier for Keeper {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(end_entity.to_vec());
-        Err(rustls::Error::General("read only for its names".into()))
+        Err(read_only())
     }
 
     fn verify_tls12_signature(
@@ -142,7 +142,7 @@ impl ServerCertVerifier for Keeper {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("read only for its names".into()))
+        Err(read_only())
     }
 
     fn verify_tls13_signature(
@@ -151,10 +151,16 @@ impl ServerCertVerifier for Keeper {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("read only for its names".into()))
+        Err(read_only())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.schemes.clone()
     }
+}
+
+/// Every check of the probe's handshake fails: the certificate is read for its names,
+/// and nothing is ever sent over a connection it did not verify.
+fn read_only() -> rustls::Error {
+    rustls::Error::General("read only for its names".into())
 }

@@ -8,7 +8,7 @@
 //! conversation's slot), then says when to look again (`SETTLE`). The buckets are
 //! swept at once; a sweep with nothing due costs one round trip per bucket.
 
-use super::layout::BUCKETS;
+use super::layout::{Layout, BUCKETS};
 use super::{limited_of, SharedState, SharedTicket};
 use crate::session::SessionId;
 use crate::state::{Held, StoreError, Stored, TakenOver, Ticket};
@@ -99,20 +99,15 @@ struct Visit {
 }
 
 impl SharedState {
-    /// Marks the conversation `session` in its bucket (`visits`, `marks`): a sweeper
-    /// looks at it within `within`.
-    pub(super) async fn mark(
-        &self,
-        session: &str,
-        visits: &str,
-        marks: &str,
-        within: Duration,
-    ) -> Result<(), StoreError> {
+    /// Marks the conversation `session` in its bucket: a sweeper looks at it within
+    /// `within`.
+    pub(super) async fn mark(&self, session: &str, within: Duration) -> Result<(), StoreError> {
+        let [visits, marks] = self.layout.visits(Layout::bucket_of(session));
         self.call("mark", |mut connection| {
             let mut invocation = self.scripts.mark.prepare_invoke();
             invocation
-                .key(visits)
-                .key(marks)
+                .key(&visits)
+                .key(&marks)
                 .arg(session)
                 .arg(within.as_millis() as u64);
             async move { invocation.invoke_async::<i64>(&mut connection).await }

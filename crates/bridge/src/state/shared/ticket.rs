@@ -3,7 +3,7 @@
 //! Every script here checks the token, so a turn taken over by another instance is
 //! seen as lost, never written over.
 
-use super::layout::{seen_key_of, Layout};
+use super::layout::seen_key_of;
 use super::{values_of, SharedState, CONVERSATION_TTL, POLL_EVERY};
 use crate::retry::{always, Backoff, RetryPolicy};
 use crate::session::SessionId;
@@ -251,13 +251,9 @@ impl SharedTicket {
         // The conversation is marked again in its bucket, in case the mark sent with
         // its admission was lost: a sweeper finds the turn should this instance die.
         if matches!(renewed, Ok(1)) {
-            let [visits, marks] = self
-                .state
-                .layout
-                .visits(Layout::bucket_of(self.session.as_str()));
             let _ = self
                 .state
-                .mark(self.session.as_str(), &visits, &marks, self.state.lease)
+                .mark(self.session.as_str(), self.state.lease)
                 .await;
         }
         if let Ok(answer) = renewed {
@@ -382,14 +378,7 @@ impl SharedTicket {
             .await;
         if matches!(released, Ok(1)) {
             // Its conversation is looked at now, not when its last visit said.
-            let [visits, marks] = self
-                .state
-                .layout
-                .visits(Layout::bucket_of(self.session.as_str()));
-            let _ = self
-                .state
-                .mark(self.session.as_str(), &visits, &marks, Duration::ZERO)
-                .await;
+            let _ = self.state.mark(self.session.as_str(), Duration::ZERO).await;
         }
         // Unreleased, its lease still runs out: another instance takes it later.
         !matches!(released, Ok(0))
