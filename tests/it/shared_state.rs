@@ -320,20 +320,7 @@ async fn a_tls_store_with_a_private_ca_and_a_password_is_checked_and_used() {
     let dir = WorkDir::with_dotenv("");
     certificates(&dir.0);
     let file = |name: &str| dir.0.join(name).display().to_string();
-    let redis = RedisServer::start_with(vec![
-        "--tls-port".into(),
-        "--tls-cert-file".into(),
-        file("server.pem"),
-        "--tls-key-file".into(),
-        file("server.key"),
-        "--tls-ca-cert-file".into(),
-        file("ca.pem"),
-        "--tls-auth-clients".into(),
-        "no".into(),
-        "--requirepass".into(),
-        "s3cret-pass".into(),
-    ])
-    .await;
+    let redis = RedisServer::start_tls(&dir.0, &["--requirepass", "s3cret-pass"]).await;
     let url = format!("rediss://default:s3cret-pass@127.0.0.1:{}", redis.port);
     let ca = file("ca.pem");
     // `check` connects and says what it found, without the password.

@@ -250,19 +250,7 @@ async fn iam_with_a_password_in_the_url_is_a_configuration_error() {
 /// A `redis-server` speaking only TLS with the certificates `certificates_naming` made
 /// in `dir`.
 async fn tls_server(dir: &WorkDir) -> RedisServer {
-    let file = |name: &str| dir.0.join(name).display().to_string();
-    RedisServer::start_with(vec![
-        "--tls-port".into(),
-        "--tls-cert-file".into(),
-        file("server.pem"),
-        "--tls-key-file".into(),
-        file("server.key"),
-        "--tls-ca-cert-file".into(),
-        file("ca.pem"),
-        "--tls-auth-clients".into(),
-        "no".into(),
-    ])
-    .await
+    RedisServer::start_tls(&dir.0, &[]).await
 }
 
 /// Memorystore's certificates name the node by its IP address: a certificate whose only

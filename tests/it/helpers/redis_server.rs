@@ -24,6 +24,25 @@ impl RedisServer {
     /// run of these tests) may still take it first: the server then says so and stops,
     /// and it is started again on another port. Its own log decides, not a probe of the
     /// port, which could reach whichever server took it.
+    /// A server speaking only TLS, with `server.pem`, `server.key` and `ca.pem` from
+    /// `dir` (clients are not asked for certificates), and `extra` arguments.
+    pub async fn start_tls(dir: &std::path::Path, extra: &[&str]) -> Self {
+        let file = |name: &str| dir.join(name).display().to_string();
+        let mut args: Vec<String> = vec![
+            "--tls-port".into(),
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        Self::start_with(args).await
+    }
+
     pub async fn start_with(args: Vec<String>) -> Self {
         let mut failures = Vec::new();
         for _ in 0..10 {
