@@ -14,6 +14,7 @@ mod faults;
 mod handoff;
 mod helpers;
 mod metrics;
+mod monitoring;
 mod newcomer;
 mod python;
 mod refusals;

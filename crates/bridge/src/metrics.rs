@@ -310,6 +310,44 @@ impl Metrics {
             ),
             registry,
         }
+        .with_known_series_at_zero()
+    }
+
+    /// Every series whose labels come from a short fixed list, created at zero. The
+    /// families are then in `/metrics` from the start, where dashboards and alerts find
+    /// them; and the first event on a new instance is a rise from 0, which `rate` and
+    /// `increase` count, rather than a series appearing at 1, which they do not (the
+    /// first hand-over event dropped would otherwise go unseen by the alert on it).
+    fn with_known_series_at_zero(self) -> Self {
+        use hardened_http::Closed;
+        let closed = [
+            Closed::HeaderTimeout,
+            Closed::RequestTimeout,
+            Closed::IdleTimeout,
+            Closed::Shed,
+            Closed::Refused,
+        ];
+        for reason in closed.map(Closed::label) {
+            self.connections_closed.get_or_create(&Reason { reason });
+        }
+        // `rate_limit::Scope`, `handoff::destination`'s results, `handoff::EndReason`,
+        // the hand-over's triggers, and the replies' two ways.
+        for limit in ["conversation", "agent_budget", "handoff"] {
+            self.rate_limited.get_or_create(&Limit { limit });
+        }
+        for result in ["delivered", "retried", "dropped"] {
+            self.handoff_events.get_or_create(&EventResult { result });
+        }
+        for reason in ["desk", "expired", "unavailable", "opted_out"] {
+            self.handoffs_ended.get_or_create(&Reason { reason });
+        }
+        for trigger in ["agent", "payload", "keyword"] {
+            self.handoffs_started.get_or_create(&Trigger { trigger });
+        }
+        for route in ["webhook", "api"] {
+            self.replies_sent.get_or_create(&Route { route });
+        }
+        self
     }
 
     pub fn delivery_failed(&self, code: Option<u32>) {
@@ -464,5 +502,29 @@ impl hardened_http::Observer for Metrics {
                 reason: reason.label(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_fixed_labels_are_there_at_zero_before_anything_happened() {
+        let text = Metrics::new().render();
+        for series in [
+            r#"twilio_dialogflow_handoff_events_total{result="dropped"} 0"#,
+            r#"twilio_dialogflow_connections_closed_total{reason="shed"} 0"#,
+            r#"twilio_dialogflow_connections_closed_total{reason="refused"} 0"#,
+            r#"twilio_dialogflow_rate_limited_total{limit="conversation"} 0"#,
+            r#"twilio_dialogflow_handoffs_ended_total{reason="desk"} 0"#,
+            r#"twilio_dialogflow_handoffs_started_total{trigger="agent"} 0"#,
+            r#"twilio_dialogflow_replies_sent_total{route="api"} 0"#,
+        ] {
+            assert!(
+                text.lines().any(|line| line == series),
+                "{series} in\n{text}"
+            );
+        }
     }
 }
