@@ -328,24 +328,32 @@ impl Metrics {
             Closed::Refused,
         ];
         for reason in closed.map(Closed::label) {
-            self.connections_closed.get_or_create(&Reason { reason });
+            self.connections_closed
+                .get_or_create(&Reason { reason })
+                .inc_by(0);
         }
         // `rate_limit::Scope`, `handoff::destination`'s results, `handoff::EndReason`,
         // the hand-over's triggers, and the replies' two ways.
         for limit in ["conversation", "agent_budget", "handoff"] {
-            self.rate_limited.get_or_create(&Limit { limit });
+            self.rate_limited.get_or_create(&Limit { limit }).inc_by(0);
         }
         for result in ["delivered", "retried", "dropped"] {
-            self.handoff_events.get_or_create(&EventResult { result });
+            self.handoff_events
+                .get_or_create(&EventResult { result })
+                .inc_by(0);
         }
         for reason in ["desk", "expired", "unavailable", "opted_out"] {
-            self.handoffs_ended.get_or_create(&Reason { reason });
+            self.handoffs_ended
+                .get_or_create(&Reason { reason })
+                .inc_by(0);
         }
         for trigger in ["agent", "payload", "keyword"] {
-            self.handoffs_started.get_or_create(&Trigger { trigger });
+            self.handoffs_started
+                .get_or_create(&Trigger { trigger })
+                .inc_by(0);
         }
         for route in ["webhook", "api"] {
-            self.replies_sent.get_or_create(&Route { route });
+            self.replies_sent.get_or_create(&Route { route }).inc_by(0);
         }
         self
     }
