@@ -2,6 +2,7 @@
 //! and the emulators on free local ports and talks to them over HTTP, as Twilio and
 //! Google would; nothing reaches the real Twilio or Google.
 
+mod agent_transport;
 mod api_replies;
 mod bridge_cx;
 mod bridge_es;
