@@ -7,9 +7,14 @@
 //! the bridge), so that what is measured is the real binary, and drives it with signed
 //! webhooks over loopback. Everything shares one machine; the table says so. With a
 //! `redis-server` on the PATH, the load is run again with the state in Redis.
+//!
+//! It prints the headline figures first, each with its target and the figure of the
+//! README's last table (`bench/previous.tsv`), so that a slower change shows in review;
+//! then every row it measured.
 
 use bridge::twilio::signature;
 use bridge::twilio::webhook::FormParams;
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -164,7 +169,7 @@ fn spawn_bridge(binary: &Path, port: u16, emulator: SocketAddr) -> Result<Proc> 
     spawn_bridge_with(binary, port, emulator, &[])
 }
 
-/// The bridge, with `vars` added to the benchmark's configuration.
+/// The bridge, with `vars` added to the benchmark's configuration or overriding it.
 fn spawn_bridge_with(
     binary: &Path,
     port: u16,
@@ -174,7 +179,6 @@ fn spawn_bridge_with(
     let child = Command::new(binary)
         .arg("serve")
         .env_clear()
-        .envs(vars.iter().copied())
         .env("PORT", port.to_string())
         .env("AGENT_TYPE", "CX")
         .env("AGENT_ID", "bench")
@@ -186,6 +190,8 @@ fn spawn_bridge_with(
         .env("RATE_LIMIT_PER_CONVERSATION", "off")
         .env("DIALOGFLOW_EMULATOR_HOST", emulator.to_string())
         .env("TWILIO_API_BASE_URL", "http://127.0.0.1:9")
+        // Last, so that they override the above.
+        .envs(vars.iter().copied())
         // Logging as in production: one line per webhook, here into /dev/null.
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -228,9 +234,15 @@ async fn post(client: &reqwest::Client, url: &str, from: u64, body: &str) -> Res
     Ok(response.text().await?)
 }
 
+/// The middle value; with an even count, the mean of the two middle ones.
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
-    values[values.len() / 2]
+    let middle = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2
+    } else {
+        values[middle]
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -317,7 +329,7 @@ async fn shared_state(
     seconds: u64,
     in_process: &[(usize, f64, Duration)],
     rows: &mut Vec<(String, String, String)>,
-) -> Result<()> {
+) -> Result<Vec<(usize, Duration)>> {
     let redis_port = free_port()?;
     let Ok(child) = Command::new("redis-server")
         .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
@@ -330,7 +342,7 @@ async fn shared_state(
             "skipped: no redis-server".into(),
             String::new(),
         ));
-        return Ok(());
+        return Ok(Vec::new());
     };
     let redis = Proc(child);
     wait_for_port(([127, 0, 0, 1], redis_port).into()).await;
@@ -341,6 +353,7 @@ async fn shared_state(
     wait_for_port(([127, 0, 0, 1], port).into()).await;
     let client = redis::Client::open(redis_url.as_str())?;
     let mut connection = client.get_multiplexed_async_connection().await?;
+    let mut added = Vec::new();
     for &(concurrency, rps, p99) in in_process {
         let calls_before = store_round_trips(&url).await?;
         let before = (bridge.cpu(), redis.cpu());
@@ -358,6 +371,7 @@ async fn shared_state(
             format!("{:.0} %", 100.0 * shared.rps / rps),
             ">= 60 %".into(),
         ));
+        added.push((concurrency, shared.p99.saturating_sub(p99)));
         rows.push((
             format!("Redis state, concurrency {concurrency}: p99 (added to in-process)"),
             format!(
@@ -388,7 +402,7 @@ async fn shared_state(
         format!("{:.1} MiB", bridge.rss_kib("VmRSS:") as f64 / 1024.0),
         "flat".into(),
     ));
-    Ok(())
+    Ok(added)
 }
 
 /// How many round trips the bridge has made to the store, by its own count
@@ -404,6 +418,140 @@ async fn store_round_trips(bridge_url: &str) -> Result<u64> {
         .filter(|line| line.starts_with("twilio_dialogflow_state_calls_total{"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64)
+}
+
+/// The headline figures: each measure of the table the README keeps, with its target,
+/// printed beside the figure of the README's last table (`bench/previous.tsv`) so that a
+/// change that makes one worse shows in review.
+#[derive(Default)]
+struct Headlines(Vec<Headline>);
+
+struct Headline {
+    /// Its key in `bench/previous.tsv`.
+    key: &'static str,
+    measure: String,
+    now: String,
+    target: &'static str,
+}
+
+impl Headlines {
+    fn add(
+        &mut self,
+        key: &'static str,
+        measure: impl Into<String>,
+        now: String,
+        target: &'static str,
+    ) {
+        self.0.push(Headline {
+            key,
+            measure: measure.into(),
+            now,
+            target,
+        });
+    }
+
+    /// Prints the figures beside the previous ones; a key with no previous figure shows
+    /// a dash.
+    fn print(&self, previous: &HashMap<String, String>) {
+        let measure_width = self
+            .0
+            .iter()
+            .map(|h| h.measure.chars().count())
+            .max()
+            .unwrap_or(0);
+        let now_width = self
+            .0
+            .iter()
+            .map(|h| h.now.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        let previous_of = |key: &str| previous.get(key).map_or("—", String::as_str);
+        let previous_width = self
+            .0
+            .iter()
+            .map(|h| previous_of(h.key).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(8);
+        println!(
+            "{:measure_width$}  {:>now_width$}  {:>previous_width$}  target",
+            "measure", "today", "previous"
+        );
+        for headline in &self.0 {
+            println!(
+                "{:measure_width$}  {:>now_width$}  {:>previous_width$}  {}",
+                headline.measure,
+                headline.now,
+                previous_of(headline.key),
+                headline.target
+            );
+        }
+    }
+}
+
+/// The previous figures by key, from `bench/previous.tsv`: `key<TAB>figure<TAB>source`,
+/// `#` starting a comment line. A missing file is no figures, said once.
+fn previous_figures() -> HashMap<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/previous.tsv");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!(
+            "{} is missing: no previous figures to compare",
+            path.display()
+        );
+        return HashMap::new();
+    };
+    parse_previous(&text)
+}
+
+fn parse_previous(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let key = fields.next()?.trim();
+            let figure = fields.next()?.trim();
+            (!key.is_empty() && !figure.is_empty()).then(|| (key.to_owned(), figure.to_owned()))
+        })
+        .collect()
+}
+
+/// How long a person waits for the fallback when every call to the agent fails at once
+/// (503), in the default reply mode (`auto`: in the webhook's answer within
+/// `REPLY_DEADLINE`, else through the Messages API, here the stand-in): from the
+/// webhook's post to the fallback, whichever way it came.
+async fn failing_agent_fallback(binary: &Path, emulator: SocketAddr) -> Result<Duration> {
+    let twilio = stand_ins::messages_api::MessagesEmulator::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+    )?;
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let _bridge = spawn_bridge_with(
+        binary,
+        port,
+        emulator,
+        &[
+            ("REPLY_MODE", "auto"),
+            ("TWILIO_API_BASE_URL", &twilio.base_url()),
+        ],
+    )?;
+    wait_for_port(([127, 0, 0, 1], port).into()).await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let twiml = post(&client, &url, 1, "outage").await?;
+    if !twiml.contains(bridge::config::DEFAULT_FALLBACK_MESSAGE) {
+        // The stand-in waits a minute at most.
+        let sent = twilio.wait_for(1).await;
+        if !sent
+            .iter()
+            .any(|m| m.body == bridge::config::DEFAULT_FALLBACK_MESSAGE)
+        {
+            return Err("the failing agent's fallback never came".into());
+        }
+    }
+    Ok(started.elapsed())
 }
 
 fn ms(d: Duration) -> String {
@@ -432,9 +580,11 @@ async fn run() -> Result<()> {
     let client = reqwest::Client::new();
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
-    // Cold start: spawn to the first TwiML reply.
+    let mut headlines = Headlines::default();
+
+    // Cold start: spawn to the first TwiML reply, measured from outside the process.
     let mut starts = Vec::new();
-    for _ in 0..11 {
+    for _ in 0..10 {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}/");
         let started = Instant::now();
@@ -450,11 +600,12 @@ async fn run() -> Result<()> {
         starts.push(started.elapsed());
     }
     let cold = median(starts);
-    rows.push((
-        "cold start to first TwiML reply (median of 11)".into(),
+    headlines.add(
+        "cold_start",
+        "cold start, spawn to first TwiML reply (median of 10)",
         ms(cold),
-        "< 20 ms".into(),
-    ));
+        "< 10 ms",
+    );
 
     // The bare server: the same HTTP stack with no work, the ceiling of this machine.
     let bare_port = free_port()?;
@@ -477,16 +628,18 @@ async fn run() -> Result<()> {
     let answered = in_flight(&url, 1000).await?;
     let peak = bridge.rss_kib("VmHWM:");
     drop(bridge);
-    rows.push((
-        "RSS idle after start".into(),
+    headlines.add(
+        "idle_rss",
+        "RSS idle after start",
         format!("{:.1} MiB", idle as f64 / 1024.0),
-        "< 15 MiB".into(),
-    ));
-    rows.push((
-        format!("peak RSS, 1000 conversations in flight ({answered} answered)"),
+        "< 12 MiB",
+    );
+    headlines.add(
+        "peak_rss_in_flight",
+        format!("peak RSS, 1000 conversations in flight, 1 s agent ({answered} answered)"),
         format!("{:.1} MiB", peak as f64 / 1024.0),
-        "< 64 MiB".into(),
-    ));
+        "< 64 MiB",
+    );
     let bare_idle = bare_proc.rss_kib("VmRSS:");
     let bare_answered = in_flight(&bare_url, 1000).await?;
     rows.push((
@@ -571,6 +724,18 @@ async fn run() -> Result<()> {
             ">= 50 %".into(),
         ));
         if concurrency == 16 {
+            let micros =
+                |cpu: Duration, load: &Load| cpu.as_secs_f64() * 1e6 / load.requests.max(1) as f64;
+            let (bridge_us, bare_us) = (micros(bridged_cpu.0, &bridged), micros(bare_cpu.0, &bare));
+            headlines.add(
+                "cpu_per_request_16",
+                "CPU per request, concurrency 16: bridge / bare server",
+                format!(
+                    "{bridge_us:.0} / {bare_us:.0} µs ({:.1}×)",
+                    bridge_us / bare_us.max(1.0)
+                ),
+                "<= 5×",
+            );
             rows.push((
                 "p99 added latency, concurrency 16".into(),
                 ms(bridged.p99.saturating_sub(bare.p99)),
@@ -586,7 +751,32 @@ async fn run() -> Result<()> {
         format!("{:.1} MiB", bridge_rss as f64 / 1024.0),
         String::new(),
     ));
-    shared_state(&binary, emulator, seconds, &in_process, &mut rows).await?;
+    let added = shared_state(&binary, emulator, seconds, &in_process, &mut rows).await?;
+    headlines.add(
+        "redis_p99_added",
+        "Redis state: p99 added at concurrency 16 / 128",
+        if added.is_empty() {
+            "skipped".to_owned()
+        } else {
+            added
+                .iter()
+                .map(|&(_, p99)| format!("+{}", ms(p99)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        },
+        "< 2 ms at both",
+    );
+    headlines.add(
+        "failing_agent_fallback",
+        "agent failing fast (every call 503): the fallback, REPLY_MODE=auto",
+        format!(
+            "{:.1} s",
+            failing_agent_fallback(&binary, emulator)
+                .await?
+                .as_secs_f64()
+        ),
+        "<= 10 s",
+    );
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -609,6 +799,9 @@ async fn run() -> Result<()> {
         "The load generator, the bridge, the emulator and the bare server share this machine."
     );
     println!("Load: {seconds} s per run, signed webhooks over loopback, agent answering at once (REPLY_MODE=twiml, info logs).\n");
+    println!("Issue 21's figures, today and in the README's last table (bench/previous.tsv):\n");
+    headlines.print(&previous_figures());
+    println!("\nEvery row measured:\n");
     let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
     println!("{:width$}  {:>22}  target", "measure", "result");
     for (name, value, target) in rows {
