@@ -238,7 +238,7 @@ async fn post(client: &reqwest::Client, url: &str, from: u64, body: &str) -> Res
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     let middle = values.len() / 2;
-    if values.len() % 2 == 0 {
+    if values.len().is_multiple_of(2) {
         (values[middle - 1] + values[middle]) / 2
     } else {
         values[middle]
