@@ -99,6 +99,12 @@ struct TwilioError {
 /// The longest wait a 429's `Retry-After` may ask for before the next try.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// Idle connections kept to Twilio at most. A burst of replies opens a connection per
+/// send in flight (HTTP/1.1); past the burst, this many stay for the next one and the
+/// rest close at once instead of holding their buffers (and Twilio's TLS state) for
+/// reqwest's 90 s idle timeout.
+const IDLE_CONNECTIONS: usize = 32;
+
 /// Four tries, 250 ms apart and doubling.
 const RETRY: RetryPolicy = RetryPolicy::new(Backoff::exponential(
     Duration::from_millis(250),
@@ -154,7 +160,10 @@ impl MessagesApi {
         credentials: ApiCredentials,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .build()?;
         Ok(Self {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
