@@ -479,4 +479,22 @@ mod tests {
         records.set("menu", session.as_str(), "2".into(), Duration::ZERO);
         assert_eq!(records.get("menu", session.as_str()), None);
     }
+
+    #[test]
+    fn a_claim_is_won_once_until_it_expires() {
+        let records = Records::default();
+        let minute = Duration::from_secs(60);
+        assert_eq!(records.claim("key", "k1", "first".into(), minute), None);
+        assert_eq!(
+            records
+                .claim("key", "k1", "second".into(), minute)
+                .as_deref(),
+            Some("first")
+        );
+        assert_eq!(records.get("key", "k1").as_deref(), Some("first"));
+        assert_eq!(records.claim("key", "k2", "other".into(), minute), None);
+        records.set("key", "k3", "gone".into(), Duration::ZERO);
+        assert_eq!(records.claim("key", "k3", "new".into(), minute), None);
+        assert_eq!(records.get("key", "k3").as_deref(), Some("new"));
+    }
 }
