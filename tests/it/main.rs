@@ -17,6 +17,7 @@ mod helpers;
 mod metrics;
 mod monitoring;
 mod newcomer;
+mod outbound;
 mod python;
 mod refusals;
 mod rich;
