@@ -154,7 +154,9 @@ impl MessagesApi {
         credentials: ApiCredentials,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let client = crate::tls::shared(reqwest::Client::builder())
+            .timeout(timeout)
+            .build()?;
         Ok(Self {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
