@@ -139,7 +139,10 @@ mod tests {
         let roots = PlatformRoots::new(provider());
         assert!(roots.verifier.get().is_none());
         assert!(!roots.supported_verify_schemes().is_empty());
-        assert!(roots.verifier.get().is_none(), "offering schemes reads none");
+        assert!(
+            roots.verifier.get().is_none(),
+            "offering schemes reads none"
+        );
         // A certificate that is no certificate: refused, by the verifier made for it.
         let refused = roots.verify_server_cert(
             &CertificateDer::from(vec![0u8; 8]),
