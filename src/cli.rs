@@ -250,9 +250,9 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
-    let state = startup::build(&settings)
-        .await
-        .context("cannot set up the Dialogflow client")?;
+    // The port first: a webhook that arrives while the bridge is set up waits in the
+    // listen queue for the moment it serves, instead of being refused; and a port taken
+    // is told before anything slow.
     let listener = startup::listen(std::net::SocketAddr::from(([0, 0, 0, 0], settings.port)))
         .with_context(|| format!("cannot listen on port {}", settings.port))?;
     let port = listener
@@ -268,6 +268,9 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
         .as_ref()
         .and_then(|listener| listener.local_addr().ok())
         .map(|addr| addr.port());
+    let state = startup::build(&settings)
+        .await
+        .context("cannot set up the Dialogflow client")?;
     let default = settings.default_route();
     // Listening for SIGTERM before saying the bridge listens: one sent at once must
     // find the handler.

@@ -93,6 +93,50 @@ async fn an_agent_that_keeps_failing_fast_gets_the_fallback_within_the_retry_win
     assert!(failed_with(&stack.metrics().await, "UNAVAILABLE") >= 1.0);
 }
 
+/// How long the person waits for the fallback from an agent that answers every call
+/// with a 502 at once, replies going in `mode` with that mode's default timeouts and a
+/// 15 s `AGENT_RETRY_WINDOW`; and how many times the agent was asked meanwhile.
+async fn fallback_from_a_dead_agent_in(mode: &'static str) -> (Duration, usize) {
+    let stack = start_with_agent(&faulty_agent(), "CX", |vars| {
+        vars.remove("AGENT_TIMEOUT");
+        set(&[("REPLY_MODE", mode), ("AGENT_RETRY_WINDOW", "15s")])(vars);
+    })
+    .await;
+    let started = Instant::now();
+    let in_webhook = stack.replies_to("outage").await;
+    let fallback = bridge::config::DEFAULT_FALLBACK_MESSAGE;
+    if in_webhook.is_empty() {
+        // Not in the webhook's answer: through the Messages API.
+        let sent = stack.twilio.wait_for(1).await;
+        assert_eq!(
+            sent.first().map(|m| m.body.as_str()),
+            Some(fallback),
+            "{mode}"
+        );
+    } else {
+        assert_eq!(in_webhook, [fallback], "{mode}");
+    }
+    (started.elapsed(), stack.agent_requests().len())
+}
+
+#[tokio::test]
+async fn an_agent_down_for_the_turn_gets_the_fallback_within_ten_seconds_in_every_mode() {
+    // Fast failures in a row say the agent is down for this turn: the person is not
+    // kept waiting for the whole retry window (nor, in twiml mode, the agent timeout).
+    let (twiml, api, auto) = tokio::join!(
+        fallback_from_a_dead_agent_in("twiml"),
+        fallback_from_a_dead_agent_in("api"),
+        fallback_from_a_dead_agent_in("auto"),
+    );
+    for (mode, (took, asked)) in [("twiml", twiml), ("api", api), ("auto", auto)] {
+        assert!(
+            took < Duration::from_secs(10),
+            "{mode}: the fallback after {took:?}"
+        );
+        assert!(asked > 2, "{mode}: asked again meanwhile, {asked} in all");
+    }
+}
+
 #[tokio::test]
 async fn garbage_a_cut_answer_and_silence_are_not_asked_again() {
     let stack = start_with_agent(&faulty_agent(), "CX", |_| {}).await;

@@ -67,7 +67,7 @@ async fn ask(host: &str, path: &str, what: &str) -> Result<String, MetadataError
         host: host.to_owned(),
         cause,
     };
-    let client = reqwest::Client::builder()
+    let client = crate::tls::shared(reqwest::Client::builder())
         .timeout(TIMEOUT)
         // The metadata server is always plain HTTP on the local network; a proxy set
         // for the internet must not see this request.

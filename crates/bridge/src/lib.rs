@@ -28,5 +28,6 @@ pub mod routes;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod tls;
 pub mod twilio;
 pub mod whatsapp;

@@ -19,6 +19,18 @@
 //! may still take the whole `AGENT_TIMEOUT`. The pauses have jitter, and the official
 //! client's own loop does the asking: [`policy`] is turned into its retry and backoff
 //! policies by [`crate::retry::gax`].
+//!
+//! An agent that is down for the turn is not asked for the whole window: while every
+//! attempt has failed within [`FAST_FAILURE`] of its start (a front end answering 503
+//! at once, a refused connection), no attempt starts [`FAST_FAILURE_WINDOW`] or more
+//! after the first. With the table's pauses that is six attempts over about 3 s (at
+//! 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s, less the jitter), long enough for a blip to pass,
+//! while an agent failing at once on every call gives the person the fallback within
+//! seconds in every reply mode, rather than at the end of the 15 s window (or, in
+//! twiml mode, of the 10 s timeout). It is a window rather than a count because the
+//! official client holds retries back after failures (its adaptive throttler): time
+//! is what the person waits. Once an attempt took longer (the agent was at work, then
+//! failed), the whole `AGENT_RETRY_WINDOW` holds.
 
 use crate::retry::{Backoff, RetryPolicy, Verdict};
 use google_cloud_gax::error::rpc::Code;
@@ -211,7 +223,16 @@ impl std::fmt::Display for FallbackReason {
     }
 }
 
-/// The agent's retry policy: the table's pauses, within `window` of the first attempt.
+/// While every attempt failed fast, none starts this long or longer after the first:
+/// the agent is down for this turn.
+pub const FAST_FAILURE_WINDOW: Duration = Duration::from_secs(4);
+
+/// A failure that came back within this long of its attempt's start is fast: no agent
+/// was at work on it.
+pub const FAST_FAILURE: Duration = Duration::from_secs(1);
+
+/// The agent's retry policy: the table's pauses, within `window` of the first attempt,
+/// or [`FAST_FAILURE_WINDOW`] while every attempt fails fast.
 pub fn policy(window: Duration) -> RetryPolicy {
     RetryPolicy::new(Backoff::exponential(
         Duration::from_millis(100),
@@ -222,6 +243,7 @@ pub fn policy(window: Duration) -> RetryPolicy {
         Duration::from_secs(5),
     ))
     .with_time_limit(window)
+    .with_fast_failure_window(FAST_FAILURE_WINDOW, FAST_FAILURE)
 }
 
 #[cfg(test)]
@@ -332,5 +354,32 @@ mod tests {
             policy.next(Verdict::Retry, 1, DEFAULT_RETRY_WINDOW),
             Next::Stop(Stop::Window)
         );
+    }
+
+    #[test]
+    fn an_agent_failing_at_once_every_time_is_down_for_the_turn_within_seconds() {
+        use crate::retry::{Next, Stop, Streak};
+        let policy = policy(DEFAULT_RETRY_WINDOW);
+        let fast = Duration::from_millis(30);
+        let (mut streak, mut elapsed, mut attempts) = (Streak::default(), Duration::ZERO, 0);
+        let stop = loop {
+            attempts += 1;
+            elapsed += fast;
+            streak = streak.after(&policy, fast);
+            match policy.next_after(Verdict::Retry, attempts, elapsed, streak) {
+                Next::After(pause) => elapsed += pause,
+                Next::Stop(stop) => break stop,
+            }
+        };
+        assert_eq!(stop, Stop::FastFailures);
+        assert!((5..=7).contains(&attempts), "{attempts} attempts");
+        assert!(elapsed < FAST_FAILURE_WINDOW, "{elapsed:?}");
+        // An agent at work on an attempt is asked again within the whole window.
+        let slow = streak.after(&policy, FAST_FAILURE);
+        assert!(!slow.all_fast());
+        assert!(matches!(
+            policy.next_after(Verdict::Retry, attempts, elapsed, slow),
+            Next::After(_)
+        ));
     }
 }

@@ -58,7 +58,7 @@ impl Destination {
             standardwebhooks::Webhook::new(settings.secret.expose()).map_err(SetupError::Secret)?;
         // A redirect is not followed: it could lead the events (what people write) from
         // https:// to http://, or to a host nobody configured. A 3xx is a refusal.
-        let client = reqwest::Client::builder()
+        let client = crate::tls::shared(reqwest::Client::builder())
             .timeout(ATTEMPT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(IDLE_CONNECTIONS)

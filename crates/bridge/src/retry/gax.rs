@@ -6,9 +6,13 @@
 //! for the pause (`on_failure`); the pause is drawn once, in `on_error`, so that the
 //! window is checked against the pause really taken. When the client's throttler holds
 //! an attempt back after many failures (`on_throttle`), the window still ends the
-//! loop, or a fallback would wait for the whole deadline.
+//! loop (the shorter one too, while every attempt failed fast), or a fallback would
+//! wait for the whole deadline.
+//!
+//! gax tells a policy of each failure but not when each attempt began: the fast-failure
+//! window takes an attempt to have begun when the pause after the one before ended.
 
-use super::{Next, RetryPolicy, Stop, Verdict};
+use super::{Next, RetryPolicy, Stop, Streak, Verdict};
 use google_cloud_gax::backoff_policy::{BackoffPolicy, BackoffPolicyArg};
 use google_cloud_gax::error::Error;
 use google_cloud_gax::options::RequestOptionsBuilder;
@@ -17,7 +21,7 @@ use google_cloud_gax::retry_result::RetryResult;
 use google_cloud_gax::retry_state::RetryState;
 use google_cloud_gax::throttle_result::ThrottleResult;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// gax's policies for one call, made from a [`RetryPolicy`]: see
 /// [`RetryPolicy::for_gax`].
@@ -39,6 +43,7 @@ impl RetryPolicy {
                 classify,
                 deadline,
                 pause: Arc::clone(&pause),
+                tally: Mutex::default(),
             },
             backoff: GaxBackoff { pause },
         }
@@ -63,6 +68,16 @@ struct GaxRetry {
     classify: fn(&Error) -> Verdict,
     deadline: Duration,
     pause: Pause,
+    tally: Mutex<Tally>,
+}
+
+/// What the fast-failure limit needs to know of the call so far.
+#[derive(Debug, Default)]
+struct Tally {
+    streak: Streak,
+    /// When gax last told of a failure or held an attempt back, and the pause it then
+    /// took: the next attempt began after both.
+    last: Option<(Instant, Duration)>,
 }
 
 #[derive(Debug)]
@@ -73,16 +88,30 @@ struct GaxBackoff {
 impl google_cloud_gax::retry_policy::RetryPolicy for GaxRetry {
     fn on_error(&self, state: &RetryState, error: Error) -> RetryResult {
         let verdict = (self.classify)(&error);
-        match self
-            .policy
-            .next(verdict, state.attempt_count, state.start.elapsed())
-        {
+        let now = Instant::now();
+        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let began = tally.last.map_or(state.start, |(at, pause)| {
+            at.checked_add(pause).unwrap_or(at)
+        });
+        tally.streak = tally
+            .streak
+            .after(&self.policy, now.saturating_duration_since(began));
+        let next = self.policy.next_after(
+            verdict,
+            state.attempt_count,
+            state.start.elapsed(),
+            tally.streak,
+        );
+        match next {
             Next::After(pause) => {
+                tally.last = Some((now, pause));
                 *self.pause.lock().unwrap_or_else(PoisonError::into_inner) = Some(pause);
                 RetryResult::Continue(error)
             }
             Next::Stop(Stop::Final) => RetryResult::Permanent(error),
-            Next::Stop(Stop::Attempts | Stop::Window) => RetryResult::Exhausted(error),
+            Next::Stop(Stop::Attempts | Stop::Window | Stop::FastFailures) => {
+                RetryResult::Exhausted(error)
+            }
         }
     }
 
@@ -91,8 +120,17 @@ impl google_cloud_gax::retry_policy::RetryPolicy for GaxRetry {
             .policy
             .attempt_limit()
             .is_none_or(|limit| state.attempt_count < limit);
-        if !attempts_left || self.policy.window_closed(state.start.elapsed()) {
+        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let closed = self
+            .policy
+            .window_closed_after(state.start.elapsed(), tally.streak);
+        if !attempts_left || closed.is_some() {
             return ThrottleResult::Exhausted(error);
+        }
+        // No attempt was made, and none failed: the next one begins after the same pause
+        // again (gax asks the backoff policy, which gives the last pause drawn).
+        if let Some((at, _)) = &mut tally.last {
+            *at = Instant::now();
         }
         ThrottleResult::Continue(error)
     }
@@ -183,6 +221,41 @@ mod tests {
         ));
         // A slow answer still has the whole deadline.
         assert!(retry.remaining_time(&now) > Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn gax_has_the_shorter_window_while_every_attempt_fails_fast() {
+        let GaxPolicies { retry, .. } = RetryPolicy::new(Pace::NONE)
+            .with_time_limit(Duration::from_secs(15))
+            .with_fast_failure_window(Duration::from_secs(3), Duration::from_secs(1))
+            .for_gax(classify, Duration::from_secs(35));
+        let now = RetryState::new(false).set_attempt_count(1u32);
+        assert!(retry
+            .on_error(&now, status(Code::Unavailable))
+            .is_continue());
+        let later = now
+            .clone()
+            .set_start(Instant::now() - Duration::from_secs(4));
+        // The client's throttler held the next attempt back: the window still holds.
+        assert!(matches!(
+            retry.on_throttle(&later, status(Code::Unavailable)),
+            ThrottleResult::Exhausted(_)
+        ));
+        assert!(matches!(
+            retry.on_error(&later.set_attempt_count(2u32), status(Code::Unavailable)),
+            RetryResult::Exhausted(_)
+        ));
+        // An attempt that took 2 s: the agent was at work, the long window holds.
+        let GaxPolicies { retry, .. } = RetryPolicy::new(Pace::NONE)
+            .with_time_limit(Duration::from_secs(15))
+            .with_fast_failure_window(Duration::from_secs(3), Duration::from_secs(1))
+            .for_gax(classify, Duration::from_secs(35));
+        let slow = RetryState::new(false)
+            .set_attempt_count(1u32)
+            .set_start(Instant::now() - Duration::from_secs(4));
+        assert!(retry
+            .on_error(&slow, status(Code::Unavailable))
+            .is_continue());
     }
 
     #[test]

@@ -11,6 +11,14 @@
 //! every failure a [`Verdict`] (`Retry`, `Throttled`, `RetryAfter`, `Final`), since
 //! only the call knows whether its request may have been taken already.
 //!
+//! A third limit, `with_fast_failure_window`, ends the trying early when the other side
+//! is down rather than passing through a blip: while every attempt has failed at once,
+//! a shorter window holds, since failures that keep coming back at once say the next
+//! will too, and the caller had better give its answer for failure now than at the end
+//! of the long window. Once an attempt took longer (the other side was at work), the
+//! long window holds. It is a window, not a count, because a client may hold attempts
+//! back (gax's throttler does after failures): time is what the caller waits.
+//!
 //! [`RetryPolicy::run`] is the one loop: it makes the attempts, sleeps, keeps the
 //! limits, and tells an optional observer of each retry (for logs and metrics).
 
@@ -161,6 +169,38 @@ pub struct RetryPolicy {
     backoff: Backoff,
     /// After a [`Verdict::Throttled`] or [`Verdict::RetryAfter`].
     throttled: Backoff,
+    /// The shorter window while every attempt fails fast.
+    fast_failures: Option<FastFailures>,
+}
+
+/// The limit of [`RetryPolicy::with_fast_failure_window`]: while every attempt failed
+/// within `fast` of its start, no attempt starts `window` or more after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastFailures {
+    pub window: Duration,
+    pub fast: Duration,
+}
+
+/// Whether every attempt of a call so far failed fast, for
+/// [`RetryPolicy::with_fast_failure_window`]: kept by the loop that makes the attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streak {
+    slow: bool,
+}
+
+impl Streak {
+    /// The streak after a failed attempt that took `took`: broken for good if that was
+    /// not fast by `policy`'s measure.
+    pub fn after(self, policy: &RetryPolicy, took: Duration) -> Self {
+        Self {
+            slow: self.slow || policy.fast_failures.is_none_or(|limit| took >= limit.fast),
+        }
+    }
+
+    /// Whether every attempt so far failed fast.
+    pub fn all_fast(self) -> bool {
+        !self.slow
+    }
 }
 
 /// Why [`RetryPolicy::run`] stopped trying.
@@ -172,6 +212,9 @@ pub enum Stop {
     Attempts,
     /// The next attempt would have started past the time window.
     Window,
+    /// Every attempt failed at once, and the next would have started past the window
+    /// for that: the other side is down for now.
+    FastFailures,
 }
 
 /// What to do after a failed attempt.
@@ -210,6 +253,7 @@ impl RetryPolicy {
             window: None,
             backoff,
             throttled: backoff,
+            fast_failures: None,
         }
     }
 
@@ -234,6 +278,17 @@ impl RetryPolicy {
         self
     }
 
+    /// While every attempt has failed within `fast` of its start, no attempt starts
+    /// `window` or more after the first (or sooner if already limited to a shorter
+    /// one).
+    pub const fn with_fast_failure_window(mut self, window: Duration, fast: Duration) -> Self {
+        self.fast_failures = match self.fast_failures {
+            Some(limit) if limit.window.as_nanos() < window.as_nanos() => Some(limit),
+            _ => Some(FastFailures { window, fast }),
+        };
+        self
+    }
+
     /// The pauses after the other side asked to slow down.
     pub const fn with_throttled_backoff(mut self, throttled: Backoff) -> Self {
         self.throttled = throttled;
@@ -250,9 +305,27 @@ impl RetryPolicy {
         self.window
     }
 
+    /// The fast-failure limit, if any.
+    pub fn fast_failure_limit(&self) -> Option<FastFailures> {
+        self.fast_failures
+    }
+
     /// What follows `attempts` attempts, the last of which failed as `verdict` says,
     /// `elapsed` after the first started.
     pub fn next(&self, verdict: Verdict, attempts: u32, elapsed: Duration) -> Next {
+        // Nothing told of how fast the attempts failed: the long window.
+        self.next_after(verdict, attempts, elapsed, Streak { slow: true })
+    }
+
+    /// As [`RetryPolicy::next`], the attempts having failed fast or not as `streak`
+    /// (the last one counted) says.
+    pub fn next_after(
+        &self,
+        verdict: Verdict,
+        attempts: u32,
+        elapsed: Duration,
+        streak: Streak,
+    ) -> Next {
         let pause = match verdict {
             Verdict::Final => return Next::Stop(Stop::Final),
             Verdict::Retry => self.backoff.pause(attempts),
@@ -262,15 +335,27 @@ impl RetryPolicy {
         if self.attempts.is_some_and(|limit| attempts >= limit) {
             return Next::Stop(Stop::Attempts);
         }
-        if self.window_closed(elapsed.saturating_add(pause)) {
-            return Next::Stop(Stop::Window);
+        match self.window_closed_after(elapsed.saturating_add(pause), streak) {
+            Some(stop) => Next::Stop(stop),
+            None => Next::After(pause),
         }
-        Next::After(pause)
     }
 
     /// Whether an attempt starting `elapsed` after the first would be past the window.
     pub fn window_closed(&self, elapsed: Duration) -> bool {
         self.window.is_some_and(|window| elapsed >= window)
+    }
+
+    /// Which window, if any, an attempt starting `elapsed` after the first would be
+    /// past, the attempts so far having failed as `streak` says.
+    pub fn window_closed_after(&self, elapsed: Duration, streak: Streak) -> Option<Stop> {
+        if self.window_closed(elapsed) {
+            return Some(Stop::Window);
+        }
+        let fast_window = self.fast_failures.filter(|_| streak.all_fast());
+        fast_window
+            .is_some_and(|limit| elapsed >= limit.window)
+            .then_some(Stop::FastFailures)
     }
 
     /// Runs `attempt` (given its number, 1 for the first) until it succeeds or the
@@ -300,13 +385,17 @@ impl RetryPolicy {
         // Tokio's clock, so that tests with paused time see the pauses pass.
         let started = tokio::time::Instant::now();
         let mut attempts = 0;
+        let mut streak = Streak::default();
         loop {
             attempts += 1;
+            let this_one = tokio::time::Instant::now();
             let error = match attempt(attempts).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            match self.next(classify.classify(&error), attempts, started.elapsed()) {
+            streak = streak.after(self, this_one.elapsed());
+            let verdict = classify.classify(&error);
+            match self.next_after(verdict, attempts, started.elapsed(), streak) {
                 Next::Stop(stop) => {
                     return Err(GaveUp {
                         error,
@@ -539,6 +628,54 @@ mod tests {
             .await
             .ok();
         assert_eq!(started.elapsed(), ms(1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_that_all_come_back_at_once_have_a_shorter_window() {
+        let policy = RetryPolicy::new(Backoff::constant(ms(100)).with_jitter(0.0))
+            .with_time_limit(15 * SECOND)
+            .with_fast_failure_window(SECOND, ms(500))
+            .with_fast_failure_window(5 * SECOND, ms(500));
+        assert_eq!(policy.fast_failure_limit().map(|l| l.window), Some(SECOND));
+        // 20 ms each and 100 ms between: the tenth would start at 1.08 s.
+        let calls = Cell::new(0);
+        let started = Instant::now();
+        let gave_up = policy
+            .run(always, failing(&calls, 99, "503", ms(20)))
+            .await
+            .unwrap_err();
+        assert_eq!((gave_up.attempts, gave_up.stop), (9, Stop::FastFailures));
+        assert_eq!(started.elapsed(), ms(9 * 20 + 8 * 100));
+        // Slow failures: the other side is at work, the long window holds.
+        let calls = Cell::new(0);
+        let gave_up = policy
+            .run(always, failing(&calls, 99, "503", 2 * SECOND))
+            .await
+            .unwrap_err();
+        assert_eq!((gave_up.attempts, gave_up.stop), (8, Stop::Window));
+        // One slow failure is enough for the long window; and a success is a success.
+        let gave_up = policy
+            .run(always, |attempt| async move {
+                let takes = if attempt == 3 { ms(600) } else { ms(20) };
+                tokio::time::sleep(takes).await;
+                Err::<(), _>("503")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(gave_up.stop, Stop::Window);
+        assert!(gave_up.attempts > 20, "{}", gave_up.attempts);
+        let calls = Cell::new(0);
+        let ok = policy.run(always, failing(&calls, 2, "503", ms(20))).await;
+        assert_eq!(ok.ok(), Some(3));
+        // Without it, fast failures go on to the window.
+        let unlimited = RetryPolicy::new(Backoff::constant(ms(100)).with_jitter(0.0))
+            .with_time_limit(2 * SECOND);
+        let calls = Cell::new(0);
+        let gave_up = unlimited
+            .run(always, failing(&calls, 99, "503", ms(20)))
+            .await
+            .unwrap_err();
+        assert_eq!((gave_up.attempts, gave_up.stop), (17, Stop::Window));
     }
 
     #[tokio::test(start_paused = true)]

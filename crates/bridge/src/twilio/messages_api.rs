@@ -160,7 +160,7 @@ impl MessagesApi {
         credentials: ApiCredentials,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::shared(reqwest::Client::builder())
             .timeout(timeout)
             .pool_max_idle_per_host(IDLE_CONNECTIONS)
             .build()?;

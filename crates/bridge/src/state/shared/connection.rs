@@ -18,7 +18,7 @@
 use super::certificate::{self, CertificateNames};
 use super::iam::{IamTokens, NoCredentials};
 use super::layout;
-use super::link::Link;
+use super::link::{Link, Links, CONNECTIONS_TO_ONE_SERVER};
 use super::scripts::Scripts;
 use super::SharedState;
 use crate::config::{ClusterMode, StateAuth, StateSettings};
@@ -278,18 +278,26 @@ impl SharedState {
         }
         let attempt = async {
             let single = match (self.cluster, &self.cluster_client) {
-                (ClusterMode::On, Some(cluster)) => return cluster_link(cluster).await,
+                (ClusterMode::On, Some(cluster)) => {
+                    return Ok::<_, redis::RedisError>(Links::new(
+                        cluster_link(cluster).await?,
+                        [],
+                    ));
+                }
                 _ => {
                     self.client
-                        .get_connection_manager_with_config(config)
+                        .get_connection_manager_with_config(config.clone())
                         .await?
                 }
             };
             match (self.cluster, &self.cluster_client) {
                 (ClusterMode::Auto, Some(cluster)) if cluster_enabled(single.clone()).await? => {
-                    cluster_link(cluster).await
+                    Ok(Links::new(cluster_link(cluster).await?, []))
                 }
-                _ => Ok(Link::Single(single)),
+                _ => Ok(Links::new(
+                    Link::Single(single),
+                    self.more_connections(&config).await,
+                )),
             }
         };
         let connection =
@@ -301,8 +309,27 @@ impl SharedState {
         if connection.is_cluster() {
             tracing::info!("the shared state store is a cluster");
         }
+        tracing::debug!(
+            connections = connection.len(),
+            "connected to the shared state store"
+        );
         let _ = self.connection.set(connection);
         Ok(())
+    }
+
+    /// The connections to one server beside the first (see
+    /// [`CONNECTIONS_TO_ONE_SERVER`]), opened together; one that cannot be opened is
+    /// done without, as the first answered.
+    async fn more_connections(&self, config: &ConnectionManagerConfig) -> Vec<Link> {
+        let opening = (1..CONNECTIONS_TO_ONE_SERVER).map(|_| {
+            self.client
+                .get_connection_manager_with_config(config.clone())
+        });
+        futures_util::future::join_all(opening)
+            .await
+            .into_iter()
+            .filter_map(|opened| opened.ok().map(Link::Single))
+            .collect()
     }
 
     /// The server's name and version, its mode, how the bridge authenticated, whether
@@ -319,7 +346,7 @@ impl SharedState {
                 link.ask_one_node(redis::cmd("INFO").arg("server")).await
             })
             .await?;
-        let cluster = self.connection.get().is_some_and(Link::is_cluster);
+        let cluster = self.connection.get().is_some_and(Links::is_cluster);
         let mode = match cluster {
             false => StoreMode::Standalone,
             true => {

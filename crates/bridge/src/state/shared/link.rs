@@ -14,6 +14,44 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Connections to one server: calls go out on them in turn. One multiplexed connection
+/// reads its answers in order, on one task: with a hundred calls in flight each waited
+/// for all those ahead of it on that one socket, and for that task to be scheduled.
+/// A few spread the queue and the reading over the runtime's threads. A cluster's
+/// client keeps one connection per node already: it gets one link.
+pub(super) const CONNECTIONS_TO_ONE_SERVER: usize = 4;
+
+/// The links calls go out on, taken in turn. Never empty.
+pub(super) struct Links {
+    links: Vec<Link>,
+    next: AtomicUsize,
+}
+
+impl Links {
+    /// `first`, and `more` beside it.
+    pub(super) fn new(first: Link, more: impl IntoIterator<Item = Link>) -> Self {
+        Self {
+            links: std::iter::once(first).chain(more).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The link for the next call.
+    pub(super) fn next(&self) -> Link {
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.links.len();
+        self.links[at].clone()
+    }
+
+    pub(super) fn is_cluster(&self) -> bool {
+        self.links.iter().any(Link::is_cluster)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.links.len()
+    }
+}
 
 /// A connection to one server (reconnecting by itself), or to a cluster (following its
 /// redirects and failovers by itself). Cheap to clone: clones share the connection.

@@ -61,7 +61,7 @@ use super::{Json, StoreError};
 use crate::metrics::Metrics;
 use crate::rate_limit::{Limited, RateLimits, Scope};
 use layout::Layout;
-use link::Link;
+use link::{Link, Links};
 use redis::Value;
 use scripts::Scripts;
 use std::future::Future;
@@ -85,7 +85,8 @@ pub struct SharedState {
     /// cluster (`connection.rs`).
     cluster_client: Option<redis::cluster::ClusterClient>,
     cluster: crate::config::ClusterMode,
-    connection: OnceCell<Link>,
+    /// The connections, once made: several to one server, one to a cluster.
+    connection: OnceCell<Links>,
     layout: Layout,
     timeout: Duration,
     lease: Duration,
@@ -118,7 +119,7 @@ impl SharedState {
             return Err(self.failed(op, StoreError::Timeout(Duration::ZERO)));
         };
         self.metrics.state_call(op);
-        match tokio::time::timeout(self.timeout, call(connection.clone())).await {
+        match tokio::time::timeout(self.timeout, call(connection.next())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.failed(op, error.into())),
             Err(_) => Err(self.failed(op, StoreError::Timeout(self.timeout))),
