@@ -137,6 +137,7 @@ async fn ask(
         ),
         input: QueryInput::Text(text.to_owned()),
         payload: serde_json::Map::new(),
+        parameters: serde_json::Map::new(),
         language: None,
     };
     let started = Instant::now();
@@ -367,6 +368,18 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             (
                 "HANDOFF_INCLUDE_ADDRESS",
                 handoff.include_address.to_string(),
+            ),
+        ]),
+    }
+    match &settings.outbound {
+        None => lines.push(("OUTBOUND_TOKEN", "(not set: POST /outbound is off)".into())),
+        Some(outbound) => lines.extend([
+            ("OUTBOUND_TOKEN", "*** (set: POST /outbound is on)".into()),
+            (
+                "OUTBOUND_PER_SECOND",
+                outbound
+                    .per_second
+                    .map_or("unlimited".into(), |n| format!("{n} a second")),
             ),
         ]),
     }

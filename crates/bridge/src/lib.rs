@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod logging;
 pub mod menu;
 pub mod metrics;
+pub mod outbound;
 pub mod outbox;
 pub mod rate_limit;
 pub mod render;

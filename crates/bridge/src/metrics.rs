@@ -94,6 +94,7 @@ pub struct Metrics {
     deliveries_failed: Family<TwilioError, Counter>,
     state_calls: Family<Op, Counter>,
     records_unreadable: Family<Kind, Counter>,
+    outbound_requests: Family<OutboundRequest, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +116,14 @@ struct Trigger {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Waiting {
     waiting: &'static str,
+}
+
+/// An outbound request's kind (`event`, `text`, `template`, or `none` when unreadable)
+/// and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundRequest {
+    kind: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -308,6 +317,12 @@ impl Metrics {
                 "Stored records this bridge could not read (left as they are, not used), by kind",
                 Default::default(),
             ),
+            outbound_requests: registered(
+                &mut registry,
+                "outbound_requests",
+                "Requests to POST /outbound, by kind and outcome (queued, repeat, a refusal's code)",
+                Default::default(),
+            ),
             registry,
         }
         .with_known_series_at_zero()
@@ -356,6 +371,12 @@ impl Metrics {
             self.replies_sent.get_or_create(&Route { route }).inc_by(0);
         }
         self
+    }
+
+    pub fn outbound(&self, kind: &'static str, outcome: &'static str) {
+        self.outbound_requests
+            .get_or_create(&OutboundRequest { kind, outcome })
+            .inc();
     }
 
     pub fn delivery_failed(&self, code: Option<u32>) {

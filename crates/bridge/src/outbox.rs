@@ -134,6 +134,11 @@ pub struct Recipient {
 }
 
 impl Recipient {
+    /// Where Twilio reports on the replies; none when no URL of ours could be told.
+    pub fn callback(&self) -> Option<&str> {
+        Some(self.status_callback.as_str()).filter(|url| !url.is_empty())
+    }
+
     /// Where the replies are read.
     pub fn channel(&self) -> crate::render::Channel {
         crate::render::Channel::of_address(&self.to)
@@ -166,6 +171,8 @@ pub struct Sent {
     pub failures: Vec<(Option<u16>, Option<u32>)>,
     /// Another instance took the turn over before every reply was sent: it sends the rest.
     pub handed_over: bool,
+    /// The SIDs Twilio gave the messages it took, in order.
+    pub sids: Vec<String>,
 }
 
 /// A reply owed until this is dropped.
@@ -282,7 +289,10 @@ impl Outbox {
                 break;
             }
             match self.send_one(&**api, recipient, &sender, message).await {
-                Ok(()) => report.sent += 1,
+                Ok(sids) => {
+                    report.sent += 1;
+                    report.sids.extend(sids);
+                }
                 Err(error) => {
                     tracing::error!(
                         message_sid = %recipient.message_sid,
@@ -325,42 +335,56 @@ impl Outbox {
         recipient: &Recipient,
         messages: &[ReplyMessage],
     ) -> (usize, Result<(), SendError>) {
+        let (sent, _, outcome) = self.send_now_as(recipient, None, messages).await;
+        (sent, outcome)
+    }
+
+    /// [`Outbox::send_now`], with the SIDs Twilio gave the messages it took.
+    /// `sender` chooses where they come from, else the recipient's sender as replies'.
+    pub async fn send_now_as(
+        &self,
+        recipient: &Recipient,
+        sender: Option<Sender>,
+        messages: &[ReplyMessage],
+    ) -> (usize, Vec<String>, Result<(), SendError>) {
         let Some(api) = self.apis.get(&recipient.account_sid) else {
             let missing = SendError::Unknown("no Messages API credentials for this account".into());
-            return (0, Err(missing));
+            return (0, Vec::new(), Err(missing));
         };
-        let sender = self.sender_for(recipient);
-        let mut sent = 0;
+        let sender = sender.unwrap_or_else(|| self.sender_for(recipient));
+        let (mut sent, mut sids) = (0, Vec::new());
         for message in messages {
-            if let Err(error) = self.send_one(&**api, recipient, &sender, message).await {
-                return (sent, Err(error));
+            match self.send_one(&**api, recipient, &sender, message).await {
+                Ok(more) => sids.extend(more),
+                Err(error) => return (sent, sids, Err(error)),
             }
             sent += 1;
         }
-        (sent, Ok(()))
+        (sent, sids, Ok(()))
     }
 
     /// Sends one of the agent's messages in the form [`render::form`] gives it: as it
     /// is, a template, its menu as WhatsApp buttons or a list, or as numbered text.
+    /// Returns the SIDs of the messages Twilio took for it.
     async fn send_one(
         &self,
         api: &dyn Messaging,
         recipient: &Recipient,
         sender: &Sender,
         message: &ReplyMessage,
-    ) -> Result<(), SendError> {
-        let callback = Some(recipient.status_callback.as_str());
+    ) -> Result<Vec<String>, SendError> {
+        let callback = recipient.callback();
         let channel = recipient.channel();
         match render::form(message, channel, Way::Api, &self.menu) {
             // Nothing is left out of the API (only of TwiML).
             Form::Message | Form::LeftOut => api
                 .send(&recipient.to, sender, message, callback)
                 .await
-                .map(drop),
+                .map(|sid| sid.into_iter().collect()),
             Form::Template => {
-                api.send(&recipient.to, sender, message, callback).await?;
+                let sid = api.send(&recipient.to, sender, message, callback).await?;
                 self.metrics.rich_sent("template");
-                Ok(())
+                Ok(sid.into_iter().collect())
             }
             Form::Text(reason) => {
                 self.send_as_text(api, recipient, sender, message, reason)
@@ -382,8 +406,8 @@ impl Outbox {
         sender: &Sender,
         message: &ReplyMessage,
         menu: &Menu,
-    ) -> Result<(), SendError> {
-        let callback = Some(recipient.status_callback.as_str());
+    ) -> Result<Vec<String>, SendError> {
+        let callback = recipient.callback();
         let sid = match content_for(menu, api, &self.state).await {
             Content::Ready { sid, created } => {
                 if created {
@@ -407,9 +431,14 @@ impl Outbox {
         };
         // Buttons and lists carry no media: the picture goes first, on its own. If it
         // is refused, the menu still goes.
+        let mut sids = Vec::new();
         if !message.media.is_empty() {
             let media = ReplyMessage::media(message.media.clone());
-            if let Err(error) = api.send(&recipient.to, sender, &media, callback).await {
+            let sent = api.send(&recipient.to, sender, &media, callback).await;
+            if let Ok(Some(sid)) = &sent {
+                sids.push(sid.clone());
+            }
+            if let Err(error) = sent {
                 self.metrics.reply_failed(error.status(), error.code());
                 tracing::warn!(
                     message_sid = %recipient.message_sid,
@@ -434,8 +463,9 @@ impl Outbox {
                 self.metrics.rich_sent(menu.kind.label());
                 if let Some(sid) = sent {
                     self.expect_status(&sid, recipient, message).await;
+                    sids.push(sid);
                 }
-                Ok(())
+                Ok(sids)
             }
             Err(error) if error.content_refused() => {
                 self.metrics.reply_failed(error.status(), error.code());
@@ -451,8 +481,11 @@ impl Outbox {
                     media: Vec::new(),
                     ..message.clone()
                 };
-                self.send_as_text(api, recipient, sender, &text_only, "send_failed")
-                    .await
+                let text = self
+                    .send_as_text(api, recipient, sender, &text_only, "send_failed")
+                    .await?;
+                sids.extend(text);
+                Ok(sids)
             }
             Err(error) => Err(error),
         }
@@ -516,23 +549,23 @@ impl Outbox {
         sender: &Sender,
         message: &ReplyMessage,
         reason: &'static str,
-    ) -> Result<(), SendError> {
+    ) -> Result<Vec<String>, SendError> {
         self.metrics.menu_as_text(reason);
-        let mut outcome = Ok(());
+        let mut sids = Vec::new();
+        let mut failed = None;
         for piece in render::menu_as_text(message, &self.menu) {
-            if let Err(error) = api
-                .send(
-                    &recipient.to,
-                    sender,
-                    &piece,
-                    Some(&recipient.status_callback),
-                )
+            match api
+                .send(&recipient.to, sender, &piece, recipient.callback())
                 .await
             {
-                outcome = Err(error);
+                Ok(sid) => sids.extend(sid),
+                Err(error) => failed = Some(error),
             }
         }
-        outcome
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(sids),
+        }
     }
 
     /// Waits up to `grace` for every owed reply; returns the MessageSids still owed.

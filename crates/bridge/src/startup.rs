@@ -131,6 +131,7 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
         None => None,
     };
     let shared = state.is_shared();
+    let outbound_state = state.clone();
     let conversations = Conversations::new(
         routes,
         Messages {
@@ -165,6 +166,19 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
             (settings.state.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
         tokio::spawn(Arc::clone(&conversations).take_over_expired(every));
     }
+    let outbound = settings.outbound.as_ref().map(|outbound| {
+        crate::outbound::Outbound::new(
+            Arc::clone(&conversations),
+            outbound_state,
+            Arc::clone(&metrics),
+            crate::outbound::OutboundParts {
+                account_sid: settings.twilio.account_sid.clone(),
+                default_service: settings.replies.messaging_service_sid.clone(),
+                per_second: outbound.per_second,
+                session_key: settings.session_key.clone(),
+            },
+        )
+    });
     let public_url = PublicUrl::new(&settings.twilio, cloud_run_host(&settings.twilio).await);
     Ok(Arc::new(AppState {
         twilio: settings.twilio.clone(),
@@ -175,6 +189,8 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
         limits: settings.limits,
         handoff_token: settings.handoff.as_ref().map(|h| h.token.clone()),
         metrics_access: settings.metrics.clone(),
+        outbound,
+        outbound_token: settings.outbound.as_ref().map(|o| o.token.clone()),
     }))
 }
 

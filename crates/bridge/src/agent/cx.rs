@@ -84,6 +84,11 @@ impl CxAgent {
             .set_channel(CHANNEL)
             .set_payload(query.payload.clone())
             .set_or_clear_session_ttl(self.session_ttl);
+        // Session parameters: the agent's next turns in this session see them.
+        let params = match query.parameters.is_empty() {
+            true => params,
+            false => params.set_parameters(query.parameters.clone()),
+        };
         DetectIntentRequest::new()
             .set_session(format!("{}/sessions/{}", self.sessions_path, query.session))
             .set_query_input(input)

@@ -72,7 +72,8 @@ impl EsAgent {
             QueryInput::Event(event) => input.set_event(
                 EventInput::new()
                     .set_name(event)
-                    .set_language_code(language),
+                    .set_language_code(language)
+                    .set_parameters(query.parameters.clone()),
             ),
         };
         DetectIntentRequest::new()

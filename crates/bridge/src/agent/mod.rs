@@ -53,6 +53,9 @@ pub struct AgentQuery {
     pub input: QueryInput,
     /// Every webhook parameter, for the agent's own webhooks to read.
     pub payload: serde_json::Map<String, serde_json::Value>,
+    /// Parameters set with the query (an outbound event's): CX's query parameters, ES's
+    /// event parameters. Usually empty.
+    pub parameters: serde_json::Map<String, serde_json::Value>,
     /// The query's language, when not the agent's configured one (the sender's country
     /// may choose it).
     pub language: Option<String>,

@@ -9,7 +9,7 @@
 //!
 //! Each area reads its own variables: [`agent`], [`routes_file`] (the file's shape in
 //! [`route_spec`]), [`twilio`],
-//! [`replies`], [`state`], [`limits`], [`rich`], [`handoff`], [`metrics`], [`ids`] (the key
+//! [`replies`], [`state`], [`limits`], [`rich`], [`handoff`], [`outbound`], [`metrics`], [`ids`] (the key
 //! of conversation ids). None of them reaches into
 //! the modules that use the settings.
 
@@ -19,6 +19,7 @@ mod handoff;
 mod ids;
 mod limits;
 mod metrics;
+mod outbound;
 mod replies;
 mod rich;
 mod route_spec;
@@ -38,6 +39,7 @@ pub use limits::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_RATE_LIMIT_MESSAGE, MAX_BODY_BYTES,
 };
 pub use metrics::MetricsSettings;
+pub use outbound::OutboundSettings;
 pub use replies::{
     ReplySettings, DEFAULT_TWILIO_API_BASE_URL, DEFAULT_TWILIO_CONTENT_BASE_URL,
     DEFAULT_TWILIO_MESSAGING_BASE_URL,
@@ -78,6 +80,8 @@ pub struct Settings {
     pub rich: RichSettings,
     /// Hand-over to people: on when `HANDOFF_URL` is set.
     pub handoff: Option<HandoffSettings>,
+    /// Messages the business starts (`POST /outbound`): on when `OUTBOUND_TOKEN` is set.
+    pub outbound: Option<OutboundSettings>,
     /// What conversation ids are keyed with (`SESSION_KEY`, or derived).
     pub session_key: crate::session::SessionKey,
 }
@@ -160,6 +164,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
             .iter()
             .all(|route| route.reply_mode == ReplyMode::Twiml);
     let handoff = handoff::read(reader, all_twiml);
+    let outbound = outbound::read(reader, all_twiml);
     if has_default {
         routes.push(RouteSettings {
             name: "default".into(),
@@ -184,6 +189,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
         opt_out_to_agent,
         rich,
         handoff: handoff.ok()?,
+        outbound: outbound.ok()?,
         session_key: session_key?,
     })
 }

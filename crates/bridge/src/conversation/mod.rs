@@ -16,6 +16,7 @@
 //! [`Conversations`], which starts and stops them.
 
 mod handover;
+mod outbound;
 mod query;
 mod takeover;
 mod turn;
@@ -26,6 +27,7 @@ pub use query::{payload_of, query_input, MAX_QUERY_CHARS};
 use turn::Turn;
 
 pub use handover::{HandoffWork, HumanSideError};
+pub use outbound::{BusinessEvent, EventTurn};
 pub use waits::Waits;
 
 use crate::agent::retry::FallbackReason;

@@ -359,6 +359,7 @@ impl Turn {
             session: self.ticket.session,
             input: QueryInput::Text(String::new()),
             payload: query::payload_of(message),
+            parameters: serde_json::Map::new(),
             language: message
                 .params
                 .get("FromCountry")

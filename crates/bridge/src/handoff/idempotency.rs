@@ -4,6 +4,9 @@
 //! key in the same conversation within [`KEPT_FOR`] answers what the first call
 //! answered; with a different message it is refused (422). Keys are remembered per
 //! conversation, in the state store, under a hash: the key itself is never stored.
+//!
+//! The key and the hashes are shared with `POST /outbound` ([`crate::outbound`]), whose
+//! keys are remembered bridge-wide ([`IdempotencyKey::digest`]).
 
 use crate::reply::ReplyMessage;
 use crate::session::SessionId;
@@ -30,6 +33,11 @@ impl IdempotencyKey {
         let fits = (1..=MAX_KEY_CHARS).contains(&value.len())
             && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
         fits.then(|| Self(value.to_owned()))
+    }
+
+    /// The key alone, hashed: where a bridge-wide request made with it is remembered.
+    pub fn digest(&self) -> String {
+        digest_of(&[self.0.as_str()])
     }
 
     /// Where the send made with this key in `session` is remembered.
@@ -60,6 +68,11 @@ pub fn request_of(message: &ReplyMessage) -> String {
     let mut parts = Vec::with_capacity(1 + message.media.len());
     parts.push(message.body.as_str());
     parts.extend(message.media.iter().map(String::as_str));
+    digest_of(&parts)
+}
+
+/// A hash of `parts`, each with its length, so that no two lists share one.
+pub fn digest_of(parts: &[&str]) -> String {
     let mut joined = Vec::new();
     for part in parts {
         joined.extend_from_slice(&(part.len() as u64).to_be_bytes());

@@ -2,6 +2,7 @@
 //! state, and serves and stops it, is `startup.rs`.
 
 mod handoff;
+mod outbound;
 mod public_url;
 mod rejection;
 mod webhook;
@@ -36,6 +37,10 @@ pub struct AppState {
     pub handoff_token: Option<crate::config::Secret>,
     /// Where `/metrics` is served, and the token it needs.
     pub metrics_access: MetricsSettings,
+    /// Messages the business starts, when `OUTBOUND_TOKEN` is set.
+    pub outbound: Option<Arc<crate::outbound::Outbound>>,
+    /// The bearer token of `/outbound`; `None`: the endpoint does not exist.
+    pub outbound_token: Option<crate::config::Secret>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -49,12 +54,24 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             handoff::require_token,
         ));
+    // Without OUTBOUND_TOKEN, `/outbound` does not exist: 404, as for any unknown path.
+    let business_side = match state.outbound.is_some() {
+        true => Router::new()
+            .route("/outbound", post(outbound::create))
+            .route("/outbound/{id}", get(outbound::status))
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                outbound::require_token,
+            )),
+        false => Router::new(),
+    };
     // With a port of its own, `/metrics` is not here: the public port answers 404.
     let metrics_here = state.metrics_access.port.is_none();
     let router = Router::new()
         .route("/", post(webhook::incoming))
         .route("/status", post(webhook::status))
         .merge(human_side)
+        .merge(business_side)
         .route("/healthz", get(|| async { "ok\n" }))
         // Cloud Run keeps some paths ending in `z` for itself: from outside, `/healthz`
         // may never reach the container.

@@ -29,6 +29,10 @@ pub async fn incoming(
     let message_sid = message.message_sid.clone().unwrap_or_default();
     let channel = message.channel();
     let recipient = Recipient::replying_to(&message, status_callback_url(&url));
+    // Before the turn: a STOP is known before any outbound request that follows it.
+    if let Some(outbound) = &state.outbound {
+        outbound.heard(&message).await;
+    }
     let handled = state.conversations.handle(message, recipient).await;
     if handled.outcome == Outcome::NoRoute {
         tracing::warn!(
@@ -103,6 +107,14 @@ pub async fn status(
     // it with the token of the account it names).
     let message_status = params.get("MessageStatus").unwrap_or_default();
     let message_sid = params.get("MessageSid").unwrap_or_default();
+    if let Some(outbound) = &state.outbound {
+        let code = params.get("ErrorCode").and_then(|c| c.trim().parse().ok());
+        let account = params.get("AccountSid").unwrap_or_default();
+        let to_from = params.get("To").zip(params.get("From"));
+        outbound
+            .reported(account, message_sid, message_status, code, to_from)
+            .await;
+    }
     if matches!(message_status, "undelivered" | "failed") {
         let code = params.get("ErrorCode").and_then(|c| c.trim().parse().ok());
         let account = params.get("AccountSid").unwrap_or_default();
@@ -214,7 +226,7 @@ fn twiml_response(replies: &[crate::reply::ReplyMessage]) -> Response {
 
 /// The status callback beside the webhook: `https://host/prefix/` gives
 /// `https://host/prefix/status`.
-fn status_callback_url(webhook_url: &str) -> String {
+pub(super) fn status_callback_url(webhook_url: &str) -> String {
     let without_query = webhook_url.split(['?', '#']).next().unwrap_or(webhook_url);
     let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
     match without_query[scheme_end..].rfind('/') {

@@ -197,27 +197,58 @@ impl Records {
     }
 
     pub(super) fn set(&self, slot: &'static str, id: &str, json: Json, ttl: Duration) {
-        let now = Instant::now();
-        let mut records = lock(&self.0);
-        if records.len() >= RECORDS_AT_MOST {
-            records.retain(|_, (expires, _)| *expires > now);
-        }
-        if records.len() >= RECORDS_AT_MOST {
-            // Still full of live records: the one that expires first goes.
-            if let Some(first) = records
-                .iter()
-                .min_by_key(|(_, (expires, _))| *expires)
-                .map(|(key, _)| key.clone())
-            {
-                records.remove(&first);
-            }
-        }
-        records.insert((slot, id.into()), (now + ttl, json));
+        insert(&mut lock(&self.0), slot, id, json, ttl);
     }
 
     pub(super) fn remove(&self, slot: &'static str, id: &str) {
         lock(&self.0).remove(&(slot, id.into()));
     }
+
+    /// Sets the record unless a live one is there; returns the one there.
+    pub(super) fn claim(
+        &self,
+        slot: &'static str,
+        id: &str,
+        json: Json,
+        ttl: Duration,
+    ) -> Option<Json> {
+        // One lock across the look and the write: of two callers, one sets it.
+        let mut records = lock(&self.0);
+        let there = records
+            .get(&(slot, id.into()))
+            .filter(|(expires, _)| *expires > Instant::now())
+            .map(|(_, json)| Arc::clone(json));
+        if there.is_none() {
+            insert(&mut records, slot, id, json, ttl);
+        }
+        there
+    }
+}
+
+/// Inserts a record, making room first: the expired go, then the one that expires
+/// first.
+fn insert(
+    records: &mut HashMap<RecordKey, (Instant, Json)>,
+    slot: &'static str,
+    id: &str,
+    json: Json,
+    ttl: Duration,
+) {
+    let now = Instant::now();
+    if records.len() >= RECORDS_AT_MOST {
+        records.retain(|_, (expires, _)| *expires > now);
+    }
+    if records.len() >= RECORDS_AT_MOST {
+        // Still full of live records: the one that expires first goes.
+        if let Some(first) = records
+            .iter()
+            .min_by_key(|(_, (expires, _))| *expires)
+            .map(|(key, _)| key.clone())
+        {
+            records.remove(&first);
+        }
+    }
+    records.insert((slot, id.into()), (now + ttl, json));
 }
 
 /// Ids due at a time, per index: when each must be looked at again.

@@ -453,6 +453,33 @@ impl StateStore {
         }
     }
 
+    /// Sets the record `id` in `slot` to `value` unless one is there, across instances:
+    /// `None` when this call set it, else the record that was there (an error, logged
+    /// and counted, if it cannot be read).
+    pub async fn claim<T: Record>(
+        &self,
+        slot: &Slot<T>,
+        id: &(impl AsRef<str> + ?Sized),
+        value: &T,
+    ) -> Result<Option<T>, Unreadable> {
+        let id = id.as_ref();
+        let json = match Stored::of(value) {
+            Ok(stored) => Arc::clone(stored.text()),
+            Err(error) => {
+                tracing::error!(%error, "a record was not written");
+                return Ok(None);
+            }
+        };
+        let there = match &self.kept {
+            Kept::Local(local) => local.records.claim(slot.name, id, json, slot.ttl),
+            Kept::Shared(shared) => shared.claim_record(slot.name, id, json, slot.ttl).await,
+        };
+        match there.and_then(Stored::from_text) {
+            Some(stored) => self.read(&stored).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Puts `id` in the schedule `index`, due at `at` (Unix seconds); moves it if it is
     /// there already.
     pub async fn schedule(&self, index: &'static str, id: &str, at: u64) {

@@ -41,6 +41,36 @@ impl SharedState {
         }
     }
 
+    /// `SET NX`: the record is set unless one is there; the one there is returned.
+    /// When the server cannot answer, this process's records decide.
+    pub(in crate::state) async fn claim_record(
+        &self,
+        slot: &'static str,
+        id: &str,
+        json: Json,
+        ttl: Duration,
+    ) -> Option<Json> {
+        let key = self.layout.record(slot, id);
+        let set = self
+            .command::<Option<String>>(
+                "claim_record",
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&*json)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64),
+            )
+            .await;
+        match set {
+            Ok(Some(_)) => None,
+            // Taken: the winner's record (gone since, if it expired meanwhile: then
+            // nothing is there to answer with, and this call counts as the first).
+            Ok(None) => self.get_record(slot, id).await,
+            Err(_) => self.local.records.claim(slot, id, json, ttl),
+        }
+    }
+
     pub(in crate::state) async fn remove_record(&self, slot: &'static str, id: &str) {
         let key = self.layout.record(slot, id);
         self.local.records.remove(slot, id);

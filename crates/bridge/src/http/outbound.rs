@@ -1,0 +1,164 @@
+//! `POST /outbound` (the business writes first) and `GET /outbound/{id}` (what became
+//! of it). Both need `Authorization: Bearer OUTBOUND_TOKEN`, checked before the body is
+//! read ([`require_token`]); without `OUTBOUND_TOKEN` the routes do not exist (404).
+//! Every refusal is JSON `{"error": code, "message": one line, "field": name}`.
+
+use super::rejection::Rejection;
+use super::webhook::status_callback_url;
+use super::AppState;
+use crate::outbound::request::{BadRequest, OutboundRequest, Problem};
+use crate::outbound::{Refusal, Report};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::sync::Arc;
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Runs before the handlers (a route layer): a call without the token is refused
+/// before its body is read, and nothing is sent.
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let allowed = state
+        .outbound_token
+        .as_ref()
+        .is_some_and(|token| crate::handoff::token_matches(token.expose(), authorization));
+    if allowed {
+        return next.run(request).await;
+    }
+    tracing::warn!("a call to /outbound without the right bearer token was refused");
+    state.metrics.outbound("none", "unauthorized");
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Authorization: Bearer OUTBOUND_TOKEN is required",
+        None,
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// `POST /outbound`: `202 {"id", "status": "queued"}`, or a refusal with nothing sent.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(outbound) = &state.outbound else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return Rejection::of_body(rejection, state.limits.body).into_response(),
+    };
+    let header_key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                Problem::BadField.code(),
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                Some("idempotency_key"),
+            )
+        }
+    };
+    let request = match OutboundRequest::parse(&body, header_key) {
+        Ok(request) => request,
+        Err(bad) => {
+            state.metrics.outbound("none", bad.problem.code());
+            return bad_request(&bad);
+        }
+    };
+    // Twilio reports on the messages beside the webhook: at the configured URL, or at
+    // the host this call came to. With neither, the messages go without a callback.
+    let status_callback = state
+        .public_url
+        .of(&headers, &uri)
+        .map(|url| status_callback_url(&url))
+        .unwrap_or_default();
+    match outbound.accept(request, status_callback).await {
+        Ok(accepted) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"id": accepted.id, "status": "queued"})),
+        )
+            .into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+/// `GET /outbound/{id}`: what became of a request.
+pub async fn status(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Some(outbound) = &state.outbound else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match outbound.report(&id).await {
+        Ok(Some(report)) => (StatusCode::OK, Json(body_of(&report))).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no outbound request has this id (or it is older than three days)",
+            None,
+        ),
+        Err(_) => refused(Refusal::Unreadable),
+    }
+}
+
+fn body_of(report: &Report) -> serde_json::Value {
+    json!({
+        "id": report.id,
+        "status": report.status,
+        "message_sids": report.message_sids,
+        "error_code": report.error_code,
+        "reason": report.reason,
+    })
+}
+
+fn bad_request(bad: &BadRequest) -> Response {
+    let status = match bad.problem {
+        Problem::NotE164 => StatusCode::UNPROCESSABLE_ENTITY,
+        Problem::BadJson | Problem::BadField => StatusCode::BAD_REQUEST,
+    };
+    error(status, bad.problem.code(), &bad.message, bad.field)
+}
+
+fn refused(refusal: Refusal) -> Response {
+    let status = match refusal {
+        Refusal::OptedOut | Refusal::TemplateRequired | Refusal::WithAPerson => {
+            StatusCode::CONFLICT
+        }
+        Refusal::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        Refusal::NoSender | Refusal::EventNeedsNumber | Refusal::NoRoute => StatusCode::BAD_REQUEST,
+        Refusal::Unreadable => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(
+        status,
+        refusal.code(),
+        &refusal.to_string(),
+        refusal.field(),
+    )
+}
+
+fn error(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> Response {
+    let mut body = json!({"error": code, "message": message});
+    if let Some(field) = field {
+        body["field"] = json!(field);
+    }
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,534 @@
+//! Messages the business starts (`POST /outbound`): an appointment reminder the person
+//! can answer, an order update, a campaign. A request is read into typed values
+//! ([`request`]), refused before anything is sent when it must be (the person opted
+//! out, WhatsApp's 24-hour window is closed, the conversation is with a person), and
+//! otherwise answered at once with an id while the send goes on: text and templates
+//! through the Messages API as they are, an agent event through the conversation's turn
+//! ([`crate::conversation::BusinessEvent`]). What became of it is kept ([`record`]) for
+//! `GET /outbound/{id}`, updated by Twilio's status callbacks; the person's opt-outs and
+//! last message are [`contacts`]'.
+//!
+//! Logs carry the request's id and the hashed conversation id, never the number.
+
+pub mod contacts;
+pub mod record;
+pub mod request;
+
+use crate::conversation::{AgentRoute, BusinessEvent, Conversations, EventTurn};
+use crate::metrics::Metrics;
+use crate::outbox::Recipient;
+use crate::reply::fit_to_limits;
+use crate::session::{SessionId, SessionKey};
+use crate::state::{StateStore, Unreadable};
+use crate::twilio::messages_api::{SendError, Sender};
+use crate::twilio::webhook::IncomingMessage;
+use contacts::Contacts;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use record::{KeyUse, MessageStatus, OutboundRecord, Status, KEYS, MESSAGE_STATUSES, REQUESTS};
+use request::{Channel, Content, OutboundRequest, SenderChoice};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// Twilio's error for a send to a person who opted out of the sender.
+const OPTED_OUT_ERROR: u32 = 21610;
+
+/// Why a request was refused (409 unless said), before anything was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the person opted out of this sender (STOP): nothing is sent to them until they reply START")]
+    OptedOut,
+    #[error("the person has not written on WhatsApp in the last 24 hours: send a template")]
+    TemplateRequired,
+    #[error("the conversation is with a person (hand-over): the agent cannot be asked now")]
+    WithAPerson,
+    /// 422: the key was used for another request.
+    #[error("this idempotency key was used for another request")]
+    KeyReused,
+    /// 400: no sender named, and none configured.
+    #[error(
+        "from or messaging_service_sid is required: no TWILIO_MESSAGING_SERVICE_SID is configured"
+    )]
+    NoSender,
+    /// 400: an event's answer needs the number the person answers.
+    #[error("an event needs from, the number (or WhatsApp sender) the person answers, so that their answer continues the agent's session")]
+    EventNeedsNumber,
+    /// 400: no route sends for that sender through the Messages API.
+    #[error("no route answers messages to this sender through the Messages API (REPLY_MODE=auto or api)")]
+    NoRoute,
+    /// 500: a record the bridge needs cannot be read.
+    #[error("a stored record cannot be read; nothing was sent")]
+    Unreadable,
+}
+
+impl Refusal {
+    /// The `error` of the JSON answer, and the `reason` of a refused request's status.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::OptedOut => "opted_out",
+            Refusal::TemplateRequired => "template_required",
+            Refusal::WithAPerson => "with_a_person",
+            Refusal::KeyReused => "idempotency_key_reused",
+            Refusal::NoSender => "sender_required",
+            Refusal::EventNeedsNumber => "number_required",
+            Refusal::NoRoute => "no_route",
+            Refusal::Unreadable => "unreadable_record",
+        }
+    }
+
+    /// The field at fault, if one is.
+    pub fn field(self) -> Option<&'static str> {
+        match self {
+            Refusal::KeyReused => Some("idempotency_key"),
+            Refusal::NoSender | Refusal::EventNeedsNumber | Refusal::NoRoute => Some("from"),
+            _ => None,
+        }
+    }
+
+    fn of_code(code: &str) -> Option<Self> {
+        [
+            Refusal::OptedOut,
+            Refusal::TemplateRequired,
+            Refusal::WithAPerson,
+        ]
+        .into_iter()
+        .find(|refusal| refusal.code() == code)
+    }
+}
+
+impl From<Unreadable> for Refusal {
+    fn from(_: Unreadable) -> Self {
+        Refusal::Unreadable
+    }
+}
+
+/// A request taken: its id, and its status now (`queued`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: String,
+}
+
+/// What `GET /outbound/{id}` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub id: String,
+    pub status: Status,
+    pub message_sids: Vec<String>,
+    pub error_code: Option<u32>,
+    pub reason: Option<String>,
+}
+
+/// The outbound side at work.
+pub struct Outbound {
+    conversations: Arc<Conversations>,
+    contacts: Contacts,
+    state: StateStore,
+    metrics: Arc<Metrics>,
+    /// The account outbound messages are sent as (`TWILIO_ACCOUNT_SID`).
+    account_sid: String,
+    /// `TWILIO_MESSAGING_SERVICE_SID`: the sender when a request names none.
+    default_service: Option<String>,
+    /// `OUTBOUND_PER_SECOND`, bridge-wide in this process; `None`: unlimited.
+    pace: Option<DefaultDirectRateLimiter>,
+}
+
+/// Where a request's messages come from, resolved.
+#[derive(Debug, Clone)]
+enum Origin {
+    Number(String),
+    Service(String),
+}
+
+impl Origin {
+    fn id(&self) -> &str {
+        match self {
+            Origin::Number(number) => number,
+            Origin::Service(sid) => sid,
+        }
+    }
+}
+
+/// The settings [`Outbound::new`] needs.
+pub struct OutboundParts {
+    pub account_sid: String,
+    pub default_service: Option<String>,
+    pub per_second: Option<NonZeroU32>,
+    pub session_key: SessionKey,
+}
+
+impl Outbound {
+    pub fn new(
+        conversations: Arc<Conversations>,
+        state: StateStore,
+        metrics: Arc<Metrics>,
+        parts: OutboundParts,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            conversations,
+            contacts: Contacts::new(state.clone(), parts.session_key),
+            state,
+            metrics,
+            account_sid: parts.account_sid,
+            default_service: parts.default_service,
+            pace: parts
+                .per_second
+                .map(|n| RateLimiter::direct(Quota::per_second(n))),
+        })
+    }
+
+    /// A person's message (a webhook): when they wrote, and STOP or START.
+    pub async fn heard(&self, message: &IncomingMessage) {
+        self.contacts.heard(message).await;
+    }
+
+    /// Twilio's status callback for `message_sid` of `account_sid`: a status a request's
+    /// answer reports is kept; a send refused as opted out (21610) marks the person of
+    /// the callback's `To` and `From`.
+    pub async fn reported(
+        &self,
+        account_sid: &str,
+        message_sid: &str,
+        status: &str,
+        error_code: Option<u32>,
+        to_from: Option<(&str, &str)>,
+    ) {
+        if error_code == Some(OPTED_OUT_ERROR) {
+            if let Some((to, from)) = to_from {
+                let id = self.contacts.id(account_sid, to, from);
+                self.contacts.opt_out(&id).await;
+            }
+        }
+        // `sent` is what the request's own record says already: not written again.
+        let Some(status) = Status::of_callback(status).filter(|s| *s != Status::Sent) else {
+            return;
+        };
+        let key = record::message_key(account_sid, message_sid);
+        let reported = MessageStatus { status, error_code };
+        self.state.set(&MESSAGE_STATUSES, &key, &reported).await;
+    }
+
+    /// Takes `request`: refused now (nothing sent), or queued and sent on a task of its
+    /// own. Twilio reports on the messages to `status_callback`.
+    pub async fn accept(
+        self: &Arc<Self>,
+        request: OutboundRequest,
+        status_callback: String,
+    ) -> Result<Accepted, Refusal> {
+        let kind = request.content.kind();
+        let answer = self.answer(request, status_callback).await;
+        let outcome = match &answer {
+            Ok((_, true)) => "repeat",
+            Ok((_, false)) => "queued",
+            Err(refusal) => refusal.code(),
+        };
+        self.metrics.outbound(kind, outcome);
+        answer.map(|(accepted, _)| accepted)
+    }
+
+    /// The answer, and whether it is a repeat's.
+    async fn answer(
+        self: &Arc<Self>,
+        request: OutboundRequest,
+        status_callback: String,
+    ) -> Result<(Accepted, bool), Refusal> {
+        let key = request.idempotency_key.as_ref().map(|key| key.digest());
+        if let Some(key) = &key {
+            if let Some(first) = self.state.get(&KEYS, key).await? {
+                return self
+                    .repeat(first, &request.fingerprint)
+                    .await
+                    .map(|a| (a, true));
+            }
+        }
+        let from = self.sender_of(&request)?;
+        let person = request.to.twilio();
+        let contact = self.contacts.id(&self.account_sid, &person, from.id());
+        let route = match (&request.content, &from) {
+            (Content::Event { .. }, Origin::Service(_)) => return Err(Refusal::EventNeedsNumber),
+            (Content::Event { .. }, Origin::Number(number)) => Some(
+                self.conversations
+                    .route_of_sender(&self.account_sid, number)
+                    .ok_or(Refusal::NoRoute)?,
+            ),
+            _ => None,
+        };
+        let refusal = self.refusal(&request, &from, &contact).await?;
+        let id = new_id();
+        let record = OutboundRecord {
+            kind: request.content.kind().to_owned(),
+            status: refusal.map_or(Status::Queued, |_| Status::Refused),
+            account_sid: self.account_sid.clone(),
+            message_sids: Vec::new(),
+            error_code: None,
+            reason: refusal.map(|r| r.code().to_owned()),
+        };
+        self.state.set(&REQUESTS, &id, &record).await;
+        if let Some(key) = &key {
+            let used = KeyUse {
+                id: id.clone(),
+                fingerprint: request.fingerprint.clone(),
+            };
+            // Two requests with one key at once, at two instances: one is first.
+            if let Some(first) = self.state.claim(&KEYS, key, &used).await? {
+                return self
+                    .repeat(first, &request.fingerprint)
+                    .await
+                    .map(|a| (a, true));
+            }
+        }
+        if let Some(refusal) = refusal {
+            tracing::info!(outbound = %id, kind = request.content.kind(), refused = refusal.code(), "an outbound request was refused");
+            return Err(refusal);
+        }
+        tracing::info!(outbound = %id, kind = request.content.kind(), channel = channel_label(request.to.channel), "an outbound request was queued");
+        let send = Send {
+            id: id.clone(),
+            person,
+            from,
+            contact,
+            route,
+            status_callback,
+        };
+        tokio::spawn(Arc::clone(self).send(send, request.content));
+        Ok((Accepted { id }, false))
+    }
+
+    /// What the first request made with the key answered; refused if `fingerprint`
+    /// says this one asks something else.
+    async fn repeat(&self, first: KeyUse, fingerprint: &str) -> Result<Accepted, Refusal> {
+        if first.fingerprint != fingerprint {
+            return Err(Refusal::KeyReused);
+        }
+        let record = self.state.get(&REQUESTS, &first.id).await?;
+        let refused = record
+            .filter(|record| record.status == Status::Refused)
+            .and_then(|record| record.reason)
+            .and_then(|reason| Refusal::of_code(&reason));
+        match refused {
+            Some(refusal) => Err(refusal),
+            None => Ok(Accepted { id: first.id }),
+        }
+    }
+
+    fn sender_of(&self, request: &OutboundRequest) -> Result<Origin, Refusal> {
+        match &request.sender {
+            SenderChoice::Number(number) => Ok(Origin::Number(number.twilio())),
+            SenderChoice::Service(sid) => Ok(Origin::Service(sid.clone())),
+            SenderChoice::Default => self
+                .default_service
+                .clone()
+                .map(Origin::Service)
+                .ok_or(Refusal::NoSender),
+        }
+    }
+
+    /// Why `request` must not be sent, if it must not: the person opted out; free
+    /// text or an event on WhatsApp outside the 24-hour window; an event while the
+    /// conversation is with a person.
+    async fn refusal(
+        &self,
+        request: &OutboundRequest,
+        from: &Origin,
+        contact: &SessionId,
+    ) -> Result<Option<Refusal>, Unreadable> {
+        if self.contacts.opted_out(contact).await? {
+            return Ok(Some(Refusal::OptedOut));
+        }
+        let free_form = !matches!(request.content, Content::Template { .. });
+        if request.to.channel == Channel::WhatsApp
+            && free_form
+            && !self.contacts.in_window(contact).await?
+        {
+            return Ok(Some(Refusal::TemplateRequired));
+        }
+        if let (Content::Event { .. }, Origin::Number(_)) = (&request.content, from) {
+            // For a number, the contact's id is the conversation's.
+            if self.conversations.with_a_person(contact).await? {
+                return Ok(Some(Refusal::WithAPerson));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends a queued request, at the bridge's pace, and records what became of it.
+    async fn send(self: Arc<Self>, send: Send, content: Content) {
+        if let Some(pace) = &self.pace {
+            pace.until_ready().await;
+        }
+        let recipient = Recipient {
+            account_sid: self.account_sid.clone(),
+            messaging_service_sid: match &send.from {
+                Origin::Service(sid) => Some(sid.clone()),
+                Origin::Number(_) => None,
+            },
+            to: send.person.clone(),
+            our_number: match &send.from {
+                Origin::Number(number) => number.clone(),
+                Origin::Service(_) => String::new(),
+            },
+            message_sid: send.id.clone(),
+            status_callback: send.status_callback.clone(),
+        };
+        let kind = content.kind().to_owned();
+        let done = match (content, send.route) {
+            (
+                Content::Event {
+                    name, parameters, ..
+                },
+                Some(route),
+            ) => self.event(route, recipient, name, parameters).await,
+            (content, _) => self.as_it_is(&recipient, &send.from, &content).await,
+        };
+        if done.error_code == Some(OPTED_OUT_ERROR) {
+            self.contacts.opt_out(&send.contact).await;
+        }
+        let record = OutboundRecord {
+            kind,
+            status: done.status,
+            account_sid: self.account_sid.clone(),
+            message_sids: done.sids,
+            error_code: done.error_code,
+            reason: done.reason,
+        };
+        tracing::info!(
+            outbound = %send.id,
+            status = ?record.status,
+            sent = record.message_sids.len(),
+            twilio_error = record.error_code,
+            "an outbound request was sent"
+        );
+        self.state.set(&REQUESTS, &send.id, &record).await;
+    }
+
+    /// Text or a template, sent as it is, from the sender the request named.
+    async fn as_it_is(&self, recipient: &Recipient, from: &Origin, content: &Content) -> Done {
+        let Some(message) = content.message() else {
+            return Done::failed(None, "nothing to send");
+        };
+        let Some(outbox) = self.conversations.outbox_of(&self.account_sid) else {
+            return Done::failed(None, "no Messages API for this account");
+        };
+        let sender = match from {
+            Origin::Number(number) => Sender::Number(number.clone()),
+            Origin::Service(sid) => Sender::MessagingService(sid.clone()),
+        };
+        let messages = fit_to_limits(vec![message]);
+        let (_, sids, outcome) = outbox.send_now_as(recipient, Some(sender), &messages).await;
+        Done::of(sids, outcome.err())
+    }
+
+    /// An agent event, in the person's conversation.
+    async fn event(
+        &self,
+        route: Arc<AgentRoute>,
+        recipient: Recipient,
+        name: String,
+        parameters: serde_json::Map<String, serde_json::Value>,
+    ) -> Done {
+        let event = BusinessEvent {
+            recipient,
+            name,
+            parameters,
+        };
+        match self.conversations.business_event(route, event).await {
+            EventTurn::Sent(sent) => Done::of(sent.sids, sent.last_error),
+            EventTurn::Silent => Done::failed(None, "the agent had nothing to say"),
+            EventTurn::WithPerson => Done {
+                status: Status::Refused,
+                sids: Vec::new(),
+                error_code: None,
+                reason: Some(Refusal::WithAPerson.code().to_owned()),
+            },
+            EventTurn::AgentFailed(reason) => {
+                Done::failed(None, &format!("the agent could not answer: {reason}"))
+            }
+            EventTurn::Busy => Done::failed(None, "the bridge was stopping: nothing was sent"),
+        }
+    }
+
+    /// The status of the request `id`, if it is known.
+    pub async fn report(&self, id: &str) -> Result<Option<Report>, Unreadable> {
+        let Some(record) = self.state.get(&REQUESTS, id).await? else {
+            return Ok(None);
+        };
+        let mut reported = Vec::with_capacity(record.message_sids.len());
+        if record.status == Status::Sent {
+            for sid in &record.message_sids {
+                let key = record::message_key(&record.account_sid, sid);
+                // One that cannot be read (logged, counted) says nothing more than sent.
+                reported.push(self.state.get(&MESSAGE_STATUSES, &key).await.ok().flatten());
+            }
+        }
+        let (status, error_code) = record::overall(&record, &reported);
+        Ok(Some(Report {
+            id: id.to_owned(),
+            status,
+            message_sids: record.message_sids,
+            error_code,
+            reason: record.reason,
+        }))
+    }
+}
+
+/// A queued request, ready to send.
+struct Send {
+    id: String,
+    /// The person, as Twilio writes them.
+    person: String,
+    from: Origin,
+    /// The person and sender's id, for opt-outs.
+    contact: SessionId,
+    /// The route whose agent answers an event.
+    route: Option<Arc<AgentRoute>>,
+    status_callback: String,
+}
+
+/// What a send did.
+struct Done {
+    status: Status,
+    sids: Vec<String>,
+    error_code: Option<u32>,
+    reason: Option<String>,
+}
+
+impl Done {
+    /// Sent if Twilio took anything, failed if not; with the error that stopped it.
+    fn of(sids: Vec<String>, error: Option<SendError>) -> Self {
+        let error_code = error.as_ref().and_then(SendError::code);
+        let reason = error.as_ref().map(|error| match error.code() {
+            Some(OPTED_OUT_ERROR) => Refusal::OptedOut.code().to_owned(),
+            _ => error.to_string(),
+        });
+        Self {
+            status: match sids.is_empty() && error.is_some() {
+                true => Status::Failed,
+                false => Status::Sent,
+            },
+            sids,
+            error_code,
+            reason,
+        }
+    }
+
+    fn failed(error_code: Option<u32>, reason: &str) -> Self {
+        Self {
+            status: Status::Failed,
+            sids: Vec::new(),
+            error_code,
+            reason: Some(reason.to_owned()),
+        }
+    }
+}
+
+fn channel_label(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Sms => "sms",
+        Channel::WhatsApp => "whatsapp",
+    }
+}
+
+/// An id no one can guess or derive from the number: 128 random bits.
+fn new_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("ob_{hex}")
+}
