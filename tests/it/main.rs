@@ -16,6 +16,7 @@ mod helpers;
 mod metrics;
 mod monitoring;
 mod newcomer;
+mod outbound;
 mod python;
 mod refusals;
 mod rich;
