@@ -31,6 +31,10 @@ fn demo_plays_the_whole_conversation() {
         "< So sorry! It leaves the oven in 5 minutes.",
         "hand-over ended (desk)",
         "< Welcome back! Pizzabot here again.",
+        "business ◂ POST /outbound",
+        "< Reminder: your table at Pizzabot is booked for 7:30 pm. Reply 1 to confirm, 2 to move it.",
+        "(sent first by the business, through the Messages API)",
+        "> 1\n< Confirmed: see you at 7:30 pm!",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }

@@ -146,10 +146,7 @@ async fn a_reminder_event_carries_its_parameters_in_the_event() {
         .unwrap()
         .query_result
         .unwrap();
-    assert_eq!(
-        result.intent.unwrap().display_name,
-        "appointment.reminder"
-    );
+    assert_eq!(result.intent.unwrap().display_name, "appointment.reminder");
     let Some(Message::QuickReplies(quick)) = &result.fulfillment_messages[0].message else {
         panic!("quick replies")
     };

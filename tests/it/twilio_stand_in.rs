@@ -283,15 +283,14 @@ async fn callbacks() -> (
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
             let (sender, url) = (sender.clone(), signed_url.clone());
             async move {
-                let form: Vec<(String, String)> =
-                    form_urlencoded_pairs(&body);
+                let form: Vec<(String, String)> = form_urlencoded_pairs(&body);
                 let signature = headers
                     .get("x-twilio-signature")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let signed = bridge::twilio::signature::compute(AUTH_TOKEN, &url, &form)
-                    == signature;
+                let signed =
+                    bridge::twilio::signature::compute(AUTH_TOKEN, &url, &form) == signature;
                 let _ = sender.send((form, signed));
                 ""
             }
@@ -402,9 +401,15 @@ async fn fetched_status(api: &Api, answer: (u16, Value)) -> (String, Value, Valu
     assert_eq!(answer.0, 201, "{answer:?}");
     let sid = answer.1["sid"].as_str().unwrap().to_owned();
     let (_, fetched) = api
-        .get(&format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json"))
+        .get(&format!(
+            "/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json"
+        ))
         .await;
-    (sid, fetched["status"].clone(), fetched["error_code"].clone())
+    (
+        sid,
+        fetched["status"].clone(),
+        fetched["error_code"].clone(),
+    )
 }
 
 /// Tells the stand-in over HTTP, as the terminal phone does, that a person wrote.
@@ -464,7 +469,10 @@ async fn whatsapp_free_text_outside_the_24_hour_window_fails_with_63016() {
     assert_eq!((status, code), (Value::from("failed"), Value::from(63016)));
     let mut expected = statuses(&["queued", "failed"]);
     expected[1].1 = Some("63016".into());
-    assert_eq!(statuses_until(&mut received, &sid, "failed").await, expected);
+    assert_eq!(
+        statuses_until(&mut received, &sid, "failed").await,
+        expected
+    );
     // An approved template may start the conversation.
     let by_template = [
         ("To", person.as_str()),

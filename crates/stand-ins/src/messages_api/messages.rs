@@ -42,7 +42,9 @@ pub(super) struct Failure {
 /// (never sent) or undelivered (sent, not delivered).
 fn statuses(whatsapp: bool, failure: Option<Failure>) -> Vec<&'static str> {
     match failure {
-        Some(Failure { status: "failed", .. }) => vec!["queued", "failed"],
+        Some(Failure {
+            status: "failed", ..
+        }) => vec!["queued", "failed"],
         Some(failure) => vec!["queued", "sent", failure.status],
         None if whatsapp => vec!["queued", "sent", "delivered", "read"],
         None => vec!["queued", "sent", "delivered"],
@@ -491,7 +493,10 @@ mod tests {
     #[test]
     fn statuses_follow_twilios_order() {
         assert_eq!(statuses(false, None), ["queued", "sent", "delivered"]);
-        assert_eq!(statuses(true, None), ["queued", "sent", "delivered", "read"]);
+        assert_eq!(
+            statuses(true, None),
+            ["queued", "sent", "delivered", "read"]
+        );
         let outside = Failure {
             status: "failed",
             code: OUTSIDE_WINDOW,

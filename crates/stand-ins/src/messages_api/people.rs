@@ -128,7 +128,15 @@ mod tests {
         people.wrote(&inbound(person, ours, Some(service), "Start"), 3);
         assert!(!people.opted_out(person, ours));
         assert!(!people.opted_out(person, service));
-        for word in ["UNSUBSCRIBE", "cancel", "End", "quit", "STOPALL", "revoke", "optout"] {
+        for word in [
+            "UNSUBSCRIBE",
+            "cancel",
+            "End",
+            "quit",
+            "STOPALL",
+            "revoke",
+            "optout",
+        ] {
             people.wrote(&inbound(person, ours, None, word), 4);
             assert!(people.opted_out(person, ours), "{word}");
             people.wrote(&inbound(person, ours, None, "unstop"), 5);
