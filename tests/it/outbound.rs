@@ -3,7 +3,7 @@
 //! Messages API stand-in. Refusals (opt-outs, WhatsApp's window, a hand-over, bad
 //! tokens and bodies) send nothing; a key sends once, at one instance or two.
 
-use crate::handoff::{people_stack, Desk};
+use crate::handoff::{people_stack, with_people, Desk};
 use crate::helpers::*;
 use crate::shared_state::instances_on;
 use serde_json::{json, Value};
@@ -246,7 +246,7 @@ async fn text_and_media_go_as_they_are_on_sms_and_whatsapp() {
     assert_eq!(sent[0].media, vec!["https://example.com/box.jpg"]);
     assert_eq!(
         sent[0].status_callback.as_deref(),
-        Some(format!("{}status", stack.bridge.url()).as_str())
+        Some(format!("{}status?outbound=1", stack.bridge.url()).as_str())
     );
     let report = reported(&stack, &id, "sent").await;
     assert_eq!(report["message_sids"], json!([sent[0].sid]));
@@ -391,6 +391,17 @@ async fn twilios_21610_marks_the_person_as_opted_out() {
     assert!(stack.twilio.sent().is_empty());
 }
 
+/// Twilio's status callback for `sid` at `path`, signed with the account's token.
+async fn callback(stack: &Stack, path: &str, sid: &str, status: &str) -> u16 {
+    let url = format!("{}{path}", stack.bridge.url());
+    let params = [
+        ("MessageSid", sid),
+        ("AccountSid", ACCOUNT_SID),
+        ("MessageStatus", status),
+    ];
+    post_signed(&url, &url, &params).await.0
+}
+
 #[tokio::test]
 async fn status_callbacks_say_delivered_read_or_undelivered() {
     let stack = outbound_stack("CX", &[]).await;
@@ -413,19 +424,17 @@ async fn status_callbacks_say_delivered_read_or_undelivered() {
     .await;
     let report = reported(&stack, &id, "sent").await;
     let sid = report["message_sids"][0].as_str().unwrap().to_owned();
-    let callback = format!("{}status", stack.bridge.url());
+    // A callback without the outbound mark is a reply's: it changes no request.
+    assert_eq!(callback(&stack, "status", &sid, "delivered").await, 200);
+    assert_eq!(
+        report_at(&stack.bridge.url(), &id).await.1["status"],
+        "sent"
+    );
     for status in ["delivered", "read"] {
-        let (code, _) = post_signed(
-            &callback,
-            &callback,
-            &[
-                ("MessageSid", &sid),
-                ("AccountSid", ACCOUNT_SID),
-                ("MessageStatus", status),
-            ],
-        )
-        .await;
-        assert_eq!(code, 200);
+        assert_eq!(
+            callback(&stack, "status?outbound=1", &sid, status).await,
+            200
+        );
         reported(&stack, &id, status).await;
     }
 }
@@ -454,6 +463,83 @@ async fn an_event_is_refused_while_a_person_has_the_conversation() {
         bodies(&sent),
         vec!["Getting a person", "Your order shipped"]
     );
+}
+
+#[tokio::test]
+async fn an_events_answer_may_hand_the_conversation_to_a_person() {
+    const ESCALATING: &str = r#"
+project: outbound-project
+location: global
+agent_id: outbound-agent
+language: en
+intents:
+  - name: overdue
+    events: [overdue_invoice]
+    replies:
+      - text: "Your invoice is overdue: a person will write to you here"
+      - handoff: { queue: billing }
+fallback:
+  replies: [{ text: "Not understood" }]
+"#;
+    let (desk, desk_url) = Desk::start().await;
+    let stack = start_with_agent(ESCALATING, "CX", |vars| {
+        with_people(&desk_url)(vars);
+        set(&[("OUTBOUND_TOKEN", OUTBOUND_TOKEN)])(vars);
+    })
+    .await;
+    let id = queued(
+        &stack,
+        json!({"to": USER, "from": OUR_NUMBER, "event": {"name": "overdue_invoice"}}),
+    )
+    .await;
+    let sent = sent_after(&stack, 0, 1).await;
+    assert_eq!(
+        sent[0].body,
+        "Your invoice is overdue: a person will write to you here"
+    );
+    reported(&stack, &id, "sent").await;
+    desk.wait_for(1).await;
+    assert_eq!(desk.kinds(), vec!["handoff.started"]);
+    // The person's answer goes to the person, not to the agent.
+    let (status, _) = stack.post_webhook(&says("I paid it yesterday")).await;
+    assert_eq!(status, 200);
+    desk.wait_for(2).await;
+    assert_eq!(desk.kinds(), vec!["handoff.started", "message.received"]);
+    assert_eq!(
+        stack.agent_requests().len(),
+        1,
+        "only the event reached the agent"
+    );
+}
+
+#[tokio::test]
+async fn the_outbound_pace_holds_outbound_sends_only() {
+    let stack = outbound_stack("CX", &[("OUTBOUND_PER_SECOND", "1")]).await;
+    let other = "+15551230002";
+    for n in 1..=4 {
+        queued(
+            &stack,
+            json!({"to": other, "from": OUR_NUMBER, "text": format!("Notice {n}")}),
+        )
+        .await;
+    }
+    // A person who writes meanwhile is answered as the agent answers, not after the
+    // queue of outbound sends.
+    let (status, _) = stack.post_webhook(&says("hello")).await;
+    assert_eq!(status, 200);
+    let sent = stack.twilio.wait_for(5).await;
+    let order = bodies(&sent);
+    let hello = order.iter().position(|b| *b == "Hello").unwrap();
+    let last = order.iter().position(|b| *b == "Notice 4").unwrap();
+    assert!(hello < last, "{order:?}");
+    for n in 1..=4 {
+        let notice = format!("Notice {n}");
+        assert_eq!(
+            order.iter().filter(|b| **b == notice).count(),
+            1,
+            "{order:?}"
+        );
+    }
 }
 
 #[tokio::test]

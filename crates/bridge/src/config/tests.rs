@@ -768,3 +768,52 @@ fn iam_authentication_takes_no_password_in_the_url() {
     let default = with_state("redis://:s3cret@127.0.0.1", None).unwrap();
     assert_eq!(default.state.auth, StateAuth::Password);
 }
+
+#[test]
+fn the_outbound_endpoint_needs_a_long_token_and_the_messages_api() {
+    let with = |extra: &[(&str, &str)]| {
+        let mut all = with_agent();
+        for (name, value) in extra {
+            all.insert(name.to_string(), value.to_string());
+        }
+        Settings::from_vars(&all)
+    };
+    assert!(with(&[]).unwrap().outbound.is_none(), "off by default");
+    let on = with(&[("OUTBOUND_TOKEN", "outbound-token-0123")]).unwrap();
+    let outbound = on.outbound.unwrap();
+    assert_eq!(outbound.per_second, None, "unlimited by default");
+    assert!(!format!("{outbound:?}").contains("outbound-token-0123"));
+    let paced = with(&[
+        ("OUTBOUND_TOKEN", "outbound-token-0123"),
+        ("OUTBOUND_PER_SECOND", "5"),
+    ])
+    .unwrap();
+    assert_eq!(paced.outbound.unwrap().per_second.map(|n| n.get()), Some(5));
+    let places = |extra: &[(&str, &str)]| -> Vec<String> {
+        let errors = with(extra).unwrap_err();
+        assert!(!errors.to_string().contains("short-token"), "{errors}");
+        errors.0.iter().map(|e| e.place.to_string()).collect()
+    };
+    assert_eq!(
+        places(&[("OUTBOUND_TOKEN", "short-token")]),
+        ["OUTBOUND_TOKEN"]
+    );
+    assert_eq!(
+        places(&[
+            ("OUTBOUND_TOKEN", "outbound-token-0123"),
+            ("REPLY_MODE", "twiml")
+        ]),
+        ["OUTBOUND_TOKEN"]
+    );
+    assert_eq!(
+        places(&[("OUTBOUND_PER_SECOND", "5")]),
+        ["OUTBOUND_PER_SECOND"]
+    );
+    assert_eq!(
+        places(&[
+            ("OUTBOUND_TOKEN", "outbound-token-0123"),
+            ("OUTBOUND_PER_SECOND", "0")
+        ]),
+        ["OUTBOUND_PER_SECOND"]
+    );
+}

@@ -4,7 +4,7 @@
 //! Every refusal is JSON `{"error": code, "message": one line, "field": name}`.
 
 use super::rejection::Rejection;
-use super::webhook::status_callback_url;
+use super::webhook::{status_callback_url, OUTBOUND_MARK};
 use super::AppState;
 use crate::outbound::request::{BadRequest, OutboundRequest, Problem};
 use crate::outbound::{Refusal, Report};
@@ -91,7 +91,7 @@ pub async fn create(
     let status_callback = state
         .public_url
         .of(&headers, &uri)
-        .map(|url| status_callback_url(&url))
+        .map(|url| format!("{}?{OUTBOUND_MARK}", status_callback_url(&url)))
         .unwrap_or_default();
     match outbound.accept(request, status_callback).await {
         Ok(accepted) => (

@@ -99,7 +99,11 @@ pub async fn status(
     // Twilio signs the callback URL the bridge gave it: beside the configured webhook
     // URL when there is one, whatever the proxy in front made of the request.
     let url = match &state.twilio.webhook_url {
-        Some(configured) => Ok(status_callback_url(configured)),
+        // The callback of an outbound message carries its mark in the query.
+        Some(configured) => Ok(match uri.query() {
+            Some(query) => format!("{}?{query}", status_callback_url(configured)),
+            None => status_callback_url(configured),
+        }),
         None => state.public_url.of(&headers, &uri),
     };
     let (params, _) = verified_form(&state, url, &headers, &body)?;
@@ -107,7 +111,8 @@ pub async fn status(
     // it with the token of the account it names).
     let message_status = params.get("MessageStatus").unwrap_or_default();
     let message_sid = params.get("MessageSid").unwrap_or_default();
-    if let Some(outbound) = &state.outbound {
+    let of_outbound = uri.query() == Some(OUTBOUND_MARK);
+    if let (Some(outbound), true) = (&state.outbound, of_outbound) {
         let code = params.get("ErrorCode").and_then(|c| c.trim().parse().ok());
         let account = params.get("AccountSid").unwrap_or_default();
         let to_from = params.get("To").zip(params.get("From"));
@@ -223,6 +228,10 @@ fn twiml_response(replies: &[crate::reply::ReplyMessage]) -> Response {
     )
         .into_response()
 }
+
+/// The query of an outbound message's status callback: only those callbacks update
+/// an outbound request's record, so that the replies' own cost no write.
+pub(super) const OUTBOUND_MARK: &str = "outbound=1";
 
 /// The status callback beside the webhook: `https://host/prefix/` gives
 /// `https://host/prefix/status`.

@@ -180,9 +180,9 @@ impl Outbound {
         self.contacts.heard(message).await;
     }
 
-    /// Twilio's status callback for `message_sid` of `account_sid`: a status a request's
-    /// answer reports is kept; a send refused as opted out (21610) marks the person of
-    /// the callback's `To` and `From`.
+    /// Twilio's status callback for `message_sid` of `account_sid`, an outbound
+    /// message: a status a request's answer reports is kept; a message refused as opted
+    /// out (21610) marks the person of the callback's `To` and `From`.
     pub async fn reported(
         &self,
         account_sid: &str,
