@@ -708,3 +708,34 @@ async fn the_same_key_at_two_instances_sharing_redis_sends_once() {
     assert_eq!(again.1["id"], json!(id));
     assert_eq!(bodies(&local.twilio.sent()), vec!["Once across"]);
 }
+
+/// `check --offline` with `extra` besides an agent's settings: its report.
+fn check_report(extra: &[(&str, &str)]) -> String {
+    let dir = WorkDir::with_dotenv("");
+    let mut env = vec![
+        ("AGENT_TYPE", "CX"),
+        ("AGENT_ID", "test-agent"),
+        ("GCP_PROJECT", "test-project"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("DIALOGFLOW_EMULATOR_HOST", "127.0.0.1:9"),
+    ];
+    env.extend_from_slice(extra);
+    let output = dir.command(&["check", "--offline"], &env).output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    out
+}
+
+#[test]
+fn check_says_whether_the_endpoint_is_on_and_never_shows_its_token() {
+    let off = check_report(&[]);
+    assert!(off.contains("POST /outbound is off"), "{off}");
+    let on = check_report(&[
+        ("OUTBOUND_TOKEN", OUTBOUND_TOKEN),
+        ("OUTBOUND_PER_SECOND", "20"),
+    ]);
+    assert!(on.contains("POST /outbound is on"), "{on}");
+    assert!(on.contains("20 a second"), "{on}");
+    assert!(!on.contains(OUTBOUND_TOKEN), "{on}");
+}
