@@ -1,10 +1,10 @@
-//! The command line: `serve`, `emulator`, `chat`, `desk`, `check` and `demo`.
+//! The command line: `serve`, `emulator`, `chat`, `desk`, `check`, `demo` and `send`.
 //!
 //! Every command reads the process environment over a `.env` file in the working
 //! directory, so that one `.env` configures the bridge, the local emulators and the
 //! terminal phone alike.
 
-use crate::check;
+use crate::{check, send};
 use anyhow::Context;
 use bridge::config::{self, ProjectLookup, Vars};
 use bridge::{logging, startup};
@@ -105,6 +105,37 @@ enum Command {
         /// Drop into the terminal phone after the scripted conversation.
         #[arg(long)]
         interactive: bool,
+    },
+    /// Send a message the business starts to each person of a CSV, through a running
+    /// bridge's POST /outbound (token: OUTBOUND_TOKEN). A batch run twice sends once.
+    Send {
+        /// The people: a column `to` (+E164 or whatsapp:+E164), an optional `from`,
+        /// and the event's parameters or the template's variables as other columns.
+        #[arg(long)]
+        csv: PathBuf,
+        /// Ask the agent with this event in each person's session; the columns are
+        /// its parameters.
+        #[arg(long, group = "message")]
+        event: Option<String>,
+        /// Send this approved template (HX…); the columns are its variables.
+        #[arg(long, group = "message")]
+        template: Option<String>,
+        /// Send this text as is.
+        #[arg(long, group = "message")]
+        text: Option<String>,
+        /// The bridge's base URL [default: beside TWILIO_WEBHOOK_URL, else
+        /// http://127.0.0.1:$PORT]
+        #[arg(long)]
+        url: Option<String>,
+        /// The CSV of results [default: NAME.results.csv beside the CSV]
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// How many rows are in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Check the CSV and print what would be sent; send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -234,6 +265,28 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
             demo::run(interactive).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Send {
+            csv,
+            event,
+            template,
+            text,
+            url,
+            results,
+            concurrency,
+            dry_run,
+        } => {
+            let bridge = url.unwrap_or_else(|| bridge_beside_webhook(&vars));
+            send::run(send::Options {
+                csv,
+                message: send::Message::parse(event, template, text)?,
+                outbound_url: format!("{}/outbound", bridge.trim_end_matches('/')),
+                token: var(&vars, "OUTBOUND_TOKEN"),
+                results,
+                concurrency,
+                dry_run,
+            })
+            .await
+        }
     }
 }
 
@@ -319,8 +372,51 @@ fn given_or(
     }
 }
 
+/// The bridge the phone writes to, without a trailing slash: where
+/// `TWILIO_WEBHOOK_URL` is, its path's last segment and query dropped (the bridge
+/// serves its other routes beside the webhook), else [`local_bridge`].
+fn bridge_beside_webhook(vars: &Vars) -> String {
+    match var(vars, "TWILIO_WEBHOOK_URL") {
+        Some(webhook) => {
+            let without_query = webhook.split(['?', '#']).next().unwrap_or_default();
+            let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
+            match without_query[scheme_end..].rfind('/') {
+                Some(slash) => without_query[..scheme_end + slash].to_owned(),
+                None => without_query.to_owned(),
+            }
+        }
+        None => local_bridge(vars),
+    }
+}
+
 /// The bridge on this machine, at `PORT` (8080 by default), without a trailing slash.
 fn local_bridge(vars: &Vars) -> String {
     let port = var(vars, "PORT").unwrap_or_else(|| "8080".into());
     format!("http://127.0.0.1:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bridge_is_beside_its_webhook() {
+        let beside = |webhook: &str| {
+            let vars: Vars = [("TWILIO_WEBHOOK_URL".to_string(), webhook.to_string())]
+                .into_iter()
+                .collect();
+            bridge_beside_webhook(&vars)
+        };
+        assert_eq!(beside("https://h.example/"), "https://h.example");
+        assert_eq!(beside("https://h.example/twilio"), "https://h.example");
+        assert_eq!(
+            beside("https://h.example/bot/in?a=1"),
+            "https://h.example/bot"
+        );
+        assert_eq!(beside("https://h.example"), "https://h.example");
+        let local: Vars = [("PORT".to_string(), "9000".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(bridge_beside_webhook(&local), "http://127.0.0.1:9000");
+    }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod check;
 mod cli;
+mod send;
 
 // glibc's allocator spent a fifth of the bridge's CPU on the per-request buffers of
 // hyper and reqwest (malloc_consolidate on every 8 KiB read buffer); jemalloc's

@@ -98,6 +98,37 @@ def main(base_url, account_sid, auth_token):
     )
     refused(lambda: messages.create(to="+15551230001", body="hi"), 21603)
 
+    # Set up by the test: +15551230099 sent STOP to +15557770000; whatsapp:+15551230002
+    # wrote to whatsapp:+14155238886 a moment ago, whatsapp:+15551230003 never did;
+    # HX0…01 is an approved template "Your table is booked for {{1}}.".
+    stopped = refused(
+        lambda: messages.create(to="+15551230099", from_="+15557770000", body="hi"),
+        21610,
+    )
+    assert "unsubscribed" in stopped.msg, stopped.msg
+    business = "whatsapp:+14155238886"
+    in_session = messages.create(to="whatsapp:+15551230002", from_=business, body="hi")
+    assert in_session.status == "queued", in_session.status
+    assert messages(in_session.sid).fetch().status == "delivered"
+    # Outside the 24-hour window, free text is taken and then fails, as on Twilio.
+    silent = messages.create(to="whatsapp:+15551230003", from_=business, body="hi")
+    assert silent.status == "queued", silent.status
+    failed = messages(silent.sid).fetch()
+    assert (failed.status, failed.error_code) == ("failed", 63016), (
+        failed.status,
+        failed.error_code,
+    )
+    assert failed.date_sent is None, failed.date_sent
+    template = messages.create(
+        to="whatsapp:+15551230003",
+        from_=business,
+        content_sid="HX" + "0" * 31 + "1",
+        content_variables='{"1": "7 pm"}',
+    )
+    started = messages(template.sid).fetch()
+    assert started.status == "delivered", started.status
+    assert started.body == "Your table is booked for 7 pm.", started.body
+
     wrong = Client(account_sid, "wrong", http_client=StandInHttpClient(base_url))
     refused(lambda: wrong.messages(sent.sid).fetch(), 20003, 401)
     print("the official twilio library reads the stand-in as Twilio")

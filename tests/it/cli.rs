@@ -31,6 +31,10 @@ fn demo_plays_the_whole_conversation() {
         "< So sorry! It leaves the oven in 5 minutes.",
         "hand-over ended (desk)",
         "< Welcome back! Pizzabot here again.",
+        "business ◂ POST /outbound",
+        "< Reminder: your table at Pizzabot is booked for 7:30 pm. Reply 1 to confirm, 2 to move it.",
+        "(sent first by the business, through the Messages API)",
+        "> 1\n< Confirmed: see you at 7:30 pm!",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
@@ -418,4 +422,67 @@ fn check_reports_the_errors_serve_refuses_to_start_with() {
         !serve.iter().any(|line| line.contains(":pw@")),
         "{serve:#?}"
     );
+}
+
+#[tokio::test]
+async fn chat_shows_what_the_business_sends_unasked_and_tells_the_stand_in_who_wrote() {
+    let stack = start("CX", set(&[("REPLY_MODE", "api")])).await;
+    // The stand-in holds WhatsApp's window: the phone must tell it who wrote.
+    stack.twilio.keep_session_windows();
+    let mut chat = Command::new(BIN);
+    chat.args([
+        "chat",
+        "--whatsapp",
+        "--url",
+        &stack.bridge.url(),
+        "--from",
+        USER,
+        "--to",
+        OUR_NUMBER,
+        "--api-url",
+        &stack.twilio.base_url(),
+    ])
+    .env("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+    .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    .stdin(Stdio::piped());
+    let mut chat = Running::spawn(&mut chat, Output::Stdout);
+    chat.write_line("hi");
+    chat.find_line(|line| (line == "< Hello from the agent").then_some(()))
+        .await;
+    let client = reqwest::Client::new();
+    let messages = format!(
+        "{}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json",
+        stack.twilio.base_url()
+    );
+    let reply = stack.twilio.sent().last().unwrap().sid.clone();
+    let fetched: serde_json::Value = client
+        .get(messages.replace("Messages.json", &format!("Messages/{reply}.json")))
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        fetched["status"], "delivered",
+        "the phone told the stand-in the person wrote, so the reply was in the window: {fetched}"
+    );
+    // The business writes with no new message of the person: the phone shows it.
+    let sent = client
+        .post(&messages)
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .form(&[
+            ("To", format!("whatsapp:{USER}")),
+            ("From", format!("whatsapp:{OUR_NUMBER}")),
+            ("Body", "Reminder: your table is booked for 7 pm.".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status().as_u16(), 201);
+    chat.find_line(|line| (line == "< Reminder: your table is booked for 7 pm.").then_some(()))
+        .await;
+    chat.find_line(|line| line.contains("(from the business, unasked").then_some(()))
+        .await;
 }

@@ -206,3 +206,54 @@ async fn plain_json_gets_enum_names() {
     let error: Value = error.json().await.unwrap();
     assert_eq!(error["error"]["status"], json!("INVALID_ARGUMENT"));
 }
+
+#[tokio::test]
+async fn a_reminder_event_with_parameters_then_the_persons_answer() {
+    let emulator = emulator().await;
+    let client = client(&emulator).await;
+    let mut parameters = serde_json::Map::new();
+    parameters.insert("time".into(), json!("7:30 pm"));
+    let reminder = DetectIntentRequest::new()
+        .set_session(format!("{AGENT}/sessions/reminded"))
+        .set_query_input(QueryInput::new().set_language_code("en").set_input(
+            query_input::Input::Event(Box::new(
+                EventInput::new().set_event("appointment_reminder"),
+            )),
+        ))
+        .set_query_params(QueryParameters::new().set_parameters(parameters));
+    let result = detect(&client, reminder)
+        .await
+        .unwrap()
+        .query_result
+        .unwrap();
+    assert_eq!(
+        result.r#match.clone().unwrap().intent.unwrap().display_name,
+        "appointment.reminder"
+    );
+    let Some(response_message::Message::Payload(payload)) = &result.response_messages[0].message
+    else {
+        panic!("the reminder's choices are a payload")
+    };
+    let items = &payload["richContent"][0];
+    assert_eq!(
+        items[0]["title"],
+        json!("Reminder: your table at Pizzabot is booked for 7:30 pm. Reply 1 to confirm, 2 to move it.")
+    );
+    assert_eq!(
+        items[1]["options"],
+        json!([{"text": "Confirm it"}, {"text": "Move it"}])
+    );
+    // The person's answer continues the same session: the time is still known.
+    let answer = detect(&client, text_query("reminded", "Confirm it", ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&answer.query_result.unwrap().response_messages),
+        vec!["Confirmed: see you at 7:30 pm!"]
+    );
+    let moved = detect(&client, text_query("reminded", "Move it", ""))
+        .await
+        .unwrap();
+    assert!(texts(&moved.query_result.unwrap().response_messages)[0]
+        .starts_with("No problem: what time suits you better?"));
+}

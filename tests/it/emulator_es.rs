@@ -124,3 +124,40 @@ async fn fallback_and_errors() {
         .unwrap_err();
     assert_eq!(other.status().unwrap().code, Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_reminder_event_carries_its_parameters_in_the_event() {
+    let emulator = emulator(SAMPLE_AGENT).await;
+    let client = client(&emulator).await;
+    let mut parameters = serde_json::Map::new();
+    parameters.insert("time".into(), json!("9:00 am"));
+    let reminder = DetectIntentRequest::new()
+        .set_session(SESSION)
+        .set_query_input(
+            QueryInput::new().set_event(
+                EventInput::new()
+                    .set_name("appointment_reminder")
+                    .set_parameters(parameters)
+                    .set_language_code("en"),
+            ),
+        );
+    let result = detect(&client, reminder)
+        .await
+        .unwrap()
+        .query_result
+        .unwrap();
+    assert_eq!(result.intent.unwrap().display_name, "appointment.reminder");
+    let Some(Message::QuickReplies(quick)) = &result.fulfillment_messages[0].message else {
+        panic!("quick replies")
+    };
+    assert_eq!(
+        quick.title,
+        "Reminder: your table at Pizzabot is booked for 9:00 am. Reply 1 to confirm, 2 to move it."
+    );
+    assert_eq!(quick.quick_replies, vec!["Confirm it", "Move it"]);
+    let answer = detect(&client, text(SESSION, "Confirm it")).await.unwrap();
+    assert_eq!(
+        answer.query_result.unwrap().fulfillment_text,
+        "Confirmed: see you at 9:00 am!"
+    );
+}

@@ -23,6 +23,7 @@ mod refusals;
 mod rich;
 mod routing;
 mod security;
+mod send_csv;
 mod shared_state;
 mod state_auth;
 mod twilio_fidelity;

@@ -265,3 +265,244 @@ async fn a_content_over_twilios_limits_is_refused_in_twilios_shape() {
         .body(vec![0xff, 0xfe]);
     assert_twilio_error(&answer(not_json).await, 400, 20001);
 }
+
+/// A listener for status callbacks: each arrives as its form and whether its
+/// `X-Twilio-Signature` is Twilio's for the URL and form.
+async fn callbacks() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(Vec<(String, String)>, bool)>,
+) {
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/status", listener.local_addr().unwrap());
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    let signed_url = url.clone();
+    let app = axum::Router::new().route(
+        "/status",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (sender, url) = (sender.clone(), signed_url.clone());
+            async move {
+                let form: Vec<(String, String)> = form_urlencoded_pairs(&body);
+                let signature = headers
+                    .get("x-twilio-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let signed =
+                    bridge::twilio::signature::compute(AUTH_TOKEN, &url, &form) == signature;
+                let _ = sender.send((form, signed));
+                ""
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+    bridge::twilio::webhook::FormParams::parse(body)
+        .pairs()
+        .to_vec()
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The statuses reported for message `sid`, with their error codes, until `last`.
+async fn statuses_until(
+    received: &mut tokio::sync::mpsc::UnboundedReceiver<(Vec<(String, String)>, bool)>,
+    sid: &str,
+    last: &str,
+) -> Vec<(String, Option<String>)> {
+    let mut seen = Vec::new();
+    let wait = async {
+        while let Some((form, signed)) = received.recv().await {
+            assert!(signed, "every callback is signed as Twilio signs: {form:?}");
+            assert_eq!(field(&form, "AccountSid"), Some(ACCOUNT_SID));
+            if field(&form, "MessageSid") != Some(sid) {
+                continue;
+            }
+            let status = field(&form, "MessageStatus").unwrap_or_default().to_owned();
+            let done = status == last;
+            seen.push((status, field(&form, "ErrorCode").map(str::to_owned)));
+            if done {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {last} callback for {sid}; saw {seen:?}"));
+    seen
+}
+
+fn statuses(names: &[&str]) -> Vec<(String, Option<String>)> {
+    names.iter().map(|s| (s.to_string(), None)).collect()
+}
+
+#[tokio::test]
+async fn status_callbacks_follow_each_message_signed_as_twilio_signs() {
+    let api = Api::start().await;
+    let (url, mut received) = callbacks().await;
+    let (status, sms) = api
+        .create(&[
+            ("To", USER),
+            ("From", OUR_NUMBER),
+            ("Body", "hi"),
+            ("StatusCallback", &url),
+        ])
+        .await;
+    assert_eq!(status, 201);
+    let sid = sms["sid"].as_str().unwrap();
+    assert_eq!(
+        statuses_until(&mut received, sid, "delivered").await,
+        statuses(&["queued", "sent", "delivered"])
+    );
+    // WhatsApp tells when the person read it.
+    let (_, whatsapp) = api
+        .create(&[
+            ("To", &format!("whatsapp:{USER}")),
+            ("From", &format!("whatsapp:{OUR_NUMBER}")),
+            ("Body", "hi"),
+            ("StatusCallback", &url),
+        ])
+        .await;
+    let sid = whatsapp["sid"].as_str().unwrap();
+    assert_eq!(
+        statuses_until(&mut received, sid, "read").await,
+        statuses(&["queued", "sent", "delivered", "read"])
+    );
+    // A message the channel refuses after Twilio took it.
+    api.twilio
+        .misbehave_next(&[stand_ins::messages_api::Misbehaviour::FailLater { code: 63024 }]);
+    let (_, refused) = api
+        .create(&[
+            ("To", USER),
+            ("From", OUR_NUMBER),
+            ("Body", "hi"),
+            ("StatusCallback", &url),
+        ])
+        .await;
+    let sid = refused["sid"].as_str().unwrap();
+    let mut expected = statuses(&["queued", "sent", "undelivered"]);
+    expected[2].1 = Some("63024".into());
+    assert_eq!(
+        statuses_until(&mut received, sid, "undelivered").await,
+        expected
+    );
+}
+
+/// The SID of the message a create took, and its status and error code when fetched.
+async fn fetched_status(api: &Api, answer: (u16, Value)) -> (String, Value, Value) {
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let sid = answer.1["sid"].as_str().unwrap().to_owned();
+    let (_, fetched) = api
+        .get(&format!(
+            "/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json"
+        ))
+        .await;
+    (
+        sid,
+        fetched["status"].clone(),
+        fetched["error_code"].clone(),
+    )
+}
+
+/// Tells the stand-in over HTTP, as the terminal phone does, that a person wrote.
+async fn person_wrote(api: &Api, from: &str, to: &str, body: &str) -> u16 {
+    api.client
+        .post(api.url("/stand-in/Inbound"))
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .form(&[("From", from), ("To", to), ("Body", body)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_person_who_sent_stop_is_refused_with_21610_until_start() {
+    let api = Api::start().await;
+    let send = [("To", USER), ("From", OUR_NUMBER), ("Body", "news")];
+    assert_eq!(api.create(&send).await.0, 201);
+    assert_eq!(person_wrote(&api, USER, OUR_NUMBER, "Stop").await, 204);
+    assert_twilio_error(&api.create(&send).await, 400, 21610);
+    // Another sender of the account is not concerned.
+    let other = [("To", USER), ("From", "+15557770001"), ("Body", "news")];
+    assert_eq!(api.create(&other).await.0, 201);
+    assert_eq!(person_wrote(&api, USER, OUR_NUMBER, "START").await, 204);
+    assert_eq!(api.create(&send).await.0, 201);
+    // Only the account's credentials may say so.
+    let anonymous = api
+        .client
+        .post(api.url("/stand-in/Inbound"))
+        .form(&[("From", USER), ("To", OUR_NUMBER), ("Body", "STOP")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert_eq!(api.create(&send).await.0, 201);
+}
+
+#[tokio::test]
+async fn whatsapp_free_text_outside_the_24_hour_window_fails_with_63016() {
+    let api = Api::start().await;
+    api.twilio.keep_session_windows();
+    let template = format!("HX{}", "a".repeat(32));
+    api.twilio
+        .register_template(&template, "Your table is booked for {{1}}.");
+    let (person, ours) = (format!("whatsapp:{USER}"), format!("whatsapp:{OUR_NUMBER}"));
+    let (url, mut received) = callbacks().await;
+    let free_text = [
+        ("To", person.as_str()),
+        ("From", ours.as_str()),
+        ("Body", "hello"),
+        ("StatusCallback", url.as_str()),
+    ];
+    // Never wrote: taken, then failed, as Twilio reports it.
+    let (sid, status, code) = fetched_status(&api, api.create(&free_text).await).await;
+    assert_eq!((status, code), (Value::from("failed"), Value::from(63016)));
+    let mut expected = statuses(&["queued", "failed"]);
+    expected[1].1 = Some("63016".into());
+    assert_eq!(
+        statuses_until(&mut received, &sid, "failed").await,
+        expected
+    );
+    // An approved template may start the conversation.
+    let by_template = [
+        ("To", person.as_str()),
+        ("From", ours.as_str()),
+        ("ContentSid", template.as_str()),
+        ("ContentVariables", r#"{"1": "7 pm"}"#),
+    ];
+    let (_, status, _) = fetched_status(&api, api.create(&by_template).await).await;
+    assert_eq!(status, "delivered");
+    assert_eq!(
+        api.twilio.sent().last().unwrap().body,
+        "Your table is booked for 7 pm."
+    );
+    // The person writes: free text for 24 hours.
+    assert_eq!(person_wrote(&api, &person, &ours, "sure").await, 204);
+    let (_, status, _) = fetched_status(&api, api.create(&free_text).await).await;
+    assert_eq!(status, "delivered");
+    api.twilio
+        .advance_clock(std::time::Duration::from_secs(24 * 3600 - 60));
+    let (_, status, _) = fetched_status(&api, api.create(&free_text).await).await;
+    assert_eq!(status, "delivered");
+    api.twilio.advance_clock(std::time::Duration::from_secs(60));
+    let (_, status, code) = fetched_status(&api, api.create(&free_text).await).await;
+    assert_eq!((status, code), (Value::from("failed"), Value::from(63016)));
+    // SMS has no such window.
+    let (_, status, _) = fetched_status(
+        &api,
+        api.create(&[("To", USER), ("From", OUR_NUMBER), ("Body", "hello")])
+            .await,
+    )
+    .await;
+    assert_eq!(status, "delivered");
+}

@@ -33,6 +33,9 @@ enum Step {
     Picture(&'static str),
     Forged(&'static str),
     Redelivered(&'static str),
+    /// The business sends the agent's appointment reminder (`POST /outbound`) for this
+    /// time, by SMS.
+    Reminder(&'static str),
 }
 
 const SCRIPT: &[(&str, Step)] = &[
@@ -51,6 +54,11 @@ const SCRIPT: &[(&str, Step)] = &[
     ("", Step::Tap(3)),
     ("", Step::Tap(2)),
     ("", Step::WhatsApp("confirm")),
+    (
+        "The business speaks first: a reminder (POST /outbound with the agent's appointment_reminder event), answered with a number in the same session",
+        Step::Reminder("7:30 pm"),
+    ),
+    ("", Step::Say("1")),
     (
         "A hand-over: the agent gets a person; the helpdesk (signed events, the /handoff API) takes over, then gives the conversation back",
         Step::Say("talk to a person"),
@@ -120,6 +128,8 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
         ACCOUNT_SID,
         &auth_token,
     )?;
+    // The WhatsApp phone tells it who wrote: it holds WhatsApp's window as Twilio does.
+    twilio.keep_session_windows();
     let mut vars = local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, &auth_token);
     vars.insert("SESSION_TTL".into(), "30m".into());
     vars.insert("AGENT_TIMEOUT".into(), "3s".into());
@@ -138,6 +148,9 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
     ] {
         vars.insert(name.into(), value.into());
     }
+    // The business's own key to POST /outbound.
+    let outbound_token = format!("{auth_token}-outbound-token");
+    vars.insert("OUTBOUND_TOKEN".into(), outbound_token.clone());
     let settings =
         Settings::from_vars(&vars).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
     let bridge = RunningBridge::start(&settings, TcpListener::bind("127.0.0.1:0").await?).await?;
@@ -174,6 +187,11 @@ pub async fn run(interactive: bool) -> anyhow::Result<()> {
         human: desk::HumanSide::new(&bridge.url(), &desk_token)?,
         conversation: None,
         twilio: &twilio,
+        business: Business {
+            client: crate::http_client(std::time::Duration::from_secs(10))?,
+            outbound_url: format!("{}outbound", bridge.url()),
+            token: outbound_token,
+        },
     };
     for (title, step) in SCRIPT {
         if !title.is_empty() {
@@ -204,6 +222,68 @@ struct Desk<'a> {
     human: desk::HumanSide,
     conversation: Option<String>,
     twilio: &'a MessagesEmulator,
+    business: Business,
+}
+
+/// The business's side of the demo: its system writing first, through the bridge's
+/// `POST /outbound`.
+struct Business {
+    client: reqwest::Client,
+    outbound_url: String,
+    token: String,
+}
+
+impl Business {
+    /// Asks the bridge to send `body`; the id it answers.
+    async fn send(&self, body: &serde_json::Value) -> anyhow::Result<String> {
+        let response = self
+            .client
+            .post(&self.outbound_url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.outbound_url))?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        if status.as_u16() != 202 {
+            anyhow::bail!("POST /outbound answered HTTP {status}: {answer}");
+        }
+        answer["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("POST /outbound answered no id")
+    }
+
+    /// The Message SIDs outbound `id` went out as, once it did (10 s at most).
+    async fn sent_as(&self, id: &str) -> anyhow::Result<Vec<String>> {
+        let url = format!("{}/{id}", self.outbound_url);
+        for _ in 0..100 {
+            let answer: serde_json::Value = self
+                .client
+                .get(&url)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?
+                .json()
+                .await
+                .unwrap_or_default();
+            match answer["status"].as_str() {
+                Some("queued") | None => {}
+                Some(_) => {
+                    return Ok(answer["message_sids"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|sid| sid.as_str().map(str::to_owned))
+                        .collect())
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("outbound {id} was not sent within 10 seconds")
+    }
 }
 
 impl Desk<'_> {
@@ -265,6 +345,25 @@ async fn play(
             for message in desk.twilio.wait_for(before + 1).await.iter().skip(before) {
                 println!("< {}", message.body);
             }
+            return Ok(());
+        }
+        Step::Reminder(time) => {
+            let body = serde_json::json!({
+                "to": phone.from,
+                "from": phone.to,
+                "event": {"name": "appointment_reminder", "parameters": {"time": time}},
+            });
+            println!("  business ◂ POST /outbound {body}");
+            let id = desk.business.send(&body).await?;
+            let sids = desk.business.sent_as(&id).await?;
+            for message in desk.twilio.sent() {
+                if sids.contains(&message.sid) {
+                    for line in message.body.lines() {
+                        println!("< {line}");
+                    }
+                }
+            }
+            println!("  (sent first by the business, through the Messages API)");
             return Ok(());
         }
         Step::DeskEnds => {

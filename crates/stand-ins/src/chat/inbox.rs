@@ -14,6 +14,7 @@ pub struct ApiInbox {
     number: String,
     seen: HashSet<String>,
     content_url: String,
+    inbound_url: String,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +66,7 @@ impl ApiInbox {
             number: number.to_owned(),
             seen: HashSet::new(),
             content_url: format!("{}/v1/Content", base_url.trim_end_matches('/')),
+            inbound_url: format!("{}/stand-in/Inbound", base_url.trim_end_matches('/')),
         })
     }
 
@@ -117,6 +119,59 @@ impl ApiInbox {
         Ok(())
     }
 
+    /// Tells the local stand-in that the person sent `message` from `phone`, as
+    /// Twilio knows of each message it carries: its WhatsApp window opens, STOP and
+    /// START count. Twilio itself serves no such URL, and answers 404.
+    pub(super) async fn report(&self, phone: &Phone, message: &Outgoing) -> anyhow::Result<()> {
+        let mut form = vec![
+            ("From", phone.from.as_str()),
+            ("To", phone.to.as_str()),
+            ("Body", message.body.as_str()),
+        ];
+        if let Some((_, service)) = message
+            .params
+            .iter()
+            .find(|(name, _)| name == "MessagingServiceSid")
+        {
+            form.push(("MessagingServiceSid", service));
+        }
+        let response = self
+            .client
+            .post(&self.inbound_url)
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .form(&form)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.inbound_url))?;
+        if !response.status().is_success() {
+            bail!("{} answered HTTP {}", self.inbound_url, response.status());
+        }
+        Ok(())
+    }
+
+    /// The messages that arrived since the last look, unasked (one look, no wait), and
+    /// the buttons or list of the last one that had some.
+    pub(super) async fn arrivals(
+        &mut self,
+    ) -> anyhow::Result<(Vec<ReplyMessage>, Option<PhoneMenu>)> {
+        let mut replies = Vec::new();
+        let mut menu = None;
+        for message in self.list().await? {
+            if self.seen.insert(message.sid) {
+                let media = message.num_media.parse::<usize>().unwrap_or(0);
+                if let Some(sid) = &message.content_sid {
+                    menu = self.content(sid).await?.map(|(_, menu)| menu).or(menu);
+                }
+                replies.push(ReplyMessage {
+                    body: message.body,
+                    media: (1..=media).map(|i| format!("#{i}")).collect(),
+                    ..ReplyMessage::default()
+                });
+            }
+        }
+        Ok((replies, menu))
+    }
+
     /// The new messages, once they stop coming; none after [`API_REPLY_PATIENCE`];
     /// and the buttons or list of the last one that had some.
     pub(super) async fn new_replies(
@@ -127,20 +182,12 @@ impl ApiInbox {
         let mut menu = None;
         let mut last_arrival = None;
         loop {
-            for message in self.list().await? {
-                if self.seen.insert(message.sid) {
-                    let media = message.num_media.parse::<usize>().unwrap_or(0);
-                    if let Some(sid) = &message.content_sid {
-                        menu = self.content(sid).await?.map(|(_, menu)| menu).or(menu);
-                    }
-                    replies.push(ReplyMessage {
-                        body: message.body,
-                        media: (1..=media).map(|i| format!("#{i}")).collect(),
-                        ..ReplyMessage::default()
-                    });
-                    last_arrival = Some(tokio::time::Instant::now());
-                }
+            let (arrived, arrived_menu) = self.arrivals().await?;
+            if !arrived.is_empty() {
+                replies.extend(arrived);
+                last_arrival = Some(tokio::time::Instant::now());
             }
+            menu = arrived_menu.or(menu);
             let done = match last_arrival {
                 Some(at) => at.elapsed() >= API_REPLY_QUIET,
                 None => started.elapsed() >= API_REPLY_PATIENCE,

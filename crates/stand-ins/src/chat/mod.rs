@@ -203,7 +203,12 @@ pub struct Session {
     inbox: Option<ApiInbox>,
     /// The buttons or list last shown, to `/tap`.
     menu: Option<PhoneMenu>,
+    /// Whether the messages sent before the phone started were put aside.
+    started: bool,
 }
+
+/// How often a phone waiting for its person looks for messages the business sent.
+const UNASKED_EVERY: Duration = Duration::from_secs(1);
 
 impl Session {
     pub fn new(phone: Phone, inbox: Option<ApiInbox>) -> Self {
@@ -211,7 +216,50 @@ impl Session {
             phone,
             inbox,
             menu: None,
+            started: false,
         }
+    }
+
+    /// The messages that came through the Messages API since the last look, unasked
+    /// (a reminder, a notification the business started), as the phone shows them;
+    /// `None` when there are none. The first look puts aside what came before the
+    /// phone started.
+    pub async fn unasked(&mut self) -> anyhow::Result<Option<String>> {
+        let Some(inbox) = &mut self.inbox else {
+            return Ok(None);
+        };
+        if !self.started {
+            inbox.mark_seen().await?;
+            self.started = true;
+            return Ok(None);
+        }
+        let (replies, menu) = inbox.arrivals().await?;
+        if replies.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.shown_from_api(
+            replies,
+            menu,
+            "(from the business, unasked, through the Messages API)",
+        )))
+    }
+
+    /// How `replies` that came through the API look, their menu (now the one to tap)
+    /// below them, and `note`.
+    fn shown_from_api(
+        &mut self,
+        replies: Vec<ReplyMessage>,
+        menu: Option<PhoneMenu>,
+        note: &str,
+    ) -> String {
+        let mut shown = show(&PhoneReply::Messages(replies));
+        if let Some(menu) = &menu {
+            shown.push('\n');
+            shown.push_str(&menu.show());
+            shown.push_str("\n  (/tap N to tap one)");
+        }
+        self.menu = menu;
+        format!("{shown}\n  {note}")
     }
 
     /// The webhook of a tap on the `number`th button or item last shown; or why not.
@@ -225,10 +273,23 @@ impl Session {
 
     /// Sends `message` and returns what the phone shows of the replies.
     pub async fn exchange(&mut self, message: &Outgoing) -> anyhow::Result<String> {
-        if let Some(inbox) = &mut self.inbox {
-            // A listing that fails now will fail below too, and say so there.
-            let _ = inbox.mark_seen().await;
+        // What the business sent unasked since the last look comes first on screen.
+        // A listing that fails now will fail below too, and say so there.
+        let earlier = self.unasked().await.ok().flatten();
+        if let Some(inbox) = &self.inbox {
+            // Twilio knows of each message it carries; the local stand-in is told.
+            // Anywhere else there is nobody to tell, which is no failure.
+            let _ = inbox.report(&self.phone, message).await;
         }
+        let shown = self.exchange_only(message).await?;
+        Ok(match earlier {
+            Some(earlier) => format!("{earlier}\n{shown}"),
+            None => shown,
+        })
+    }
+
+    /// Sends `message` and returns what the phone shows of its replies alone.
+    async fn exchange_only(&mut self, message: &Outgoing) -> anyhow::Result<String> {
         let reply = self.phone.send(message).await?;
         match (&reply, &mut self.inbox) {
             (PhoneReply::Messages(messages), Some(inbox)) if messages.is_empty() => {
@@ -238,14 +299,7 @@ impl Session {
                             .to_owned())
                     }
                     Ok((replies, menu)) => {
-                        let mut shown = show(&PhoneReply::Messages(replies));
-                        if let Some(menu) = &menu {
-                            shown.push('\n');
-                            shown.push_str(&menu.show());
-                            shown.push_str("\n  (/tap N to tap one)");
-                        }
-                        self.menu = menu;
-                        Ok(format!("{shown}\n  (through the Messages API)"))
+                        Ok(self.shown_from_api(replies, menu, "(through the Messages API)"))
                     }
                     Err(error) => Ok(format!(
                         "  (no reply in the webhook's answer; cannot read the Messages API: {error:#})"
@@ -286,12 +340,33 @@ impl Session {
             );
             stdout.write_all(hello.as_bytes()).await?;
         }
+        // What came before the phone started is not news.
+        let _ = self.unasked().await;
+        let mut look = tokio::time::interval(UNASKED_EVERY);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if prompt {
                 stdout.write_all(b"> ").await?;
                 stdout.flush().await?;
             }
-            let Some(line) = lines.next_line().await? else {
+            // While the person has not typed, what the business sends shows as it
+            // arrives.
+            let line = loop {
+                tokio::select! {
+                    line = lines.next_line() => break line?,
+                    _ = look.tick() => {
+                        if let Ok(Some(shown)) = self.unasked().await {
+                            let redraw = if prompt { "\r" } else { "" };
+                            stdout.write_all(format!("{redraw}{shown}\n").as_bytes()).await?;
+                            if prompt {
+                                stdout.write_all(b"> ").await?;
+                            }
+                            stdout.flush().await?;
+                        }
+                    }
+                }
+            };
+            let Some(line) = line else {
                 break;
             };
             let line = line.trim();

@@ -136,6 +136,9 @@ pub async fn run(
                 .with_context(|| format!("cannot listen on 127.0.0.1:{}", stand_in.port))?;
             let messages =
                 MessagesEmulator::start(listener, &stand_in.account_sid, &stand_in.auth_token)?;
+            // `chat` tells it of each message the person sends, so it holds WhatsApp's
+            // 24-hour window as Twilio does.
+            messages.keep_session_windows();
             println!(
                 "Twilio Messages API stand-in for {} listening on {}\n  set TWILIO_API_BASE_URL={}",
                 stand_in.account_sid,

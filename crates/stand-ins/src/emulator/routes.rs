@@ -263,14 +263,21 @@ async fn detect_intent(
             }
         }
     }
-    let request_parameters = params
-        .and_then(|p| p.get("parameters"))
-        .and_then(Value::as_object)
-        .cloned();
+    // CX carries an event's parameters in `queryParams.parameters`, ES in the event
+    // itself (`queryInput.event.parameters`); either way they fill the session's.
+    let request_parameters: Map<String, Value> = [
+        params.and_then(|p| p.get("parameters")),
+        body.pointer("/queryInput/event/parameters"),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(Value::as_object)
+    .flat_map(|m| m.clone())
+    .collect();
     let parameters = shared
         .sessions
         .update(&target.session, ttl, Instant::now(), |session| {
-            session.extend(request_parameters.unwrap_or_default());
+            session.extend(request_parameters);
             if let (Some((_, intent)), Query::Text(text)) = (intent, &query) {
                 if let Some(capture) = &intent.capture {
                     if let Some(value) = matcher::capture(&capture.values, text) {
@@ -340,14 +347,14 @@ fn content(reply: &Reply, parameters: &Map<String, Value>, cx: bool) -> Map<Stri
             let options: Vec<Value> = quick.replies.iter().map(|r| json!({"text": r})).collect();
             let mut items = Vec::new();
             if !quick.title.is_empty() {
-                items.push(json!({"type": "info", "title": quick.title}));
+                items.push(json!({"type": "info", "title": fill(&quick.title, parameters)}));
             }
             items.push(json!({"type": "chips", "options": options}));
             message.insert("payload".into(), json!({"richContent": [items]}));
         } else {
             message.insert(
                 "quickReplies".into(),
-                json!({"title": quick.title, "quickReplies": quick.replies}),
+                json!({"title": fill(&quick.title, parameters), "quickReplies": quick.replies}),
             );
         }
     } else if let Some(metadata) = &reply.handoff {

@@ -124,6 +124,12 @@ impl TwilioError {
         Self::bad_request(21656, "The ContentVariables Parameter is invalid.")
     }
 
+    /// 21610: the person sent STOP (or a synonym) to this sender and has not sent
+    /// START since.
+    pub fn unsubscribed_recipient() -> Self {
+        Self::bad_request(21610, "Attempt to send to unsubscribed recipient")
+    }
+
     /// 63021: the channel (WhatsApp) refuses the content, e.g. more than three reply
     /// buttons in a session message.
     pub fn channel_invalid_content(why: &str) -> Self {

@@ -65,3 +65,31 @@ pub const ITEM_DESCRIPTION_CHARS: usize = 72;
 /// list button.
 /// <https://www.twilio.com/docs/content/twiliolist-picker>
 pub const LIST_BUTTON_CHARS: usize = 20;
+
+/// WhatsApp's customer service window: "A messaging session starts when a user sends
+/// your application a message, and lasts for 24 hours from the most recently received
+/// message"; a free-form (non-template) message outside it fails with 63016.
+/// <https://www.twilio.com/docs/whatsapp/key-concepts#the-24-hour-window-or-24-hour-customer-service-window>,
+/// <https://www.twilio.com/docs/api/errors/63016>
+pub const WHATSAPP_SESSION_WINDOW_SECS: u64 = 24 * 3600;
+
+/// The messages that opt a person out of a sender's SMS, as Twilio handles them by
+/// default for long codes ("STOP, UNSUBSCRIBE, END, QUIT, STOPALL, REVOKE, OPTOUT, and
+/// CANCEL"); a send to a person who opted out is refused with 21610.
+/// <https://www.twilio.com/docs/messaging/tutorials/advanced-opt-out>,
+/// <https://help.twilio.com/articles/223134027>,
+/// <https://www.twilio.com/docs/api/errors/21610>
+pub const OPT_OUT_KEYWORDS: [&str; 8] = [
+    "STOP",
+    "UNSUBSCRIBE",
+    "END",
+    "QUIT",
+    "STOPALL",
+    "REVOKE",
+    "OPTOUT",
+    "CANCEL",
+];
+
+/// The messages that opt a person back in ("START, YES, UNSTOP").
+/// <https://help.twilio.com/articles/223134027>
+pub const OPT_IN_KEYWORDS: [&str; 3] = ["START", "YES", "UNSTOP"];

@@ -22,8 +22,33 @@ pub(super) struct StoredMessage {
     pub sent: SentMessage,
     /// Seconds since the Unix epoch.
     pub created: u64,
-    /// The error code it is reported `undelivered` with, if it was told to fail later.
-    pub undelivered: Option<u32>,
+    /// How it failed after it was taken, if it did.
+    pub failure: Option<Failure>,
+}
+
+/// A message taken, then not delivered: how Twilio reports it, on its status callback
+/// and when fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Failure {
+    /// `failed`: never sent (e.g. 63016, outside WhatsApp's window); `undelivered`:
+    /// sent, and the carrier or WhatsApp refused it.
+    pub status: &'static str,
+    pub code: u32,
+}
+
+/// The statuses Twilio reports to a message's `StatusCallback`, in order
+/// (<https://www.twilio.com/docs/messaging/guides/track-outbound-message-status>):
+/// queued, sent, then delivered, and read when a WhatsApp user opens it; or failed
+/// (never sent) or undelivered (sent, not delivered).
+fn statuses(whatsapp: bool, failure: Option<Failure>) -> Vec<&'static str> {
+    match failure {
+        Some(Failure {
+            status: "failed", ..
+        }) => vec!["queued", "failed"],
+        Some(failure) => vec!["queued", "sent", failure.status],
+        None if whatsapp => vec!["queued", "sent", "delivered", "read"],
+        None => vec!["queued", "sent", "delivered"],
+    }
 }
 
 /// Where a message is in Twilio's life of a message, as the stand-in shows it: queued
@@ -134,10 +159,13 @@ fn message_path(account: &str, sid: &str) -> String {
 fn resource(stored: &StoredMessage, status: Status) -> Value {
     let m = &stored.sent;
     let created = dates::rfc2822(stored.created);
-    let (status, date_sent, error_code) = match (status, stored.undelivered) {
+    let (status, date_sent, error_code) = match (status, stored.failure) {
         (Status::Queued, _) => ("queued", Value::Null, None),
         (Status::Settled, None) => ("delivered", json!(created), None),
-        (Status::Settled, Some(code)) => ("undelivered", json!(created), Some(code)),
+        (Status::Settled, Some(Failure { status, code })) => {
+            let sent = (status != "failed").then(|| json!(created));
+            (status, sent.unwrap_or(Value::Null), Some(code))
+        }
     };
     // WhatsApp bills by message, not by SMS segment: Twilio reports one.
     let num_segments = if m.to.starts_with("whatsapp:") {
@@ -212,6 +240,41 @@ pub(super) async fn create(
     }
     let stored = {
         let mut recorded = shared.lock();
+        let now = recorded.now();
+        let senders: Vec<&String> = request
+            .from
+            .iter()
+            .chain(&request.messaging_service_sid)
+            .collect();
+        if senders
+            .iter()
+            .any(|sender| recorded.people.opted_out(&request.to, sender))
+        {
+            return TwilioError::unsubscribed_recipient().into_response();
+        }
+        // Outside the window only an approved template may start the conversation;
+        // WhatsApp refuses the rest after Twilio took it, so it fails later.
+        let approved = request
+            .content_sid
+            .as_ref()
+            .is_some_and(|sid| recorded.templates.iter().any(|(known, _)| known == sid));
+        let outside_window = recorded.session_windows
+            && request.to_whatsapp()
+            && !approved
+            && !senders
+                .iter()
+                .any(|sender| recorded.people.in_session(&request.to, sender, now));
+        let failure = match (outside_window, fail_later) {
+            (true, _) => Some(Failure {
+                status: "failed",
+                code: OUTSIDE_WINDOW,
+            }),
+            (false, Some(code)) => Some(Failure {
+                status: "undelivered",
+                code,
+            }),
+            (false, None) => None,
+        };
         let stored = StoredMessage {
             sent: SentMessage {
                 sid: format!("SM{:032x}", recorded.sent.len() + 1),
@@ -225,22 +288,16 @@ pub(super) async fn create(
                 content_sid: request.content_sid,
                 content_variables: request.content_variables,
             },
-            created: dates::now(),
-            undelivered: fail_later,
+            created: now,
+            failure,
         };
         recorded.sent.push(stored.clone());
         stored
     };
     shared.changed.notify_waiters();
-    if let (Some(code), Some(callback)) = (fail_later, stored.sent.status_callback.clone()) {
+    if let Some(callback) = stored.sent.status_callback.clone() {
         let token = shared.token_of(&account);
-        tokio::spawn(report_failure(
-            callback,
-            token,
-            account,
-            stored.sent.sid.clone(),
-            code,
-        ));
+        tokio::spawn(report_statuses(callback, token, stored.clone()));
     }
     (StatusCode::CREATED, Json(resource(&stored, Status::Queued))).into_response()
 }
@@ -348,30 +405,51 @@ pub(super) async fn list(
     .into_response()
 }
 
-/// Posts the status callback Twilio posts when a message it took was not delivered,
-/// signed as Twilio signs its requests (with the bridge's public signer, the one
-/// piece of the bridge a stand-in may use besides starting it).
-async fn report_failure(callback: String, token: String, account: String, sid: String, code: u32) {
-    let params: Vec<(String, String)> = vec![
-        ("MessageSid".into(), sid.clone()),
-        ("SmsSid".into(), sid),
-        ("AccountSid".into(), account),
-        ("MessageStatus".into(), "undelivered".into()),
-        ("SmsStatus".into(), "undelivered".into()),
-        ("ErrorCode".into(), code.to_string()),
-        ("ApiVersion".into(), "2010-04-01".into()),
-    ];
-    let signature = bridge::twilio::signature::compute(&token, &callback, &params);
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params.iter())
-        .finish();
-    let _ = reqwest::Client::new()
-        .post(&callback)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", signature)
-        .body(body)
-        .send()
-        .await;
+/// Twilio's 63016: a free-form WhatsApp message outside the 24-hour window.
+/// <https://www.twilio.com/docs/api/errors/63016>
+const OUTSIDE_WINDOW: u32 = 63016;
+
+/// Posts the status callbacks Twilio posts for a message it took, one at a time in
+/// their order, each signed as Twilio signs its requests (with the bridge's public
+/// signer, the one piece of the bridge a stand-in may use besides starting it).
+async fn report_statuses(callback: String, token: String, stored: StoredMessage) {
+    let client = reqwest::Client::new();
+    let message = &stored.sent;
+    for status in statuses(message.to.starts_with("whatsapp:"), stored.failure) {
+        let mut params: Vec<(String, String)> = vec![
+            ("MessageSid".into(), message.sid.clone()),
+            ("SmsSid".into(), message.sid.clone()),
+            ("AccountSid".into(), message.account_sid.clone()),
+            ("To".into(), message.to.clone()),
+            ("MessageStatus".into(), status.into()),
+            ("SmsStatus".into(), status.into()),
+            ("ApiVersion".into(), "2010-04-01".into()),
+        ];
+        if let Some(from) = &message.from {
+            params.push(("From".into(), from.clone()));
+        }
+        if let Some(service) = &message.messaging_service_sid {
+            params.push(("MessagingServiceSid".into(), service.clone()));
+        }
+        if let Some(failure) = stored.failure.filter(|f| f.status == status) {
+            params.push(("ErrorCode".into(), failure.code.to_string()));
+        }
+        let signature = bridge::twilio::signature::compute(&token, &callback, &params);
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter())
+            .finish();
+        let posted = client
+            .post(&callback)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        if posted.is_err() {
+            // Nobody listens there: the next statuses would not be heard either.
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +488,28 @@ mod tests {
         ] {
             assert!(!is_address(to), "{to}");
         }
+    }
+
+    #[test]
+    fn statuses_follow_twilios_order() {
+        assert_eq!(statuses(false, None), ["queued", "sent", "delivered"]);
+        assert_eq!(
+            statuses(true, None),
+            ["queued", "sent", "delivered", "read"]
+        );
+        let outside = Failure {
+            status: "failed",
+            code: OUTSIDE_WINDOW,
+        };
+        assert_eq!(statuses(true, Some(outside)), ["queued", "failed"]);
+        let refused = Failure {
+            status: "undelivered",
+            code: 63024,
+        };
+        assert_eq!(
+            statuses(true, Some(refused)),
+            ["queued", "sent", "undelivered"]
+        );
     }
 
     #[test]

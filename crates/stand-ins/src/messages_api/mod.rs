@@ -5,6 +5,14 @@
 //! refuses what Twilio refuses with Twilio's codes, and records what it was asked to
 //! send.
 //!
+//! It keeps what Twilio keeps of the people it carries messages from (see [`people`]):
+//! a send to a person who sent STOP is refused with 21610, and, once told to keep
+//! WhatsApp's 24-hour window ([`MessagesEmulator::keep_session_windows`]), a free-form
+//! WhatsApp message to a person silent for 24 hours fails with 63016. Each message it
+//! takes is reported to its `StatusCallback`, signed as Twilio signs: queued, sent,
+//! delivered (and read on WhatsApp), or failed/undelivered with Twilio's error code.
+//! Its clock can be moved on ([`MessagesEmulator::advance_clock`]).
+//!
 //! It can be told to fail the next few requests with a given status, to show what the
 //! bridge does when Twilio is down or throttling.
 //!
@@ -21,7 +29,10 @@ mod dates;
 mod errors;
 mod limits;
 mod messages;
+mod people;
 mod segments;
+
+pub use people::Inbound;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -96,6 +107,19 @@ struct Recorded {
     typing: Vec<String>,
     /// Approved templates (`HX…`) known to the account, with their text.
     templates: Vec<(String, String)>,
+    people: people::People,
+    /// Whether a free-form WhatsApp message needs the person to have written in the
+    /// last 24 hours: only where the stand-in is told of every message people send.
+    session_windows: bool,
+    /// How far the stand-in's clock is ahead of the machine's, in seconds.
+    clock_ahead: u64,
+}
+
+impl Recorded {
+    /// The stand-in's time: seconds since the epoch.
+    fn now(&self) -> u64 {
+        dates::now() + self.clock_ahead
+    }
 }
 
 #[derive(Clone)]
@@ -150,6 +174,7 @@ impl MessagesEmulator {
             .route("/v1/Content", post(content::create))
             .route("/v1/Content/{sid}", get(content::fetch))
             .route("/v2/Indicators/Typing.json", post(typing))
+            .route("/stand-in/Inbound", post(inbound))
             .fallback(errors::unknown_url)
             .method_not_allowed_fallback(errors::wrong_method)
             .with_state(shared.clone());
@@ -190,6 +215,26 @@ impl MessagesEmulator {
         self.lock()
             .templates
             .push((sid.to_owned(), body.to_owned()));
+    }
+
+    /// A person sent `message`: Twilio would have carried it to the webhook; the
+    /// stand-in learns from it what Twilio learns (the window, STOP and START).
+    pub fn person_wrote(&self, message: &Inbound) {
+        let mut recorded = self.lock();
+        let now = recorded.now();
+        recorded.people.wrote(message, now);
+    }
+
+    /// From now on, a free-form WhatsApp message to a person who has not written to
+    /// its sender in the last 24 hours fails with 63016, as on Twilio. Off unless
+    /// asked: the stand-in only knows who wrote when the phone tells it.
+    pub fn keep_session_windows(&self) {
+        self.lock().session_windows = true;
+    }
+
+    /// Moves the stand-in's clock on by `by`: its windows close, its dates move.
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.lock().clock_ahead += by.as_secs();
     }
 
     /// Answer the next Content API creates in these ways in turn.
@@ -326,6 +371,32 @@ fn account_of(headers: &HeaderMap, credentials: &Mutex<Vec<String>>) -> Option<S
     let decoded = BASE64.decode(value.strip_prefix("Basic ")?.trim()).ok()?;
     let pair = String::from_utf8(decoded).ok()?;
     authorized(headers, credentials).then(|| pair.split(':').next().unwrap_or_default().to_owned())
+}
+
+/// `POST /stand-in/Inbound` (the stand-in's own, not Twilio's): a person sent a
+/// message (`From`, `To`, `Body`, and `MessagingServiceSid` when the sender is in a
+/// service), as the terminal phone reports each one it sends. Basic auth as Twilio's.
+async fn inbound(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&headers, &shared.credentials) {
+        return TwilioError::unauthenticated().into_response();
+    }
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&body).into_owned().collect();
+    let (Some(from), Some(to)) = (form.get("From"), form.get("To")) else {
+        return TwilioError::invalid_parameter("From and To are required").into_response();
+    };
+    let message = Inbound {
+        from: from.clone(),
+        to: to.clone(),
+        messaging_service_sid: form.get("MessagingServiceSid").cloned(),
+        body: form.get("Body").cloned().unwrap_or_default(),
+    };
+    {
+        let mut recorded = shared.lock();
+        let now = recorded.now();
+        recorded.people.wrote(&message, now);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// `POST /v2/Indicators/Typing.json`: `messageId` (an SM or MM SID) and `channel`.
