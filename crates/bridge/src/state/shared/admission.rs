@@ -280,10 +280,15 @@ impl SharedState {
 /// `STATE_TIMEOUT`, a connection that closed or failed after the request may have been
 /// written (a master that failed before answering), or a cluster still moving its
 /// slots when the cluster client's own retries ran out. Anything else the server
-/// answered, and a script that answers an error made no turn.
+/// answered, and a script that answers an error made no turn; a request never sent
+/// (no connection yet, or one refused: the store is down) made none either, and is
+/// not asked again, so that an outage costs no more than the fallback.
 fn answer_lost(error: &StoreError) -> Verdict {
     match error {
+        // `SharedState::call`'s answer before the first connection was made.
+        StoreError::Timeout(waited) if waited.is_zero() => Verdict::Final,
         StoreError::Timeout(_) => Verdict::Retry,
+        StoreError::Redis(error) if error.is_connection_refusal() => Verdict::Final,
         StoreError::Redis(error)
             if error.is_io_error()
                 || error.is_unrecoverable_error()

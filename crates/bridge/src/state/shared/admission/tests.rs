@@ -322,3 +322,37 @@ async fn a_turn_of_no_message_whose_answer_was_lost_is_not_made_twice() {
     let (next, done, open) = setup.conversation(&lossy).await;
     assert_eq!((next, done, open.len()), (1, 1, 0), "{open:?}");
 }
+
+#[test]
+fn an_answer_may_be_lost_only_after_the_request_may_have_reached_the_server() {
+    use super::answer_lost;
+    use crate::retry::Verdict;
+    use crate::state::StoreError;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+    let io =
+        |kind: std::io::ErrorKind| StoreError::Redis(RedisError::from(std::io::Error::from(kind)));
+    let server = |kind: ServerErrorKind, text: &'static str| {
+        StoreError::Redis(RedisError::from((ErrorKind::Server(kind), text)))
+    };
+    let lost = [
+        StoreError::Timeout(Duration::from_millis(300)),
+        io(std::io::ErrorKind::BrokenPipe),
+        io(std::io::ErrorKind::ConnectionReset),
+        io(std::io::ErrorKind::UnexpectedEof),
+        server(ServerErrorKind::TryAgain, "TRYAGAIN"),
+        server(ServerErrorKind::ClusterDown, "CLUSTERDOWN"),
+    ];
+    for error in &lost {
+        assert_eq!(answer_lost(error), Verdict::Retry, "{error}");
+    }
+    let answered_or_never_sent = [
+        // Before the first connection: nothing was sent.
+        StoreError::Timeout(Duration::ZERO),
+        io(std::io::ErrorKind::ConnectionRefused),
+        server(ServerErrorKind::ResponseError, "ERR a script failed"),
+        StoreError::Corrupt("admit answered []".into()),
+    ];
+    for error in &answered_or_never_sent {
+        assert_eq!(answer_lost(error), Verdict::Final, "{error}");
+    }
+}
