@@ -6,7 +6,8 @@
 //! It starts `target/release/twilio-dialogflow` as separate processes (the emulator and
 //! the bridge), so that what is measured is the real binary, and drives it with signed
 //! webhooks over loopback. Everything shares one machine; the table says so. With a
-//! `redis-server` on the PATH, the load is run again with the state in Redis.
+//! `redis-server` on the PATH, the load is run again with the state in Redis, and with
+//! `redis-cli` too, on a Redis Cluster of three masters.
 //!
 //! It prints the headline figures first, each with its target and the figure of the
 //! README's last table (`bench/previous.tsv`), so that a slower change shows in review;
@@ -405,6 +406,122 @@ async fn shared_state(
     Ok(added)
 }
 
+/// The same load with the state in a local Redis Cluster of three masters (no
+/// replicas), made as the tests make theirs (`redis-cli --cluster create`), the bridge
+/// told one node: requests/s as a share of the in-process figure, the store's round
+/// trips per webhook and the p99 added. Skipped without `redis-server` and `redis-cli`.
+async fn cluster_state(
+    binary: &Path,
+    emulator: SocketAddr,
+    seconds: u64,
+    in_process: &[(usize, f64, Duration)],
+    rows: &mut Vec<(String, String, String)>,
+) -> Result<()> {
+    let skipped = |rows: &mut Vec<(String, String, String)>, why: &str| {
+        rows.push((
+            "shared state (Redis Cluster, 3 masters)".into(),
+            format!("skipped: {why}"),
+            String::new(),
+        ));
+    };
+    let dir = std::env::temp_dir().join(format!("bench-cluster-{}", std::process::id()));
+    let mut nodes = Vec::new();
+    let mut addresses = Vec::new();
+    for n in 0..3 {
+        let node_dir = dir.join(format!("node-{n}"));
+        std::fs::create_dir_all(&node_dir)?;
+        // The bus on a port of its own: a free port plus 10000 may be past 65535.
+        let (port, bus) = (free_port()?, free_port()?);
+        let Ok(child) = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+            ])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+        else {
+            skipped(rows, "no redis-server");
+            return Ok(());
+        };
+        nodes.push(Proc(child));
+        addresses.push(format!("127.0.0.1:{port}"));
+    }
+    for address in &addresses {
+        wait_for_port(address.parse()?).await;
+    }
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !created.is_ok_and(|status| status.success()) {
+        skipped(rows, "redis-cli --cluster create failed");
+        return Ok(());
+    }
+    for address in &addresses {
+        let client = redis::Client::open(format!("redis://{address}"))?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut connection)
+                .await?;
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let store_url = format!("redis://{}", addresses[0]);
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let bridge = spawn_bridge_with(binary, port, emulator, &[("STATE_URL", &store_url)])?;
+    wait_for_port(([127, 0, 0, 1], port).into()).await;
+    for &(concurrency, rps, p99) in in_process {
+        let calls_before = store_round_trips(&url).await?;
+        let shared = load(&url, concurrency, Duration::from_secs(seconds)).await;
+        let round_trips =
+            (store_round_trips(&url).await? - calls_before) as f64 / shared.requests.max(1) as f64;
+        rows.push((
+            format!("Cluster state, concurrency {concurrency}: requests/s (errors)"),
+            format!("{:.0} ({})", shared.rps, shared.errors),
+            String::new(),
+        ));
+        rows.push((
+            format!("Cluster / in-process throughput, concurrency {concurrency}"),
+            format!("{:.0} %", 100.0 * shared.rps / rps),
+            String::new(),
+        ));
+        rows.push((
+            format!("Cluster state, concurrency {concurrency}: p99 (added to in-process)"),
+            format!(
+                "{} (+{})",
+                ms(shared.p99),
+                ms(shared.p99.saturating_sub(p99))
+            ),
+            String::new(),
+        ));
+        rows.push((
+            format!("Cluster state, concurrency {concurrency}: store round trips per webhook"),
+            format!("{round_trips:.2}"),
+            "<= 2".into(),
+        ));
+    }
+    drop(bridge);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 /// How many round trips the bridge has made to the store, by its own count
 /// (`state_calls_total` in its `/metrics`): the server's command statistics would count
 /// the commands the scripts run inside too.
@@ -752,6 +869,7 @@ async fn run() -> Result<()> {
         String::new(),
     ));
     let added = shared_state(&binary, emulator, seconds, &in_process, &mut rows).await?;
+    cluster_state(&binary, emulator, seconds, &in_process, &mut rows).await?;
     headlines.add(
         "redis_p99_added",
         "Redis state: p99 added at concurrency 16 / 128",

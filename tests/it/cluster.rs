@@ -2,12 +2,15 @@
 //! for Valkey with cluster mode enabled and Memorystore for Redis Cluster are, with
 //! `STATE_URL` naming one node: the bridge finds the cluster by itself. A message is
 //! asked once, a conversation keeps its order, owed replies outlive the instance that
-//! owed them, conversations spread over every shard, and a master that fails costs no
-//! reply, and doubles none.
+//! owed them (killed, or stopped with SIGTERM), hand-overs, menus and limits hold
+//! across instances, conversations spread over every shard, and a master that fails
+//! costs no reply, and doubles none.
 
 use crate::helpers::*;
-use crate::shared_state::{asked, instances_on, says, webhook, Instance};
-use stand_ins::chat::{Phone, PhoneReply};
+use crate::shared_state::{
+    asked, instances_on, says, turns_finished, user, user_phone, webhook, Instance,
+};
+use stand_ins::chat::PhoneReply;
 use std::time::{Duration, Instant};
 
 /// A cluster, the emulators, and two instances on the cluster.
@@ -28,32 +31,6 @@ async fn on_cluster(reply_mode: &str, settings: &[(&str, &str)]) -> OnCluster {
         instances,
         local,
     }
-}
-
-/// Waits (10 s at most) until the cluster holds no turn: every one finished, none left
-/// for an instance to take over and send again.
-async fn turns_finished(redis: &RedisCluster) {
-    eventually("every turn finished", Duration::from_secs(10), || async {
-        ready_if(redis.open_turns().await, Vec::is_empty)
-    })
-    .await;
-}
-
-/// User `n`'s number.
-fn user(n: usize) -> String {
-    format!("+1555000{n:04}")
-}
-
-/// A phone of user `n` (its own conversation) writing to `instance`.
-fn user_phone(instance: &Instance, n: usize) -> Phone {
-    Phone::new(
-        &instance.phone.url,
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        &user(n),
-        OUR_NUMBER,
-    )
-    .unwrap()
 }
 
 /// User `n`'s conversation, as the bridge names it (its keys' hash tag).
@@ -131,6 +108,31 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
     // Exactly once: nothing more follows (no turn is left to take over).
     quiet_window(Duration::from_millis(500)).await;
     assert_eq!(on.local.twilio.sent().len(), 2);
+}
+
+/// One cluster for the scenarios of the human side, each under a prefix of its own (run
+/// on a single server in `handoff` and `rich`): a hand-over started through one
+/// instance is answered and ended through the other, a quiet hand-over is ended once
+/// with both sweeping, and a numbered menu sent by one is answered at the other.
+#[tokio::test]
+async fn hand_overs_and_menus_hold_across_instances() {
+    let redis = RedisCluster::start().await;
+    crate::handoff::expiry::a_hand_over_holds_across_instances_on(&redis, "handover").await;
+    crate::handoff::expiry::with_two_instances_a_quiet_hand_over_is_ended_once_on(&redis, "quiet")
+        .await;
+    crate::rich::more::a_menu_sent_by_one_instance_is_answered_on_another_on(&redis, "menus").await;
+}
+
+/// One cluster for the scenarios of owed work and limits, each under a prefix of its
+/// own (run on a single server in `shared_state`): an instance stopped with SIGTERM
+/// mid-turn leaves its owed replies to the other, sent once; a conversation's pace and
+/// the agent budget are counted across both instances.
+#[tokio::test]
+async fn owed_work_at_sigterm_and_limits_hold_across_instances() {
+    let redis = RedisCluster::start().await;
+    crate::shared_state::at_sigterm_owed_replies_go_to_the_other_instance(&redis, "sigterm").await;
+    crate::shared_state::the_rate_limit_holds_across_instances_on(&redis, "rate").await;
+    crate::shared_state::the_agent_budget_holds_across_instances_on(&redis, "budget").await;
 }
 
 #[tokio::test]

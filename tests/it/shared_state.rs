@@ -169,26 +169,58 @@ async fn an_instance_killed_with_replies_owed_leaves_them_to_the_other() {
     assert_eq!(cluster.local.twilio.sent().len(), 2);
 }
 
-/// Waits (10 s at most) until Redis holds no turn: every one finished, none left for an
-/// instance to take over and send again.
-async fn turns_finished(redis: &RedisServer) {
+/// Waits (10 s at most) until the store holds no turn: every one finished, none left
+/// for an instance to take over and send again.
+pub(crate) async fn turns_finished(store: &impl SharedStore) {
     eventually("every turn finished", Duration::from_secs(10), || async {
-        ready_if(redis.open_turns().await, Vec::is_empty)
+        ready_if(store.open_turns().await, Vec::is_empty)
     })
     .await;
 }
 
+/// User `n`'s number.
+pub(crate) fn user(n: usize) -> String {
+    format!("+1555000{n:04}")
+}
+
+/// A phone of user `n` (its own conversation) writing to `instance`.
+pub(crate) fn user_phone(instance: &Instance, n: usize) -> Phone {
+    Phone::new(
+        &instance.phone.url,
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        &user(n),
+        OUR_NUMBER,
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn at_sigterm_owed_replies_are_left_to_the_other_instance_at_once() {
+    let redis = RedisServer::start().await;
+    at_sigterm_owed_replies_go_to_the_other_instance(&redis, "sigterm").await;
+}
+
+/// Two instances on `store`, keys under `prefix`: one stopped with SIGTERM while it
+/// owes two replies (one at the agent, one queued behind it) leaves both to the other
+/// at once, and each is sent once.
+pub(crate) async fn at_sigterm_owed_replies_go_to_the_other_instance(
+    store: &impl SharedStore,
+    prefix: &str,
+) {
     // A lease far longer than the grace: the hand-over must not wait for it to run out.
-    let mut cluster =
-        cluster_with("api", &[("STATE_LEASE", "20s"), ("SHUTDOWN_GRACE", "1s")]).await;
-    let a = &cluster.instances[0];
+    let settings = [
+        ("STATE_LEASE", "20s"),
+        ("SHUTDOWN_GRACE", "1s"),
+        ("STATE_PREFIX", prefix),
+    ];
+    let (local, mut instances) = instances_on(&store.url(), "api", &settings).await;
+    let a = &instances[0];
     webhook(a, &says("slow", "SM0000000000000000000000000000006a")).await;
     webhook(a, &says("hi", "SM0000000000000000000000000000006b")).await;
-    agent_asked(&cluster.local.emulator, 1).await;
+    agent_asked(&local.emulator, 1).await;
     let stopping = Instant::now();
-    let mut a = cluster.instances.remove(0);
+    let mut a = instances.remove(0);
     a.serve.signal("TERM");
     a.serve
         .find_line(|line| {
@@ -196,15 +228,15 @@ async fn at_sigterm_owed_replies_are_left_to_the_other_instance_at_once() {
                 .then_some(())
         })
         .await;
-    let sent = cluster.local.twilio.wait_for(2).await;
+    let sent = local.twilio.wait_for(2).await;
     let took = stopping.elapsed();
     let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, vec!["Finally", "Hello from the agent"]);
     // Grace (1 s), a sweep (1 s), the slow agent asked again (3 s): not the 20 s lease.
     assert!(took < Duration::from_secs(9), "delivered after {took:?}");
-    turns_finished(&cluster.redis).await;
+    turns_finished(store).await;
     quiet_window(Duration::from_millis(500)).await;
-    assert_eq!(cluster.local.twilio.sent().len(), 2);
+    assert_eq!(local.twilio.sent().len(), 2);
 }
 
 #[tokio::test]
@@ -464,10 +496,22 @@ async fn conversation_records_are_typed_and_expire_in_both_stores() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_across_instances() {
-    let cluster = cluster_with("twiml", &[("RATE_LIMIT_PER_CONVERSATION", "2")]).await;
-    let [a, b] = &cluster.instances[..] else {
-        panic!()
-    };
+    let redis = RedisServer::start().await;
+    the_rate_limit_holds_across_instances_on(&redis, "rate").await;
+}
+
+/// Two instances on `store`, keys under `prefix`: a conversation's pace
+/// (`RATE_LIMIT_PER_CONVERSATION`) is counted across both.
+pub(crate) async fn the_rate_limit_holds_across_instances_on(
+    store: &impl SharedStore,
+    prefix: &str,
+) {
+    let settings = [
+        ("RATE_LIMIT_PER_CONVERSATION", "2"),
+        ("STATE_PREFIX", prefix),
+    ];
+    let (local, instances) = instances_on(&store.url(), "twiml", &settings).await;
+    let [a, b] = &instances[..] else { panic!() };
     let replies = [
         webhook(a, &says("hi", "SM0000000000000000000000000000007a")).await,
         webhook(b, &says("hi", "SM0000000000000000000000000000007b")).await,
@@ -484,7 +528,44 @@ async fn the_rate_limit_holds_across_instances() {
             vec![],
         ]
     );
-    assert_eq!(asked(&cluster.local.emulator).len(), 2);
+    assert_eq!(asked(&local.emulator).len(), 2);
+}
+
+#[tokio::test]
+async fn the_agent_budget_holds_across_instances() {
+    let redis = RedisServer::start().await;
+    the_agent_budget_holds_across_instances_on(&redis, "budget").await;
+}
+
+/// Two instances on `store`, keys under `prefix`: `AGENT_CALLS_PER_HOUR` is one
+/// budget for every conversation on every instance.
+pub(crate) async fn the_agent_budget_holds_across_instances_on(
+    store: &impl SharedStore,
+    prefix: &str,
+) {
+    let settings = [("AGENT_CALLS_PER_HOUR", "2"), ("STATE_PREFIX", prefix)];
+    let (local, instances) = instances_on(&store.url(), "twiml", &settings).await;
+    let [a, b] = &instances[..] else { panic!() };
+    // Four people, each in a conversation of their own, two on each instance.
+    let mut shown = Vec::new();
+    for (n, instance) in [a, b, b, a].into_iter().enumerate() {
+        let message = says("hi", &sid("SM", 0xb0d6_0000 + n as u128));
+        match user_phone(instance, n).send(&message).await.unwrap() {
+            PhoneReply::Messages(replies) => shown.push(texts(&replies).join("|")),
+            refused => panic!("{refused:?}"),
+        }
+    }
+    let limited = bridge::config::DEFAULT_RATE_LIMIT_MESSAGE;
+    assert_eq!(
+        shown,
+        vec![
+            "Hello from the agent",
+            "Hello from the agent",
+            limited,
+            limited
+        ]
+    );
+    assert_eq!(asked(&local.emulator).len(), 2);
 }
 
 #[tokio::test]

@@ -32,10 +32,16 @@ async fn a_quiet_hand_over_ends_by_itself_and_the_agent_says_welcome_back() {
 #[tokio::test]
 async fn a_hand_over_holds_across_instances() {
     let redis = RedisServer::start().await;
+    a_hand_over_holds_across_instances_on(&redis, "handover").await;
+}
+
+/// Two instances on `store`, keys under `prefix`: a hand-over started through one is
+/// followed, answered and ended through the other.
+pub(crate) async fn a_hand_over_holds_across_instances_on(store: &impl SharedStore, prefix: &str) {
     let (desk, url) = Desk::start().await;
     let shared = |vars: &mut HashMap<String, String>| {
         with_people(&url)(vars);
-        vars.insert("STATE_URL".into(), redis.url());
+        vars.extend(sharing(store, prefix));
     };
     let one = start_with_agent(AGENT_WITH_PEOPLE, "CX", shared).await;
     let other = start_with_agent(AGENT_WITH_PEOPLE, "CX", shared).await;
@@ -88,10 +94,19 @@ async fn sweeps(one: &Stack, other: &Stack) -> (f64, f64) {
 #[tokio::test]
 async fn with_two_instances_a_quiet_hand_over_is_ended_once() {
     let redis = RedisServer::start().await;
+    with_two_instances_a_quiet_hand_over_is_ended_once_on(&redis, "quiet").await;
+}
+
+/// Two instances on `store`, keys under `prefix`, both sweeping: a quiet hand-over is
+/// ended by one of them, and the helpdesk told once.
+pub(crate) async fn with_two_instances_a_quiet_hand_over_is_ended_once_on(
+    store: &impl SharedStore,
+    prefix: &str,
+) {
     let (desk, url) = Desk::start().await;
     let shared = |vars: &mut HashMap<String, String>| {
         with_people(&url)(vars);
-        vars.insert("STATE_URL".into(), redis.url());
+        vars.extend(sharing(store, prefix));
         vars.insert("HANDOFF_TTL".into(), "1s".into());
     };
     let one = start_with_agent(AGENT_WITH_PEOPLE, "CX", shared).await;

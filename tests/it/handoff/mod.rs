@@ -9,7 +9,7 @@
 mod conversation;
 mod desk_command;
 mod destination;
-mod expiry;
+pub(crate) mod expiry;
 
 use crate::helpers::*;
 use axum::body::Bytes;

@@ -167,6 +167,57 @@ impl Drop for RedisServer {
     }
 }
 
+/// A store the instances under test share, one server or a cluster: what the
+/// scenarios that run on both ask of it.
+pub trait SharedStore {
+    /// The `STATE_URL` the bridge is given (of a cluster, one node: the bridge finds
+    /// the others).
+    fn url(&self) -> String;
+    /// The keys matching `pattern`, wherever they are held.
+    fn keys(&self, pattern: &str) -> impl std::future::Future<Output = Vec<String>>;
+    /// The turns held open (see [`RedisServer::open_turns`]).
+    fn open_turns(&self) -> impl std::future::Future<Output = Vec<String>>;
+}
+
+impl SharedStore for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        RedisServer::keys(self, pattern).await
+    }
+
+    async fn open_turns(&self) -> Vec<String> {
+        RedisServer::open_turns(self).await
+    }
+}
+
+impl SharedStore for RedisCluster {
+    fn url(&self) -> String {
+        let node = self.nodes.iter().find(|node| node.child.is_some()).unwrap();
+        node.url()
+    }
+
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        let by_master = self.keys_by_master(pattern).await;
+        by_master.into_iter().flat_map(|(_, keys)| keys).collect()
+    }
+
+    async fn open_turns(&self) -> Vec<String> {
+        RedisCluster::open_turns(self).await
+    }
+}
+
+/// The variables that give a bridge `store`, its keys under `prefix`: scenarios that
+/// share one store keep apart by their prefixes.
+pub fn sharing(store: &impl SharedStore, prefix: &str) -> Vec<(String, String)> {
+    vec![
+        ("STATE_URL".to_owned(), store.url()),
+        ("STATE_PREFIX".to_owned(), prefix.to_owned()),
+    ]
+}
+
 /// A local port nothing listens on now, and that this run of the tests has not handed
 /// out before: for a server a test starts as a process of its own (`redis-server`), or
 /// an address that must refuse connections.

@@ -3,7 +3,7 @@
 //! typed answers back to the agent as those choices; templates, locations, and the
 //! typing indicator.
 
-mod more;
+pub(crate) mod more;
 mod sms;
 mod whatsapp;
 

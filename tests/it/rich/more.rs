@@ -114,15 +114,24 @@ async fn whatsapp_shows_typing_while_a_slow_agent_thinks() {
 #[tokio::test]
 async fn a_menu_sent_by_one_instance_is_answered_on_another() {
     let redis = RedisServer::start().await;
-    let shared = |vars: &mut HashMap<String, String>| {
-        vars.insert("STATE_URL".into(), redis.url());
-    };
+    a_menu_sent_by_one_instance_is_answered_on_another_on(&redis, "menus").await;
+}
+
+/// Two instances on `store`, keys under `prefix`: a numbered menu sent by one is
+/// answered with a number at the other, and then forgotten.
+pub(crate) async fn a_menu_sent_by_one_instance_is_answered_on_another_on(
+    store: &impl SharedStore,
+    prefix: &str,
+) {
+    let shared = |vars: &mut HashMap<String, String>| vars.extend(sharing(store, prefix));
     let one = rich_stack("CX", shared).await;
     let other = rich_stack("CX", shared).await;
     assert_eq!(one.replies_to("order").await.len(), 1);
+    let menus = store.keys(&format!("{prefix}:*:r:menu")).await;
+    assert_eq!(menus.len(), 1, "the menu is in the store: {menus:?}");
     assert_eq!(other.replies_to("3").await, ["Size large"]);
     assert_eq!(last_asked(&other), "Large");
-    let keys = redis.keys("*:r:menu").await;
+    let keys = store.keys(&format!("{prefix}:*:r:menu")).await;
     assert!(keys.is_empty(), "answered, the menu is gone: {keys:?}");
 }
 

@@ -1,7 +1,7 @@
 //! Admitting a message: claiming its id and giving it the next turn of its
-//! conversation in one script, asked again once when its answer is lost; clearing an
-//! admission the store made unseen; and a re-delivery's wait for the first delivery's
-//! outcome.
+//! conversation in one script, asked again (the same turn) when its answer is lost;
+//! clearing an admission the store made unseen; and a re-delivery's wait for the first
+//! delivery's outcome.
 
 use super::layout::seen_key_of;
 use super::{limited_of, text, values_of, SharedState, SharedTicket, CONVERSATION_TTL, POLL_EVERY};
@@ -13,9 +13,15 @@ use redis::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An admission whose answer was lost (a timeout) is asked again once, at once: with
-/// the same token, the script gives the same turn.
-const READMIT: RetryPolicy = RetryPolicy::new(Backoff::NONE).with_attempt_limit(2);
+/// An admission whose answer was lost is asked again, with the same token: the script
+/// then gives the same turn, and this instance works it. Three attempts at most, the
+/// first pause short (a connection that closed is opened again meanwhile), and none
+/// started past twice `STATE_TIMEOUT` ([`SharedState::readmit`]).
+const READMIT: RetryPolicy = RetryPolicy::new(Backoff::exponential(
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+))
+.with_attempt_limit(3);
 /// An admission that may have been made unseen is cleared every 200 ms until the store
 /// answers, within the lease (`SharedState::clear_lost_admission`).
 const CLEAR_EVERY: Backoff = Backoff::constant(Duration::from_millis(200));
@@ -41,9 +47,12 @@ impl SharedState {
         let token = self.new_token();
         // The budget is global, and a script runs in one slot: it is counted first.
         let budget = self.count_call(counted).await;
-        // The script may have run when its answer is lost (a timeout): asked again with
-        // the same token, it gives the same turn. Only then is this process's own state
-        // used, and the turn left in the store is cleared once the store answers.
+        // The script may have run when its answer is lost (a timeout, a connection that
+        // closed after the request, a master that failed before answering): asked again
+        // with the same token, it gives the same turn, which this instance then works
+        // and finishes as any other. Only when every attempt failed is this process's
+        // own state used, and a turn left in the store is cleared once the store
+        // answers.
         let call = AdmitCall {
             message_key: &message_key,
             conversation: &conversation,
@@ -54,13 +63,14 @@ impl SharedState {
             over_budget: budget.is_some_and(|count| count.over),
             record_keys: &record_keys,
         };
-        let answer_lost = |error: &StoreError| match error {
-            StoreError::Timeout(_) => Verdict::Retry,
-            _ => Verdict::Final,
-        };
-        let admitted = READMIT.run(answer_lost, |_| self.run_admit(&call)).await;
-        // More than one attempt: the first one's answer was lost.
-        let timed_out = matches!(&admitted, Err(gave_up) if gave_up.attempts > 1);
+        let admitted = self
+            .readmit()
+            .run(answer_lost, |_| self.run_admit(&call))
+            .await;
+        // The script may have run, and its turn wait in the store for nobody: an
+        // attempt's answer was lost (a retry followed it, or it was the last).
+        let unconfirmed = matches!(&admitted, Err(gave_up)
+            if gave_up.attempts > 1 || answer_lost(&gave_up.error) == Verdict::Retry);
         // A call the agent is not asked for gives its count back: a repeat, a turn
         // slowed down by its conversation's pace, or one this process answers itself.
         let asks = matches!(&admitted, Ok(Admitted::First { limited: None, .. }));
@@ -98,7 +108,7 @@ impl SharedState {
             // Counted and logged in `call`: this message is handled as one instance would.
             Err(_) => {
                 self.metrics.state_fallback();
-                if timed_out && !message_key.is_empty() {
+                if unconfirmed && !message_key.is_empty() {
                     tokio::spawn(Arc::clone(self).clear_lost_admission(
                         message_key,
                         conversation,
@@ -109,6 +119,12 @@ impl SharedState {
                 self.local.admit(key, session, counted)
             }
         }
+    }
+
+    /// [`READMIT`] within twice `STATE_TIMEOUT`: after two attempts that timed out, the
+    /// message is this process's to handle.
+    fn readmit(&self) -> RetryPolicy {
+        READMIT.with_time_limit(self.timeout.saturating_mul(2))
     }
 
     async fn run_admit(&self, call: &AdmitCall<'_>) -> Result<Admitted, StoreError> {
@@ -129,14 +145,15 @@ impl SharedState {
             .filter(|_| counted)
             .map_or(0, |n| n.get());
         let has_message = !message_key.is_empty();
-        // A turn of no message still names keys in its conversation's slot (never
-        // touched): a cluster refuses a script whose keys span slots.
+        // A turn of no message is claimed by its token where a message's claim would
+        // be (its seen marker a key never touched): a cluster refuses a script whose
+        // keys span slots, and all of them are in its conversation's.
         let (message, seen) = match has_message {
             true => (message_key.to_owned(), seen_key_of(message_key)),
             false => {
-                let none = self.layout.no_message(session);
-                let seen = seen_key_of(&none);
-                (none, seen)
+                let claim = self.layout.turn_claim(session, token);
+                let seen = seen_key_of(&claim);
+                (claim, seen)
             }
         };
         let admit = self.call("admit", |mut connection| {
@@ -258,6 +275,31 @@ impl SharedState {
     }
 }
 
+/// Whether an admission that failed may have run, its answer lost on the way back, so
+/// that asking again (with the same token) finds the turn it made: no answer within
+/// `STATE_TIMEOUT`, a connection that closed or failed after the request may have been
+/// written (a master that failed before answering), or a cluster still moving its
+/// slots when the cluster client's own retries ran out. Anything else the server
+/// answered, and a script that answers an error made no turn; a request never sent
+/// (no connection yet, or one refused: the store is down) made none either, and is
+/// not asked again, so that an outage costs no more than the fallback.
+fn answer_lost(error: &StoreError) -> Verdict {
+    match error {
+        // `SharedState::call`'s answer before the first connection was made.
+        StoreError::Timeout(waited) if waited.is_zero() => Verdict::Final,
+        StoreError::Timeout(_) => Verdict::Retry,
+        StoreError::Redis(error) if error.is_connection_refusal() => Verdict::Final,
+        StoreError::Redis(error)
+            if error.is_io_error()
+                || error.is_unrecoverable_error()
+                || error.is_cluster_error() =>
+        {
+            Verdict::Retry
+        }
+        StoreError::Redis(_) | StoreError::Corrupt(_) => Verdict::Final,
+    }
+}
+
 /// The agent budget's count after this call, when there is a budget to count.
 #[derive(Clone, Copy)]
 struct BudgetCount {
@@ -320,3 +362,6 @@ enum Admitted {
     /// Handled within the replay window, its outcome forgotten.
     Replayed,
 }
+
+#[cfg(test)]
+mod tests;

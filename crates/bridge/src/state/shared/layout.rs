@@ -18,6 +18,9 @@
 //!     session) because the admission claims the message and takes its turn in one
 //!     script. The session is a keyed hash of (account, sender, our number), which a
 //!     MessageSid never changes, so every delivery of one message finds the same key.
+//!   - `P:{S}:n:{token}`: a turn of no message (the human side of a hand-over
+//!     writing), claimed by its fencing token for its lease, where a message's claim
+//!     would be: an admission asked again after its answer was lost finds its turn.
 //!   - `P:{id}:r:{slot}`: the features' records, tagged by their id; the records of a
 //!     conversation (its id the session) share the conversation's slot, which lets the
 //!     admission read them in the same script.
@@ -90,6 +93,13 @@ impl Layout {
     /// names where a message's key would be.
     pub(super) fn no_message(&self, session: &SessionId) -> String {
         self.tagged(session.as_str(), "m:")
+    }
+
+    /// The claim of a turn of no message, by its fencing token, in the conversation's
+    /// slot: where a message's claim would be, so that an admission asked again (its
+    /// answer lost) finds the turn it made rather than making a second one.
+    pub(super) fn turn_claim(&self, session: &SessionId, token: &str) -> String {
+        self.tagged(session.as_str(), &format!("n:{token}"))
     }
 
     /// The record `id` of `slot`, in the slot of `id`.
@@ -176,6 +186,7 @@ mod tests {
             layout.rate(&session),
             seen_key_of(&message_key),
             message_key,
+            layout.turn_claim(&session, "0a1b2c3d4e5f6a7b-12"),
             layout.record("menu", SESSION),
             layout.record("handoff", SESSION),
         ];

@@ -7,8 +7,10 @@
 //! every master, follows `MOVED` and `ASK`, and retries on `TRYAGAIN`, `CLUSTERDOWN`
 //! and a closed connection, learning the new topology (`connection.rs` bounds its
 //! retries within `STATE_TIMEOUT`). A retried script may have run already: every
-//! script is safe to run twice (`ADMIT` gives the same token the same turn, the others
-//! are fenced by the turn's token), so a retry never sends a reply twice.
+//! script is safe to run twice (`ADMIT` gives the same token the same turn, with or
+//! without a message; the others are fenced by the turn's token), so a retry never
+//! sends a reply twice. When the client's own retries run out with the answer still
+//! lost, the admission asks again itself, with the same token (`admission.rs`).
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;

@@ -63,9 +63,10 @@ local function advance(conversation)
 end
 "#;
 
-/// KEYS: conversation, the conversation's rate counts, message, the message's seen
-/// marker (both placeholders in the conversation's slot for a turn of no message),
-/// then records to read when the turn is ready.
+/// KEYS: conversation, the conversation's rate counts, message (for a turn of no
+/// message, its claim by token: `Layout::turn_claim`), the message's seen marker (a
+/// placeholder in the conversation's slot for a turn of no message), then records to
+/// read when the turn is ready.
 /// ARGV: turn, token, lease ms, message ttl s, conversation ttl s, messages a minute
 /// per conversation (0: no limit), '1' when the agent budget is spent (counted by
 /// `COUNT_CALL` before), '1' for a turn of a message.
@@ -75,7 +76,9 @@ end
 /// 0, 1 (the conversation's pace) or 2 (the agent budget); tell is 1 the first time
 /// within a minute; ready is 1 when the turns before it are done (no need to wait: the
 /// common case costs no further round trip). The same token again (a retry of an
-/// admission whose answer was lost) gets the same turn.
+/// admission whose answer was lost) gets the same turn, with or without a message: a
+/// turn of no message is claimed for its lease, past which a retry would be fenced
+/// out anyway.
 const ADMIT: &str = r#"
 local c = KEYS[1]
 local has_message = ARGV[8] == '1'
@@ -86,20 +89,18 @@ local function records(ready)
   end
   return values
 end
-if has_message then
-  local seen = redis.call('GET', KEYS[3])
-  if seen then
-    local mine = 'pending:' .. ARGV[2] .. ':'
-    if string.sub(seen, 1, #mine) ~= mine then return {0, seen} end
-    local seq = tonumber(string.sub(seen, #mine + 1))
-    local limited = tonumber(redis.call('HGET', c, seq .. ':limited') or '0')
-    local done = tonumber(redis.call('HGET', c, 'done') or '0')
-    local ready = 0
-    if done + 1 >= seq then ready = 1 end
-    return {1, seq, limited, 0, ready, records(ready)}
-  end
-  if redis.call('EXISTS', KEYS[4]) == 1 then return {2} end
+local seen = redis.call('GET', KEYS[3])
+if seen then
+  local mine = 'pending:' .. ARGV[2] .. ':'
+  if string.sub(seen, 1, #mine) ~= mine then return {0, seen} end
+  local seq = tonumber(string.sub(seen, #mine + 1))
+  local limited = tonumber(redis.call('HGET', c, seq .. ':limited') or '0')
+  local done = tonumber(redis.call('HGET', c, 'done') or '0')
+  local ready = 0
+  if done + 1 >= seq then ready = 1 end
+  return {1, seq, limited, 0, ready, records(ready)}
 end
+if has_message and redis.call('EXISTS', KEYS[4]) == 1 then return {2} end
 local limited = 0
 local per_minute = tonumber(ARGV[6])
 if per_minute > 0 then
@@ -130,7 +131,8 @@ local key = ''
 if has_message then key = KEYS[3] end
 redis.call('HSET', c, f .. 'key', key, f .. 'turn', ARGV[1], f .. 'token', ARGV[2], f .. 'lease', now + tonumber(ARGV[3]), f .. 'limited', limited, f .. 'tell', tell)
 redis.call('EXPIRE', c, ARGV[5])
-if has_message then redis.call('SET', KEYS[3], 'pending:' .. ARGV[2] .. ':' .. seq, 'EX', ARGV[4]) end
+if has_message then redis.call('SET', KEYS[3], 'pending:' .. ARGV[2] .. ':' .. seq, 'EX', ARGV[4])
+else redis.call('SET', KEYS[3], 'pending:' .. ARGV[2] .. ':' .. seq, 'PX', ARGV[3]) end
 local done = tonumber(redis.call('HGET', c, 'done') or '0')
 local ready = 0
 if done + 1 >= seq then ready = 1 end
