@@ -31,6 +31,23 @@ struct ListedMessage {
     /// The local stand-in says which content a message showed.
     #[serde(default)]
     content_sid: Option<String>,
+    /// The local stand-in says where its media are (Twilio lists them in a
+    /// subresource).
+    #[serde(default)]
+    media_urls: Vec<String>,
+    #[serde(default)]
+    status: String,
+}
+
+/// One message the phone received through the Messages API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub sid: String,
+    pub reply: ReplyMessage,
+    /// Twilio's status of it: `delivered`, `undelivered`, …
+    pub status: String,
+    /// Its buttons or list, when it was sent by a content that has some.
+    pub menu: Option<PhoneMenu>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +134,37 @@ impl ApiInbox {
         Ok(())
     }
 
+    /// The messages that arrived since the last look, oldest first, each with its
+    /// buttons or list.
+    pub async fn arrivals(&mut self) -> anyhow::Result<Vec<Arrival>> {
+        let mut arrived = Vec::new();
+        for message in self.list().await? {
+            if !self.seen.insert(message.sid.clone()) {
+                continue;
+            }
+            let menu = match &message.content_sid {
+                Some(sid) => self.content(sid).await?.map(|(_, menu)| menu),
+                None => None,
+            };
+            let count = message.num_media.parse::<usize>().unwrap_or(0);
+            let media = match message.media_urls.len() {
+                0 => (1..=count).map(|i| format!("#{i}")).collect(),
+                _ => message.media_urls,
+            };
+            arrived.push(Arrival {
+                sid: message.sid,
+                reply: ReplyMessage {
+                    body: message.body,
+                    media,
+                    ..ReplyMessage::default()
+                },
+                status: message.status,
+                menu,
+            });
+        }
+        Ok(arrived)
+    }
+
     /// The new messages, once they stop coming; none after [`API_REPLY_PATIENCE`];
     /// and the buttons or list of the last one that had some.
     pub(super) async fn new_replies(
@@ -127,19 +175,10 @@ impl ApiInbox {
         let mut menu = None;
         let mut last_arrival = None;
         loop {
-            for message in self.list().await? {
-                if self.seen.insert(message.sid) {
-                    let media = message.num_media.parse::<usize>().unwrap_or(0);
-                    if let Some(sid) = &message.content_sid {
-                        menu = self.content(sid).await?.map(|(_, menu)| menu).or(menu);
-                    }
-                    replies.push(ReplyMessage {
-                        body: message.body,
-                        media: (1..=media).map(|i| format!("#{i}")).collect(),
-                        ..ReplyMessage::default()
-                    });
-                    last_arrival = Some(tokio::time::Instant::now());
-                }
+            for arrival in self.arrivals().await? {
+                menu = arrival.menu.or(menu);
+                replies.push(arrival.reply);
+                last_arrival = Some(tokio::time::Instant::now());
             }
             let done = match last_arrival {
                 Some(at) => at.elapsed() >= API_REPLY_QUIET,
