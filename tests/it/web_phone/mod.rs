@@ -198,3 +198,79 @@ async fn keyboard(page: &Page) -> Step {
     }
     Ok(())
 }
+
+/// `phone` alone, against a bridge configured in `.env`: it serves its page and its
+/// two phones, and answers only requests for its own host.
+#[tokio::test]
+async fn the_phone_command_serves_its_page_to_its_own_host_only() {
+    let dir = WorkDir::with_dotenv(&format!(
+        "TWILIO_ACCOUNT_SID={}\nTWILIO_AUTH_TOKEN=phone-token\nPORT=9\n",
+        crate::helpers::sid("AC", 23)
+    ));
+    let mut phone = Running::spawn(
+        &mut dir.command(&["phone", "--listen", "127.0.0.1:0"], &[]),
+        Output::Stdout,
+    );
+    let url = phone
+        .find_line(|line| line.strip_prefix("open ").map(str::to_owned))
+        .await;
+    let client = reqwest::Client::new();
+    let page = client.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    for hook in [
+        "data-testid=\"composer\"",
+        "data-testid=\"send\"",
+        "/phone.js",
+    ] {
+        assert!(html.contains(hook), "{hook} is not on the page");
+    }
+    let events: serde_json::Value = client
+        .get(format!("{url}api/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let channels: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "phone")
+        .map(|e| e["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels, ["sms", "whatsapp"]);
+    // No desk without --desk-port.
+    assert_eq!(events["desk"], false);
+    let elsewhere = client
+        .get(&url)
+        .header("host", "phone.attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 421);
+    // The bridge is not there: the page says so, the phone keeps serving.
+    let sent = client
+        .post(format!("{url}api/phones/0/messages"))
+        .json(&serde_json::json!({"text": {"body": "hi"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let events: serde_json::Value = client
+        .get(format!("{url}api/events?after=3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["events"][0]["kind"], "notice", "{events}");
+    assert!(events["events"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("cannot reach"));
+}

@@ -257,3 +257,78 @@ fn choices(menu: &PhoneMenu) -> Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::MenuItem;
+
+    fn phones() -> Arc<Phones> {
+        let wiring = Wiring {
+            webhook_url: "http://127.0.0.1:1/".into(),
+            account_sid: "AC00000000000000000000000000000000".into(),
+            auth_token: "token".into(),
+            our_number: "+15555550199".into(),
+            api_url: None,
+        };
+        Phones::new(wiring, Arc::new(Log::default()))
+    }
+
+    fn menu(list_button: Option<&str>) -> PhoneMenu {
+        PhoneMenu {
+            list_button: list_button.map(str::to_owned),
+            items: ["Small", "Large"]
+                .iter()
+                .map(|title| MenuItem {
+                    title: (*title).into(),
+                    id: title.to_lowercase(),
+                    description: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_tap_goes_back_as_twilio_sends_it() {
+        let phones = phones();
+        phones.lock().menus.insert("m1".into(), menu(None));
+        phones.lock().menus.insert("m2".into(), menu(Some("Sizes")));
+        let (button, title) = phones.tap("m1", 1).unwrap();
+        assert_eq!(title, "Large");
+        assert!(button
+            .params
+            .contains(&("ButtonPayload".into(), "large".into())));
+        assert!(button
+            .params
+            .contains(&("ButtonText".into(), "Large".into())));
+        let (item, _) = phones.tap("m2", 0).unwrap();
+        assert!(item.params.contains(&("ListId".into(), "small".into())));
+        assert_eq!(phones.tap("m1", 2).unwrap_err(), PhoneError::NoChoice(2));
+        assert_eq!(phones.tap("m9", 0).unwrap_err(), PhoneError::NoChoice(0));
+    }
+
+    #[test]
+    fn what_the_desk_said_arrives_as_the_humans_once() {
+        let phones = phones();
+        phones.desk_said("On its way");
+        assert_eq!(phones.author_of("Welcome back"), "agent");
+        assert_eq!(phones.author_of("On its way"), "human");
+        assert_eq!(phones.author_of("On its way"), "agent");
+    }
+
+    #[tokio::test]
+    async fn phones_are_numbered_and_shown_on_their_channel() {
+        let phones = phones();
+        assert_eq!(phones.add(Channel::Sms).unwrap(), 0);
+        assert_eq!(phones.add(Channel::Whatsapp).unwrap(), 1);
+        let events = phones.log.all();
+        assert_eq!(events[1]["number"], "+15555550101");
+        assert_eq!(events[1]["channel"], "whatsapp");
+        assert_eq!(
+            phones.lock().phones[1].from,
+            "whatsapp:+15555550101".to_owned()
+        );
+        let nothing = phones.send(5, Outgoing::default(), json!({}));
+        assert_eq!(nothing.unwrap_err(), PhoneError::NoPhone(5));
+    }
+}
