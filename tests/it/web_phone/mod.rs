@@ -37,8 +37,15 @@ async fn every_conversation_in_a_real_browser() {
     let errors = page.script_errors().await;
     assert!(errors.is_empty(), "the page's scripts failed: {errors:?}");
 
-    // The README shows the WhatsApp phone beside the desk.
-    page.pass("screenshot", page.phone("whatsapp").await).await;
+    // The README shows the WhatsApp phone, its reply buttons, beside the desk.
+    let shown = async {
+        page.phone("whatsapp").await?;
+        page.send("order a pizza").await?;
+        page.find("(//div[@data-testid='screen' and not(@hidden)]//div[@data-author='agent'])[last()]//button[@data-testid='choice']")
+            .await
+            .map(|_| ())
+    };
+    page.pass("screenshot", shown.await).await;
     page.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/web-phone.png"))
         .await;
     let _ = page.client.clone().close().await;
