@@ -22,6 +22,9 @@ needs=(
     "make:make"
     # Twilio's official Python library measures the Messages API stand-in, in a venv.
     "python3:python3"
+    # The web phone's tests drive a real headless Chromium through WebDriver.
+    "chromium:chromium"
+    "chromedriver:chromium-driver"
 )
 
 install_missing() {

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `emulator`, `chat`, `desk`, `check`, `demo` and `send`.
+//! The command line: `serve`, `emulator`, `chat`, `phone`, `desk`, `check`, `demo` and `send`.
 //!
 //! Every command reads the process environment over a `.env` file in the working
 //! directory, so that one `.env` configures the bridge, the local emulators and the
@@ -9,7 +9,7 @@ use anyhow::Context;
 use bridge::config::{self, ProjectLookup, Vars};
 use bridge::{logging, startup};
 use clap::{Parser, Subcommand};
-use stand_ins::{chat, demo, desk, emulator};
+use stand_ins::{chat, demo, desk, emulator, phone};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -72,6 +72,37 @@ enum Command {
         #[arg(long)]
         auth_token: Option<String>,
     },
+    /// A phone in the browser: a local page with SMS and WhatsApp phones (buttons,
+    /// lists, pictures, locations) and a helpdesk pane, sending signed webhooks.
+    Phone {
+        /// Where the page is served; loopback unless asked otherwise.
+        #[arg(long, default_value = "127.0.0.1:8070")]
+        listen: std::net::SocketAddr,
+        /// The bridge's webhook URL, exactly as configured in Twilio [default:
+        /// TWILIO_WEBHOOK_URL, else http://127.0.0.1:$PORT/]
+        #[arg(long)]
+        url: Option<String>,
+        /// The number the phones write to.
+        #[arg(long, default_value = "+15555550199")]
+        to: String,
+        /// Where replies sent through the Messages API can be read back [default:
+        /// TWILIO_API_BASE_URL]
+        #[arg(long)]
+        api_url: Option<String>,
+        /// [default: TWILIO_ACCOUNT_SID]
+        #[arg(long)]
+        account_sid: Option<String>,
+        /// [default: TWILIO_AUTH_TOKEN]
+        #[arg(long)]
+        auth_token: Option<String>,
+        /// Also be the helpdesk: receive hand-over events on this port (point
+        /// HANDOFF_URL at it; HANDOFF_SECRET and HANDOFF_TOKEN as for `desk`).
+        #[arg(long)]
+        desk_port: Option<u16>,
+        /// The bridge's base URL, for the hand-over API [default: http://127.0.0.1:$PORT]
+        #[arg(long)]
+        bridge: Option<String>,
+    },
     /// A terminal helpdesk for hand-over: prints the bridge's signed events and sends
     /// what is typed back through the bridge's hand-over API.
     Desk {
@@ -103,8 +134,15 @@ enum Command {
     /// Start an emulated agent and the bridge, and play a conversation through them.
     Demo {
         /// Drop into the terminal phone after the scripted conversation.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "web")]
         interactive: bool,
+        /// Instead of the script, open the phone in the browser: prints the page's
+        /// address (a line starting `open http://`) and runs until Ctrl-C.
+        #[arg(long)]
+        web: bool,
+        /// The page's port with --web (on 127.0.0.1; 0 picks a free one).
+        #[arg(long, default_value_t = 8070, requires = "web")]
+        web_port: u16,
     },
     /// Send a message the business starts to each person of a CSV, through a running
     /// bridge's POST /outbound (token: OUTBOUND_TOKEN). A batch run twice sends once.
@@ -261,7 +299,18 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
             print!("{report}");
             Ok(ExitCode::from(verdict as u8))
         }
-        Command::Demo { interactive } => {
+        Command::Demo {
+            web: true,
+            web_port,
+            ..
+        } => {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", web_port))
+                .await
+                .with_context(|| format!("cannot listen on port {web_port}"))?;
+            demo::run_web(listener).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { interactive, .. } => {
             demo::run(interactive).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -286,6 +335,51 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
                 dry_run,
             })
             .await
+        }
+        Command::Phone {
+            listen,
+            url,
+            to,
+            api_url,
+            account_sid,
+            auth_token,
+            desk_port,
+            bridge,
+        } => {
+            let wiring = phone::Wiring {
+                webhook_url: url
+                    .or_else(|| var(&vars, "TWILIO_WEBHOOK_URL"))
+                    .unwrap_or_else(|| format!("{}/", local_bridge(&vars))),
+                account_sid: given_or(account_sid, &vars, "TWILIO_ACCOUNT_SID", "phone")?,
+                auth_token: given_or(auth_token, &vars, "TWILIO_AUTH_TOKEN", "phone")?,
+                our_number: to,
+                api_url: api_url.or_else(|| var(&vars, "TWILIO_API_BASE_URL")),
+            };
+            let desk = match desk_port {
+                Some(port) => Some(phone::DeskWiring {
+                    listener: tokio::net::TcpListener::bind(("127.0.0.1", port))
+                        .await
+                        .with_context(|| format!("cannot listen on port {port}"))?,
+                    secret: required(&vars, "HANDOFF_SECRET", "--desk-port")?,
+                    human: desk::HumanSide::new(
+                        &bridge.unwrap_or_else(|| local_bridge(&vars)),
+                        &required(&vars, "HANDOFF_TOKEN", "--desk-port")?,
+                    )?,
+                }),
+                None => None,
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let web = phone::WebPhone::start(listener, wiring, desk)?;
+            web.add_phone(phone::Channel::Sms)?;
+            web.add_phone(phone::Channel::Whatsapp)?;
+            println!("open {}", web.url());
+            tokio::select! {
+                served = web.wait() => served?,
+                _ = startup::shutdown_signal() => {}
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -28,3 +28,4 @@ mod shared_state;
 mod state_auth;
 mod twilio_fidelity;
 mod twilio_stand_in;
+mod web_phone;

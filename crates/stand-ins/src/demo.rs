@@ -119,41 +119,131 @@ pub fn local_vars(
     .collect()
 }
 
+/// The emulator with the sample agent, the Messages API stand-in and a bridge in front
+/// of them, each on a free local port, with hand-over events signed for a helpdesk at
+/// `desk_url`: what the demo plays, in the terminal or in the browser.
+pub struct LocalStack {
+    pub agent: AgentDefinition,
+    pub emulator: Emulator,
+    pub twilio: MessagesEmulator,
+    pub bridge: RunningBridge,
+    pub auth_token: String,
+    /// The helpdesk's Standard Webhooks secret and its token for the hand-over API.
+    pub desk_secret: String,
+    pub desk_token: String,
+    /// The business's own key to `POST /outbound`.
+    pub outbound_token: String,
+}
+
+impl LocalStack {
+    pub async fn start(desk_url: &str) -> anyhow::Result<Self> {
+        let agent = AgentDefinition::from_yaml_str(SAMPLE_AGENT)?;
+        let auth_token = format!("demo-{:x}", std::process::id());
+        let emulator =
+            Emulator::start(agent.clone(), TcpListener::bind("127.0.0.1:0").await?).await?;
+        let twilio = MessagesEmulator::start(
+            TcpListener::bind("127.0.0.1:0").await?,
+            ACCOUNT_SID,
+            &auth_token,
+        )?;
+        // The phones tell it who wrote: it holds WhatsApp's window as Twilio does.
+        twilio.keep_session_windows();
+        let mut vars = local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, &auth_token);
+        vars.insert("SESSION_TTL".into(), "30m".into());
+        vars.insert("AGENT_TIMEOUT".into(), "3s".into());
+        let desk_secret = demo_secret(&auth_token);
+        let desk_token = format!("{auth_token}-desk-token");
+        for (name, value) in [
+            ("HANDOFF_URL", desk_url),
+            ("HANDOFF_SECRET", desk_secret.as_str()),
+            ("HANDOFF_TOKEN", desk_token.as_str()),
+            ("HANDOFF_RETURN_EVENT", "true"),
+        ] {
+            vars.insert(name.into(), value.into());
+        }
+        let outbound_token = format!("{auth_token}-outbound-token");
+        vars.insert("OUTBOUND_TOKEN".into(), outbound_token.clone());
+        let settings =
+            Settings::from_vars(&vars).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+        let bridge =
+            RunningBridge::start(&settings, TcpListener::bind("127.0.0.1:0").await?).await?;
+        Ok(Self {
+            agent,
+            emulator,
+            twilio,
+            bridge,
+            auth_token,
+            desk_secret,
+            desk_token,
+            outbound_token,
+        })
+    }
+
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.bridge.shutdown().await?;
+        self.emulator.shutdown().await;
+        Ok(())
+    }
+}
+
+/// `demo --web`: the stack, the helpdesk and the web phone with one SMS phone and one
+/// WhatsApp phone, until Ctrl-C; the page's address on a line that starts `open `.
+pub async fn run_web(listener: TcpListener) -> anyhow::Result<()> {
+    let desk_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let desk_url = format!("http://{}/", desk_listener.local_addr()?);
+    let stack = LocalStack::start(&desk_url).await?;
+    let wiring = crate::phone::Wiring {
+        webhook_url: stack.bridge.url(),
+        account_sid: ACCOUNT_SID.to_owned(),
+        auth_token: stack.auth_token.clone(),
+        our_number: OUR_NUMBER.to_owned(),
+        api_url: Some(stack.twilio.base_url()),
+    };
+    let desk = crate::phone::DeskWiring {
+        listener: desk_listener,
+        secret: stack.desk_secret.clone(),
+        human: desk::HumanSide::new(&stack.bridge.url(), &stack.desk_token)?,
+    };
+    let phone = crate::phone::WebPhone::start(listener, wiring, Some(desk))?;
+    phone.add_phone(crate::phone::Channel::Sms)?;
+    phone.add_phone(crate::phone::Channel::Whatsapp)?;
+    println!("twilio-dialogflow demo --web");
+    println!(
+        "  Dialogflow CX emulator, agent '{}': http://{}",
+        stack.agent.agent_id(),
+        stack.emulator.addr()
+    );
+    println!("  bridge (the Twilio webhook):     {}", stack.bridge.url());
+    println!(
+        "  Messages API stand-in:           {}",
+        stack.twilio.base_url()
+    );
+    println!("  Try 'order a pizza', 'menu', 'talk to a person' or 'break'. Ctrl-C stops.");
+    println!("open {}", phone.url());
+    tokio::select! {
+        served = phone.wait() => served?,
+        _ = hardened_http::shutdown_signal() => {}
+    }
+    stack.shutdown().await
+}
+
 pub async fn run(interactive: bool) -> anyhow::Result<()> {
-    let agent = AgentDefinition::from_yaml_str(SAMPLE_AGENT)?;
-    let auth_token = format!("demo-{:x}", std::process::id());
-    let emulator = Emulator::start(agent.clone(), TcpListener::bind("127.0.0.1:0").await?).await?;
-    let twilio = MessagesEmulator::start(
-        TcpListener::bind("127.0.0.1:0").await?,
-        ACCOUNT_SID,
-        &auth_token,
-    )?;
-    // The WhatsApp phone tells it who wrote: it holds WhatsApp's window as Twilio does.
-    twilio.keep_session_windows();
-    let mut vars = local_vars(&agent, &emulator, &twilio, ACCOUNT_SID, &auth_token);
-    vars.insert("SESSION_TTL".into(), "30m".into());
-    vars.insert("AGENT_TIMEOUT".into(), "3s".into());
     // A helpdesk on another port: the terminal desk's receiving half.
     let desk_listener = TcpListener::bind("127.0.0.1:0").await?;
     let desk_url = format!("http://{}/", desk_listener.local_addr()?);
-    let secret = demo_secret(&auth_token);
+    let stack = LocalStack::start(&desk_url).await?;
     let (events_in, events) = tokio::sync::mpsc::unbounded_channel();
-    let _desk = desk::receive(desk_listener, &secret, events_in)?;
-    let desk_token = format!("{auth_token}-desk-token");
-    for (name, value) in [
-        ("HANDOFF_URL", desk_url.as_str()),
-        ("HANDOFF_SECRET", secret.as_str()),
-        ("HANDOFF_TOKEN", desk_token.as_str()),
-        ("HANDOFF_RETURN_EVENT", "true"),
-    ] {
-        vars.insert(name.into(), value.into());
-    }
-    // The business's own key to POST /outbound.
-    let outbound_token = format!("{auth_token}-outbound-token");
-    vars.insert("OUTBOUND_TOKEN".into(), outbound_token.clone());
-    let settings =
-        Settings::from_vars(&vars).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
-    let bridge = RunningBridge::start(&settings, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let _desk = desk::receive(desk_listener, &stack.desk_secret, events_in)?;
+    let LocalStack {
+        agent,
+        emulator,
+        twilio,
+        bridge,
+        auth_token,
+        desk_token,
+        outbound_token,
+        ..
+    } = stack;
     let phone = Phone::new(&bridge.url(), ACCOUNT_SID, &auth_token, USER, OUR_NUMBER)?;
     let whatsapp_user = chat::whatsapp(USER);
     let mut whatsapp = chat::Session::new(

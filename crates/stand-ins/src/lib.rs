@@ -1,7 +1,7 @@
 //! What lets anyone run the bridge with no phone and no cloud project: a local Dialogflow
 //! (`emulator`), a stand-in for Twilio's Messages and Content APIs (`messages_api`), a
-//! terminal phone (`chat`), a terminal helpdesk (`desk`) and the `demo` that plays them
-//! together.
+//! terminal phone (`chat`), a terminal helpdesk (`desk`), a phone in the browser
+//! (`phone`, with a helpdesk pane) and the `demo` that plays them together.
 //!
 //! The stand-ins hold Google and Twilio to their documented behaviour by themselves, so
 //! that a wrong limit in the bridge fails a test instead of being copied into the test.
@@ -31,6 +31,7 @@ pub mod demo;
 pub mod desk;
 pub mod emulator;
 pub mod messages_api;
+pub mod phone;
 
 /// An HTTP client of the terminal tools that gives up on a call after `timeout`.
 fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {

@@ -32,6 +32,23 @@ struct ListedMessage {
     /// The local stand-in says which content a message showed.
     #[serde(default)]
     content_sid: Option<String>,
+    /// The local stand-in says where its media are (Twilio lists them in a
+    /// subresource).
+    #[serde(default)]
+    media_urls: Vec<String>,
+    #[serde(default)]
+    status: String,
+}
+
+/// One message the phone received through the Messages API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub sid: String,
+    pub reply: ReplyMessage,
+    /// Twilio's status of it: `delivered`, `undelivered`, …
+    pub status: String,
+    /// Its buttons or list, when it was sent by a content that has some.
+    pub menu: Option<PhoneMenu>,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +139,7 @@ impl ApiInbox {
     /// Tells the local stand-in that the person sent `message` from `phone`, as
     /// Twilio knows of each message it carries: its WhatsApp window opens, STOP and
     /// START count. Twilio itself serves no such URL, and answers 404.
-    pub(super) async fn report(&self, phone: &Phone, message: &Outgoing) -> anyhow::Result<()> {
+    pub(crate) async fn report(&self, phone: &Phone, message: &Outgoing) -> anyhow::Result<()> {
         let mut form = vec![
             ("From", phone.from.as_str()),
             ("To", phone.to.as_str()),
@@ -149,27 +166,35 @@ impl ApiInbox {
         Ok(())
     }
 
-    /// The messages that arrived since the last look, unasked (one look, no wait), and
-    /// the buttons or list of the last one that had some.
-    pub(super) async fn arrivals(
-        &mut self,
-    ) -> anyhow::Result<(Vec<ReplyMessage>, Option<PhoneMenu>)> {
-        let mut replies = Vec::new();
-        let mut menu = None;
+    /// The messages that arrived since the last look, oldest first, each with its
+    /// buttons or list.
+    pub async fn arrivals(&mut self) -> anyhow::Result<Vec<Arrival>> {
+        let mut arrived = Vec::new();
         for message in self.list().await? {
-            if self.seen.insert(message.sid) {
-                let media = message.num_media.parse::<usize>().unwrap_or(0);
-                if let Some(sid) = &message.content_sid {
-                    menu = self.content(sid).await?.map(|(_, menu)| menu).or(menu);
-                }
-                replies.push(ReplyMessage {
-                    body: message.body,
-                    media: (1..=media).map(|i| format!("#{i}")).collect(),
-                    ..ReplyMessage::default()
-                });
+            if !self.seen.insert(message.sid.clone()) {
+                continue;
             }
+            let menu = match &message.content_sid {
+                Some(sid) => self.content(sid).await?.map(|(_, menu)| menu),
+                None => None,
+            };
+            let count = message.num_media.parse::<usize>().unwrap_or(0);
+            let media = match message.media_urls.len() {
+                0 => (1..=count).map(|i| format!("#{i}")).collect(),
+                _ => message.media_urls,
+            };
+            arrived.push(Arrival {
+                sid: message.sid,
+                reply: ReplyMessage {
+                    body: message.body,
+                    media,
+                    ..ReplyMessage::default()
+                },
+                status: message.status,
+                menu,
+            });
         }
-        Ok((replies, menu))
+        Ok(arrived)
     }
 
     /// The new messages, once they stop coming; none after [`API_REPLY_PATIENCE`];
@@ -182,12 +207,11 @@ impl ApiInbox {
         let mut menu = None;
         let mut last_arrival = None;
         loop {
-            let (arrived, arrived_menu) = self.arrivals().await?;
-            if !arrived.is_empty() {
-                replies.extend(arrived);
+            for arrival in self.arrivals().await? {
+                menu = arrival.menu.or(menu);
+                replies.push(arrival.reply);
                 last_arrival = Some(tokio::time::Instant::now());
             }
-            menu = arrived_menu.or(menu);
             let done = match last_arrival {
                 Some(at) => at.elapsed() >= API_REPLY_QUIET,
                 None => started.elapsed() >= API_REPLY_PATIENCE,

@@ -52,22 +52,12 @@ pub fn parse_line(line: &str) -> Line {
             let (Some(latitude), Some(longitude)) = (words.next(), words.next()) else {
                 return Line::Unknown(line.to_owned());
             };
-            if latitude.parse::<f64>().is_err() || longitude.parse::<f64>().is_err() {
+            let (Ok(latitude), Ok(longitude)) = (latitude.parse::<f64>(), longitude.parse::<f64>())
+            else {
                 return Line::Unknown(line.to_owned());
-            }
+            };
             let label = words.collect::<Vec<_>>().join(" ");
-            let mut params = vec![
-                ("MessageType".to_owned(), "location".to_owned()),
-                ("Latitude".to_owned(), latitude.to_owned()),
-                ("Longitude".to_owned(), longitude.to_owned()),
-            ];
-            if !label.is_empty() {
-                params.push(("Label".to_owned(), label));
-            }
-            Line::Send(Outgoing {
-                params,
-                ..Outgoing::default()
-            })
+            Line::Send(Outgoing::location(latitude, longitude, &label))
         }
         "quit" | "exit" => Line::Quit,
         "help" => Line::Help,

@@ -19,7 +19,7 @@ mod line;
 mod menu;
 mod twiml;
 
-pub use inbox::ApiInbox;
+pub use inbox::{ApiInbox, Arrival};
 pub use line::{parse_line, Line, USAGE};
 pub use menu::{MenuItem, PhoneMenu};
 pub use twiml::parse_twiml;
@@ -62,6 +62,25 @@ pub struct Outgoing {
     /// Parameters Twilio adds in some cases (`OptOutType`, `FromCountry`,
     /// `MessagingServiceSid`, …), each replacing one of the phone's own.
     pub params: Vec<(String, String)>,
+}
+
+impl Outgoing {
+    /// A shared place, as WhatsApp sends it: `MessageType=location` with its
+    /// coordinates and, when it has one, its label.
+    pub fn location(latitude: f64, longitude: f64, label: &str) -> Self {
+        let mut params = vec![
+            ("MessageType".to_owned(), "location".to_owned()),
+            ("Latitude".to_owned(), latitude.to_string()),
+            ("Longitude".to_owned(), longitude.to_string()),
+        ];
+        if !label.is_empty() {
+            params.push(("Label".to_owned(), label.to_owned()));
+        }
+        Self {
+            params,
+            ..Self::default()
+        }
+    }
 }
 
 impl Phone {
@@ -148,7 +167,7 @@ impl Phone {
 }
 
 /// A fresh `SM…` id, unique enough for a terminal phone.
-fn new_message_sid() -> String {
+pub fn new_message_sid() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -171,6 +190,7 @@ fn content_type_of(url: &str) -> &'static str {
     match path.rsplit('.').next() {
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
         Some("gif") => "image/gif",
         Some("mp4") => "video/mp4",
         Some("pdf") => "application/pdf",
@@ -233,7 +253,13 @@ impl Session {
             self.started = true;
             return Ok(None);
         }
-        let (replies, menu) = inbox.arrivals().await?;
+        let mut replies = Vec::new();
+        let mut menu = None;
+        for arrival in inbox.arrivals().await? {
+            // The last message with buttons or a list is the one to tap.
+            menu = arrival.menu.or(menu);
+            replies.push(arrival.reply);
+        }
         if replies.is_empty() {
             return Ok(None);
         }

@@ -201,6 +201,9 @@ fn resource(stored: &StoredMessage, status: Status) -> Value {
         // Not in Twilio's resource: the stand-in says which content a message showed,
         // so that the terminal phone can draw its buttons.
         "content_sid": m.content_sid,
+        // Nor this: Twilio lists media in the Media subresource; the web phone shows
+        // them as pictures.
+        "media_urls": m.media,
     })
 }
 
