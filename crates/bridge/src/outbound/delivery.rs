@@ -1,6 +1,6 @@
-//! The work of a queued outbound request, on a task of its own: at the bridge's pace,
-//! text and templates sent as they are, an event asked in the person's conversation;
-//! then its record says what became of it. A send Twilio refuses with 21610 marks the
+//! The work of a queued outbound request, on a task of its own, once its place in the
+//! pace is taken (`pace.rs`): text and templates sent as they are, an event asked in
+//! the person's conversation; then its record says what became of it. A send Twilio refuses with 21610 marks the
 //! person as opted out.
 
 use super::record::{OutboundRecord, Status, REQUESTS};
@@ -14,11 +14,9 @@ use crate::twilio::messages_api::{SendError, Sender};
 use std::sync::Arc;
 
 impl Outbound {
-    /// Sends a queued request, at the bridge's pace, and records what became of it.
+    /// Sends a queued request (its place in the pace taken), and records what became
+    /// of it.
     pub(super) async fn send(self: Arc<Self>, send: Send, content: Content) {
-        if let Some(pace) = &self.pace {
-            pace.until_ready().await;
-        }
         let recipient = Recipient {
             account_sid: self.account_sid.clone(),
             messaging_service_sid: match &send.from {

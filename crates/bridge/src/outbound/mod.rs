@@ -12,6 +12,7 @@
 
 pub mod contacts;
 mod delivery;
+mod pace;
 pub mod record;
 pub mod request;
 
@@ -22,11 +23,12 @@ use crate::state::{StateStore, Unreadable};
 use crate::twilio::webhook::IncomingMessage;
 use contacts::Contacts;
 use delivery::Send;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use pace::Pace;
 use record::{KeyUse, MessageStatus, OutboundRecord, Status, KEYS, MESSAGE_STATUSES, REQUESTS};
 use request::{Channel, Content, OutboundRequest, SenderChoice};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use tokio::sync::mpsc;
 
 /// Twilio's error for a send to a person who opted out of the sender.
 const OPTED_OUT_ERROR: u32 = 21610;
@@ -126,8 +128,9 @@ pub struct Outbound {
     account_sid: String,
     /// `TWILIO_MESSAGING_SERVICE_SID`: the sender when a request names none.
     default_service: Option<String>,
-    /// `OUTBOUND_PER_SECOND`, bridge-wide in this process; `None`: unlimited.
-    pace: Option<DefaultDirectRateLimiter>,
+    /// With `OUTBOUND_PER_SECOND` set, the line queued requests wait in, in order;
+    /// `None`: unlimited, each sent at once.
+    line: Option<mpsc::UnboundedSender<(Send, Content)>>,
 }
 
 /// Where a request's messages come from, resolved.
@@ -161,17 +164,52 @@ impl Outbound {
         metrics: Arc<Metrics>,
         parts: OutboundParts,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            conversations,
-            contacts: Contacts::new(state.clone(), parts.session_key),
-            state,
-            metrics,
-            account_sid: parts.account_sid,
-            default_service: parts.default_service,
-            pace: parts
-                .per_second
-                .map(|n| RateLimiter::direct(Quota::per_second(n))),
+        let pace = parts
+            .per_second
+            .map(|per_second| Pace::new(per_second, state.clone()));
+        Arc::new_cyclic(|this| {
+            let line = pace.map(|pace| {
+                let (line, waiting) = mpsc::unbounded_channel();
+                tokio::spawn(Self::paced(Weak::clone(this), pace, waiting));
+                line
+            });
+            Self {
+                conversations,
+                contacts: Contacts::new(state.clone(), parts.session_key),
+                state,
+                metrics,
+                account_sid: parts.account_sid,
+                default_service: parts.default_service,
+                line,
+            }
         })
+    }
+
+    /// The line: each queued request in turn, once the pace lets one more go, sent on
+    /// a task of its own (a slow send does not hold the next one's place in the
+    /// second). Ends with the bridge.
+    async fn paced(
+        this: Weak<Self>,
+        pace: Pace,
+        mut waiting: mpsc::UnboundedReceiver<(Send, Content)>,
+    ) {
+        while let Some((send, content)) = waiting.recv().await {
+            pace.until_ready().await;
+            let Some(this) = this.upgrade() else { return };
+            tokio::spawn(this.send(send, content));
+        }
+    }
+
+    /// Sends a queued request: at once, or in the line when a pace is set.
+    fn queue(self: &Arc<Self>, send: Send, content: Content) {
+        let unsent = match &self.line {
+            Some(line) => match line.send((send, content)) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(unsent)) => unsent,
+            },
+            None => (send, content),
+        };
+        tokio::spawn(Arc::clone(self).send(unsent.0, unsent.1));
     }
 
     /// A person's message (a webhook): when they wrote, and STOP or START.
@@ -287,7 +325,7 @@ impl Outbound {
             route,
             status_callback,
         };
-        tokio::spawn(Arc::clone(self).send(send, request.content));
+        self.queue(send, request.content);
         Ok((Accepted { id }, false))
     }
 

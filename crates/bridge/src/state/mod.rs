@@ -507,6 +507,17 @@ impl StateStore {
         }
     }
 
+    /// Counts one outbound send against `per_second` for the whole bridge, when the
+    /// state is shared: `Some(None)` when it may go now, `Some(Some(wait))` to ask
+    /// again after `wait`; `None` when there is no shared store or it failed (logged
+    /// and counted), and the caller keeps this process's own pace.
+    pub async fn pace(&self, per_second: std::num::NonZeroU32) -> Option<Option<Duration>> {
+        match &self.kept {
+            Kept::Local(_) => None,
+            Kept::Shared(shared) => shared.pace(per_second).await.ok(),
+        }
+    }
+
     /// Takes `id` out of the schedule `index`: its work is done.
     pub async fn unschedule(&self, index: &'static str, id: &str) {
         match &self.kept {

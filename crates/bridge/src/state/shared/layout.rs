@@ -37,6 +37,8 @@
 //!   - `P:{b:N}:due:{index}`: the sweepers' schedules (quiet hand-overs).
 //! - `P:{budget}:calls`: the agent calls this hour, one counter: an exact budget
 //!   matters more than spreading one `INCR` a webhook, far below one node's capacity.
+//! - `P:{pace}:outbound`: the outbound sends this second (`OUTBOUND_PER_SECOND`), one
+//!   hash for the bridge: one round trip a send, far below one node's capacity.
 //! - The Content API cache, sent menus and idempotency records are records (one key
 //!   each, tagged by their own id): single-key commands, spread over every slot.
 //!
@@ -110,6 +112,11 @@ impl Layout {
     /// The agent calls this hour.
     pub(super) fn budget(&self) -> String {
         self.tagged("budget", "calls")
+    }
+
+    /// The outbound sends of this second, bridge-wide.
+    pub(super) fn pace(&self) -> String {
+        self.tagged("pace", "outbound")
     }
 
     /// The bucket of a conversation or a scheduled id.

@@ -38,7 +38,8 @@
 //! certificate, for `check`; `admission.rs` admitting a message
 //! and a re-delivery's wait; `ticket.rs` the turn held: waiting, lease, records,
 //! finishing; `takeover.rs` finding and claiming the turns whose lease ran out;
-//! `records.rs` and `schedules.rs` the features' records and sorted-set schedules.
+//! `records.rs` and `schedules.rs` the features' records and sorted-set schedules;
+//! `pace.rs` the outbound sends' pace, counted per second for the bridge.
 
 mod admission;
 mod certificate;
@@ -46,6 +47,7 @@ mod connection;
 mod iam;
 mod layout;
 mod link;
+mod pace;
 mod records;
 mod schedules;
 mod scripts;

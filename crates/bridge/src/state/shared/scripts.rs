@@ -22,6 +22,7 @@ pub(super) struct Scripts {
     pub(super) settle: Script,
     pub(super) count_call: Script,
     pub(super) claim_due: Script,
+    pub(super) pace: Script,
 }
 
 impl Scripts {
@@ -39,6 +40,7 @@ impl Scripts {
             settle: Script::new(&format!("{NOW}{SETTLE}")),
             count_call: Script::new(COUNT_CALL),
             claim_due: Script::new(CLAIM_DUE),
+            pace: Script::new(&format!("{NOW}{PACE}")),
         }
     }
 }
@@ -307,4 +309,21 @@ if at and tonumber(at) <= tonumber(ARGV[2]) then
   return 1
 end
 return 0
+"#;
+
+/// KEYS: the outbound pace (`P:{pace}:outbound`), a hash of the second it counts
+/// (`s`, by the server's clock) and the sends counted in it (`n`). ARGV: sends a
+/// second, bridge-wide.
+/// Counts one send in this second: returns 0 when it may go now, else the
+/// milliseconds until the next second, when it may ask again. One clock (the
+/// server's) for every instance, so that a second is the same second for all.
+const PACE: &str = r#"
+local second = math.floor(now / 1000)
+if redis.call('HGET', KEYS[1], 's') ~= tostring(second) then
+  redis.call('HSET', KEYS[1], 's', second, 'n', 0)
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('PEXPIRE', KEYS[1], 2000)
+if n <= tonumber(ARGV[1]) then return 0 end
+return 1000 - (now % 1000)
 "#;
