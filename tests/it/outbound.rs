@@ -782,3 +782,70 @@ async fn the_outbound_pace_holds_across_instances_sharing_redis() {
         expected.iter().map(String::as_str).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn queued_requests_of_an_instance_killed_are_sent_by_the_other_once() {
+    let redis = RedisServer::start().await;
+    let settings = [
+        ("OUTBOUND_TOKEN", OUTBOUND_TOKEN),
+        ("OUTBOUND_PER_SECOND", "1"),
+        ("STATE_LEASE", "2s"),
+    ];
+    let (local, mut instances) = instances_on(&redis.url(), "api", &settings).await;
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        let body = json!({"to": USER, "from": OUR_NUMBER, "text": format!("Notice {n}")});
+        let (status, answer) = post_outbound_at(
+            &instances[0].phone.url,
+            Some(OUTBOUND_TOKEN),
+            &[],
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    // The first instance is sending, the others wait in its line (one a second): no
+    // SIGTERM, no drain, as an instance out of memory dies.
+    local.twilio.wait_for(1).await;
+    drop(instances.remove(0));
+    let other = &instances[0].phone.url;
+    let mut reports = Vec::new();
+    for id in &ids {
+        let report = eventually(&format!("{id} done"), Duration::from_secs(30), || async {
+            let (_, report) = report_at(other, id).await;
+            ready_if(report, |report| {
+                matches!(
+                    report["status"].as_str(),
+                    Some("sent" | "delivered" | "read" | "failed")
+                )
+            })
+        })
+        .await;
+        reports.push(report);
+    }
+    quiet_window(Duration::from_millis(1500)).await;
+    let sent = local.twilio.sent();
+    let mut interrupted = 0;
+    for (n, report) in (1..=5).zip(&reports) {
+        let notice = format!("Notice {n}");
+        let taken: Vec<&SentMessage> = sent.iter().filter(|m| m.body == notice).collect();
+        assert!(taken.len() <= 1, "{notice} sent twice: {sent:?}");
+        if report["status"] == "failed" {
+            // Only a send the killed instance had started (one a second: one at most)
+            // is not sent again: it may or may not have gone out.
+            assert!(
+                report["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("interrupted"),
+                "{report}"
+            );
+            interrupted += 1;
+        } else {
+            assert_eq!(taken.len(), 1, "{notice}: {report}");
+            assert_eq!(report["message_sids"], json!([taken[0].sid]), "{report}");
+        }
+    }
+    assert!(interrupted <= 1, "{reports:?}");
+}

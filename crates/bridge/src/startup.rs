@@ -176,9 +176,17 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
                 default_service: settings.replies.messaging_service_sid.clone(),
                 per_second: outbound.per_second,
                 session_key: settings.session_key.clone(),
+                lease: settings.state.lease,
             },
         )
     });
+    if let (Some(outbound), true) = (&outbound, shared) {
+        // Queued outbound work left behind by an instance that died is sent by the
+        // others; what an instance left at shutdown, within a second.
+        let every =
+            (settings.state.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        tokio::spawn(Arc::clone(outbound).take_over_queued(every));
+    }
     let public_url = PublicUrl::new(&settings.twilio, cloud_run_host(&settings.twilio).await);
     Ok(Arc::new(AppState {
         twilio: settings.twilio.clone(),

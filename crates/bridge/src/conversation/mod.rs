@@ -454,6 +454,11 @@ impl Conversations {
             .send_replace(Some(tokio::time::Instant::now() + grace));
     }
 
+    /// Resolves once the server is stopping (for the work beside the turns).
+    pub(crate) async fn stopping(&self) {
+        let _ = self.stopped().await;
+    }
+
     /// Resolves once the server is stopping, with when it must have answered every
     /// webhook.
     async fn stopped(&self) -> Option<tokio::time::Instant> {

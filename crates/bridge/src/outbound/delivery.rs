@@ -17,6 +17,9 @@ impl Outbound {
     /// Sends a queued request (its place in the pace taken), and records what became
     /// of it.
     pub(super) async fn send(self: Arc<Self>, send: Send, content: Content) {
+        if !self.starting(&send.id).await {
+            return;
+        }
         let recipient = Recipient {
             account_sid: self.account_sid.clone(),
             messaging_service_sid: match &send.from {
@@ -60,6 +63,7 @@ impl Outbound {
             "an outbound request was sent"
         );
         self.state.set(&REQUESTS, &send.id, &record).await;
+        self.release(&send.id).await;
     }
 
     /// Text or a template, sent as it is, from the sender the request named.

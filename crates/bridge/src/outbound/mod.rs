@@ -12,6 +12,7 @@
 
 pub mod contacts;
 mod delivery;
+mod durable;
 mod pace;
 pub mod record;
 pub mod request;
@@ -131,10 +132,15 @@ pub struct Outbound {
     /// With `OUTBOUND_PER_SECOND` set, the line queued requests wait in, in order;
     /// `None`: unlimited, each sent at once.
     line: Option<mpsc::UnboundedSender<(Send, Content)>>,
+    /// With shared state, queued work outlives this instance (`durable.rs`).
+    durable: bool,
+    /// `STATE_LEASE`: how long a held request stays this instance's without renewal.
+    lease: std::time::Duration,
+    held: durable::Held,
 }
 
 /// Where a request's messages come from, resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Origin {
     Number(String),
     Service(String),
@@ -155,6 +161,8 @@ pub struct OutboundParts {
     pub default_service: Option<String>,
     pub per_second: Option<NonZeroU32>,
     pub session_key: SessionKey,
+    /// `STATE_LEASE`, for the queued work another instance takes over.
+    pub lease: std::time::Duration,
 }
 
 impl Outbound {
@@ -176,11 +184,14 @@ impl Outbound {
             Self {
                 conversations,
                 contacts: Contacts::new(state.clone(), parts.session_key),
-                state,
+                state: state.clone(),
                 metrics,
                 account_sid: parts.account_sid,
                 default_service: parts.default_service,
                 line,
+                durable: state.is_shared(),
+                lease: parts.lease,
+                held: durable::Held::default(),
             }
         })
     }
@@ -194,6 +205,10 @@ impl Outbound {
         mut waiting: mpsc::UnboundedReceiver<(Send, Content)>,
     ) {
         while let Some((send, content)) = waiting.recv().await {
+            // Left to the other instances at shutdown: it takes no place in the second.
+            if !this.upgrade().is_some_and(|this| this.holds(&send.id)) {
+                continue;
+            }
             pace.until_ready().await;
             let Some(this) = this.upgrade() else { return };
             tokio::spawn(this.send(send, content));
@@ -325,6 +340,7 @@ impl Outbound {
             route,
             status_callback,
         };
+        self.hold(&send, &request.content).await;
         self.queue(send, request.content);
         Ok((Accepted { id }, false))
     }

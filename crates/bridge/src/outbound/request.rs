@@ -78,7 +78,7 @@ pub enum SenderChoice {
 }
 
 /// What goes out.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Content {
     /// The agent is asked with this event in the person's session; its answer goes out.
     Event {
