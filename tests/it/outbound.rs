@@ -849,3 +849,52 @@ async fn queued_requests_of_an_instance_killed_are_sent_by_the_other_once() {
     }
     assert!(interrupted <= 1, "{reports:?}");
 }
+
+#[tokio::test]
+async fn at_sigterm_queued_requests_are_left_to_the_other_instance_at_once() {
+    let redis = RedisServer::start().await;
+    // A lease far longer than the test waits: the hand-over must not wait for it.
+    let settings = [
+        ("OUTBOUND_TOKEN", OUTBOUND_TOKEN),
+        ("OUTBOUND_PER_SECOND", "1"),
+        ("STATE_LEASE", "30s"),
+        ("SHUTDOWN_GRACE", "1s"),
+    ];
+    let (local, mut instances) = instances_on(&redis.url(), "api", &settings).await;
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        let body = json!({"to": USER, "from": OUR_NUMBER, "text": format!("Notice {n}")});
+        let (status, answer) = post_outbound_at(
+            &instances[0].phone.url,
+            Some(OUTBOUND_TOKEN),
+            &[],
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    local.twilio.wait_for(1).await;
+    let mut a = instances.remove(0);
+    a.serve.signal("TERM");
+    a.serve
+        .find_line(|line| {
+            line.contains("queued outbound requests not yet sent are left to the other instances")
+                .then_some(())
+        })
+        .await;
+    let other = &instances[0].phone.url;
+    for id in &ids {
+        reported_at(other, id, "sent").await;
+    }
+    local.twilio.wait_for(4).await;
+    quiet_window(Duration::from_millis(1500)).await;
+    let sent = local.twilio.sent();
+    let mut order = bodies(&sent);
+    order.sort_unstable();
+    assert_eq!(
+        order,
+        ["Notice 1", "Notice 2", "Notice 3", "Notice 4"],
+        "{sent:?}"
+    );
+}

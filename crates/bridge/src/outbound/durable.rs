@@ -14,6 +14,7 @@
 use super::record::{OutboundRecord, Status, KEPT_FOR, REQUESTS};
 use super::request::Content;
 use super::{Origin, Outbound, Send};
+use crate::outbox::Owing;
 use crate::session::SessionId;
 use crate::state::{Record, Slot};
 use serde::{Deserialize, Serialize};
@@ -53,14 +54,22 @@ impl Record for Started {
     const KIND: &'static str = "outbound_started";
 }
 
-/// The requests this instance holds (queued or sending), and whether each started.
+/// A request this instance holds: whether its send started, and while it is held the
+/// reply it is owed, so that a shutdown waits (within its grace) until it is sent or
+/// left to the other instances.
+struct Holding {
+    started: bool,
+    _owing: Option<Owing>,
+}
+
+/// The requests this instance holds (queued or sending).
 #[derive(Default)]
 pub(super) struct Held {
-    ids: std::sync::Mutex<HashMap<String, bool>>,
+    ids: std::sync::Mutex<HashMap<String, Holding>>,
 }
 
 impl Held {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, bool>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Holding>) -> T) -> T {
         let mut ids = self
             .ids
             .lock()
@@ -94,10 +103,23 @@ impl Outbound {
             status_callback: send.status_callback.clone(),
             content: content.clone(),
         };
-        self.held.with(|ids| ids.insert(send.id.clone(), false));
+        self.take(&send.id);
         self.state.set(&WORK, &send.id, &work).await;
         let at = now() + self.lease_secs();
         self.state.schedule(SCHEDULE, &send.id, at).await;
+    }
+
+    /// Holds `id` in this instance, owing it until it is sent or left.
+    fn take(&self, id: &str) {
+        let owing = self
+            .conversations
+            .outbox_of(&self.account_sid)
+            .map(|outbox| outbox.owe(id));
+        let holding = Holding {
+            started: false,
+            _owing: owing,
+        };
+        self.held.with(|ids| ids.insert(id.to_owned(), holding));
     }
 
     /// Records that the send of `id` starts, from now on never to be sent again:
@@ -108,8 +130,8 @@ impl Outbound {
             return true;
         }
         let held = self.held.with(|ids| match ids.get_mut(id) {
-            Some(started) => {
-                *started = true;
+            Some(holding) => {
+                holding.started = true;
                 true
             }
             None => false,
@@ -201,7 +223,7 @@ impl Outbound {
             _ => None,
         };
         tracing::info!(outbound = %id, "took over a queued outbound request of an instance that stopped");
-        self.held.with(|ids| ids.insert(id.clone(), false));
+        self.take(&id);
         let send = Send {
             id,
             person: work.person,
@@ -216,14 +238,17 @@ impl Outbound {
     /// At shutdown: the held requests whose send did not start are due at once, for
     /// the other instances.
     async fn leave_unstarted(&self) {
-        let unstarted: Vec<String> = self.held.with(|ids| {
+        // Their owed replies are settled (the guards dropped) once they are left.
+        let unstarted: Vec<(String, Holding)> = self.held.with(|ids| {
             let unstarted: Vec<String> = ids
                 .iter()
-                .filter(|(_, started)| !**started)
+                .filter(|(_, holding)| !holding.started)
                 .map(|(id, _)| id.clone())
                 .collect();
-            ids.retain(|_, started| *started);
             unstarted
+                .into_iter()
+                .filter_map(|id| ids.remove(&id).map(|holding| (id, holding)))
+                .collect()
         });
         if !unstarted.is_empty() {
             tracing::info!(
@@ -231,7 +256,7 @@ impl Outbound {
                 "stopping: queued outbound requests not yet sent are left to the other instances"
             );
         }
-        for id in unstarted {
+        for (id, _holding) in unstarted {
             self.state.schedule(SCHEDULE, &id, 0).await;
         }
     }
