@@ -783,6 +783,19 @@ async fn the_outbound_pace_holds_across_instances_sharing_redis() {
     );
 }
 
+/// "Notice 1" to "Notice `count`" queued at the bridge at `url`: their ids.
+async fn notices_queued_at(url: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 1..=count {
+        let body = json!({"to": USER, "from": OUR_NUMBER, "text": format!("Notice {n}")});
+        let (status, answer) =
+            post_outbound_at(url, Some(OUTBOUND_TOKEN), &[], &body.to_string()).await;
+        assert_eq!(status, 202, "{answer}");
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
 #[tokio::test]
 async fn queued_requests_of_an_instance_killed_are_sent_by_the_other_once() {
     let redis = RedisServer::start().await;
@@ -792,19 +805,7 @@ async fn queued_requests_of_an_instance_killed_are_sent_by_the_other_once() {
         ("STATE_LEASE", "2s"),
     ];
     let (local, mut instances) = instances_on(&redis.url(), "api", &settings).await;
-    let mut ids = Vec::new();
-    for n in 1..=5 {
-        let body = json!({"to": USER, "from": OUR_NUMBER, "text": format!("Notice {n}")});
-        let (status, answer) = post_outbound_at(
-            &instances[0].phone.url,
-            Some(OUTBOUND_TOKEN),
-            &[],
-            &body.to_string(),
-        )
-        .await;
-        assert_eq!(status, 202, "{answer}");
-        ids.push(answer["id"].as_str().unwrap().to_owned());
-    }
+    let ids = notices_queued_at(&instances[0].phone.url, 5).await;
     // The first instance is sending, the others wait in its line (one a second): no
     // SIGTERM, no drain, as an instance out of memory dies.
     local.twilio.wait_for(1).await;
@@ -861,19 +862,7 @@ async fn at_sigterm_queued_requests_are_left_to_the_other_instance_at_once() {
         ("SHUTDOWN_GRACE", "1s"),
     ];
     let (local, mut instances) = instances_on(&redis.url(), "api", &settings).await;
-    let mut ids = Vec::new();
-    for n in 1..=4 {
-        let body = json!({"to": USER, "from": OUR_NUMBER, "text": format!("Notice {n}")});
-        let (status, answer) = post_outbound_at(
-            &instances[0].phone.url,
-            Some(OUTBOUND_TOKEN),
-            &[],
-            &body.to_string(),
-        )
-        .await;
-        assert_eq!(status, 202, "{answer}");
-        ids.push(answer["id"].as_str().unwrap().to_owned());
-    }
+    let ids = notices_queued_at(&instances[0].phone.url, 4).await;
     local.twilio.wait_for(1).await;
     let mut a = instances.remove(0);
     a.serve.signal("TERM");

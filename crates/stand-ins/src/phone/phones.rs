@@ -107,32 +107,23 @@ impl Phones {
             &from,
             &to,
         )?);
-        let inbox = self
-            .wiring
-            .api_url
-            .as_deref()
-            .map(|url| {
-                ApiInbox::new(
-                    url,
-                    &self.wiring.account_sid,
-                    &self.wiring.auth_token,
-                    &from,
-                )
-            })
-            .transpose()?;
-        let reporter = self
-            .wiring
-            .api_url
-            .as_deref()
-            .map(|url| {
-                ApiInbox::new(
-                    url,
-                    &self.wiring.account_sid,
-                    &self.wiring.auth_token,
-                    &from,
-                )
-            })
-            .transpose()?;
+        // One look-out for what is sent to the phone, one to report what it sends:
+        // the look-out lives in its own task.
+        let api_inbox = || {
+            self.wiring
+                .api_url
+                .as_deref()
+                .map(|url| {
+                    ApiInbox::new(
+                        url,
+                        &self.wiring.account_sid,
+                        &self.wiring.auth_token,
+                        &from,
+                    )
+                })
+                .transpose()
+        };
+        let (inbox, reporter) = (api_inbox()?, api_inbox()?);
         {
             let mut inner = self.lock();
             inner.phones.push(phone);
