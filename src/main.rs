@@ -8,6 +8,7 @@ use std::process::ExitCode;
 mod check;
 mod cli;
 mod send;
+mod system_roots;
 
 // glibc's allocator spent a fifth of the bridge's CPU on the per-request buffers of
 // hyper and reqwest (malloc_consolidate on every 8 KiB read buffer); jemalloc's
@@ -17,5 +18,7 @@ mod send;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in `main`, before the runtime or anything else starts a thread.
+    unsafe { system_roots::read_bundle_alone() };
     cli::main()
 }
