@@ -415,9 +415,9 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
         .as_ref()
         .and_then(|listener| listener.local_addr().ok())
         .map(|addr| addr.port());
-    let state = startup::build(&settings)
+    let (state, clients) = startup::build(&settings)
         .await
-        .context("cannot set up the Dialogflow client")?;
+        .context("cannot set up the bridge")?;
     let default = settings.default_route();
     // Listening for SIGTERM before saying the bridge listens: one sent at once must
     // find the handler.
@@ -432,9 +432,17 @@ async fn serve(vars: &Vars, project: &ProjectLookup) -> anyhow::Result<ExitCode>
         max_connections = %settings.connection_cap,
         "bridge listening"
     );
-    startup::serve(listener, metrics, state, stop)
-        .await
-        .context("the server failed")?;
+    // Serving while the agents' clients are made: a client that cannot be made (no
+    // credentials, say) stops the bridge, as it did when it was made before serving.
+    let server = startup::serve(listener, metrics, state, stop);
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => served.context("the server failed")?,
+        made = clients.made() => {
+            made.context("cannot set up the Dialogflow client")?;
+            server.await.context("the server failed")?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

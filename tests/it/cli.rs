@@ -221,6 +221,35 @@ async fn check_offline_does_not_call_the_agent_and_unreachable_agent_fails() {
 }
 
 #[test]
+fn serve_stops_when_the_agents_client_cannot_be_made() {
+    // The client is made while the bridge already serves; one that cannot be made still
+    // stops it, with the reason, as when it was made before serving.
+    let dir = WorkDir::with_dotenv(
+        "AGENT_TYPE=CX\nAGENT_ID=a\nGCP_PROJECT=p\nTWILIO_ACCOUNT_SID=AC00000000000000000000000000000000\nTWILIO_AUTH_TOKEN=t\n\
+         PORT=0\nREPLY_MODE=twiml\nTWILIO_WEBHOOK_HOSTS=bot.example.com\n",
+    );
+    let output = dir
+        .command(
+            &["serve"],
+            &[
+                (
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    "/no/such/credentials.json",
+                ),
+                ("GCE_METADATA_HOST", "127.0.0.1:9"),
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot set up the Dialogflow client"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn serve_logs_as_dotenv_says_and_stops_on_sigterm() {
     // The host pinned and SESSION_KEY set, as a deployment should: nothing to warn of
     // before it listens.

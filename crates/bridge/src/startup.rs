@@ -28,12 +28,12 @@ const HAND_OVER_WAIT: Duration = Duration::from_secs(1);
 
 /// The routes at work: each route's agent (routes on one endpoint share its client),
 /// and the way its replies go, through one outbox for all that need it.
-async fn agent_routes(
+fn agent_routes(
     settings: &Settings,
+    agents: &[Arc<Agent>],
     state: &StateStore,
     metrics: &Arc<Metrics>,
 ) -> Result<AgentRoutes, SetupError> {
-    let clients = Clients::default();
     let replies = &settings.replies;
     let needs_api = settings
         .routes
@@ -80,7 +80,7 @@ async fn agent_routes(
         None
     };
     let mut routes = Vec::new();
-    for route in &settings.routes {
+    for (route, agent) in settings.routes.iter().zip(agents) {
         let delivery = match (route.reply_mode, &outbox) {
             (ReplyMode::Api, Some(outbox)) => Delivery::Api(Arc::clone(outbox)),
             (ReplyMode::Auto, Some(outbox)) => Delivery::Auto {
@@ -91,7 +91,7 @@ async fn agent_routes(
         };
         let agent = AgentRoute {
             name: route.name.as_str().into(),
-            agent: Arc::new(Agent::connect_with(&route.agent, &clients).await?),
+            agent: Arc::clone(agent) as _,
             languages: route.languages.clone(),
             fallback: route.fallback_message.clone(),
             delivery,
@@ -106,6 +106,8 @@ async fn agent_routes(
 pub enum SetupError {
     #[error(transparent)]
     Agent(#[from] crate::agent::AgentError),
+    #[error("making the agents' clients stopped: {0}")]
+    AgentTask(tokio::task::JoinError),
     #[error(transparent)]
     State(#[from] crate::state::OpenError),
     #[error("cannot create the HTTP client for Twilio's API: {0}")]
@@ -114,14 +116,47 @@ pub enum SetupError {
     Handoff(#[from] crate::handoff::SetupError),
 }
 
-/// Builds the bridge described by `settings`: the state store, the agents' clients, the
-/// routes, the outbox, hand-over, and the background tasks (quiet hand-overs, turns left
-/// by dead instances).
-pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
+/// The agents' clients being made, beside the rest of start-up and then beside serving.
+pub struct AgentClients(JoinHandle<Result<(), crate::agent::AgentError>>);
+
+impl AgentClients {
+    /// Makes every agent's client, on a task of its own.
+    fn make(agents: &[Arc<Agent>]) -> Self {
+        let agents = agents.to_vec();
+        Self(tokio::spawn(async move {
+            for agent in agents {
+                agent.make_client().await?;
+            }
+            Ok(())
+        }))
+    }
+
+    /// Resolves once every client is made, or with the first that could not be.
+    pub async fn made(self) -> Result<(), SetupError> {
+        match self.0.await {
+            Ok(made) => made.map_err(SetupError::Agent),
+            Err(task) => Err(SetupError::AgentTask(task)),
+        }
+    }
+}
+
+/// Builds the bridge described by `settings`: the state store, the routes, the outbox,
+/// hand-over, and the background tasks (quiet hand-overs, turns left by dead
+/// instances). The agents' clients are still being made when it returns: the bridge can
+/// serve meanwhile, and must stop if [`AgentClients::made`] fails.
+pub async fn build(settings: &Settings) -> Result<(Arc<AppState>, AgentClients), SetupError> {
+    // First, so that making them overlaps everything else start-up does.
+    let clients = Clients::default();
+    let agents: Vec<Arc<Agent>> = settings
+        .routes
+        .iter()
+        .map(|route| Arc::new(Agent::new(&route.agent, &clients)))
+        .collect();
+    let made = AgentClients::make(&agents);
     let metrics = Arc::new(Metrics::new());
     let state =
         StateStore::open(&settings.state, settings.rate_limits, Arc::clone(&metrics)).await?;
-    let routes = agent_routes(settings, &state, &metrics).await?;
+    let routes = agent_routes(settings, &agents, &state, &metrics)?;
     let handoff = match &settings.handoff {
         Some(handoff) => Some(crate::handoff::Handoff::new(
             handoff.clone(),
@@ -188,7 +223,7 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
         tokio::spawn(Arc::clone(outbound).take_over_queued(every));
     }
     let public_url = PublicUrl::new(&settings.twilio, cloud_run_host(&settings.twilio).await);
-    Ok(Arc::new(AppState {
+    let app = Arc::new(AppState {
         twilio: settings.twilio.clone(),
         public_url,
         conversations,
@@ -199,7 +234,8 @@ pub async fn build(settings: &Settings) -> Result<Arc<AppState>, SetupError> {
         metrics_access: settings.metrics.clone(),
         outbound,
         outbound_token: settings.outbound.as_ref().map(|o| o.token.clone()),
-    }))
+    });
+    Ok((app, made))
 }
 
 /// On Cloud Run with no `TWILIO_WEBHOOK_URL`, the host of the service's own URL, asked
@@ -319,7 +355,8 @@ impl RunningBridge {
         let addr = listener.local_addr()?;
         let metrics = metrics_listener(settings, std::net::Ipv4Addr::LOCALHOST.into())?;
         let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
-        let state = build(settings).await?;
+        let (state, clients) = build(settings).await?;
+        clients.made().await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, metrics, state, async {
             let _ = stopped.await;

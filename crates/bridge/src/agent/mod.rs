@@ -94,10 +94,18 @@ impl AgentError {
     }
 }
 
-/// A connected Dialogflow agent.
+/// A Dialogflow agent, its client made at most once: ahead of the first question
+/// ([`Agent::connect`], which start-up runs beside everything else), or by the first
+/// question that needs it.
+///
+/// Making the official client takes milliseconds (it builds its TLS configuration and
+/// reads the system's roots), so the bridge serves meanwhile: a webhook that arrives
+/// first waits only for what is left of it, not for the whole of start-up.
 #[derive(Clone, Debug)]
 pub struct Agent {
-    backend: Backend,
+    settings: AgentSettings,
+    clients: Clients,
+    backend: tokio::sync::OnceCell<Backend>,
     timeout: Duration,
     /// What is asked again, within `AGENT_RETRY_WINDOW` (and the timeout).
     retry: RetryPolicy,
@@ -111,8 +119,12 @@ enum Backend {
 
 /// The official clients made so far, one per API and endpoint: agents on the same
 /// endpoint share one (its connections, its credentials), however many routes name them.
-#[derive(Default)]
-pub struct Clients {
+/// Clones share the clients.
+#[derive(Clone, Debug, Default)]
+pub struct Clients(std::sync::Arc<MadeClients>);
+
+#[derive(Debug, Default)]
+struct MadeClients {
     cx: tokio::sync::Mutex<HashMap<String, cx::Client>>,
     es: tokio::sync::Mutex<HashMap<String, es::Client>>,
 }
@@ -137,8 +149,20 @@ where
 }
 
 impl Agent {
-    /// Builds the client for `settings`. With Google's endpoint this resolves
-    /// Application Default Credentials; with the emulator it uses none.
+    /// The agent of `settings`, its client not made yet: with Google's endpoint it will
+    /// resolve Application Default Credentials; with the emulator it uses none. A client
+    /// for the same endpoint is taken from `clients` when one was made already.
+    pub fn new(settings: &AgentSettings, clients: &Clients) -> Self {
+        Self {
+            settings: settings.clone(),
+            clients: clients.clone(),
+            backend: tokio::sync::OnceCell::new(),
+            timeout: settings.timeout,
+            retry: retry::policy(settings.retry_window).with_time_limit(settings.timeout),
+        }
+    }
+
+    /// The agent of `settings` with its client made.
     pub async fn connect(settings: &AgentSettings) -> Result<Self, AgentError> {
         Self::connect_with(settings, &Clients::default()).await
     }
@@ -149,27 +173,43 @@ impl Agent {
         settings: &AgentSettings,
         clients: &Clients,
     ) -> Result<Self, AgentError> {
-        let endpoint = settings.endpoint.url();
-        let backend = match &settings.kind {
-            AgentKind::Cx {
-                agent_id,
-                session_ttl,
-            } => {
-                let client =
-                    shared(&clients.cx, endpoint, || cx::connect(&settings.endpoint)).await?;
-                Backend::Cx(cx::CxAgent::new(client, settings, agent_id, *session_ttl))
-            }
-            AgentKind::Es => {
-                let client =
-                    shared(&clients.es, endpoint, || es::connect(&settings.endpoint)).await?;
-                Backend::Es(es::EsAgent::new(client, settings))
-            }
-        };
-        Ok(Self {
-            backend,
-            timeout: settings.timeout,
-            retry: retry::policy(settings.retry_window).with_time_limit(settings.timeout),
-        })
+        let agent = Self::new(settings, clients);
+        agent.backend().await?;
+        Ok(agent)
+    }
+
+    /// Makes the client now, unless it is made already or being made.
+    pub async fn make_client(&self) -> Result<(), AgentError> {
+        self.backend().await.map(|_| ())
+    }
+
+    /// The backend, its client made by the first caller; the others wait for it.
+    async fn backend(&self) -> Result<&Backend, AgentError> {
+        self.backend
+            .get_or_try_init(|| async {
+                let settings = &self.settings;
+                let endpoint = settings.endpoint.url();
+                Ok(match &settings.kind {
+                    AgentKind::Cx {
+                        agent_id,
+                        session_ttl,
+                    } => {
+                        let client = shared(&self.clients.0.cx, endpoint, || {
+                            cx::connect(&settings.endpoint)
+                        })
+                        .await?;
+                        Backend::Cx(cx::CxAgent::new(client, settings, agent_id, *session_ttl))
+                    }
+                    AgentKind::Es => {
+                        let client = shared(&self.clients.0.es, endpoint, || {
+                            es::connect(&settings.endpoint)
+                        })
+                        .await?;
+                        Backend::Es(es::EsAgent::new(client, settings))
+                    }
+                })
+            })
+            .await
     }
 
     /// How long one question may take, retries included (`AGENT_TIMEOUT`).
@@ -178,12 +218,12 @@ impl Agent {
     }
 
     /// Asks the agent, retrying transient failures, and gives up after the configured
-    /// timeout.
+    /// timeout (which bounds the client's making too, when the question comes first).
     pub async fn detect_intent(&self, query: &AgentQuery) -> Result<AgentAnswer, AgentError> {
         // Made for each call: gax's policies remember the call's last pause.
         let retry = self.retry.for_gax(retry::Failure::verdict_of, self.timeout);
         let call = async {
-            match &self.backend {
+            match self.backend().await? {
                 Backend::Cx(agent) => agent.detect_intent(query, retry).await,
                 Backend::Es(agent) => agent.detect_intent(query, retry).await,
             }
