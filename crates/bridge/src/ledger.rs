@@ -106,6 +106,19 @@ impl<T: Clone + Send + Sync + 'static> Ledger<T> {
         self.lock().slots.len()
     }
 
+    /// Forgets the outcomes of the ids `which` picks, and says how many it forgot.
+    /// Work in flight keeps its entry: a repeat meanwhile still waits for it.
+    pub fn forget_settled(&self, which: impl Fn(&str) -> bool) -> usize {
+        let mut inner = self.lock();
+        let before = inner.slots.len();
+        inner
+            .slots
+            .retain(|id, entry| matches!(entry.slot, Slot::Pending(_)) || !which(id));
+        // Their places in `claimed` go when they come first: a place is only taken
+        // for the entry claimed at its time.
+        before - inner.slots.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -152,6 +152,21 @@ impl Limiter {
         }
     }
 
+    /// Forgets `session` (erasing a person): whether it was told it was limited, and
+    /// its cell along with every cell back at full quota (governor drops no single
+    /// key; a cell holds a time, no content, and goes once its minute is over).
+    /// Whether anything of it was held.
+    pub fn forget(&self, session: &SessionId) -> bool {
+        let told = self
+            .told
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(session)
+            .is_some();
+        self.forget_quiet();
+        told
+    }
+
     /// Drops the state of senders back within their quota, so that memory stays flat.
     pub fn forget_quiet(&self) {
         if let Some(limiter) = &self.conversations {

@@ -1,11 +1,12 @@
 //! The state of this process alone: enough for one instance, and what a shared store
 //! falls back to for a message when it cannot be reached.
 
+use super::forget::{conversation_of, Forgotten};
 use super::{Admission, Held, Json, MessageKey, Remembering, Repeat, Ticket, TurnWait};
 use crate::ledger::{Claim, Completion, Ledger, Seen};
 use crate::rate_limit::{Limiter, RateLimits};
 use crate::session::SessionId;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -29,6 +30,7 @@ pub struct LocalState {
     finished: Notify,
     pub(super) records: Records,
     pub(super) schedules: Schedules,
+    pub(super) indexes: Indexes,
 }
 
 /// Where a conversation stands: turns up to `done` are finished (and any in
@@ -56,6 +58,7 @@ impl LocalState {
             finished: Notify::new(),
             records: Records::default(),
             schedules: Schedules::default(),
+            indexes: Indexes::default(),
         }
     }
 
@@ -66,14 +69,20 @@ impl LocalState {
         counted: bool,
     ) -> Admission {
         let id = key.as_ref().map(MessageKey::to_string);
-        let completion = match id.as_deref().map(|id| (id, self.handled.claim(id))) {
-            Some((_, Claim::Repeat(repeat))) => return Admission::Repeat(Repeat::Local(repeat)),
-            // Its outcome forgotten, the message is still known: a replay. (Dropping
-            // the claim withdraws it.)
-            Some((id, Claim::First(_))) if self.seen.contains(id) => {
-                return Admission::Repeat(Repeat::Replayed)
-            }
-            Some((_, Claim::First(completion))) => Some(completion),
+        // The outcome is filed under the conversation too, so that erasing a person
+        // finds it (`forget`); a MessageSid always belongs to one conversation, so a
+        // repeat finds it all the same.
+        let filed = id.as_deref().map(|id| format!("{session}/{id}"));
+        let completion = match id.as_deref().zip(filed.as_deref()) {
+            Some((id, filed)) => match self.handled.claim(filed) {
+                Claim::Repeat(repeat) => return Admission::Repeat(Repeat::Local(repeat)),
+                // Its outcome forgotten, the message is still known: a replay.
+                // (Dropping the claim withdraws it.)
+                Claim::First(_) if self.seen.contains(id) => {
+                    return Admission::Repeat(Repeat::Replayed)
+                }
+                Claim::First(completion) => Some((completion, id.to_owned())),
+            },
             None => None,
         };
         let limited = if counted {
@@ -98,6 +107,17 @@ impl LocalState {
                 completion,
             }),
         })
+    }
+
+    /// Forgets the outcomes of the messages whose filed id `which` picks.
+    pub(super) fn forget_outcomes(&self, which: impl Fn(&str) -> bool) -> usize {
+        self.handled.forget_settled(which)
+    }
+
+    /// Forgets what the rate limits hold of `session`: whether it was told it was
+    /// limited; its cell is dropped with every cell back at full quota.
+    pub(super) fn forget_rate(&self, session: &SessionId) -> bool {
+        self.limiter.forget(session)
     }
 
     /// `None` once the turns before `seq` are done; else how far the conversation got.
@@ -134,7 +154,8 @@ pub(super) struct LocalTicket {
     state: Arc<LocalState>,
     session: SessionId,
     seq: u64,
-    completion: Option<Completion<Json>>,
+    /// The duty to record the outcome, and the message's id as [`Seen`] knows it.
+    completion: Option<(Completion<Json>, String)>,
 }
 
 impl LocalTicket {
@@ -161,9 +182,9 @@ impl LocalTicket {
     }
 
     pub(super) fn finish(mut self, outcome: Json) {
-        if let Some(completion) = self.completion.take() {
+        if let Some((completion, id)) = self.completion.take() {
             // Known as handled for the replay window, after the outcome is forgotten.
-            self.state.seen.remember(completion.id());
+            self.state.seen.remember(&id);
             completion.complete(outcome);
         }
     }
@@ -202,6 +223,37 @@ impl Records {
 
     pub(super) fn remove(&self, slot: &'static str, id: &str) {
         lock(&self.0).remove(&(slot, id.into()));
+    }
+
+    /// Removes the records of `conversations` (by [`conversation_of`] their id), but
+    /// those of the slots in `keep`, which are counted as kept.
+    pub(super) fn forget(
+        &self,
+        conversations: &HashSet<SessionId>,
+        keep: &[&str],
+        forgotten: &mut Forgotten,
+    ) {
+        lock(&self.0).retain(|(slot, id), _| {
+            let Some(session) = conversation_of(id).filter(|s| conversations.contains(s)) else {
+                return true;
+            };
+            if keep.contains(slot) {
+                forgotten.kept += 1;
+                return true;
+            }
+            forgotten.count(session, slot);
+            false
+        });
+    }
+
+    /// Every live record of `slot`, by id.
+    pub(super) fn all(&self, slot: &'static str) -> Vec<(String, Json)> {
+        let now = Instant::now();
+        lock(&self.0)
+            .iter()
+            .filter(|((s, _), (expires, _))| *s == slot && *expires > now)
+            .map(|((_, id), (_, json))| (id.to_string(), Arc::clone(json)))
+            .collect()
     }
 
     /// Sets the record unless a live one is there; returns the one there.
@@ -294,9 +346,82 @@ impl Schedules {
     }
 
     pub(super) fn unschedule(&self, index: &'static str, id: &str) {
-        if let Some(due) = lock(&self.0).get_mut(index) {
-            due.retain(|(_, known)| &**known != id);
+        self.take_out(index, id);
+    }
+
+    /// Takes `id` out of `index`; whether it was there.
+    pub(super) fn take_out(&self, index: &str, id: &str) -> bool {
+        let mut schedules = lock(&self.0);
+        let Some(due) = schedules.get_mut(index) else {
+            return false;
+        };
+        let before = due.len();
+        due.retain(|(_, known)| &**known != id);
+        before != due.len()
+    }
+}
+
+/// Sets of members by index and id, with a time to live (when they expire), bounded in
+/// number as the records are.
+#[derive(Default)]
+pub(super) struct Indexes(Mutex<HashMap<RecordKey, (Instant, BTreeSet<Box<str>>)>>);
+
+impl Indexes {
+    pub(super) fn add(&self, index: &'static str, id: &str, member: &str, ttl: Duration) {
+        let mut indexes = lock(&self.0);
+        let now = Instant::now();
+        if indexes.len() >= RECORDS_AT_MOST {
+            indexes.retain(|_, (expires, _)| *expires > now);
         }
+        if indexes.len() >= RECORDS_AT_MOST {
+            if let Some(first) = indexes
+                .iter()
+                .min_by_key(|(_, (expires, _))| *expires)
+                .map(|(key, _)| key.clone())
+            {
+                indexes.remove(&first);
+            }
+        }
+        let (expires, members) = indexes
+            .entry((index, id.into()))
+            .or_insert_with(|| (now, BTreeSet::new()));
+        if *expires <= now {
+            members.clear();
+        }
+        *expires = now + ttl;
+        members.insert(member.into());
+    }
+
+    pub(super) fn members(&self, index: &'static str, id: &str) -> Vec<String> {
+        lock(&self.0)
+            .get(&(index, id.into()))
+            .filter(|(expires, _)| *expires > Instant::now())
+            .map(|(_, members)| members.iter().map(|m| m.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn remove(&self, index: &'static str, id: &str, member: &str) {
+        let mut indexes = lock(&self.0);
+        let key: RecordKey = (index, id.into());
+        if let Some((_, members)) = indexes.get_mut(&key) {
+            members.remove(member);
+            if members.is_empty() {
+                indexes.remove(&key);
+            }
+        }
+    }
+
+    /// Removes the indexes of `conversations`.
+    pub(super) fn forget(&self, conversations: &HashSet<SessionId>, forgotten: &mut Forgotten) {
+        lock(&self.0).retain(|(index, id), _| {
+            match conversation_of(id).filter(|s| conversations.contains(s)) {
+                Some(session) => {
+                    forgotten.count(session, index);
+                    false
+                }
+                None => true,
+            }
+        });
     }
 }
 

@@ -18,6 +18,7 @@
 //! them, and one that cannot be read is an error, logged and counted, never an empty
 //! value.
 
+mod forget;
 mod local;
 pub mod record;
 mod shared;
@@ -31,6 +32,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use forget::{Forgotten, Index};
 pub use local::LocalState;
 pub use record::{Record, Stored, Unreadable, Unwritable};
 pub use shared::{

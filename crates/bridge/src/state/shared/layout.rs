@@ -109,6 +109,32 @@ impl Layout {
         self.tagged(id, &format!("r:{slot}"))
     }
 
+    /// The index `name` of `id`, a set, in the slot of `id`.
+    pub(super) fn index(&self, name: &str, id: &str) -> String {
+        self.tagged(id, &format!("i:{name}"))
+    }
+
+    /// The pattern of `SCAN` that matches every key of this layout with a tag.
+    pub(super) fn every_tagged_key(&self) -> String {
+        format!("{}:{{*", glob_escaped(&self.prefix))
+    }
+
+    /// The pattern of `SCAN` that matches every record of `slot`.
+    pub(super) fn every_record(&self, slot: &str) -> String {
+        format!(
+            "{}:{{*}}:r:{}",
+            glob_escaped(&self.prefix),
+            glob_escaped(slot)
+        )
+    }
+
+    /// A key of this layout read back: its tag and what follows `}:`.
+    pub(super) fn parts<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix(":{")?;
+        let (tag, rest) = rest.split_once('}')?;
+        Some((tag, rest.strip_prefix(':')?))
+    }
+
     /// The agent calls this hour.
     pub(super) fn budget(&self) -> String {
         self.tagged("budget", "calls")
@@ -150,6 +176,18 @@ impl Layout {
             message_sid: message_sid.to_owned(),
         })
     }
+}
+
+/// `text` as a `SCAN` pattern matching itself alone.
+fn glob_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// The marker that a message was handled, kept for the replay window after its outcome
@@ -214,6 +252,22 @@ mod tests {
         assert_eq!(layout.message_of(&session, &key), Some(message));
         assert_eq!(layout.message_of(&session, ""), None);
         assert_eq!(layout.message_of(&session, "Q:{x}:m:AC1:SM1"), None);
+    }
+
+    #[test]
+    fn keys_read_back_as_their_tag_and_rest_and_patterns_match_only_the_prefix() {
+        let layout = Layout::new("P*");
+        let session = SessionId::parse(SESSION).unwrap();
+        let key = layout.record("menu", SESSION);
+        assert_eq!(layout.parts(&key), Some((SESSION, "r:menu")));
+        assert_eq!(
+            layout.parts(&layout.conversation(&session)),
+            Some((SESSION, "c"))
+        );
+        assert_eq!(layout.parts("Q:{x}:c"), None);
+        assert_eq!(layout.every_tagged_key(), "P\\*:{*");
+        assert_eq!(layout.every_record("sent_menu"), "P\\*:{*}:r:sent_menu");
+        assert_eq!(tag(&layout.index("outbound_of", SESSION)), SESSION);
     }
 
     #[test]

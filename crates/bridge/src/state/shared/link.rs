@@ -85,6 +85,71 @@ impl Link {
     }
 }
 
+/// Keys asked for at each step of a scan: a few round trips for a large store, each
+/// short for the server.
+const SCAN_COUNT: u64 = 1000;
+
+impl Link {
+    /// Where a scan of every key must go: the one server (`None`), or each primary of
+    /// a cluster, named by the first slot it serves.
+    pub(super) async fn scan_targets(&mut self) -> redis::RedisResult<Vec<Option<u16>>> {
+        let Self::Cluster(connection) = self else {
+            return Ok(vec![None]);
+        };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+        let slots = connection
+            .route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), routing)
+            .await?;
+        let Value::Array(ranges) = slots else {
+            return Ok(Vec::new());
+        };
+        // A primary serving several ranges is scanned once: by the node its first
+        // range's slot names, its address the key.
+        let mut primaries: Vec<(Value, u16)> = Vec::new();
+        for range in ranges {
+            let Value::Array(range) = range else { continue };
+            let (Some(Value::Int(start)), Some(Value::Array(primary))) =
+                (range.first(), range.get(2))
+            else {
+                continue;
+            };
+            let address = Value::Array(primary.iter().take(2).cloned().collect());
+            if !primaries.iter().any(|(known, _)| *known == address) {
+                primaries.push((address, u16::try_from(*start).unwrap_or_default()));
+            }
+        }
+        Ok(primaries.into_iter().map(|(_, slot)| Some(slot)).collect())
+    }
+
+    /// One step of `SCAN` on `target` (see [`Link::scan_targets`]): the next cursor
+    /// (0 when done) and the keys of this step that match `pattern`.
+    pub(super) async fn scan_page(
+        &mut self,
+        target: Option<u16>,
+        cursor: u64,
+        pattern: &str,
+    ) -> redis::RedisResult<(u64, Vec<String>)> {
+        let mut command = redis::cmd("SCAN");
+        command
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        match (self, target) {
+            (Self::Cluster(connection), Some(slot)) => {
+                use redis::cluster_routing::{Route, SlotAddr};
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(slot, SlotAddr::Master),
+                ));
+                let value = connection.route_command(command, routing).await?;
+                redis::FromRedisValue::from_redis_value(value).map_err(Into::into)
+            }
+            (link, _) => command.query_async(link).await,
+        }
+    }
+}
+
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -44,6 +44,7 @@
 mod admission;
 mod certificate;
 mod connection;
+mod forget;
 mod iam;
 mod layout;
 mod link;
