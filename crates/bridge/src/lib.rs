@@ -20,6 +20,7 @@ pub mod menu;
 pub mod metrics;
 pub mod outbound;
 pub mod outbox;
+pub mod privacy;
 pub mod rate_limit;
 pub mod render;
 pub mod reply;

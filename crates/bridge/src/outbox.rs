@@ -42,6 +42,34 @@ impl crate::state::Record for SentMenu {
 const SENT_MENUS: crate::state::Slot<SentMenu> =
     crate::state::Slot::new("sent_menu", Duration::from_secs(3600));
 
+/// Erasing a person: removes the sent menus kept to resend to one of `people` (as
+/// Twilio writes them) from a sender `senders` picks; how many. They are filed by
+/// MessageSid, not by conversation: every one kept (for an hour) is looked at.
+pub async fn forget_sent_menus(
+    state: &StateStore,
+    people: &[String],
+    senders: impl Fn(&str) -> bool,
+) -> u64 {
+    let mut removed = 0;
+    for (id, stored) in state.all(&SENT_MENUS).await {
+        let Ok(sent) = stored.read::<SentMenu>() else {
+            continue;
+        };
+        let recipient = &sent.recipient;
+        let sender = recipient
+            .messaging_service_sid
+            .as_deref()
+            .map_or(senders(&recipient.our_number), |sid| {
+                senders(sid) || senders(&recipient.our_number)
+            });
+        if people.contains(&recipient.to) && sender {
+            state.remove(&SENT_MENUS, &id).await;
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Where the menu sent as `message_sid` by `account_sid` is kept. A MessageSid alone
 /// would let any account the bridge serves name another's reply in its own signed
 /// callback.

@@ -104,6 +104,24 @@ impl SessionId {
         Self(id)
     }
 
+    /// The id of `person` alone on the account `account_sid`, under `key`: where what
+    /// is kept of them across senders is found again (the outbound requests made to
+    /// them), so that erasing them need not know the senders. Never a conversation's
+    /// id: the label differs.
+    pub fn for_person(key: &SessionKey, account_sid: &str, person: &str) -> Self {
+        let mut mac = key.mac.clone();
+        for part in ["twilio-dialogflow/person/v1", account_sid, person] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        let mut id = [0u8; 36];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(&mac.finalize().into_bytes()[..27], &mut id)
+            .unwrap_or_default();
+        debug_assert_eq!(written, id.len());
+        Self(id)
+    }
+
     /// A session id as [`SessionId::as_str`] wrote it (read back from the state store).
     pub fn parse(text: &str) -> Option<Self> {
         let bytes: [u8; 36] = text.as_bytes().try_into().ok()?;
@@ -258,6 +276,28 @@ mod tests {
                 assert_ne!(id.as_str(), unkeyed(ACCOUNT, from, "+18005550000"));
             }
         }
+    }
+
+    #[test]
+    fn a_persons_id_is_keyed_and_no_conversations() {
+        let person = SessionId::for_person(&key(1), ACCOUNT, "+15551234567");
+        assert_eq!(
+            person,
+            SessionId::for_person(&key(1), ACCOUNT, "+15551234567")
+        );
+        assert_ne!(
+            person,
+            SessionId::for_person(&key(2), ACCOUNT, "+15551234567")
+        );
+        assert_ne!(
+            person,
+            SessionId::for_person(&key(1), "AC2", "+15551234567")
+        );
+        assert_ne!(
+            person,
+            SessionId::for_conversation(&key(1), ACCOUNT, "+15551234567", "")
+        );
+        assert_eq!(SessionId::parse(person.as_str()), Some(person));
     }
 
     #[test]

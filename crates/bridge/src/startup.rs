@@ -167,6 +167,17 @@ pub async fn build(settings: &Settings) -> Result<(Arc<AppState>, AgentClients),
     };
     let shared = state.is_shared();
     let outbound_state = state.clone();
+    let privacy = settings.privacy_token.as_ref().map(|_| {
+        Arc::new(crate::privacy::Privacy::new(
+            state.clone(),
+            crate::privacy::PrivacyParts {
+                accounts: accounts_of(settings),
+                senders: senders_of(settings),
+                session_key: settings.session_key.clone(),
+                handoff: handoff.clone(),
+            },
+        ))
+    });
     let conversations = Conversations::new(
         routes,
         Messages {
@@ -234,8 +245,46 @@ pub async fn build(settings: &Settings) -> Result<(Arc<AppState>, AgentClients),
         metrics_access: settings.metrics.clone(),
         outbound,
         outbound_token: settings.outbound.as_ref().map(|o| o.token.clone()),
+        privacy,
+        privacy_token: settings.privacy_token.clone(),
     });
     Ok((app, made))
+}
+
+/// Every account the configuration names: the main one, the others, the routes'.
+fn accounts_of(settings: &Settings) -> Vec<String> {
+    let mut accounts: Vec<String> = std::iter::once(settings.twilio.account_sid.clone())
+        .chain(settings.twilio.other_accounts.iter().map(|a| a.sid.clone()))
+        .chain(
+            settings
+                .routes
+                .iter()
+                .filter_map(|route| route.matcher.account_sid.clone()),
+        )
+        .collect();
+    accounts.sort();
+    accounts.dedup();
+    accounts
+}
+
+/// Every sender the configuration names: the routes' numbers and Messaging Services,
+/// and `TWILIO_MESSAGING_SERVICE_SID`.
+fn senders_of(settings: &Settings) -> Vec<String> {
+    let mut senders: Vec<String> = settings
+        .routes
+        .iter()
+        .flat_map(|route| {
+            [
+                route.matcher.to.clone(),
+                route.matcher.messaging_service_sid.clone(),
+            ]
+        })
+        .flatten()
+        .chain(settings.replies.messaging_service_sid.clone())
+        .collect();
+    senders.sort();
+    senders.dedup();
+    senders
 }
 
 /// On Cloud Run with no `TWILIO_WEBHOOK_URL`, the host of the service's own URL, asked

@@ -20,6 +20,7 @@ mod ids;
 mod limits;
 mod metrics;
 mod outbound;
+mod privacy;
 mod replies;
 mod rich;
 mod route_spec;
@@ -84,6 +85,9 @@ pub struct Settings {
     pub outbound: Option<OutboundSettings>,
     /// What conversation ids are keyed with (`SESSION_KEY`, or derived).
     pub session_key: crate::session::SessionKey,
+    /// The bearer token of `/privacy/erase` (`PRIVACY_TOKEN`); `None`: the endpoint
+    /// does not exist.
+    pub privacy_token: Option<Secret>,
 }
 
 /// The settings of `vars`, or every problem with them, the one about the project with
@@ -165,6 +169,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
             .all(|route| route.reply_mode == ReplyMode::Twiml);
     let handoff = handoff::read(reader, all_twiml);
     let outbound = outbound::read(reader, all_twiml);
+    let privacy_token = privacy::read(reader);
     if has_default {
         routes.push(RouteSettings {
             name: "default".into(),
@@ -191,6 +196,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
         handoff: handoff.ok()?,
         outbound: outbound.ok()?,
         session_key: session_key?,
+        privacy_token: privacy_token.ok()?,
     })
 }
 

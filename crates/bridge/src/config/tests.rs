@@ -817,3 +817,25 @@ fn the_outbound_endpoint_needs_a_long_token_and_the_messages_api() {
         ["OUTBOUND_PER_SECOND"]
     );
 }
+
+#[test]
+fn the_privacy_endpoint_needs_a_long_token() {
+    let with = |extra: &[(&str, &str)]| {
+        let mut all = with_agent();
+        for (name, value) in extra {
+            all.insert(name.to_string(), value.to_string());
+        }
+        Settings::from_vars(&all)
+    };
+    assert!(with(&[]).unwrap().privacy_token.is_none(), "off by default");
+    let on = with(&[("PRIVACY_TOKEN", "privacy-token-0123")]).unwrap();
+    assert_eq!(
+        on.privacy_token.as_ref().map(|t| t.expose()),
+        Some("privacy-token-0123")
+    );
+    assert!(!format!("{:?}", on.privacy_token).contains("privacy-token-0123"));
+    let errors = with(&[("PRIVACY_TOKEN", "short-token")]).unwrap_err();
+    assert!(!errors.to_string().contains("short-token"), "{errors}");
+    let places: Vec<String> = errors.0.iter().map(|e| e.place.to_string()).collect();
+    assert_eq!(places, ["PRIVACY_TOKEN"]);
+}

@@ -19,6 +19,10 @@ pub enum EventKind {
     MessageReceived,
     #[serde(rename = "handoff.ended")]
     HandoffEnded,
+    /// The person was erased on request (`POST /privacy/erase`): the human side
+    /// forgets what it keeps under the conversation.
+    #[serde(rename = "person.erased")]
+    PersonErased,
 }
 
 impl EventKind {
@@ -28,6 +32,7 @@ impl EventKind {
             EventKind::HandoffStarted => "handoff.started",
             EventKind::MessageReceived => "message.received",
             EventKind::HandoffEnded => "handoff.ended",
+            EventKind::PersonErased => "person.erased",
         }
     }
 }
@@ -139,6 +144,17 @@ impl Event {
     }
 }
 
+impl Event {
+    /// `person.erased`: what the bridge removed of the conversation, by kind. Carries
+    /// the conversation's id, never the number.
+    pub fn erased(session: &SessionId, removed: &std::collections::BTreeMap<String, u64>) -> Self {
+        let mut fields = Map::new();
+        fields.insert("removed".into(), json!(removed));
+        let unique = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        Self::new(EventKind::PersonErased, session, &unique, fields)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +174,17 @@ mod tests {
         let ended = Event::ended(&session, EndReason::Expired);
         assert_eq!(ended.body["reason"], "expired");
         assert_eq!(ended.kind, EventKind::HandoffEnded);
+    }
+
+    #[test]
+    fn an_erasure_names_the_conversation_and_what_went_never_the_number() {
+        let session = SessionId::for_tests("+15551230001", "+2");
+        let removed = std::collections::BTreeMap::from([("pending_menus".to_owned(), 1)]);
+        let erased = Event::erased(&session, &removed);
+        assert_eq!(erased.body["type"], "person.erased");
+        assert_eq!(erased.body["conversation"], session.as_str());
+        assert_eq!(erased.body["removed"]["pending_menus"], 1);
+        assert!(!erased.body.to_string().contains("5551230001"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod handoff;
 mod outbound;
+mod privacy;
 mod public_url;
 mod rejection;
 mod webhook;
@@ -41,6 +42,10 @@ pub struct AppState {
     pub outbound: Option<Arc<crate::outbound::Outbound>>,
     /// The bearer token of `/outbound`; `None`: the endpoint does not exist.
     pub outbound_token: Option<crate::config::Secret>,
+    /// Erasing a person, when `PRIVACY_TOKEN` is set.
+    pub privacy: Option<Arc<crate::privacy::Privacy>>,
+    /// The bearer token of `/privacy/erase`; `None`: the endpoint does not exist.
+    pub privacy_token: Option<crate::config::Secret>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -65,6 +70,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             )),
         false => Router::new(),
     };
+    // Without PRIVACY_TOKEN, `/privacy/erase` does not exist: 404.
+    let privacy_side = match state.privacy.is_some() {
+        true => Router::new()
+            .route("/privacy/erase", post(privacy::erase))
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                privacy::require_token,
+            )),
+        false => Router::new(),
+    };
     // With a port of its own, `/metrics` is not here: the public port answers 404.
     let metrics_here = state.metrics_access.port.is_none();
     let router = Router::new()
@@ -72,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", post(webhook::status))
         .merge(human_side)
         .merge(business_side)
+        .merge(privacy_side)
         .route("/healthz", get(|| async { "ok\n" }))
         // Cloud Run keeps some paths ending in `z` for itself: from outside, `/healthz`
         // may never reach the container.

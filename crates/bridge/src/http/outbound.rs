@@ -93,6 +93,13 @@ pub async fn create(
         .of(&headers, &uri)
         .map(|url| format!("{}?{OUTBOUND_MARK}", status_callback_url(&url)))
         .unwrap_or_default();
+    // The sender, known to an erasure of every sender (once per process).
+    if let (Some(privacy), Some(sender)) = (&state.privacy, sender_of(&request)) {
+        privacy
+            .senders
+            .seen(&state.twilio.account_sid, &sender)
+            .await;
+    }
     match outbound.accept(request, status_callback).await {
         Ok(accepted) => (
             StatusCode::ACCEPTED,
@@ -100,6 +107,15 @@ pub async fn create(
         )
             .into_response(),
         Err(refusal) => refused(refusal),
+    }
+}
+
+/// The sender a request names, as Twilio writes it (none for the default).
+fn sender_of(request: &OutboundRequest) -> Option<String> {
+    match &request.sender {
+        crate::outbound::request::SenderChoice::Number(number) => Some(number.twilio()),
+        crate::outbound::request::SenderChoice::Service(sid) => Some(sid.clone()),
+        crate::outbound::request::SenderChoice::Default => None,
     }
 }
 

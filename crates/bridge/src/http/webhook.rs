@@ -29,6 +29,16 @@ pub async fn incoming(
     let message_sid = message.message_sid.clone().unwrap_or_default();
     let channel = message.channel();
     let recipient = Recipient::replying_to(&message, status_callback_url(&url));
+    // The sender, known to an erasure of every sender (once per process).
+    if let Some(privacy) = &state.privacy {
+        privacy
+            .senders
+            .seen(&message.account_sid, &message.to)
+            .await;
+        if let Some(service) = message.params.get("MessagingServiceSid") {
+            privacy.senders.seen(&message.account_sid, service).await;
+        }
+    }
     // Before the turn: a STOP is known before any outbound request that follows it.
     if let Some(outbound) = &state.outbound {
         outbound.heard(&message).await;

@@ -93,6 +93,12 @@ impl Contacts {
         SessionId::for_conversation(&self.key, account_sid, person, sender)
     }
 
+    /// The id of `person` alone on `account_sid`: what is kept of them across
+    /// senders is indexed under it ([`super::erase`]).
+    pub fn person_id(&self, account_sid: &str, person: &str) -> SessionId {
+        SessionId::for_person(&self.key, account_sid, person)
+    }
+
     /// A message from the person: its time, and STOP or START, remembered for the number
     /// it was written to and for the Messaging Service it came through.
     pub async fn heard(&self, message: &IncomingMessage) {

@@ -22,20 +22,20 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The schedule of queued requests, by id.
-const SCHEDULE: &str = "outbound";
+pub(super) const SCHEDULE: &str = "outbound";
 
 /// The work of a queued request, by id, until it is done.
-const WORK: Slot<Work> = Slot::new("outbound_work", KEPT_FOR);
+pub(super) const WORK: Slot<Work> = Slot::new("outbound_work", KEPT_FOR);
 
 /// That a request's send started, by id: it is never sent again.
-const STARTED: Slot<Started> = Slot::new("outbound_started", KEPT_FOR);
+pub(super) const STARTED: Slot<Started> = Slot::new("outbound_started", KEPT_FOR);
 
 /// The reason a request taken over after its send started gives.
 pub(super) const INTERRUPTED: &str = "interrupted: the instance sending it stopped, and it may or may not have gone out, so it is not sent again";
 
 /// What another instance needs to send a queued request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Work {
+pub(super) struct Work {
     person: String,
     from: Origin,
     contact: String,
@@ -48,7 +48,7 @@ impl Record for Work {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Started {}
+pub(super) struct Started {}
 
 impl Record for Started {
     const KIND: &'static str = "outbound_started";
@@ -126,6 +126,12 @@ impl Outbound {
     /// `false` when it must not, this instance having left it to the others (it was
     /// stopping).
     pub(super) async fn starting(&self, id: &str) -> bool {
+        // Erased with its person, at this instance or another: never sent.
+        if matches!(self.state.get(&super::erase::ERASED, id).await, Ok(Some(_))) {
+            tracing::info!(outbound = %id, "an outbound request was erased with its person before it was sent: it is not sent");
+            self.release(id).await;
+            return false;
+        }
         if !self.durable {
             return true;
         }

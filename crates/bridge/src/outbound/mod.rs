@@ -13,6 +13,7 @@
 pub mod contacts;
 mod delivery;
 mod durable;
+pub mod erase;
 mod pace;
 pub mod record;
 pub mod request;
@@ -314,6 +315,19 @@ impl Outbound {
             reason: refusal.map(|r| r.code().to_owned()),
         };
         self.state.set(&REQUESTS, &id, &record).await;
+        // Found again when the person is erased, whatever the sender.
+        let entry = erase::Entry {
+            sender: from.id().to_owned(),
+            request: id.clone(),
+            key: key.clone(),
+        };
+        self.state
+            .add_to(
+                &erase::REQUESTS_OF,
+                &self.contacts.person_id(&self.account_sid, &person),
+                &entry.member(),
+            )
+            .await;
         if let Some(key) = &key {
             let used = KeyUse {
                 id: id.clone(),
