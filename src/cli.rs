@@ -175,6 +175,21 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Erase a person: everything a running bridge keeps about them, through its
+    /// POST /privacy/erase (token: PRIVACY_TOKEN); prints what was removed. Their
+    /// opt-out is kept, as a keyed hash.
+    Erase {
+        /// The person: +E164 (SMS and WhatsApp) or whatsapp:+E164.
+        person: String,
+        /// Only their conversations with this sender of ours (+E164, whatsapp:+E164
+        /// or a Messaging Service SID) [default: every sender and account].
+        #[arg(long)]
+        sender: Option<String>,
+        /// The bridge's base URL [default: beside TWILIO_WEBHOOK_URL, else
+        /// http://127.0.0.1:$PORT]
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 /// Runs the command line; what the binary's `main` does.
@@ -333,6 +348,20 @@ async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Re
                 results,
                 concurrency,
                 dry_run,
+            })
+            .await
+        }
+        Command::Erase {
+            person,
+            sender,
+            url,
+        } => {
+            let bridge = url.unwrap_or_else(|| bridge_beside_webhook(&vars));
+            crate::erase::run(crate::erase::Options {
+                person,
+                sender,
+                erase_url: format!("{}/privacy/erase", bridge.trim_end_matches('/')),
+                token: var(&vars, "PRIVACY_TOKEN"),
             })
             .await
         }

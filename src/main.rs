@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod check;
 mod cli;
+mod erase;
 mod send;
 mod system_roots;
 

@@ -18,6 +18,7 @@ mod metrics;
 mod monitoring;
 mod newcomer;
 mod outbound;
+mod privacy;
 mod python;
 mod refusals;
 mod rich;

@@ -408,7 +408,16 @@ impl Local {
 
     /// As [`Local::start`], with a Messages API that accepts only `password`.
     pub async fn with_twilio_password(password: &str, settings: &[(&str, &str)]) -> Self {
-        let (emulator, twilio, mut vars) = emulators(AGENT, password).await;
+        Self::with(AGENT, password, settings).await
+    }
+
+    /// As [`Local::start`], with the agent file `agent_yaml`.
+    pub async fn with_agent(agent_yaml: &str, settings: &[(&str, &str)]) -> Self {
+        Self::with(agent_yaml, AUTH_TOKEN, settings).await
+    }
+
+    async fn with(agent_yaml: &str, password: &str, settings: &[(&str, &str)]) -> Self {
+        let (emulator, twilio, mut vars) = emulators(agent_yaml, password).await;
         for (name, value) in [("PORT", "0"), ("LOG_FORMAT", "json")]
             .iter()
             .chain(settings)
@@ -426,6 +435,12 @@ impl Local {
     /// `serve` in the directory (after `wrapper`, such as `prlimit --nofile=…`), once it
     /// listens, with a phone that writes to it.
     pub async fn serve(&self, wrapper: &[&str]) -> (Running, Phone) {
+        let (serve, port) = self.serve_on_port(wrapper).await;
+        (serve, phone_at(port))
+    }
+
+    /// [`Local::serve`], with the port it listens on.
+    pub async fn serve_on_port(&self, wrapper: &[&str]) -> (Running, u16) {
         let mut command = match wrapper.split_first() {
             None => self.dir.command(&["serve"], &[]),
             Some((program, args)) => {
@@ -440,7 +455,7 @@ impl Local {
         };
         let mut serve = Running::spawn(&mut command, Output::Stderr);
         let port = serve.find_line(listening_port).await;
-        (serve, phone_at(port))
+        (serve, port)
     }
 }
 
