@@ -383,6 +383,13 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             ),
         ]),
     }
+    lines.push((
+        "PRIVACY_TOKEN",
+        match &settings.privacy_token {
+            None => "(not set: POST /privacy/erase is off)".into(),
+            Some(_) => "*** (set: POST /privacy/erase is on)".into(),
+        },
+    ));
     let state = &settings.state;
     match &state.url {
         None => lines.push(("STATE_URL", "(not set: this process's own state)".into())),

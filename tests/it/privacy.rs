@@ -257,9 +257,9 @@ async fn make_data(bridges: &Bridges) -> (String, String) {
 }
 
 /// The scenario's checks on both stores; `redis`, when the store is shared, to scan.
-async fn erase_scenario(bridges: &Bridges, redis: Option<&RedisServer>) {
+async fn erase_scenario(bridges: &Bridges, redis: Option<Shared<'_>>) {
     let (kept, erased) = make_data(bridges).await;
-    let dump_before = match redis {
+    let dump_before = match &redis {
         Some(redis) => Some(dump(redis).await),
         None => None,
     };
@@ -281,7 +281,7 @@ async fn erase_scenario(bridges: &Bridges, redis: Option<&RedisServer>) {
         (400, Some("unknown_field"))
     );
     assert!(!answer.to_string().contains(ERASED_DIGITS), "{answer}");
-    if let (Some(redis), Some(before)) = (redis, &dump_before) {
+    if let (Some(redis), Some(before)) = (&redis, &dump_before) {
         let person = |dump: &BTreeMap<String, String>| -> BTreeMap<String, String> {
             dump.iter()
                 .filter(|(k, v)| derived_from_erased(k) || derived_from_erased(v))
@@ -334,7 +334,7 @@ async fn erase_scenario(bridges: &Bridges, redis: Option<&RedisServer>) {
     );
     assert!(!erasures[0].to_string().contains(ERASED_DIGITS));
 
-    if let Some(redis) = redis {
+    if let Some(redis) = &redis {
         let after = dump(redis).await;
         let derived: Vec<String> = ids_of(ERASED)
             .iter()
@@ -406,12 +406,31 @@ async fn erase_scenario(bridges: &Bridges, redis: Option<&RedisServer>) {
     assert_eq!((status, &answer["error"]), (409, &json!("opted_out")));
 }
 
-/// Every key of the store and its value, as text (each type read as it is).
-async fn dump(redis: &RedisServer) -> BTreeMap<String, String> {
-    let client = redis::Client::open(redis.url()).unwrap();
+/// The shared store under test: one server, or a cluster.
+enum Shared<'a> {
+    Server(&'a RedisServer),
+    Cluster(&'a RedisCluster),
+}
+
+/// Every key of the store and its value, as text (each type read as it is), read
+/// from the node that holds it.
+async fn dump(store: &Shared<'_>) -> BTreeMap<String, String> {
+    let by_node = match store {
+        Shared::Server(redis) => vec![(redis.port, redis.keys("*").await)],
+        Shared::Cluster(cluster) => cluster.keys_by_master("*").await,
+    };
+    let mut all = BTreeMap::new();
+    for (port, keys) in by_node {
+        all.extend(dump_node(port, keys).await);
+    }
+    all
+}
+
+async fn dump_node(port: u16, keys: Vec<String>) -> BTreeMap<String, String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let mut all = BTreeMap::new();
-    for key in redis.keys("*").await {
+    for key in keys {
         let kind: String = redis::cmd("TYPE")
             .arg(&key)
             .query_async(&mut connection)
@@ -472,7 +491,15 @@ async fn erasing_a_person_on_a_shared_store_across_instances() {
     let redis = RedisServer::start().await;
     let url = redis.url();
     let bridges = Bridges::start(&[("STATE_URL", url.as_str())], 2).await;
-    erase_scenario(&bridges, Some(&redis)).await;
+    erase_scenario(&bridges, Some(Shared::Server(&redis))).await;
+}
+
+#[tokio::test]
+async fn erasing_a_person_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await;
+    let url = cluster.url_not_holding(&stored_message_key("SM")).await;
+    let bridges = Bridges::start(&[("STATE_URL", url.as_str())], 2).await;
+    erase_scenario(&bridges, Some(Shared::Cluster(&cluster))).await;
 }
 
 #[tokio::test]
