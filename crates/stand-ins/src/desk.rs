@@ -179,6 +179,10 @@ pub fn show(event: &Value) -> String {
             "── {conversation}: hand-over ended ({})",
             text(&event["reason"])
         ),
+        "person.erased" => format!(
+            "── {conversation}: the person was erased; forget what you keep of them ({})",
+            event["removed"]
+        ),
         other => format!("[{conversation}] {other}: {event}"),
     }
 }
@@ -264,5 +268,11 @@ mod tests {
         let received = json!({"type": "message.received", "conversation": "abcdefghijkl",
             "message": {"text": "hi", "media": [{"url": "https://m/1"}]}});
         assert_eq!(show(&received), "[abcdefgh] person: hi [media] https://m/1");
+        let erased = json!({"type": "person.erased", "conversation": "abcdefghijkl",
+            "removed": {"turns": 1}});
+        assert_eq!(
+            show(&erased),
+            r#"── abcdefgh: the person was erased; forget what you keep of them ({"turns":1})"#
+        );
     }
 }

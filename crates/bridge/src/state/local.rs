@@ -364,7 +364,10 @@ impl Schedules {
 /// Sets of members by index and id, with a time to live (when they expire), bounded in
 /// number as the records are.
 #[derive(Default)]
-pub(super) struct Indexes(Mutex<HashMap<RecordKey, (Instant, BTreeSet<Box<str>>)>>);
+pub(super) struct Indexes(Mutex<HashMap<RecordKey, Members>>);
+
+/// An index's members, and when they expire.
+type Members = (Instant, BTreeSet<Box<str>>);
 
 impl Indexes {
     pub(super) fn add(&self, index: &'static str, id: &str, member: &str, ttl: Duration) {
