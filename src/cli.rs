@@ -7,7 +7,7 @@
 use crate::{check, send};
 use anyhow::Context;
 use bridge::config::{self, ProjectLookup, Vars};
-use bridge::{logging, startup};
+use bridge::{logging, startup, telemetry};
 use clap::{Parser, Subcommand};
 use stand_ins::{chat, demo, desk, emulator, phone};
 use std::path::PathBuf;
@@ -224,14 +224,51 @@ pub fn main() -> ExitCode {
     };
     // The demo, the phone and the check print for people; only errors interrupt them.
     let quiet = !matches!(cli.command, Command::Serve | Command::Emulator { .. });
-    logging::init(&vars, if quiet { "error" } else { "info" });
-    match runtime.block_on(run(cli.command, vars, project)) {
+    let serving = matches!(cli.command, Command::Serve);
+    let traces = match serving.then(|| start_traces(&runtime, &vars)).transpose() {
+        Ok(traces) => traces.flatten(),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Cloud Logging files a request's lines under the trace of the project the bridge
+    // runs in: asked of the metadata server only when the lines are for it.
+    let trace_project = match serving && logging::LogFormat::from_vars(&vars) == logging::LogFormat::Json {
+        true => runtime.block_on(telemetry::trace_project(&vars)),
+        false => config::project_of(&vars).map(str::to_owned),
+    };
+    logging::init_with(
+        &vars,
+        if quiet { "error" } else { "info" },
+        trace_project,
+        traces.as_ref(),
+    );
+    let code = match runtime.block_on(run(cli.command, vars, project)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    };
+    // After the last request's work: the spans not yet sent go now.
+    if let Some(traces) = traces {
+        runtime.block_on(traces.flusher().flush());
     }
+    code
+}
+
+/// The trace export the standard `OTEL_*` variables ask for, started on `runtime`;
+/// none without an endpoint.
+fn start_traces(
+    runtime: &tokio::runtime::Runtime,
+    vars: &Vars,
+) -> anyhow::Result<Option<telemetry::Export>> {
+    let Some(settings) = telemetry::ExportSettings::from_vars(vars)? else {
+        return Ok(None);
+    };
+    let _runtime = runtime.enter();
+    Ok(Some(telemetry::Export::start(&settings)?))
 }
 
 async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Result<ExitCode> {

@@ -29,6 +29,7 @@ pub mod routes;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod twilio;
 pub mod whatsapp;

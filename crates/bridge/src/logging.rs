@@ -15,7 +15,12 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Vars;
+use crate::config::{project_of, Vars};
+use crate::telemetry::{Trace, SPANS};
+use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -46,24 +51,55 @@ impl LogFormat {
 /// of its retries while a master fails over (dozens a second), which the shared
 /// store's own warning, at most every few seconds, already tells.
 pub fn init(vars: &Vars, default_level: &str) {
+    init_with(vars, default_level, project_of(vars).map(str::to_owned), None);
+}
+
+/// [`init`], with the project Cloud Logging files traces under and, when traces are
+/// exported, the OpenTelemetry layer that turns the bridge's spans into spans sent.
+///
+/// Each layer has its own filter: the log lines want events only, never spans, so
+/// with export off no layer wants a span and none is built; the OpenTelemetry layer
+/// wants the bridge's spans and the events that belong in them.
+pub fn init_with(
+    vars: &Vars,
+    default_level: &str,
+    project: Option<String>,
+    export: Option<&crate::telemetry::Export>,
+) {
     let format = LogFormat::from_vars(vars);
     let filter = vars
         .get("RUST_LOG")
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| EnvFilter::new(format!("{default_level},redis=error")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         // Colour codes only for a person at a terminal, never into a file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .event_format(CloudLogging {
-                project: crate::config::project_of(vars).map(str::to_owned),
-            })
-            .try_init(),
-    };
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.event_format(CloudLogging { project }).boxed(),
+    }
+    .with_filter(filter.and(filter_fn(|metadata| metadata.is_event())));
+    let spans = export.map(|export| {
+        tracing_opentelemetry::layer()
+            .with_tracer(export.tracer.clone())
+            .with_filter(filter_fn(wanted_in_traces))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(spans)
+        .with(lines)
+        .try_init();
+}
+
+/// What the exported traces hold: the bridge's spans, the events written for them
+/// (retries), and the bridge's warnings and errors, as events of the span they
+/// happen in.
+fn wanted_in_traces(metadata: &tracing::Metadata<'_>) -> bool {
+    let target = metadata.target();
+    if metadata.is_span() {
+        return target == SPANS;
+    }
+    target == SPANS || (target.starts_with("bridge") && *metadata.level() <= Level::WARN)
 }
 
 /// Formats events as Cloud Logging structured entries.
@@ -83,25 +119,34 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        writeln!(writer, "{}", entry(event, self.project.as_deref()))
+        let entry = entry(event, self.project.as_deref(), Trace::current());
+        writeln!(writer, "{entry}")
     }
 }
 
-/// The JSON entry for `event`. A `trace` field (the trace id of Cloud Run's
-/// `X-Cloud-Trace-Context`) becomes the entry's trace, which files the line under its
-/// request in the Logs Explorer.
-pub fn entry(event: &Event<'_>, project: Option<&str>) -> Value {
+/// The JSON entry for `event`, written inside the work of a request whose trace is
+/// `trace`: Cloud Logging's special fields for it file the line under that trace and
+/// span in the Logs Explorer and Cloud Trace. The trace is a resource name, so it
+/// needs the project; the span and the sampling decision are written without.
+pub fn entry(event: &Event<'_>, project: Option<&str>, trace: Option<Trace>) -> Value {
     let mut fields = Fields(Map::new());
     event.record(&mut fields);
     let mut entry = fields.0;
-    match (entry.remove("trace"), project) {
-        (Some(Value::String(trace)), Some(project)) if !trace.is_empty() => {
+    if let Some(trace) = trace {
+        if let Some(project) = project {
             entry.insert(
                 "logging.googleapis.com/trace".into(),
-                Value::String(format!("projects/{project}/traces/{trace}")),
+                Value::String(format!("projects/{project}/traces/{}", trace.trace_id)),
             );
         }
-        _ => {}
+        entry.insert(
+            "logging.googleapis.com/spanId".into(),
+            Value::String(trace.span_id.to_string()),
+        );
+        entry.insert(
+            "logging.googleapis.com/trace_sampled".into(),
+            Value::Bool(trace.sampled),
+        );
     }
     let message = entry
         .remove("message")
@@ -189,7 +234,6 @@ mod tests {
                 message_sid = "SM1",
                 agent_ms = 12u64,
                 duplicate = false,
-                trace = "105445aa7843bc8bf206b12000100000",
                 "webhook handled"
             );
         });
@@ -200,9 +244,55 @@ mod tests {
         assert_eq!(entry["message_sid"], "SM1");
         assert_eq!(entry["agent_ms"], 12);
         assert_eq!(entry["duplicate"], false);
+        // Outside a request's work, a line names no trace.
+        assert!(entry.get("logging.googleapis.com/trace").is_none());
+        assert!(entry.get("logging.googleapis.com/spanId").is_none());
+    }
+
+    #[tokio::test]
+    async fn lines_inside_a_requests_work_name_its_trace_and_span() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .event_format(CloudLogging {
+                project: Some("my-project".into()),
+            })
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "x-cloud-trace-context",
+            axum::http::HeaderValue::from_static("105445aa7843bc8bf206b12000100000/20;o=1"),
+        );
+        crate::telemetry::request::webhook(&headers, async {
+            tracing::info!("webhook handled");
+        })
+        .await;
+        let line = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let entry: Value = serde_json::from_str(line.trim()).unwrap();
         assert_eq!(
             entry["logging.googleapis.com/trace"],
             "projects/my-project/traces/105445aa7843bc8bf206b12000100000"
         );
+        assert_eq!(entry["logging.googleapis.com/spanId"], "0000000000000014");
+        assert_eq!(entry["logging.googleapis.com/trace_sampled"], true);
+    }
+
+    #[test]
+    fn with_export_off_no_span_is_built() {
+        let filter = EnvFilter::new("trace");
+        let buffer = Buffer::default();
+        let lines = tracing_subscriber::fmt::layer()
+            .with_writer(buffer.clone())
+            .with_filter(filter.and(filter_fn(|metadata| metadata.is_event())));
+        let subscriber = tracing_subscriber::registry().with(lines);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: SPANS, "webhook");
+            assert!(span.is_disabled());
+            assert!(tracing::info_span!("any other").is_disabled());
+            tracing::info!("still written");
+        });
+        let written = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(written.contains("still written"), "{written}");
     }
 }

@@ -24,7 +24,17 @@ pub async fn incoming(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Rejection> {
-    let (message, url) = read_message(&state, &uri, &headers, body)
+    // The caller's trace (Cloud Run's, or a client's `traceparent`), or a new one.
+    crate::telemetry::request::webhook(&headers, handle(state, uri, &headers, body)).await
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    uri: Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Rejection> {
+    let (message, url) = read_message(&state, &uri, headers, body)
         .inspect_err(|r| state.metrics.webhook(r.label()))?;
     let message_sid = message.message_sid.clone().unwrap_or_default();
     let channel = message.channel();
@@ -56,7 +66,6 @@ pub async fn incoming(
     }
     tracing::info!(
         message_sid = %message_sid,
-        trace = cloud_trace(&headers),
         route = handled.agent_route.as_deref(),
         channel,
         session = %handled.session,
@@ -88,6 +97,7 @@ fn read_message(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(IncomingMessage, String), Rejection> {
+    let _verifying = tracing::info_span!(target: crate::telemetry::SPANS, "verify").entered();
     let body = body.map_err(|r| Rejection::of_body(r, state.limits.body))?;
     let url = state.public_url.of(headers, uri);
     let (params, url) = verified_form(state, url, headers, &body)?;
@@ -219,15 +229,6 @@ fn verified_form(
         return Err(Rejection::Webhook(WebhookError::WrongAccount));
     }
     Ok((params, url))
-}
-
-/// The trace id Cloud Run's front end gives the request (`TRACE_ID/SPAN_ID;o=1`).
-fn cloud_trace(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("x-cloud-trace-context")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split('/').next())
-        .filter(|trace| !trace.is_empty())
 }
 
 fn twiml_response(replies: &[crate::reply::ReplyMessage]) -> Response {

@@ -1,0 +1,202 @@
+//! A request's trace, as its work carries it: the span of the webhook, and the ids its
+//! log lines name (also when no trace is exported, for Cloud Run records the trace of
+//! every request it fronts).
+//!
+//! The ids travel with the work as a task-local value, not by looking up the current
+//! span while a line is written: with export off no span is built at all, and the log
+//! formatter cannot ask the subscriber it runs inside.
+
+use super::context;
+use super::SPANS;
+use axum::http::HeaderMap;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use std::future::Future;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+tokio::task_local! {
+    static CURRENT: Trace;
+}
+
+/// The trace and span a piece of work belongs to: what its log lines name, and what
+/// work it leaves behind links back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub sampled: bool,
+}
+
+impl Trace {
+    /// The trace of the work running now, if it runs inside a request's.
+    pub fn current() -> Option<Trace> {
+        CURRENT.try_with(|trace| *trace).ok()
+    }
+
+    /// The span context to link to, from work that outlives this one.
+    pub fn span_context(&self) -> SpanContext {
+        let flags = match self.sampled {
+            true => TraceFlags::SAMPLED,
+            false => TraceFlags::default(),
+        };
+        SpanContext::new(
+            self.trace_id,
+            self.span_id,
+            flags,
+            true,
+            TraceState::default(),
+        )
+    }
+
+    fn of(span: &SpanContext) -> Trace {
+        Trace {
+            trace_id: span.trace_id(),
+            span_id: span.span_id(),
+            sampled: span.is_sampled(),
+        }
+    }
+
+    /// The ids of `span` once built (export on), else those of `fallback`.
+    fn of_span(span: &tracing::Span, fallback: Trace) -> Trace {
+        if span.is_disabled() {
+            return fallback;
+        }
+        let context = span.context();
+        let built = context.span().span_context().clone();
+        match built.is_valid() {
+            true => Trace::of(&built),
+            false => fallback,
+        }
+    }
+}
+
+/// Runs `work`, a webhook's, in its trace: the caller's if its headers name one (see
+/// [`context::caller`]), else a new one. With export on, `work` runs in the span
+/// `webhook`, the caller's span its parent.
+pub async fn webhook<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
+    let caller = context::caller(headers);
+    let span = tracing::info_span!(target: SPANS, "webhook");
+    if let Some(caller) = caller.as_ref().filter(|c| c.span_id() != SpanId::INVALID) {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(caller.clone()));
+    }
+    // Export off: the log lines name the caller's span (Cloud Run's own, which it
+    // records), or new ids that at least join this request's lines.
+    let fallback = match caller {
+        Some(caller) if caller.span_id() != SpanId::INVALID => Trace::of(&caller),
+        Some(caller) => Trace {
+            span_id: new_span_id(),
+            ..Trace::of(&caller)
+        },
+        None => Trace {
+            trace_id: new_trace_id(),
+            span_id: new_span_id(),
+            sampled: false,
+        },
+    };
+    let trace = Trace::of_span(&span, fallback);
+    CURRENT.scope(trace, work.instrument(span)).await
+}
+
+/// Work that goes on after the webhook that started it answered.
+#[derive(Debug, Clone, Copy)]
+pub enum Later {
+    /// A turn whose replies go through the Messages API.
+    Reply,
+    /// A turn taken over from an instance that died or stopped.
+    Takeover,
+    /// An outbound message the business started.
+    Outbound,
+}
+
+/// Runs `work`, left behind by the request whose trace is `origin`, in a trace of its
+/// own, linked to the request's: it lives past the webhook's answer, so it is not a
+/// child of it. With export off, its log lines name `origin`.
+pub async fn linked<F: Future>(later: Later, origin: Option<Trace>, work: F) -> F::Output {
+    // A span's name is fixed where it is written: one line each.
+    let span = match later {
+        Later::Reply => tracing::info_span!(target: SPANS, parent: None, "reply"),
+        Later::Takeover => tracing::info_span!(target: SPANS, parent: None, "takeover"),
+        Later::Outbound => tracing::info_span!(target: SPANS, parent: None, "outbound"),
+    };
+    if let Some(origin) = origin {
+        span.add_link(origin.span_context());
+    }
+    let fallback = origin.unwrap_or_else(|| Trace {
+        trace_id: new_trace_id(),
+        span_id: new_span_id(),
+        sampled: false,
+    });
+    let trace = Trace::of_span(&span, fallback);
+    CURRENT.scope(trace, work.instrument(span)).await
+}
+
+/// Runs `work`, spawned by the request's (a turn on its own task), in the request's
+/// trace and under the span current now.
+pub fn carried<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    let trace = Trace::current();
+    let work = work.in_current_span();
+    async move {
+        match trace {
+            Some(trace) => CURRENT.scope(trace, work).await,
+            None => work.await,
+        }
+    }
+}
+
+fn new_trace_id() -> TraceId {
+    TraceId::from_bytes(rand::random::<u128>().max(1).to_be_bytes())
+}
+
+fn new_span_id() -> SpanId {
+    SpanId::from_bytes(rand::random::<u64>().max(1).to_be_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[tokio::test]
+    async fn a_webhook_without_export_carries_the_callers_ids() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-cloud-trace-context",
+            HeaderValue::from_static("105445aa7843bc8bf206b12000100000/1;o=1"),
+        );
+        let trace = webhook(&headers, async { Trace::current() }).await.unwrap();
+        assert_eq!(trace.trace_id.to_string(), "105445aa7843bc8bf206b12000100000");
+        assert_eq!(trace.span_id.to_string(), "0000000000000001");
+        assert!(trace.sampled);
+        assert_eq!(Trace::current(), None);
+    }
+
+    #[tokio::test]
+    async fn a_webhook_with_a_malformed_header_starts_a_new_trace() {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_static("00-zz-zz-01"));
+        let first = webhook(&headers, async { Trace::current() }).await.unwrap();
+        let second = webhook(&headers, async { Trace::current() }).await.unwrap();
+        assert_ne!(first.trace_id, TraceId::INVALID);
+        assert_ne!(first.span_id, SpanId::INVALID);
+        assert_ne!(first.trace_id, second.trace_id);
+    }
+
+    #[tokio::test]
+    async fn work_left_behind_names_its_origin_and_spawned_work_keeps_it() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let (origin, spawned) = webhook(&headers, async {
+            let spawned = tokio::spawn(carried(async { Trace::current() }));
+            (Trace::current(), spawned.await.unwrap())
+        })
+        .await;
+        assert_eq!(spawned, origin);
+        let later = linked(Later::Reply, origin, async { Trace::current() }).await;
+        assert_eq!(later, origin);
+    }
+}
