@@ -234,10 +234,11 @@ pub fn main() -> ExitCode {
     };
     // Cloud Logging files a request's lines under the trace of the project the bridge
     // runs in: asked of the metadata server only when the lines are for it.
-    let trace_project = match serving && logging::LogFormat::from_vars(&vars) == logging::LogFormat::Json {
-        true => runtime.block_on(telemetry::trace_project(&vars)),
-        false => config::project_of(&vars).map(str::to_owned),
-    };
+    let trace_project =
+        match serving && logging::LogFormat::from_vars(&vars) == logging::LogFormat::Json {
+            true => runtime.block_on(telemetry::trace_project(&vars)),
+            false => config::project_of(&vars).map(str::to_owned),
+        };
     logging::init_with(
         &vars,
         if quiet { "error" } else { "info" },

@@ -51,7 +51,12 @@ impl LogFormat {
 /// of its retries while a master fails over (dozens a second), which the shared
 /// store's own warning, at most every few seconds, already tells.
 pub fn init(vars: &Vars, default_level: &str) {
-    init_with(vars, default_level, project_of(vars).map(str::to_owned), None);
+    init_with(
+        vars,
+        default_level,
+        project_of(vars).map(str::to_owned),
+        None,
+    );
 }
 
 /// [`init`], with the project Cloud Logging files traces under and, when traces are
@@ -79,7 +84,9 @@ pub fn init_with(
         LogFormat::Text => lines.boxed(),
         LogFormat::Json => lines.event_format(CloudLogging { project }).boxed(),
     }
-    .with_filter(filter.and(filter_fn(|metadata| metadata.is_event())));
+    .with_filter(filter.and(filter_fn(|metadata| {
+        metadata.is_event() && metadata.target() != SPANS
+    })));
     let spans = export.map(|export| {
         tracing_opentelemetry::layer()
             .with_tracer(export.tracer.clone())

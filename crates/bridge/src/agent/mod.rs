@@ -212,6 +212,14 @@ impl Agent {
             .await
     }
 
+    /// The agent's API, for traces: `cx` or `es`.
+    pub fn kind(&self) -> &'static str {
+        match self.settings.kind {
+            AgentKind::Cx { .. } => "cx",
+            AgentKind::Es => "es",
+        }
+    }
+
     /// How long one question may take, retries included (`AGENT_TIMEOUT`).
     pub fn timeout(&self) -> Duration {
         self.timeout

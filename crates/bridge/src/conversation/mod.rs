@@ -235,6 +235,10 @@ pub trait Answers: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<AgentAnswer, AgentError>> + Send + 'a>>;
     /// How long one question may take (`AGENT_TIMEOUT`).
     fn timeout(&self) -> Duration;
+    /// The agent's API, for traces.
+    fn kind(&self) -> &'static str {
+        "other"
+    }
 }
 
 impl Answers for Agent {
@@ -247,6 +251,10 @@ impl Answers for Agent {
 
     fn timeout(&self) -> Duration {
         Agent::timeout(self)
+    }
+
+    fn kind(&self) -> &'static str {
+        Agent::kind(self)
     }
 }
 
@@ -308,6 +316,11 @@ impl AgentRoutes {
 struct TurnRecord {
     params: Vec<(String, String)>,
     status_callback: String,
+    /// The trace of the webhook that started the turn (`traceparent`'s form), which
+    /// the instance taking it over links its work to. Absent in records written
+    /// before traces were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 impl Record for TurnRecord {

@@ -5,6 +5,8 @@
 use super::{AgentRoute, Conversations, Handled, StoredOutcome, Turn, TurnRecord};
 use crate::outbox::Recipient;
 use crate::state::{TakenOver, Ticket, TurnWait};
+use crate::telemetry::request::{self, Later};
+use crate::telemetry::Trace;
 use crate::twilio::webhook::{FormParams, IncomingMessage};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,9 @@ impl Conversations {
         let message = turn
             .and_then(|turn| self.state.read::<TurnRecord>(&turn).ok())
             .and_then(|record| {
+                if let Some(origin) = record.trace.as_deref().and_then(Trace::from_traceparent) {
+                    request::link_to(origin);
+                }
                 let params = FormParams::from_pairs(record.params);
                 let account = self
                     .accounts
@@ -120,7 +125,9 @@ impl Conversations {
                 _ = self.stopped() => return,
             }
             for taken in self.state.take_over_expired().await {
-                tokio::spawn(Arc::clone(&self).resume(taken));
+                // Linked, once its record is read, to the webhook that started it.
+                let resumed = Arc::clone(&self).resume(taken);
+                tokio::spawn(request::linked(Later::Takeover, None, resumed));
             }
         }
     }

@@ -31,10 +31,13 @@ use crate::render::{render, Way};
 use crate::reply::{fit_to_limits, ReplyMessage};
 use crate::session::SessionId;
 use crate::state::{Admission, MessageKey, Repeat, Stored, Ticket, TurnWait};
+use crate::telemetry::request::{self, Later};
+use crate::telemetry::{Trace, SPANS};
 use crate::twilio::webhook::IncomingMessage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// AGENT_TIMEOUT is at most 14 s with `twiml`: with this, still inside Twilio's 15 s.
 const TURN_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
@@ -70,9 +73,14 @@ impl Turn {
         });
         let record = Self::record_of(conversations, route, &message, &recipient);
         let reads = conversations.reads();
+        let store = match conversations.state.is_shared() {
+            true => "shared",
+            false => "local",
+        };
         let admission = conversations
             .state
             .admit(key, session, record.as_ref(), &reads)
+            .instrument(tracing::info_span!(target: SPANS, "admission", state.store = store))
             .await;
         let ticket = match admission {
             Admission::Repeat(repeat) => {
@@ -91,7 +99,16 @@ impl Turn {
             ticket,
             recipient,
         };
-        tokio::spawn(turn.run(message, waiting));
+        // Replies only through the API: the webhook answers now, and the turn's work
+        // is in a trace of its own, linked to the webhook's.
+        match waiting {
+            None => tokio::spawn(request::linked(
+                Later::Reply,
+                Trace::current(),
+                turn.run(message, None),
+            )),
+            waiting => tokio::spawn(request::carried(turn.run(message, waiting))),
+        };
         Webhook { answer: answered }
             .wait(conversations, route, session)
             .await
@@ -111,6 +128,7 @@ impl Turn {
         let record = TurnRecord {
             params: message.params.pairs().to_vec(),
             status_callback: recipient.status_callback.clone(),
+            trace: Trace::current().map(|trace| trace.to_traceparent()),
         };
         Stored::of(&record)
             .inspect_err(|error| tracing::error!(%error, "a turn's message was not recorded: another instance cannot take it over"))
@@ -303,7 +321,16 @@ impl Turn {
         };
         let started = Instant::now();
         let typing = self.typing(&message);
-        let asked = self.ask_agent(&message, input, returning).await;
+        let span = tracing::info_span!(
+            target: SPANS,
+            "agent",
+            route = %self.route.name,
+            agent.kind = self.route.agent.kind(),
+        );
+        let asked = self
+            .ask_agent(&message, input, returning)
+            .instrument(span)
+            .await;
         if let Some(typing) = typing {
             typing.abort();
         }
@@ -481,6 +508,11 @@ impl Turn {
     /// ([`crate::render`]): what was written out as text counted, what was left out
     /// said.
     fn rendered(&self, handled: &Handled, way: Way) -> Handled {
+        let way_label = match way {
+            Way::Twiml => "twiml",
+            Way::Api => "api",
+        };
+        let _span = tracing::info_span!(target: SPANS, "render", reply.way = way_label).entered();
         let conversations = &self.conversations;
         let rendered = render(
             &handled.replies,

@@ -83,10 +83,12 @@ impl Destination {
             tracing::debug!(event = %event.kind, webhook_id = %event.id, attempts = retry.attempt, last = %retry.error.last(), "the hand-over destination did not take an event; trying again");
         };
         let attempt = |attempt| async move { self.attempt(event, payload).await.map(|()| attempt) };
-        match self
-            .retry
-            .run_observed(Attempt::verdict, retried, attempt)
-            .await
+        let span = tracing::info_span!(target: crate::telemetry::SPANS, "handoff.event", event.kind = %event.kind);
+        match tracing::Instrument::instrument(
+            self.retry.run_observed(Attempt::verdict, retried, attempt),
+            span,
+        )
+        .await
         {
             Ok(attempts) => {
                 self.metrics.handoff_event("delivered");

@@ -104,6 +104,13 @@ impl google_cloud_gax::retry_policy::RetryPolicy for GaxRetry {
         );
         match next {
             Next::After(pause) => {
+                // An event of the agent call's span, when traces are exported.
+                tracing::info!(
+                    target: crate::telemetry::SPANS,
+                    attempt = state.attempt_count,
+                    pause_ms = pause.as_millis() as u64,
+                    "retry"
+                );
                 tally.last = Some((now, pause));
                 *self.pause.lock().unwrap_or_else(PoisonError::into_inner) = Some(pause);
                 RetryResult::Continue(error)

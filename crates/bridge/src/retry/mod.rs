@@ -404,6 +404,13 @@ impl RetryPolicy {
                     })
                 }
                 Next::After(pause) => {
+                    // An event of the span the call runs in, when traces are exported.
+                    tracing::info!(
+                        target: crate::telemetry::SPANS,
+                        attempt = attempts,
+                        pause_ms = pause.as_millis() as u64,
+                        "retry"
+                    );
                     observe(&Retrying {
                         attempt: attempts,
                         error: &error,

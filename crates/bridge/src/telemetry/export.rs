@@ -59,11 +59,7 @@ pub struct ExportSettingError {
 impl ExportSettings {
     /// The export `vars` ask for, or none when no endpoint is set.
     pub fn from_vars(vars: &Vars) -> Result<Option<Self>, ExportSettingError> {
-        let get = |name: &str| {
-            vars.get(name)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let endpoint = match (
             get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             get("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -119,10 +115,8 @@ impl ExportSettings {
             .or_else(|| get("K_SERVICE"))
             .unwrap_or(SERVICE_NAME)
             .to_owned();
-        let sampler = SamplerSetting::parse(
-            get("OTEL_TRACES_SAMPLER"),
-            get("OTEL_TRACES_SAMPLER_ARG"),
-        )?;
+        let sampler =
+            SamplerSetting::parse(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG"))?;
         Ok(Some(ExportSettings {
             endpoint,
             protocol,
@@ -185,10 +179,12 @@ fn parse_headers(list: &str) -> Option<HashMap<String, String>> {
             if key.is_empty() {
                 return None;
             }
-            let value: String = form_urlencoded::parse(format!("v={}", value.trim().replace('+', "%2B")).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
+            let value: String = form_urlencoded::parse(
+                format!("v={}", value.trim().replace('+', "%2B")).as_bytes(),
+            )
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
             Some((key.to_owned(), value))
         })
         .collect()
@@ -216,8 +212,7 @@ impl Export {
     /// Builds the pipeline `settings` describe; must run inside the bridge's runtime,
     /// which the exporter's requests then run on.
     pub fn start(settings: &ExportSettings) -> Result<Self, ExportError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
         let client = crate::tls::shared(reqwest::Client::builder())
             .timeout(EXPORT_TIMEOUT)
             .build()
@@ -331,7 +326,10 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://t.example/x"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "x-goog-user-project=p1, a=b%20c"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-goog-user-project=p1, a=b%20c",
+            ),
             ("OTEL_SERVICE_NAME", "bridge-eu"),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
@@ -350,10 +348,22 @@ mod tests {
     fn what_cannot_be_honoured_is_refused_by_name() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
         for (pair, variable) in [
-            (("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), "OTEL_EXPORTER_OTLP_PROTOCOL"),
-            (("OTEL_TRACES_SAMPLER", "jaeger_remote"), "OTEL_TRACES_SAMPLER"),
-            (("OTEL_TRACES_SAMPLER", "traceidratio"), "OTEL_TRACES_SAMPLER_ARG"),
-            (("OTEL_EXPORTER_OTLP_HEADERS", "novalue"), "OTEL_EXPORTER_OTLP_HEADERS"),
+            (
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (
+                ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+                "OTEL_TRACES_SAMPLER",
+            ),
+            (
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (
+                ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ),
         ] {
             let mut given = vars(&[endpoint, pair]);
             if variable == "OTEL_TRACES_SAMPLER_ARG" {
@@ -362,11 +372,9 @@ mod tests {
             let error = ExportSettings::from_vars(&given).unwrap_err();
             assert_eq!(error.variable, variable, "{pair:?}");
         }
-        let error = ExportSettings::from_vars(&vars(&[(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "collector:4318",
-        )]))
-        .unwrap_err();
+        let error =
+            ExportSettings::from_vars(&vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]))
+                .unwrap_err();
         assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_ENDPOINT");
     }
 }

@@ -9,15 +9,16 @@
 use super::context;
 use super::SPANS;
 use axum::http::HeaderMap;
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use std::cell::Cell;
 use std::future::Future;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 tokio::task_local! {
-    static CURRENT: Trace;
+    // A cell: work linked to its origin only once it has read it names the origin
+    // from then on.
+    static CURRENT: Cell<Trace>;
 }
 
 /// The trace and span a piece of work belongs to: what its log lines name, and what
@@ -32,7 +33,30 @@ pub struct Trace {
 impl Trace {
     /// The trace of the work running now, if it runs inside a request's.
     pub fn current() -> Option<Trace> {
-        CURRENT.try_with(|trace| *trace).ok()
+        CURRENT.try_with(Cell::get).ok()
+    }
+
+    /// The trace as `traceparent` writes it, to keep with work another instance may
+    /// take over.
+    pub fn to_traceparent(&self) -> String {
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
+    }
+
+    /// The trace [`Trace::to_traceparent`] wrote, if `value` is one.
+    pub fn from_traceparent(value: &str) -> Option<Trace> {
+        let mut parts = value.split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version != "00" || parts.next().is_some() || trace.len() != 32 || span.len() != 16 {
+            return None;
+        }
+        let trace = Trace {
+            trace_id: TraceId::from_hex(trace).ok()?,
+            span_id: SpanId::from_hex(span).ok()?,
+            sampled: u8::from_str_radix(flags, 16).ok()? & 1 == 1,
+        };
+        (trace.trace_id != TraceId::INVALID && trace.span_id != SpanId::INVALID).then_some(trace)
     }
 
     /// The span context to link to, from work that outlives this one.
@@ -79,7 +103,8 @@ pub async fn webhook<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
     let caller = context::caller(headers);
     let span = tracing::info_span!(target: SPANS, "webhook");
     if let Some(caller) = caller.as_ref().filter(|c| c.span_id() != SpanId::INVALID) {
-        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(caller.clone()));
+        let _ =
+            span.set_parent(opentelemetry::Context::new().with_remote_span_context(caller.clone()));
     }
     // Export off: the log lines name the caller's span (Cloud Run's own, which it
     // records), or new ids that at least join this request's lines.
@@ -96,7 +121,7 @@ pub async fn webhook<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
         },
     };
     let trace = Trace::of_span(&span, fallback);
-    CURRENT.scope(trace, work.instrument(span)).await
+    CURRENT.scope(Cell::new(trace), work.instrument(span)).await
 }
 
 /// Work that goes on after the webhook that started it answered.
@@ -129,7 +154,20 @@ pub async fn linked<F: Future>(later: Later, origin: Option<Trace>, work: F) -> 
         sampled: false,
     });
     let trace = Trace::of_span(&span, fallback);
-    CURRENT.scope(trace, work.instrument(span)).await
+    CURRENT.scope(Cell::new(trace), work.instrument(span)).await
+}
+
+/// Links the work running now to `origin`, the request that left it, once it has
+/// learnt which that was (a turn taken over reads it from the state store). With
+/// export off, its log lines name `origin` from now on.
+pub fn link_to(origin: Trace) {
+    let span = tracing::Span::current();
+    match span.is_disabled() {
+        false => span.add_link(origin.span_context()),
+        true => {
+            let _ = CURRENT.try_with(|current| current.set(origin));
+        }
+    }
 }
 
 /// Runs `work`, spawned by the request's (a turn on its own task), in the request's
@@ -139,7 +177,7 @@ pub fn carried<F: Future>(work: F) -> impl Future<Output = F::Output> {
     let work = work.in_current_span();
     async move {
         match trace {
-            Some(trace) => CURRENT.scope(trace, work).await,
+            Some(trace) => CURRENT.scope(Cell::new(trace), work).await,
             None => work.await,
         }
     }
@@ -166,7 +204,10 @@ mod tests {
             HeaderValue::from_static("105445aa7843bc8bf206b12000100000/1;o=1"),
         );
         let trace = webhook(&headers, async { Trace::current() }).await.unwrap();
-        assert_eq!(trace.trace_id.to_string(), "105445aa7843bc8bf206b12000100000");
+        assert_eq!(
+            trace.trace_id.to_string(),
+            "105445aa7843bc8bf206b12000100000"
+        );
         assert_eq!(trace.span_id.to_string(), "0000000000000001");
         assert!(trace.sampled);
         assert_eq!(Trace::current(), None);
@@ -198,5 +239,36 @@ mod tests {
         assert_eq!(spawned, origin);
         let later = linked(Later::Reply, origin, async { Trace::current() }).await;
         assert_eq!(later, origin);
+        let taken_over = linked(Later::Takeover, None, async {
+            let before = Trace::current();
+            link_to(origin.unwrap());
+            (before, Trace::current())
+        })
+        .await;
+        assert_ne!(taken_over.0, origin);
+        assert_eq!(taken_over.1, origin);
+    }
+
+    #[test]
+    fn a_trace_kept_in_the_store_reads_back() {
+        let trace = Trace {
+            trace_id: TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            span_id: SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            sampled: true,
+        };
+        let kept = trace.to_traceparent();
+        assert_eq!(
+            kept,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(Trace::from_traceparent(&kept), Some(trace));
+        for bad in [
+            "",
+            "00-zz-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(Trace::from_traceparent(bad), None, "{bad}");
+        }
     }
 }

@@ -10,11 +10,13 @@
 use crate::config::Secret;
 use crate::reply::ReplyMessage;
 use crate::retry::{Backoff, GaveUp, RetryPolicy, Stop, Verdict};
+use crate::telemetry::SPANS;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+use tracing::Instrument;
 
 /// Who pays for the message and which credentials say so.
 #[derive(Debug, Clone)]
@@ -232,7 +234,17 @@ impl MessagesApi {
             form.push(("StatusCallback", callback));
         }
         // Created. Its SID, when the answer has one, lets a later status be matched.
-        let response = self.call(|client| client.post(&url).form(&form)).await?;
+        let kind = match (&message.template, message.media.is_empty()) {
+            (Some(_), _) => "template",
+            (None, true) => "text",
+            (None, false) => "media",
+        };
+        let span =
+            tracing::info_span!(target: SPANS, "twilio.messages.create", message.kind = kind);
+        let response = self
+            .call(|client| client.post(&url).form(&form))
+            .instrument(span)
+            .await?;
         #[derive(Deserialize)]
         struct Created {
             sid: Option<String>,
@@ -248,6 +260,7 @@ impl MessagesApi {
             .call_with(self.retry.with_attempt_limit(1), |client| {
                 client.post(&url).json(content)
             })
+            .instrument(tracing::info_span!(target: SPANS, "twilio.content.create"))
             .await?;
         #[derive(Deserialize)]
         struct Created {
@@ -268,6 +281,7 @@ impl MessagesApi {
         self.call_with(self.retry.with_attempt_limit(1), |client| {
             client.post(&url).form(&form)
         })
+        .instrument(tracing::info_span!(target: SPANS, "twilio.typing"))
         .await
         .map(drop)
     }
