@@ -27,6 +27,7 @@ mod security;
 mod send_csv;
 mod shared_state;
 mod state_auth;
+mod traces;
 mod twilio_fidelity;
 mod twilio_stand_in;
 mod web_phone;

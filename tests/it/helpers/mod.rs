@@ -8,6 +8,8 @@ mod process;
 pub use process::*;
 mod redis_server;
 pub use redis_server::*;
+mod otlp;
+pub use otlp::*;
 mod wait;
 pub use wait::*;
 

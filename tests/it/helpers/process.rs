@@ -104,6 +104,17 @@ impl Running {
         assert!(sent.success());
     }
 
+    /// Waits for the child to exit (within 30 s); its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited for") {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the child did not exit within 30 s");
+    }
+
     /// The first thing `pick` finds in the lines still to come; panics if the stream
     /// ends, or nothing is found within 30 s.
     pub async fn find_line<T>(&mut self, mut pick: impl FnMut(&str) -> Option<T>) -> T {

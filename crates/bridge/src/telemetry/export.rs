@@ -2,7 +2,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.
 //!
 //! The standard variables are read from the environment over `.env`, like every
-//! other setting: the endpoint, `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` or
+//! other setting: `OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER` (`otlp` or `none`), the
+//! endpoint, `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` or
 //! `http/json`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME` and
 //! `OTEL_TRACES_SAMPLER`/`_ARG`. The SDK itself reads the rest from the process
 //! environment (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`,
@@ -60,6 +61,20 @@ impl ExportSettings {
     /// The export `vars` ask for, or none when no endpoint is set.
     pub fn from_vars(vars: &Vars) -> Result<Option<Self>, ExportSettingError> {
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        // The specification's switches: the SDK off, or no trace exporter.
+        if get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        match get("OTEL_TRACES_EXPORTER") {
+            None | Some("otlp") => {}
+            Some("none") => return Ok(None),
+            Some(other) => {
+                return Err(ExportSettingError {
+                    variable: "OTEL_TRACES_EXPORTER",
+                    problem: format!("{other:?} is not supported: use otlp (the default) or none"),
+                })
+            }
+        }
         let endpoint = match (
             get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             get("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -304,6 +319,18 @@ mod tests {
     #[test]
     fn no_endpoint_no_export() {
         assert_eq!(ExportSettings::from_vars(&vars(&[])), Ok(None));
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        for off in [
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            assert_eq!(ExportSettings::from_vars(&vars(&[endpoint, off])), Ok(None));
+        }
+        assert!(
+            ExportSettings::from_vars(&vars(&[endpoint, ("OTEL_SDK_DISABLED", "false")]))
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(
             ExportSettings::from_vars(&vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])),
             Ok(None)
