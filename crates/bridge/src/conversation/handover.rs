@@ -326,7 +326,13 @@ impl Conversations {
                 .claim_due(crate::handoff::SCHEDULE, now(), 100, lease)
                 .await;
             for session in due.iter().filter_map(|id| SessionId::parse(id)) {
-                tokio::spawn(Arc::clone(&self).end_if_quiet(session, every));
+                // A trace of its own: the hand-over's record keeps no trace to link to.
+                let ending = Arc::clone(&self).end_if_quiet(session, every);
+                tokio::spawn(crate::telemetry::request::linked(
+                    crate::telemetry::Later::QuietHandoff,
+                    None,
+                    ending,
+                ));
             }
         }
     }

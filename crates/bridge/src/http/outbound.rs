@@ -60,6 +60,16 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // The messages sent later link back to this call's trace.
+    crate::telemetry::request::outbound_request(&headers, accept(state, uri, &headers, body)).await
+}
+
+async fn accept(
+    state: Arc<AppState>,
+    uri: Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let Some(outbound) = &state.outbound else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -90,7 +100,7 @@ pub async fn create(
     // the host this call came to. With neither, the messages go without a callback.
     let status_callback = state
         .public_url
-        .of(&headers, &uri)
+        .of(headers, &uri)
         .map(|url| format!("{}?{OUTBOUND_MARK}", status_callback_url(&url)))
         .unwrap_or_default();
     // The sender, known to an erasure of every sender (once per process).

@@ -10,6 +10,7 @@ use crate::conversation::{AgentRoute, BusinessEvent, EventTurn};
 use crate::outbox::Recipient;
 use crate::reply::fit_to_limits;
 use crate::session::SessionId;
+use crate::telemetry::Trace;
 use crate::twilio::messages_api::{SendError, Sender};
 use std::sync::Arc;
 
@@ -124,6 +125,8 @@ pub(super) struct Send {
     /// The route whose agent answers an event.
     pub(super) route: Option<Arc<AgentRoute>>,
     pub(super) status_callback: String,
+    /// The trace of the call that asked for it, which its send links back to.
+    pub(super) origin: Option<Trace>,
 }
 
 /// What a send did.

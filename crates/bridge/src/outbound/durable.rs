@@ -41,6 +41,10 @@ pub(super) struct Work {
     contact: String,
     status_callback: String,
     content: Content,
+    /// The trace of the call that asked for it (`traceparent`'s form), for the send
+    /// of the instance that takes it over to link back to. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 impl Record for Work {
@@ -102,6 +106,7 @@ impl Outbound {
             contact: send.contact.as_str().to_owned(),
             status_callback: send.status_callback.clone(),
             content: content.clone(),
+            trace: send.origin.map(|trace| trace.to_traceparent()),
         };
         self.take(&send.id);
         self.state.set(&WORK, &send.id, &work).await;
@@ -237,6 +242,10 @@ impl Outbound {
             contact,
             route,
             status_callback: work.status_callback,
+            origin: work
+                .trace
+                .as_deref()
+                .and_then(crate::telemetry::Trace::from_traceparent),
         };
         self.queue(send, work.content);
     }

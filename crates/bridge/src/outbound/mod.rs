@@ -22,12 +22,15 @@ use crate::conversation::Conversations;
 use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionKey};
 use crate::state::{StateStore, Unreadable};
+use crate::telemetry::request::{linked, Later};
+use crate::telemetry::Trace;
 use crate::twilio::webhook::IncomingMessage;
 use contacts::Contacts;
 use delivery::Send;
 use pace::Pace;
 use record::{KeyUse, MessageStatus, OutboundRecord, Status, KEYS, MESSAGE_STATUSES, REQUESTS};
 use request::{Channel, Content, OutboundRequest, SenderChoice};
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
@@ -212,7 +215,7 @@ impl Outbound {
             }
             pace.until_ready().await;
             let Some(this) = this.upgrade() else { return };
-            tokio::spawn(this.send(send, content));
+            tokio::spawn(this.sending(send, content));
         }
     }
 
@@ -225,7 +228,13 @@ impl Outbound {
             },
             None => (send, content),
         };
-        tokio::spawn(Arc::clone(self).send(unsent.0, unsent.1));
+        tokio::spawn(Arc::clone(self).sending(unsent.0, unsent.1));
+    }
+
+    /// The send of `send`, in a trace of its own linked to the call that asked for it.
+    fn sending(self: Arc<Self>, send: Send, content: Content) -> impl Future<Output = ()> {
+        let origin = send.origin;
+        linked(Later::Outbound, origin, self.send(send, content))
     }
 
     /// A person's message (a webhook): when they wrote, and STOP or START.
@@ -353,6 +362,7 @@ impl Outbound {
             contact,
             route,
             status_callback,
+            origin: Trace::current(),
         };
         self.hold(&send, &request.content).await;
         self.queue(send, request.content);

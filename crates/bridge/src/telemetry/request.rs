@@ -100,8 +100,20 @@ impl Trace {
 /// [`context::caller`]), else a new one. With export on, `work` runs in the span
 /// `webhook`, the caller's span its parent.
 pub async fn webhook<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
-    let caller = context::caller(headers);
     let span = tracing::info_span!(target: SPANS, "webhook");
+    incoming(span, headers, work).await
+}
+
+/// As [`webhook`], for a call to the outbound API (`POST /outbound`), in the span
+/// `outbound.request`.
+pub async fn outbound_request<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
+    let span = tracing::info_span!(target: SPANS, "outbound.request");
+    incoming(span, headers, work).await
+}
+
+/// Runs `work`, a request's, in `span`, in the trace its headers name or a new one.
+async fn incoming<F: Future>(span: tracing::Span, headers: &HeaderMap, work: F) -> F::Output {
+    let caller = context::caller(headers);
     if let Some(caller) = caller.as_ref().filter(|c| c.span_id() != SpanId::INVALID) {
         let _ =
             span.set_parent(opentelemetry::Context::new().with_remote_span_context(caller.clone()));
@@ -133,6 +145,8 @@ pub enum Later {
     Takeover,
     /// An outbound message the business started.
     Outbound,
+    /// A hand-over looked at for having gone quiet, and ended if it has.
+    QuietHandoff,
 }
 
 /// Runs `work`, left behind by the request whose trace is `origin`, in a trace of its
@@ -144,6 +158,9 @@ pub async fn linked<F: Future>(later: Later, origin: Option<Trace>, work: F) -> 
         Later::Reply => tracing::info_span!(target: SPANS, parent: None, "reply"),
         Later::Takeover => tracing::info_span!(target: SPANS, parent: None, "takeover"),
         Later::Outbound => tracing::info_span!(target: SPANS, parent: None, "outbound"),
+        Later::QuietHandoff => {
+            tracing::info_span!(target: SPANS, parent: None, "handoff.quiet")
+        }
     };
     if let Some(origin) = origin {
         span.add_link(origin.span_context());
