@@ -361,6 +361,50 @@ async fn paced(url: &str, rate: f64, outstanding: usize, duration: Duration) -> 
     }
 }
 
+/// CPU per request with every webhook's spans exported (OTLP over HTTP, to a sink in
+/// this process that takes them and answers at once) beside export off, one bridge
+/// after the other at concurrency 16: what the spans cost when on, and that off costs
+/// what it did.
+async fn traces_exported(
+    binary: &Path,
+    emulator: SocketAddr,
+    seconds: u64,
+    rows: &mut Vec<(String, String, String)>,
+) -> Result<()> {
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", sink.local_addr()?);
+    let accepted = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(|| async {
+            ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+        }),
+    );
+    tokio::spawn(async move { axum::serve(sink, accepted).await });
+    let mut per_request = Vec::new();
+    for vars in [
+        vec![],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+        ],
+    ] {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}/");
+        let bridge = spawn_bridge_with(binary, port, emulator, &vars)?;
+        wait_for_port(([127, 0, 0, 1], port).into()).await;
+        let before = bridge.cpu();
+        let loaded = load(&url, 16, Duration::from_secs(seconds)).await;
+        let cpu = bridge.cpu() - before;
+        per_request.push(cpu.as_secs_f64() * 1e6 / loaded.requests.max(1) as f64);
+    }
+    rows.push((
+        "CPU per request, concurrency 16: bridge, traces off / exported".into(),
+        format!("{:.0} / {:.0} µs", per_request[0], per_request[1]),
+        String::new(),
+    ));
+    Ok(())
+}
+
 /// `conversations` senders each send one message the agent takes a second to answer, all
 /// at once; returns how many got the agent's reply.
 async fn in_flight(url: &str, conversations: u64) -> Result<usize> {
@@ -987,6 +1031,7 @@ async fn run() -> Result<()> {
     ));
     let added = shared_state(&binary, emulator, seconds, &in_process, &mut rows).await?;
     cluster_state(&binary, emulator, seconds, &in_process, &mut rows).await?;
+    traces_exported(&binary, emulator, seconds, &mut rows).await?;
     headlines.add(
         "redis_p99_added",
         "Redis state: p99 added at concurrency 16 / 128 (closed loops, saturated)",
