@@ -376,7 +376,10 @@ async fn traces_exported(
     let accepted = axum::Router::new().route(
         "/v1/traces",
         axum::routing::post(|| async {
-            ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+            (
+                [("content-type", "application/x-protobuf")],
+                Vec::<u8>::new(),
+            )
         }),
     );
     tokio::spawn(async move { axum::serve(sink, accepted).await });

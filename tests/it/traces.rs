@@ -200,3 +200,60 @@ async fn the_always_off_sampler_sends_no_spans() {
     assert!(serve.exited().await.success());
     assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
 }
+
+#[tokio::test]
+async fn a_turn_taken_over_by_another_instance_links_back_to_the_webhook_that_started_it() {
+    let redis = RedisServer::start().await;
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    // A lease far longer than the grace: the other instance takes the turn over when
+    // the first lets it go at SIGTERM.
+    let settings = [
+        ("STATE_LEASE", "20s"),
+        ("SHUTDOWN_GRACE", "1s"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+    ];
+    let (local, mut instances) =
+        crate::shared_state::instances_on(&redis.url(), "api", &settings).await;
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let first = &instances[0];
+    // The agent takes seconds to answer "slow": the first instance stops meanwhile.
+    let (status, _) = post_from(
+        &first.phone,
+        &first.phone.url,
+        &crate::shared_state::says("slow", &sid("SM", 0x7a)),
+        &[("traceparent", &traceparent)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut first = instances.remove(0);
+    first.serve.signal("TERM");
+    assert!(first.serve.exited().await.success());
+    let sent = local.twilio.wait_for(1).await;
+    assert_eq!(sent[0].body, "Finally");
+    let mut second = instances.remove(0);
+    second.serve.signal("TERM");
+    assert!(second.serve.exited().await.success());
+
+    let spans = receiver
+        .wait_for(|spans| {
+            !named(spans, "webhook").is_empty() && !named(spans, "takeover").is_empty()
+        })
+        .await;
+    let webhook = one(&spans, "webhook");
+    assert_eq!(hex(&webhook.trace_id), CALLER_TRACE);
+    let takeover = one(&spans, "takeover");
+    assert!(
+        takeover
+            .links
+            .iter()
+            .any(|l| hex(&l.trace_id) == CALLER_TRACE && l.span_id == webhook.span_id),
+        "linked to the first instance's webhook: {:?}",
+        takeover.links
+    );
+    let sent_by = named(&spans, "twilio.messages.create");
+    assert!(
+        sent_by.iter().any(|s| s.trace_id == takeover.trace_id),
+        "the reply was sent in the takeover's trace"
+    );
+}
