@@ -345,6 +345,22 @@ pub fn resolved(settings: &Settings, project: &ProjectLookup) -> Vec<(&'static s
             },
         ),
     ]);
+    match &settings.traces {
+        None => lines.push((
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "(not set: traces are not exported)".into(),
+        )),
+        Some(traces) => lines.push((
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!(
+                "{} ({:?}, sampler {:?}, service {})",
+                without_password(&traces.endpoint),
+                traces.protocol,
+                traces.sampler,
+                traces.service_name
+            ),
+        )),
+    }
     match &settings.handoff {
         None => lines.push(("HANDOFF_URL", "(not set: hand-over is off)".into())),
         Some(handoff) => lines.extend([

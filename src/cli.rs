@@ -260,16 +260,16 @@ pub fn main() -> ExitCode {
 }
 
 /// The trace export the standard `OTEL_*` variables ask for, started on `runtime`;
-/// none without an endpoint.
+/// none without an endpoint, or with a problem, which reading the settings reports.
 fn start_traces(
     runtime: &tokio::runtime::Runtime,
     vars: &Vars,
-) -> anyhow::Result<Option<telemetry::Export>> {
-    let Some(settings) = telemetry::ExportSettings::from_vars(vars)? else {
+) -> Result<Option<telemetry::Export>, telemetry::ExportError> {
+    let Some(settings) = config::trace_export(vars) else {
         return Ok(None);
     };
     let _runtime = runtime.enter();
-    Ok(Some(telemetry::Export::start(&settings)?))
+    telemetry::Export::start(&settings).map(Some)
 }
 
 async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Result<ExitCode> {

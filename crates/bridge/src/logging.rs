@@ -90,6 +90,11 @@ pub fn init_with(
     let spans = export.map(|export| {
         tracing_opentelemetry::layer()
             .with_tracer(export.tracer.clone())
+            // Every span's target is the same, and a span's busy and idle times, read
+            // at each poll, cost more than they tell beside its duration.
+            .with_target(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(filter_fn(wanted_in_traces))
     });
     let _ = tracing_subscriber::registry()

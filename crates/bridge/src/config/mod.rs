@@ -26,6 +26,7 @@ mod rich;
 mod route_spec;
 mod routes_file;
 mod state;
+mod traces;
 mod twilio;
 mod values;
 mod vars;
@@ -48,6 +49,7 @@ pub use replies::{
 pub use rich::RichSettings;
 pub use routes_file::RouteSettings;
 pub use state::{ClusterMode, StateAuth, StateSettings, DEFAULT_STATE_PREFIX};
+pub use traces::{trace_export, OtlpProtocol, SamplerSetting, TraceExport};
 pub use twilio::{Account, TwilioSettings};
 pub use values::{parse_duration, AgentType, ReplyMode, Secret};
 pub use vars::{complete_project, load_vars, on_cloud_run, project_of, ProjectLookup, Vars};
@@ -88,6 +90,8 @@ pub struct Settings {
     /// The bearer token of `/privacy/erase` (`PRIVACY_TOKEN`); `None`: the endpoint
     /// does not exist.
     pub privacy_token: Option<Secret>,
+    /// Where spans are exported: on when an OTLP endpoint is set.
+    pub traces: Option<TraceExport>,
 }
 
 /// The settings of `vars`, or every problem with them, the one about the project with
@@ -170,6 +174,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
     let handoff = handoff::read(reader, all_twiml);
     let outbound = outbound::read(reader, all_twiml);
     let privacy_token = privacy::read(reader);
+    let traces = traces::read(reader);
     if has_default {
         routes.push(RouteSettings {
             name: "default".into(),
@@ -197,6 +202,7 @@ fn read(reader: &mut Reader<'_>) -> Option<Settings> {
         outbound: outbound.ok()?,
         session_key: session_key?,
         privacy_token: privacy_token.ok()?,
+        traces,
     })
 }
 

@@ -324,13 +324,20 @@ impl Turn {
         let span = tracing::info_span!(
             target: SPANS,
             "agent",
+            otel.kind = "client",
             route = %self.route.name,
             agent.kind = self.route.agent.kind(),
+            otel.status_code = tracing::field::Empty,
+            fallback_reason = tracing::field::Empty,
         );
         let asked = self
             .ask_agent(&message, input, returning)
-            .instrument(span)
+            .instrument(span.clone())
             .await;
+        if let Err(error) = &asked {
+            span.record("otel.status_code", "error");
+            span.record("fallback_reason", error.reason().label());
+        }
         if let Some(typing) = typing {
             typing.abort();
         }

@@ -83,7 +83,7 @@ impl Destination {
             tracing::debug!(event = %event.kind, webhook_id = %event.id, attempts = retry.attempt, last = %retry.error.last(), "the hand-over destination did not take an event; trying again");
         };
         let attempt = |attempt| async move { self.attempt(event, payload).await.map(|()| attempt) };
-        let span = tracing::info_span!(target: crate::telemetry::SPANS, "handoff.event", event.kind = %event.kind);
+        let span = tracing::info_span!(target: crate::telemetry::SPANS, "handoff.event", otel.kind = "client", event.kind = %event.kind);
         match tracing::Instrument::instrument(
             self.retry.run_observed(Attempt::verdict, retried, attempt),
             span,

@@ -11,7 +11,7 @@ pub mod context;
 pub mod export;
 pub mod request;
 
-pub use export::{Export, ExportSettingError, ExportSettings, Flusher};
+pub use export::{Export, ExportError, Flusher};
 pub use request::{Later, Trace};
 
 /// The target of every span the bridge records for traces.

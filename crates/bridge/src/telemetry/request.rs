@@ -100,14 +100,14 @@ impl Trace {
 /// [`context::caller`]), else a new one. With export on, `work` runs in the span
 /// `webhook`, the caller's span its parent.
 pub async fn webhook<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
-    let span = tracing::info_span!(target: SPANS, "webhook");
+    let span = tracing::info_span!(target: SPANS, "webhook", otel.kind = "server");
     incoming(span, headers, work).await
 }
 
 /// As [`webhook`], for a call to the outbound API (`POST /outbound`), in the span
 /// `outbound.request`.
 pub async fn outbound_request<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
-    let span = tracing::info_span!(target: SPANS, "outbound.request");
+    let span = tracing::info_span!(target: SPANS, "outbound.request", otel.kind = "server");
     incoming(span, headers, work).await
 }
 

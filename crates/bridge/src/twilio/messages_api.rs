@@ -239,12 +239,20 @@ impl MessagesApi {
             (None, true) => "text",
             (None, false) => "media",
         };
-        let span =
-            tracing::info_span!(target: SPANS, "twilio.messages.create", message.kind = kind);
+        let span = tracing::info_span!(
+            target: SPANS,
+            "twilio.messages.create",
+            otel.kind = "client",
+            message.kind = kind,
+            otel.status_code = tracing::field::Empty,
+        );
         let response = self
             .call(|client| client.post(&url).form(&form))
-            .instrument(span)
-            .await?;
+            .instrument(span.clone())
+            .await
+            .inspect_err(|_| {
+                span.record("otel.status_code", "error");
+            })?;
         #[derive(Deserialize)]
         struct Created {
             sid: Option<String>,
@@ -260,7 +268,9 @@ impl MessagesApi {
             .call_with(self.retry.with_attempt_limit(1), |client| {
                 client.post(&url).json(content)
             })
-            .instrument(tracing::info_span!(target: SPANS, "twilio.content.create"))
+            .instrument(
+                tracing::info_span!(target: SPANS, "twilio.content.create", otel.kind = "client"),
+            )
             .await?;
         #[derive(Deserialize)]
         struct Created {
@@ -281,7 +291,7 @@ impl MessagesApi {
         self.call_with(self.retry.with_attempt_limit(1), |client| {
             client.post(&url).form(&form)
         })
-        .instrument(tracing::info_span!(target: SPANS, "twilio.typing"))
+        .instrument(tracing::info_span!(target: SPANS, "twilio.typing", otel.kind = "client"))
         .await
         .map(drop)
     }
