@@ -225,20 +225,29 @@ pub fn main() -> ExitCode {
     // The demo, the phone and the check print for people; only errors interrupt them.
     let quiet = !matches!(cli.command, Command::Serve | Command::Emulator { .. });
     let serving = matches!(cli.command, Command::Serve);
-    let traces = match serving.then(|| start_traces(&runtime, &vars)).transpose() {
-        Ok(traces) => traces.flatten(),
-        Err(error) => {
+    // Cloud Logging files a request's lines, and Cloud Trace its spans, under the
+    // project the bridge runs in: asked of the metadata server only when the lines
+    // are for Cloud Logging or the spans for Google's endpoint.
+    let export = serving.then(|| config::trace_export(&vars)).flatten();
+    let for_google = logging::LogFormat::from_vars(&vars) == logging::LogFormat::Json
+        || export
+            .as_ref()
+            .is_some_and(|e| telemetry::export::is_google(&e.endpoint));
+    let trace_project = match serving && for_google {
+        true => runtime.block_on(telemetry::trace_project(&vars)),
+        false => config::project_of(&vars).map(str::to_owned),
+    };
+    let traces = match export.map(|export| {
+        let _runtime = runtime.enter();
+        telemetry::Export::start(&export, trace_project.as_deref())
+    }) {
+        None => None,
+        Some(Ok(traces)) => Some(traces),
+        Some(Err(error)) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
-    // Cloud Logging files a request's lines under the trace of the project the bridge
-    // runs in: asked of the metadata server only when the lines are for it.
-    let trace_project =
-        match serving && logging::LogFormat::from_vars(&vars) == logging::LogFormat::Json {
-            true => runtime.block_on(telemetry::trace_project(&vars)),
-            false => config::project_of(&vars).map(str::to_owned),
-        };
     logging::init_with(
         &vars,
         if quiet { "error" } else { "info" },
@@ -257,19 +266,6 @@ pub fn main() -> ExitCode {
         runtime.block_on(traces.flusher().flush());
     }
     code
-}
-
-/// The trace export the standard `OTEL_*` variables ask for, started on `runtime`;
-/// none without an endpoint, or with a problem, which reading the settings reports.
-fn start_traces(
-    runtime: &tokio::runtime::Runtime,
-    vars: &Vars,
-) -> Result<Option<telemetry::Export>, telemetry::ExportError> {
-    let Some(settings) = config::trace_export(vars) else {
-        return Ok(None);
-    };
-    let _runtime = runtime.enter();
-    telemetry::Export::start(&settings).map(Some)
 }
 
 async fn run(command: Command, vars: Vars, project: ProjectLookup) -> anyhow::Result<ExitCode> {

@@ -4,8 +4,14 @@
 //! The exporter sends through the bridge's own reqwest client, run on the bridge's
 //! runtime ([`OnRuntime`]): its own `reqwest` features would bring a second reqwest
 //! and hyper into the binary, for the same requests.
+//!
+//! To Google's own OTLP endpoint (the Telemetry API, `telemetry.googleapis.com`),
+//! each export carries a token of the Application Default Credentials (on Cloud Run,
+//! the service account's), and the spans the resource attribute `gcp.project_id`
+//! that says which project's Cloud Trace they go to.
 
 use crate::config::{OtlpProtocol, SamplerSetting, TraceExport};
+use google_cloud_auth::credentials::CacheableResource;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
@@ -15,6 +21,10 @@ use std::time::Duration;
 
 /// How long one export may take, as the SDK's own default.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Google's OTLP endpoint, which takes Google credentials.
+const GOOGLE_OTLP_HOST: &str = "telemetry.googleapis.com";
+/// What a token for the Telemetry API needs to write spans.
+const TRACE_APPEND_SCOPE: &str = "https://www.googleapis.com/auth/trace.append";
 
 /// The exporting pipeline, installed: its tracer for the `tracing` layer, and its
 /// provider to flush at shutdown.
@@ -32,12 +42,16 @@ pub enum ExportError {
     Exporter(String),
     #[error("trace export needs a Tokio runtime to send on")]
     NoRuntime,
+    #[error(
+        "cannot find credentials for {GOOGLE_OTLP_HOST} (Application Default Credentials): {0}"
+    )]
+    Credentials(String),
 }
 
 impl Export {
-    /// Builds the pipeline `settings` describe; must run inside the bridge's runtime,
-    /// which the exporter's requests then run on.
-    pub fn start(settings: &TraceExport) -> Result<Self, ExportError> {
+    /// Builds the pipeline `settings` describe, its spans of the bridge's `project`;
+    /// must run inside the bridge's runtime, which the exporter's requests then run on.
+    pub fn start(settings: &TraceExport, project: Option<&str>) -> Result<Self, ExportError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
         let client = crate::tls::shared(reqwest::Client::builder())
             .timeout(EXPORT_TIMEOUT)
@@ -45,7 +59,11 @@ impl Export {
             .map_err(ExportError::Client)?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_http_client(OnRuntime { client, runtime })
+            .with_http_client(OnRuntime {
+                client,
+                runtime,
+                google: google_credentials(&settings.endpoint)?,
+            })
             .with_endpoint(settings.endpoint.clone())
             .with_protocol(match settings.protocol {
                 OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
@@ -57,11 +75,7 @@ impl Export {
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_sampler(sampler(&settings.sampler))
-            .with_resource(
-                Resource::builder()
-                    .with_service_name(settings.service_name.clone())
-                    .build(),
-            )
+            .with_resource(resource(settings, project))
             .build();
         let tracer = provider.tracer("twilio-dialogflow");
         Ok(Export { tracer, provider })
@@ -90,6 +104,40 @@ impl Flusher {
     }
 }
 
+/// The resource the spans are of: the service, and to Google's endpoint the project.
+fn resource(settings: &TraceExport, project: Option<&str>) -> Resource {
+    let builder = Resource::builder().with_service_name(settings.service_name.clone());
+    match (is_google(&settings.endpoint), project) {
+        (true, Some(project)) => builder
+            .with_attribute(opentelemetry::KeyValue::new(
+                "gcp.project_id",
+                project.to_owned(),
+            ))
+            .build(),
+        _ => builder.build(),
+    }
+}
+
+/// Whether `endpoint` is Google's OTLP endpoint.
+pub fn is_google(endpoint: &str) -> bool {
+    reqwest::Url::parse(endpoint).is_ok_and(|url| url.host_str() == Some(GOOGLE_OTLP_HOST))
+}
+
+/// The Application Default Credentials, for Google's endpoint only: no other
+/// collector is sent a Google token.
+fn google_credentials(
+    endpoint: &str,
+) -> Result<Option<google_cloud_auth::credentials::Credentials>, ExportError> {
+    if !is_google(endpoint) {
+        return Ok(None);
+    }
+    google_cloud_auth::credentials::Builder::default()
+        .with_scopes([TRACE_APPEND_SCOPE])
+        .build()
+        .map(Some)
+        .map_err(|e| ExportError::Credentials(e.to_string()))
+}
+
 /// The bridge's reqwest client as the exporter's HTTP client. The SDK's batch
 /// processor exports from a thread of its own with no runtime; the request is run on
 /// the bridge's runtime and awaited from there.
@@ -97,25 +145,69 @@ impl Flusher {
 struct OnRuntime {
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    /// To Google's endpoint: whose token each export carries.
+    google: Option<google_cloud_auth::credentials::Credentials>,
 }
 
 #[async_trait::async_trait]
 impl HttpClient for OnRuntime {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let request = reqwest::Request::try_from(request)?;
+        let mut request = reqwest::Request::try_from(request)?;
         let client = self.client.clone();
+        let google = self.google.clone();
         let sent = self.runtime.spawn(async move {
+            if let Some(credentials) = google {
+                // Cached by the credentials until shortly before the token expires.
+                match credentials.headers(Default::default()).await? {
+                    CacheableResource::New { data, .. } => request.headers_mut().extend(data),
+                    CacheableResource::NotModified => {}
+                }
+            }
             let response = client.execute(request).await?;
             let status = response.status();
             let headers = response.headers().clone();
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, body))
+            Ok::<_, HttpError>((status, headers, body))
         });
         let (status, headers, body) = sent.await??;
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_googles_endpoint_gets_google_credentials_and_the_project() {
+        assert!(is_google("https://telemetry.googleapis.com/v1/traces"));
+        for other in [
+            "http://collector:4318/v1/traces",
+            "https://telemetry.googleapis.com.example/v1/traces",
+            "https://example.com/telemetry.googleapis.com/v1/traces",
+        ] {
+            assert!(!is_google(other), "{other}");
+            assert!(google_credentials(other).unwrap().is_none(), "{other}");
+        }
+        let settings = |endpoint: &str| TraceExport {
+            endpoint: endpoint.into(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            headers: Default::default(),
+            service_name: "bridge".into(),
+            sampler: SamplerSetting::AlwaysOn,
+        };
+        let project_of = |resource: Resource| {
+            resource
+                .get(&opentelemetry::Key::from_static_str("gcp.project_id"))
+                .map(|v| v.to_string())
+        };
+        let google = settings("https://telemetry.googleapis.com/v1/traces");
+        assert_eq!(project_of(resource(&google, Some("p1"))), Some("p1".into()));
+        let collector = settings("http://collector:4318/v1/traces");
+        assert_eq!(project_of(resource(&collector, Some("p1"))), None);
     }
 }
 
