@@ -177,6 +177,19 @@ impl HttpClient for OnRuntime {
     }
 }
 
+/// The SDK's sampler for `setting`.
+fn sampler(setting: &SamplerSetting) -> Sampler {
+    let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
+    match *setting {
+        SamplerSetting::AlwaysOn => Sampler::AlwaysOn,
+        SamplerSetting::AlwaysOff => Sampler::AlwaysOff,
+        SamplerSetting::Ratio(r) => Sampler::TraceIdRatioBased(r),
+        SamplerSetting::ParentBasedAlwaysOn => parent_based(Sampler::AlwaysOn),
+        SamplerSetting::ParentBasedAlwaysOff => parent_based(Sampler::AlwaysOff),
+        SamplerSetting::ParentBasedRatio(r) => parent_based(Sampler::TraceIdRatioBased(r)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,18 +221,5 @@ mod tests {
         assert_eq!(project_of(resource(&google, Some("p1"))), Some("p1".into()));
         let collector = settings("http://collector:4318/v1/traces");
         assert_eq!(project_of(resource(&collector, Some("p1"))), None);
-    }
-}
-
-/// The SDK's sampler for `setting`.
-fn sampler(setting: &SamplerSetting) -> Sampler {
-    let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
-    match *setting {
-        SamplerSetting::AlwaysOn => Sampler::AlwaysOn,
-        SamplerSetting::AlwaysOff => Sampler::AlwaysOff,
-        SamplerSetting::Ratio(r) => Sampler::TraceIdRatioBased(r),
-        SamplerSetting::ParentBasedAlwaysOn => parent_based(Sampler::AlwaysOn),
-        SamplerSetting::ParentBasedAlwaysOff => parent_based(Sampler::AlwaysOff),
-        SamplerSetting::ParentBasedRatio(r) => parent_based(Sampler::TraceIdRatioBased(r)),
     }
 }
