@@ -66,9 +66,12 @@ impl CxAgent {
             .client
             .detect_intent()
             .with_request(self.request(query));
-        let response = retry.apply(request).send().await?;
+        // Boxed where it is made: the official client's request state is kilobytes, and
+        // every layer above that awaits it inline would hold, and move, all of it.
+        let response = Box::pin(retry.apply(request).send()).await?;
         Ok(response
             .query_result
+            .as_ref()
             .map(|result| answer(&result.response_messages))
             .unwrap_or_default())
     }

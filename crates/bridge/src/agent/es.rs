@@ -55,10 +55,13 @@ impl EsAgent {
             .client
             .detect_intent()
             .with_request(self.request(query));
-        let response = retry.apply(request).send().await?;
+        // Boxed where it is made: the official client's request state is kilobytes, and
+        // every layer above that awaits it inline would hold, and move, all of it.
+        let response = Box::pin(retry.apply(request).send()).await?;
         Ok(response
             .query_result
-            .map(|result| answer(&result))
+            .as_ref()
+            .map(answer)
             .unwrap_or_default())
     }
 

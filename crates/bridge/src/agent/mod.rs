@@ -271,3 +271,52 @@ where
         self.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentKind, AgentSettings, Endpoint};
+    use crate::session::{SessionId, SessionKey};
+
+    fn settings(kind: AgentKind) -> AgentSettings {
+        AgentSettings {
+            kind,
+            project: "p".into(),
+            location: "global".into(),
+            language_code: "en".into(),
+            // Building the client connects to nothing.
+            endpoint: Endpoint::Emulator {
+                host: "127.0.0.1:9".into(),
+            },
+            timeout: Duration::from_secs(5),
+            retry_window: Duration::from_secs(5),
+            environment: None,
+        }
+    }
+
+    /// Every conversation in flight holds a question to the agent, and every layer that
+    /// awaits it moves it once: the official clients' request state is boxed where it is
+    /// made, so that what the turn holds and moves is small. Prints the sizes
+    /// (`--nocapture`); the bound catches the request's state inlined again.
+    #[tokio::test]
+    async fn a_question_in_flight_is_small() {
+        let cx = AgentKind::Cx {
+            agent_id: "a".into(),
+            session_ttl: None,
+        };
+        let query = AgentQuery {
+            session: SessionId::for_conversation(&SessionKey::for_tests(), "AC1", "+1555", "+1556"),
+            input: QueryInput::Text("hi".into()),
+            payload: serde_json::Map::new(),
+            parameters: serde_json::Map::new(),
+            language: None,
+        };
+        for (name, kind) in [("CX", cx), ("ES", AgentKind::Es)] {
+            let agent = Agent::connect(&settings(kind)).await.unwrap();
+            let asking = agent.detect_intent(&query);
+            let size = std::mem::size_of_val(&asking);
+            println!("{name}: Agent::detect_intent's future: {size} bytes");
+            assert!(size <= 1024, "{size} bytes");
+        }
+    }
+}

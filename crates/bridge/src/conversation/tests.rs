@@ -475,3 +475,31 @@ async fn a_message_behind_a_stuck_turn_is_answered_out_of_order_after_the_bound(
     );
     drop(stuck);
 }
+
+/// Each conversation in flight holds its webhook's future and its turn's, and every
+/// layer that awaits a future moves it once: what they hold inline is memory per
+/// conversation and bytes copied per message. Prints the sizes (`--nocapture`); the
+/// bounds catch a large future (the agent's request, the store's round trips) inlined
+/// again.
+#[tokio::test]
+async fn a_webhook_and_its_turn_in_flight_are_small() {
+    let bridge = bridge(Script::saying(vec![]), false);
+    let message = || message("+15551234567", "SM1", "hi");
+    let recipient = Recipient::replying_to(&message(), "https://bridge/status".into());
+    let webhook = std::mem::size_of_val(&bridge.conversations.handle(message(), recipient.clone()));
+    let session = SessionId::for_tests("+15551234567", "+18005550000");
+    let Some(ticket) = bridge.conversations.state.admit_uncounted(session).await else {
+        panic!("a turn without a MessageSid is always first");
+    };
+    let turn = Turn {
+        conversations: Arc::clone(&bridge.conversations),
+        route: Arc::clone(&bridge.conversations.routes.routes[0]),
+        ticket,
+        recipient,
+    };
+    let run = turn.run(message(), None);
+    let turn = std::mem::size_of_val(&run);
+    println!("the webhook's future: {webhook} bytes; the turn's task: {turn} bytes");
+    assert!(webhook <= 6144, "the webhook's future: {webhook} bytes");
+    assert!(turn <= 2048, "the turn's future: {turn} bytes");
+}

@@ -1,7 +1,6 @@
 //! TwiML: the XML answer to a messaging webhook, one `<Message>` per reply.
 
 use crate::reply::ReplyMessage;
-use quick_xml::escape::escape;
 
 pub const CONTENT_TYPE: &str = "text/xml; charset=utf-8";
 
@@ -32,21 +31,30 @@ fn push_element(xml: &mut String, name: &str, text: &str) {
     xml.push('<');
     xml.push_str(name);
     xml.push('>');
-    xml.push_str(&escape(xml_chars(text).as_str()));
+    push_escaped(xml, text);
     xml.push_str("</");
     xml.push_str(name);
     xml.push('>');
 }
 
-/// XML 1.0 cannot carry most control characters, even escaped; an agent that emits one
-/// must not make the whole reply unreadable, so they are dropped.
-fn xml_chars(text: &str) -> String {
-    text.chars()
-        .filter(|&c| {
-            matches!(c, '\t' | '\n' | '\r')
-                || !(c.is_control() && (c as u32) < 0x20) && c != '\u{FFFE}' && c != '\u{FFFF}'
-        })
-        .collect()
+/// `text` as XML character data, in one pass into `xml`: `&`, `<`, `>`, `'` and `"`
+/// escaped as quick-xml escapes them, and the characters XML 1.0 cannot carry even
+/// escaped (most control characters) dropped, so that an agent that emits one does not
+/// make the whole reply unreadable.
+fn push_escaped(xml: &mut String, text: &str) {
+    xml.reserve(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => xml.push_str("&amp;"),
+            '<' => xml.push_str("&lt;"),
+            '>' => xml.push_str("&gt;"),
+            '\'' => xml.push_str("&apos;"),
+            '"' => xml.push_str("&quot;"),
+            '\t' | '\n' | '\r' => xml.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => xml.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +85,19 @@ mod tests {
              <Message><Body>Fish &amp; &lt;chips&gt; &quot;for&quot; &apos;you&apos; 🍟</Body></Message>\
              <Message><Media>https://x.test/a.jpg?w=1&amp;h=2</Media></Message></Response>"
         );
+    }
+
+    #[test]
+    fn drops_what_xml_cannot_carry_and_keeps_line_breaks() {
+        let xml = render(&[ReplyMessage::text("a\u{1}b\tc\r\nd\u{FFFE}\u{FFFF}\u{1F}é")]);
+        assert!(xml.contains("<Body>ab\tc\r\ndé</Body>"), "{xml}");
+    }
+
+    #[test]
+    fn escapes_as_quick_xml_does() {
+        let text = "<a href=\"x\">Tom & 'Jerry'</a> ≥ 🍕";
+        let mut ours = String::new();
+        push_escaped(&mut ours, text);
+        assert_eq!(ours, quick_xml::escape::escape(text));
     }
 }
