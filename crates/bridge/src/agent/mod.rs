@@ -231,7 +231,13 @@ impl Agent {
         // Made for each call: gax's policies remember the call's last pause.
         let retry = self.retry.for_gax(retry::Failure::verdict_of, self.timeout);
         let call = async {
-            match self.backend().await? {
+            // Made once, by the first question: boxed, so that the making of a client
+            // is not carried inline by every question in flight.
+            let backend = match self.backend.get() {
+                Some(backend) => backend,
+                None => Box::pin(self.backend()).await?,
+            };
+            match backend {
                 Backend::Cx(agent) => agent.detect_intent(query, retry).await,
                 Backend::Es(agent) => agent.detect_intent(query, retry).await,
             }
