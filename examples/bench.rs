@@ -258,6 +258,24 @@ struct Load {
     errors: u64,
 }
 
+impl Load {
+    /// The run's figures from the latencies of its successful requests.
+    fn of(mut latencies: Vec<Duration>, elapsed: Duration, errors: u64) -> Self {
+        latencies.sort();
+        let (p50, p99) = match latencies.is_empty() {
+            true => (Duration::ZERO, Duration::ZERO),
+            false => (percentile(&latencies, 0.50), percentile(&latencies, 0.99)),
+        };
+        Load {
+            requests: latencies.len() as u64,
+            rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50,
+            p99,
+            errors,
+        }
+    }
+}
+
 /// `concurrency` loops posting signed webhooks for `duration`.
 async fn load(url: &str, concurrency: usize, duration: Duration) -> Load {
     let client = reqwest::Client::builder()
@@ -289,15 +307,7 @@ async fn load(url: &str, concurrency: usize, duration: Duration) -> Load {
     for worker in workers {
         all.extend(worker.await.unwrap_or_default());
     }
-    let elapsed = started.elapsed();
-    all.sort();
-    Load {
-        requests: all.len() as u64,
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
-        errors: errors.load(Ordering::Relaxed),
-    }
+    Load::of(all, started.elapsed(), errors.load(Ordering::Relaxed))
 }
 
 /// Webhooks at a fixed `rate` for `duration`, sent on schedule whatever the answers
@@ -347,18 +357,7 @@ async fn paced(url: &str, rate: f64, outstanding: usize, duration: Duration) -> 
             all.push(latency);
         }
     }
-    let elapsed = started.elapsed();
-    all.sort();
-    if all.is_empty() {
-        all.push(Duration::ZERO);
-    }
-    Load {
-        requests: all.len() as u64,
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
-        errors: errors.load(Ordering::Relaxed),
-    }
+    Load::of(all, started.elapsed(), errors.load(Ordering::Relaxed))
 }
 
 /// CPU per request with every webhook's spans exported (OTLP over HTTP, to a sink in

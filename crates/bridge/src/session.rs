@@ -89,19 +89,10 @@ pub struct SessionId([u8; 36]);
 impl SessionId {
     /// The session of `from` writing to `to` on the account `account_sid`, under `key`.
     pub fn for_conversation(key: &SessionKey, account_sid: &str, from: &str, to: &str) -> Self {
-        let mut mac = key.mac.clone();
-        // Lengths are hashed too, so that no two different triples hash the same input.
-        for part in ["twilio-dialogflow/session/v2", account_sid, from, to] {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part.as_bytes());
-        }
-        // 27 bytes encode to exactly 36 base64url characters.
-        let mut id = [0u8; 36];
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(&mac.finalize().into_bytes()[..27], &mut id)
-            .unwrap_or_default();
-        debug_assert_eq!(written, id.len());
-        Self(id)
+        Self::keyed(
+            key,
+            &["twilio-dialogflow/session/v2", account_sid, from, to],
+        )
     }
 
     /// The id of `person` alone on the account `account_sid`, under `key`: where what
@@ -109,11 +100,18 @@ impl SessionId {
     /// them), so that erasing them need not know the senders. Never a conversation's
     /// id: the label differs.
     pub fn for_person(key: &SessionKey, account_sid: &str, person: &str) -> Self {
+        Self::keyed(key, &["twilio-dialogflow/person/v1", account_sid, person])
+    }
+
+    /// The HMAC of `parts` (a label first) under `key`, cut to 36 characters.
+    fn keyed(key: &SessionKey, parts: &[&str]) -> Self {
         let mut mac = key.mac.clone();
-        for part in ["twilio-dialogflow/person/v1", account_sid, person] {
+        // Lengths are hashed too, so that no two different lists hash the same input.
+        for part in parts {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part.as_bytes());
         }
+        // 27 bytes encode to exactly 36 base64url characters.
         let mut id = [0u8; 36];
         let written = URL_SAFE_NO_PAD
             .encode_slice(&mac.finalize().into_bytes()[..27], &mut id)

@@ -133,26 +133,14 @@ pub async fn end(State(state): State<Arc<AppState>>, Path(conversation): Path<St
 
 /// `401` unless the request carries the hand-over token; also when hand-over is off.
 fn unauthorized(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let allowed = state
-        .handoff_token
-        .as_ref()
-        .is_some_and(|token| crate::handoff::token_matches(token.expose(), authorization));
-    if allowed {
+    if super::bearer::carries(headers, state.handoff_token.as_ref()) {
         return None;
     }
     tracing::warn!("a call to the hand-over API without the right bearer token was refused");
-    let mut response = error(
+    Some(super::bearer::challenge(error(
         StatusCode::UNAUTHORIZED,
         "Authorization: Bearer HANDOFF_TOKEN is required",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    Some(response)
+    )))
 }
 
 fn refused(refusal: HumanSideError) -> Response {

@@ -1,6 +1,7 @@
 //! The bridge's HTTP side: the router and what its handlers share. What builds that
 //! state, and serves and stops it, is `startup.rs`.
 
+mod bearer;
 mod handoff;
 mod outbound;
 mod privacy;
@@ -115,17 +116,15 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 /// `GET /metrics`; with `METRICS_TOKEN`, only for its bearer, checked first.
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.metrics_access.token {
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !crate::handoff::token_matches(token.expose(), authorization) {
+        if !bearer::carries(&headers, Some(token)) {
             tracing::warn!("a read of /metrics without the right bearer token was refused");
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "Authorization: Bearer METRICS_TOKEN is required\n",
-            )
-                .into_response();
+            return bearer::challenge(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "Authorization: Bearer METRICS_TOKEN is required\n",
+                )
+                    .into_response(),
+            );
         }
     }
     (

@@ -11,7 +11,7 @@ use crate::outbound::{Refusal, Report};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,30 +27,17 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let allowed = state
-        .outbound_token
-        .as_ref()
-        .is_some_and(|token| crate::handoff::token_matches(token.expose(), authorization));
-    if allowed {
+    if super::bearer::carries(request.headers(), state.outbound_token.as_ref()) {
         return next.run(request).await;
     }
     tracing::warn!("a call to /outbound without the right bearer token was refused");
     state.metrics.outbound("none", "unauthorized");
-    let mut response = error(
+    super::bearer::challenge(error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "Authorization: Bearer OUTBOUND_TOKEN is required",
         None,
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    response
+    ))
 }
 
 /// `POST /outbound`: `202 {"id", "status": "queued"}`, or a refusal with nothing sent.

@@ -10,7 +10,7 @@ use crate::privacy::request::EraseRequest;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,28 +24,15 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let allowed = state
-        .privacy_token
-        .as_ref()
-        .is_some_and(|token| crate::handoff::token_matches(token.expose(), authorization));
-    if allowed {
+    if super::bearer::carries(request.headers(), state.privacy_token.as_ref()) {
         return next.run(request).await;
     }
     tracing::warn!("a call to /privacy/erase without the right bearer token was refused");
-    let mut response = error(
+    super::bearer::challenge(error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "Authorization: Bearer PRIVACY_TOKEN is required",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    response
+    ))
 }
 
 /// `POST /privacy/erase`: `200 {"removed": {kind: n}, "total", …}`.
