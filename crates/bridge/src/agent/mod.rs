@@ -228,8 +228,6 @@ impl Agent {
     /// Asks the agent, retrying transient failures, and gives up after the configured
     /// timeout (which bounds the client's making too, when the question comes first).
     pub async fn detect_intent(&self, query: &AgentQuery) -> Result<AgentAnswer, AgentError> {
-        // Made for each call: gax's policies remember the call's last pause.
-        let retry = self.retry.for_gax(retry::Failure::verdict_of, self.timeout);
         let call = async {
             // Made once, by the first question: boxed, so that the making of a client
             // is not carried inline by every question in flight.
@@ -237,6 +235,10 @@ impl Agent {
                 Some(backend) => backend,
                 None => Box::pin(self.backend()).await?,
             };
+            // Made for each call, once the client is there: gax's policies remember the
+            // call's last pause, and the retry window counts from the first attempt, not
+            // from a wait for the client.
+            let retry = self.retry.for_gax(retry::Failure::verdict_of, self.timeout);
             match backend {
                 Backend::Cx(agent) => agent.detect_intent(query, retry).await,
                 Backend::Es(agent) => agent.detect_intent(query, retry).await,
