@@ -60,6 +60,21 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
+    if args.get(1).map(String::as_str) == Some("paced") {
+        // `paced URL RATE SECONDS`: an open loop at a fixed rate against a running bridge.
+        let url = args.get(2).ok_or("paced URL RATE SECONDS")?;
+        let rate: f64 = args.get(3).ok_or("RATE")?.parse()?;
+        let seconds: u64 = args.get(4).ok_or("SECONDS")?.parse()?;
+        let result = runtime.block_on(paced(url, rate, 128, Duration::from_secs(seconds)));
+        println!(
+            "{:.0} requests/s, p50 {}, p99 {}, {} errors",
+            result.rps,
+            ms(result.p50),
+            ms(result.p99),
+            result.errors
+        );
+        return Ok(());
+    }
     if args.get(1).map(String::as_str) == Some("in-flight") {
         // `in-flight URL N`: N slow conversations at once against a running bridge.
         let url = args.get(2).ok_or("in-flight URL N")?;

@@ -280,10 +280,11 @@ mod tests {
             "x-cloud-trace-context",
             axum::http::HeaderValue::from_static("105445aa7843bc8bf206b12000100000/20;o=1"),
         );
-        crate::telemetry::request::webhook(&headers, async {
-            tracing::info!("webhook handled");
-        })
-        .await;
+        crate::telemetry::request::RequestTrace::webhook(&headers)
+            .run(async {
+                tracing::info!("webhook handled");
+            })
+            .await;
         let line = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let entry: Value = serde_json::from_str(line.trim()).unwrap();
         assert_eq!(

@@ -93,6 +93,7 @@ pub struct Metrics {
     handoff_events: Family<EventResult, Counter>,
     deliveries_failed: Family<TwilioError, Counter>,
     state_calls: Family<Op, Counter>,
+    state_latency: Family<Op, Histogram, fn() -> Histogram>,
     records_unreadable: Family<Kind, Counter>,
     outbound_requests: Family<OutboundRequest, Counter>,
 }
@@ -311,6 +312,19 @@ impl Metrics {
                 "Round trips to the shared state store, by operation",
                 Default::default(),
             ),
+            // From a quarter of a millisecond (a store beside the bridge) to a second
+            // (past any STATE_TIMEOUT worth setting): where a webhook's time in the
+            // store goes, by operation.
+            state_latency: registered(
+                &mut registry,
+                "state_call_seconds",
+                "Time of each round trip to the shared state store, by operation, failures included",
+                Family::new_with_constructor(|| {
+                    Histogram::new([
+                        0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ])
+                }),
+            ),
             records_unreadable: registered(
                 &mut registry,
                 "state_records_unreadable",
@@ -486,6 +500,12 @@ impl Metrics {
 
     pub fn state_call(&self, op: &'static str) {
         self.state_calls.get_or_create(&Op { op }).inc();
+    }
+
+    pub fn state_call_took(&self, op: &'static str, took: std::time::Duration) {
+        self.state_latency
+            .get_or_create(&Op { op })
+            .observe(took.as_secs_f64());
     }
 
     pub fn state_error(&self, op: &'static str, error: &'static str) {

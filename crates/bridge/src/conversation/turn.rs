@@ -188,11 +188,13 @@ impl Turn {
         let owing = self
             .outbox()
             .map(|outbox| outbox.owe(&self.recipient.message_sid));
-        let asked = Box::pin(self.ticket.keep_alive(async {
+        // `keep_alive` boxes the question: a turn waiting for the agent (most of those
+        // in flight) holds it once, apart from what decides and delivers.
+        let asked = self.ticket.keep_alive(async {
             self.wait_turn().await;
             let known = self.conversations.known(&self.ticket).await;
             self.ask(message, known).await
-        }));
+        });
         let asked = self.within_deadline(asked);
         let handled = tokio::select! {
             handled = asked => handled,

@@ -48,7 +48,9 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // The messages sent later link back to this call's trace.
-    crate::telemetry::request::outbound_request(&headers, accept(state, uri, &headers, body)).await
+    crate::telemetry::request::RequestTrace::outbound_request(&headers)
+        .run(accept(state, uri, &headers, body))
+        .await
 }
 
 async fn accept(

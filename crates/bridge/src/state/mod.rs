@@ -197,13 +197,21 @@ impl Ticket {
     /// Keeps the lease of a shared turn alive while `work` runs; tells whether another
     /// instance took the turn over meanwhile (then its work is no longer this one's).
     ///
-    /// `work` is boxed once, here: passed down by value through the layers below, a
-    /// large future would be stored again at each (every turn in flight holds one).
-    pub async fn keep_alive<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+    /// `work` is boxed once, here, before any future holds it: passed down by value
+    /// through the layers below, a large future would be stored again at each (every
+    /// turn in flight holds one). Not an `async fn` for that reason: one would keep
+    /// `work` inline, as its argument, beside the box.
+    pub fn keep_alive<'a, T: 'a>(
+        &'a self,
+        work: impl std::future::Future<Output = T> + 'a,
+    ) -> impl std::future::Future<Output = T> + 'a {
         let work = Box::pin(work);
-        match &self.held {
-            Held::Local(_) => work.await,
-            Held::Shared(ticket) => ticket.keep_alive(work).await,
+        async move {
+            match &self.held {
+                Held::Local(_) => work.await,
+                // The renewals' state is boxed too: only shared turns hold it.
+                Held::Shared(ticket) => Box::pin(ticket.keep_alive(work)).await,
+            }
         }
     }
 

@@ -9,9 +9,12 @@
 use super::context;
 use super::SPANS;
 use axum::http::HeaderMap;
+use futures_util::future::Either;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use std::cell::Cell;
 use std::future::Future;
+use tokio::task::futures::TaskLocalFuture;
+use tracing::instrument::Instrumented;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -96,44 +99,63 @@ impl Trace {
     }
 }
 
-/// Runs `work`, a webhook's, in its trace: the caller's if its headers name one (see
-/// [`context::caller`]), else a new one. With export on, `work` runs in the span
-/// `webhook`, the caller's span its parent.
-pub async fn webhook<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
-    let span = tracing::info_span!(target: SPANS, "webhook", otel.kind = "server");
-    incoming(span, headers, work).await
+/// `work` in its span and trace: the one future a request's work is wrapped in.
+///
+/// Made by plain functions, not `async fn`s: an `async fn` that awaits a future it
+/// was given keeps that future twice in its own (the argument and the wrapper it
+/// awaits), and a webhook's work is most of what a conversation in flight holds.
+pub type InTrace<F> = TaskLocalFuture<Cell<Trace>, Instrumented<F>>;
+
+/// A request's span and trace, read from its headers before its work starts: the
+/// caller's trace if the headers name one (see [`context::caller`]), else a new one.
+/// Read first, so that the work can own the request (and drop it before it waits).
+pub struct RequestTrace {
+    span: tracing::Span,
+    trace: Trace,
 }
 
-/// As [`webhook`], for a call to the outbound API (`POST /outbound`), in the span
-/// `outbound.request`.
-pub async fn outbound_request<F: Future>(headers: &HeaderMap, work: F) -> F::Output {
-    let span = tracing::info_span!(target: SPANS, "outbound.request", otel.kind = "server");
-    incoming(span, headers, work).await
-}
-
-/// Runs `work`, a request's, in `span`, in the trace its headers name or a new one.
-async fn incoming<F: Future>(span: tracing::Span, headers: &HeaderMap, work: F) -> F::Output {
-    let caller = context::caller(headers);
-    if let Some(caller) = caller.as_ref().filter(|c| c.span_id() != SpanId::INVALID) {
-        let _ =
-            span.set_parent(opentelemetry::Context::new().with_remote_span_context(caller.clone()));
+impl RequestTrace {
+    /// A webhook's: with export on, its work runs in the span `webhook`, the caller's
+    /// span its parent.
+    pub fn webhook(headers: &HeaderMap) -> Self {
+        let span = tracing::info_span!(target: SPANS, "webhook", otel.kind = "server");
+        Self::of(span, headers)
     }
-    // Export off: the log lines name the caller's span (Cloud Run's own, which it
-    // records), or new ids that at least join this request's lines.
-    let fallback = match caller {
-        Some(caller) if caller.span_id() != SpanId::INVALID => Trace::of(&caller),
-        Some(caller) => Trace {
-            span_id: new_span_id(),
-            ..Trace::of(&caller)
-        },
-        None => Trace {
-            trace_id: new_trace_id(),
-            span_id: new_span_id(),
-            sampled: false,
-        },
-    };
-    let trace = Trace::of_span(&span, fallback);
-    CURRENT.scope(Cell::new(trace), work.instrument(span)).await
+
+    /// A call to the outbound API's (`POST /outbound`), in the span `outbound.request`.
+    pub fn outbound_request(headers: &HeaderMap) -> Self {
+        let span = tracing::info_span!(target: SPANS, "outbound.request", otel.kind = "server");
+        Self::of(span, headers)
+    }
+
+    fn of(span: tracing::Span, headers: &HeaderMap) -> Self {
+        let caller = context::caller(headers);
+        if let Some(caller) = caller.as_ref().filter(|c| c.span_id() != SpanId::INVALID) {
+            let _ = span
+                .set_parent(opentelemetry::Context::new().with_remote_span_context(caller.clone()));
+        }
+        // Export off: the log lines name the caller's span (Cloud Run's own, which it
+        // records), or new ids that at least join this request's lines.
+        let fallback = match caller {
+            Some(caller) if caller.span_id() != SpanId::INVALID => Trace::of(&caller),
+            Some(caller) => Trace {
+                span_id: new_span_id(),
+                ..Trace::of(&caller)
+            },
+            None => Trace {
+                trace_id: new_trace_id(),
+                span_id: new_span_id(),
+                sampled: false,
+            },
+        };
+        let trace = Trace::of_span(&span, fallback);
+        Self { span, trace }
+    }
+
+    /// Runs `work` in the request's span and trace.
+    pub fn run<F: Future>(self, work: F) -> InTrace<F> {
+        CURRENT.scope(Cell::new(self.trace), work.instrument(self.span))
+    }
 }
 
 /// Work that goes on after the webhook that started it answered.
@@ -152,7 +174,7 @@ pub enum Later {
 /// Runs `work`, left behind by the request whose trace is `origin`, in a trace of its
 /// own, linked to the request's: it lives past the webhook's answer, so it is not a
 /// child of it. With export off, its log lines name `origin`.
-pub async fn linked<F: Future>(later: Later, origin: Option<Trace>, work: F) -> F::Output {
+pub fn linked<F: Future>(later: Later, origin: Option<Trace>, work: F) -> InTrace<F> {
     // A span's name is fixed where it is written: one line each.
     let span = match later {
         Later::Reply => tracing::info_span!(target: SPANS, parent: None, "reply"),
@@ -171,7 +193,7 @@ pub async fn linked<F: Future>(later: Later, origin: Option<Trace>, work: F) -> 
         sampled: false,
     });
     let trace = Trace::of_span(&span, fallback);
-    CURRENT.scope(Cell::new(trace), work.instrument(span)).await
+    CURRENT.scope(Cell::new(trace), work.instrument(span))
 }
 
 /// Links the work running now to `origin`, the request that left it, once it has
@@ -190,13 +212,10 @@ pub fn link_to(origin: Trace) {
 /// Runs `work`, spawned by the request's (a turn on its own task), in the request's
 /// trace and under the span current now.
 pub fn carried<F: Future>(work: F) -> impl Future<Output = F::Output> {
-    let trace = Trace::current();
     let work = work.in_current_span();
-    async move {
-        match trace {
-            Some(trace) => CURRENT.scope(Cell::new(trace), work).await,
-            None => work.await,
-        }
+    match Trace::current() {
+        Some(trace) => Either::Left(CURRENT.scope(Cell::new(trace), work)),
+        None => Either::Right(work),
     }
 }
 
@@ -220,7 +239,10 @@ mod tests {
             "x-cloud-trace-context",
             HeaderValue::from_static("105445aa7843bc8bf206b12000100000/1;o=1"),
         );
-        let trace = webhook(&headers, async { Trace::current() }).await.unwrap();
+        let trace = RequestTrace::webhook(&headers)
+            .run(async { Trace::current() })
+            .await
+            .unwrap();
         assert_eq!(
             trace.trace_id.to_string(),
             "105445aa7843bc8bf206b12000100000"
@@ -234,8 +256,14 @@ mod tests {
     async fn a_webhook_with_a_malformed_header_starts_a_new_trace() {
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static("00-zz-zz-01"));
-        let first = webhook(&headers, async { Trace::current() }).await.unwrap();
-        let second = webhook(&headers, async { Trace::current() }).await.unwrap();
+        let first = RequestTrace::webhook(&headers)
+            .run(async { Trace::current() })
+            .await
+            .unwrap();
+        let second = RequestTrace::webhook(&headers)
+            .run(async { Trace::current() })
+            .await
+            .unwrap();
         assert_ne!(first.trace_id, TraceId::INVALID);
         assert_ne!(first.span_id, SpanId::INVALID);
         assert_ne!(first.trace_id, second.trace_id);
@@ -248,11 +276,12 @@ mod tests {
             "traceparent",
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
-        let (origin, spawned) = webhook(&headers, async {
-            let spawned = tokio::spawn(carried(async { Trace::current() }));
-            (Trace::current(), spawned.await.unwrap())
-        })
-        .await;
+        let (origin, spawned) = RequestTrace::webhook(&headers)
+            .run(async {
+                let spawned = tokio::spawn(carried(async { Trace::current() }));
+                (Trace::current(), spawned.await.unwrap())
+            })
+            .await;
         assert_eq!(spawned, origin);
         let later = linked(Later::Reply, origin, async { Trace::current() }).await;
         assert_eq!(later, origin);

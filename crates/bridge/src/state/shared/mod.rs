@@ -122,7 +122,10 @@ impl SharedState {
             return Err(self.failed(op, StoreError::Timeout(Duration::ZERO)));
         };
         self.metrics.state_call(op);
-        match tokio::time::timeout(self.timeout, call(connection.next())).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, call(connection.next())).await;
+        self.metrics.state_call_took(op, started.elapsed());
+        match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.failed(op, error.into())),
             Err(_) => Err(self.failed(op, StoreError::Timeout(self.timeout))),
