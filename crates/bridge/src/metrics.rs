@@ -313,15 +313,16 @@ impl Metrics {
                 Default::default(),
             ),
             // From a quarter of a millisecond (a store beside the bridge) to a second
-            // (past any STATE_TIMEOUT worth setting): where a webhook's time in the
-            // store goes, by operation.
+            // (past any STATE_TIMEOUT worth setting), finest around the 2 ms a round
+            // trip should stay within: where a webhook's time in the store goes.
             state_latency: registered(
                 &mut registry,
                 "state_call_seconds",
                 "Time of each round trip to the shared state store, by operation, failures included",
                 Family::new_with_constructor(|| {
                     Histogram::new([
-                        0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                        0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05,
+                        0.1, 0.25, 1.0,
                     ])
                 }),
             ),

@@ -135,6 +135,7 @@ fn every_family() -> Exposition {
     metrics.reply_failed(Some(401), Some(20003));
     metrics.delivery_failed(Some(30003));
     metrics.state_call("admit");
+    metrics.state_call_took("admit", std::time::Duration::from_micros(400));
     metrics.state_error("admit", "timeout");
     metrics.routed("default");
     metrics.rich_sent("quick_reply");
