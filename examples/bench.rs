@@ -51,13 +51,7 @@ fn main() -> Result<()> {
         let concurrency: usize = args.get(3).ok_or("CONCURRENCY")?.parse()?;
         let seconds: u64 = args.get(4).ok_or("SECONDS")?.parse()?;
         let result = runtime.block_on(load(url, concurrency, Duration::from_secs(seconds)));
-        println!(
-            "{:.0} requests/s, p50 {}, p99 {}, {} errors",
-            result.rps,
-            ms(result.p50),
-            ms(result.p99),
-            result.errors
-        );
+        println!("{}", result.summary());
         return Ok(());
     }
     if args.get(1).map(String::as_str) == Some("paced") {
@@ -66,13 +60,7 @@ fn main() -> Result<()> {
         let rate: f64 = args.get(3).ok_or("RATE")?.parse()?;
         let seconds: u64 = args.get(4).ok_or("SECONDS")?.parse()?;
         let result = runtime.block_on(paced(url, rate, 128, Duration::from_secs(seconds)));
-        println!(
-            "{:.0} requests/s, p50 {}, p99 {}, {} errors",
-            result.rps,
-            ms(result.p50),
-            ms(result.p99),
-            result.errors
-        );
+        println!("{}", result.summary());
         return Ok(());
     }
     if args.get(1).map(String::as_str) == Some("in-flight") {
@@ -274,6 +262,17 @@ struct Load {
 }
 
 impl Load {
+    /// What the profiling modes print.
+    fn summary(&self) -> String {
+        format!(
+            "{:.0} requests/s, p50 {}, p99 {}, {} errors",
+            self.rps,
+            ms(self.p50),
+            ms(self.p99),
+            self.errors
+        )
+    }
+
     /// The run's figures from the latencies of its successful requests.
     fn of(mut latencies: Vec<Duration>, elapsed: Duration, errors: u64) -> Self {
         latencies.sort();
