@@ -119,6 +119,32 @@ async fn a_message_delivered_to_two_instances_is_answered_once() {
     assert_eq!(asked(&cluster.local.emulator), vec!["a bit slow", "hi"]);
 }
 
+/// On one server, a webhook's admission and its bucket's mark go out in one pipeline:
+/// one round trip before the agent is asked, counted as the admission's. The first
+/// finds the scripts not yet loaded and sends each alone, which loads them; the mark
+/// lands either way (a sweeper would find the conversation).
+#[tokio::test]
+async fn on_one_server_a_webhook_waits_for_one_round_trip_before_the_agent() {
+    let cluster = cluster("twiml").await;
+    let a = &cluster.instances[0];
+    for sid in [
+        "SM00000000000000000000000000000001",
+        "SM00000000000000000000000000000002",
+        "SM00000000000000000000000000000003",
+    ] {
+        let replies = webhook(a, &says("hi", sid)).await;
+        assert_eq!(texts(&replies), vec!["Hello from the agent"]);
+    }
+    let metrics = metrics_at(&a.phone.url).await;
+    assert!(
+        metrics.contains(r#"twilio_dialogflow_state_calls_total{op="admit"} 3"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"op="mark""#), "{metrics}");
+    let marks = cluster.redis.keys("twilio-dialogflow:{b:*}:marks").await;
+    assert_eq!(marks.len(), 1, "{marks:?}");
+}
+
 #[tokio::test]
 async fn a_conversation_keeps_its_order_across_instances() {
     let cluster = cluster("api").await;

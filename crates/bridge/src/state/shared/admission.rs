@@ -4,12 +4,13 @@
 //! delivery's outcome.
 
 use super::layout::seen_key_of;
+use super::link::{Link, Links};
 use super::{limited_of, text, values_of, SharedState, SharedTicket, CONVERSATION_TTL, POLL_EVERY};
 use crate::rate_limit::Limited;
 use crate::retry::{always, Backoff, RetryPolicy, Verdict};
 use crate::session::SessionId;
 use crate::state::{Admission, Held, Json, MessageKey, Repeat, StoreError, Ticket, REMEMBER_FOR};
-use redis::Value;
+use redis::{ScriptInvocation, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,34 +157,49 @@ impl SharedState {
                 (claim, seen)
             }
         };
-        let admit = self.call("admit", |mut connection| {
-            let mut invocation = self.scripts.admit.prepare_invoke();
-            invocation
-                .key(conversation)
-                .key(self.layout.rate(session))
-                .key(&message)
-                .key(&seen);
-            for record in record_keys {
-                invocation.key(record);
-            }
-            invocation
-                .arg(&**turn)
-                .arg(token)
-                .arg(self.lease.as_millis() as u64)
-                // A claim in flight is kept as long as today's outcomes, whatever
-                // REPEAT_WINDOW says: it must outlast the turn.
-                .arg(REMEMBER_FOR.max(self.remembering().outcome).as_secs())
-                .arg(CONVERSATION_TTL.as_secs())
-                .arg(per_conversation)
-                .arg(u8::from(over_budget))
-                .arg(u8::from(has_message));
-            async move { invocation.invoke_async::<Vec<Value>>(&mut connection).await }
-        });
+        let mut admit = self.scripts.admit.prepare_invoke();
+        admit
+            .key(conversation)
+            .key(self.layout.rate(session))
+            .key(&message)
+            .key(&seen);
+        for record in record_keys {
+            admit.key(record);
+        }
+        admit
+            .arg(&**turn)
+            .arg(token)
+            .arg(self.lease.as_millis() as u64)
+            // A claim in flight is kept as long as today's outcomes, whatever
+            // REPEAT_WINDOW says: it must outlast the turn.
+            .arg(REMEMBER_FOR.max(self.remembering().outcome).as_secs())
+            .arg(CONVERSATION_TTL.as_secs())
+            .arg(per_conversation)
+            .arg(u8::from(over_budget))
+            .arg(u8::from(has_message));
         // Sent beside the admission, in the same round trip: a sweeper is to look at
         // the conversation once the new turn's lease may have run out. A mark that
         // fails is made again at the turn's next renewal.
-        let mark = self.mark(session.as_str(), self.lease);
-        let (reply, _) = tokio::join!(admit, mark);
+        let mark = self.mark_invocation(session.as_str(), self.lease);
+        let reply = match self.connection.get().is_some_and(Links::is_cluster) {
+            // Two slots: side by side, on the nodes that hold them.
+            true => {
+                let admitted = self.call("admit", |mut connection| async move {
+                    admit.invoke_async::<Vec<Value>>(&mut connection).await
+                });
+                let marked = self.call("mark", |mut connection| async move {
+                    mark.invoke_async::<i64>(&mut connection).await
+                });
+                tokio::join!(admitted, marked).0
+            }
+            // One server: one pipeline, one write and one answer to wait for.
+            false => {
+                self.call("admit", |connection| {
+                    admit_and_mark(connection, &admit, &mark)
+                })
+                .await
+            }
+        };
         let reply = reply?;
         match reply.as_slice() {
             [Value::Int(0), seen] => Ok(Admitted::Repeat(text(seen)?)),
@@ -361,6 +377,42 @@ enum Admitted {
     Repeat(String),
     /// Handled within the replay window, its outcome forgotten.
     Replayed,
+}
+
+/// The admission and its mark in one pipeline (one server holds both slots). A script
+/// the server does not have yet (its first turn, or after a restart) fails the
+/// pipeline's call with `NOSCRIPT`: then each goes out alone, which loads it; both are
+/// safe to run twice (the admission gives the same token the same turn). A mark that
+/// fails otherwise is left, as when it goes out alone.
+async fn admit_and_mark(
+    mut connection: Link,
+    admit: &ScriptInvocation<'_>,
+    mark: &ScriptInvocation<'_>,
+) -> redis::RedisResult<Vec<Value>> {
+    let answers: Vec<redis::RedisResult<Value>> = redis::pipe()
+        .invoke_script(admit)
+        .invoke_script(mark)
+        .ignore_errors()
+        .query_async(&mut connection)
+        .await?;
+    match answers.into_iter().next() {
+        Some(Err(error))
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            let mut beside = connection.clone();
+            let (admitted, _) = tokio::join!(
+                admit.invoke_async::<Vec<Value>>(&mut connection),
+                mark.invoke_async::<i64>(&mut beside)
+            );
+            admitted
+        }
+        Some(answer) => Ok(redis::from_redis_value(answer?)?),
+        None => Err((
+            redis::ErrorKind::UnexpectedReturnType,
+            "a pipeline of two answered nothing",
+        )
+            .into()),
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::layout::{Layout, BUCKETS};
 use super::{limited_of, SharedState, SharedTicket};
 use crate::session::SessionId;
 use crate::state::{Held, StoreError, Stored, TakenOver, Ticket};
-use redis::Value;
+use redis::{ScriptInvocation, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,18 +102,24 @@ impl SharedState {
     /// Marks the conversation `session` in its bucket: a sweeper looks at it within
     /// `within`.
     pub(super) async fn mark(&self, session: &str, within: Duration) -> Result<(), StoreError> {
-        let [visits, marks] = self.layout.visits(Layout::bucket_of(session));
-        self.call("mark", |mut connection| {
-            let mut invocation = self.scripts.mark.prepare_invoke();
-            invocation
-                .key(&visits)
-                .key(&marks)
-                .arg(session)
-                .arg(within.as_millis() as u64);
-            async move { invocation.invoke_async::<i64>(&mut connection).await }
+        let invocation = self.mark_invocation(session, within);
+        self.call("mark", |mut connection| async move {
+            invocation.invoke_async::<i64>(&mut connection).await
         })
         .await
         .map(drop)
+    }
+
+    /// The mark of [`SharedState::mark`], to send alone or beside another script.
+    pub(super) fn mark_invocation(&self, session: &str, within: Duration) -> ScriptInvocation<'_> {
+        let [visits, marks] = self.layout.visits(Layout::bucket_of(session));
+        let mut invocation = self.scripts.mark.prepare_invoke();
+        invocation
+            .key(&visits)
+            .key(&marks)
+            .arg(session)
+            .arg(within.as_millis() as u64);
+        invocation
     }
 
     pub(in crate::state) async fn take_over_expired(self: &Arc<Self>) -> Vec<TakenOver> {
