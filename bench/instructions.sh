@@ -28,15 +28,7 @@ for f in "$BIN" "$BENCH"; do
   [[ -x $f ]] || { echo "$f is missing: cargo build --profile profiling --features jemalloc --bins --examples" >&2; exit 1; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
+. "$ROOT/bench/ports.sh"
 
 EMULATOR_PORT=$(free_port)
 "$BIN" emulator --agent "$ROOT/bench/agent.yaml" --port "$EMULATOR_PORT" >/dev/null 2>&1 &
