@@ -257,3 +257,79 @@ async fn a_turn_taken_over_by_another_instance_links_back_to_the_webhook_that_st
         "the reply was sent in the takeover's trace"
     );
 }
+
+/// A status callback and a call to the hand-over API each run in a span of their own,
+/// continuing the caller's trace when it sends one (Twilio's callbacks send none; a
+/// helpdesk or a proxy may); a call the token refuses is traced too.
+#[tokio::test]
+async fn status_callbacks_and_the_hand_over_api_are_traced() {
+    let receiver = OtlpReceiver::start().await;
+    let local = Local::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+        ("HANDOFF_URL", "http://127.0.0.1:9/events"),
+        ("HANDOFF_SECRET", crate::handoff::SECRET),
+        ("HANDOFF_TOKEN", crate::handoff::TOKEN),
+    ])
+    .await;
+    let (mut serve, phone) = local.serve(&[]).await;
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+
+    let status_url = format!("{}status", phone.url);
+    let params: Vec<(String, String)> = [
+        ("MessageSid", "SM0000000000000000000000000000000c"),
+        ("AccountSid", ACCOUNT_SID),
+        ("MessageStatus", "delivered"),
+        ("To", USER),
+        ("From", OUR_NUMBER),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let signature = bridge::twilio::signature::compute(AUTH_TOKEN, &status_url, &params);
+    let body = bridge::twilio::webhook::FormParams::from_pairs(params).encode();
+    let (status, _) = post(
+        &status_url,
+        &[
+            FORM,
+            ("x-twilio-signature", &signature),
+            ("traceparent", &traceparent),
+        ],
+        body,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}");
+
+    let end_url = format!("{}handoff/no-such-conversation/end", phone.url);
+    let bearer = format!("Bearer {}", crate::handoff::TOKEN);
+    let (status, _) = post(
+        &end_url,
+        &[("authorization", &bearer), ("traceparent", &traceparent)],
+        "",
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status}");
+    let (status, _) = post(&end_url, &[("authorization", "Bearer wrong")], "").await;
+    assert_eq!(status, 401);
+
+    serve.signal("TERM");
+    assert!(serve.exited().await.success());
+    let spans = receiver
+        .wait_for(|spans| {
+            !named(spans, "status").is_empty() && named(spans, "handoff.request").len() == 2
+        })
+        .await;
+    let callback = one(&spans, "status");
+    assert_eq!(hex(&callback.trace_id), CALLER_TRACE);
+    assert_eq!(hex(&callback.parent_span_id), CALLER_SPAN);
+    let calls = named(&spans, "handoff.request");
+    let continued = calls
+        .iter()
+        .filter(|span| hex(&span.trace_id) == CALLER_TRACE)
+        .count();
+    assert_eq!(continued, 1, "{calls:#?}");
+    let refused = calls
+        .iter()
+        .find(|span| hex(&span.trace_id) != CALLER_TRACE)
+        .expect("the refused call's span");
+    assert!(refused.parent_span_id.is_empty(), "a root: {refused:#?}");
+}

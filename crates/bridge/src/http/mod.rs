@@ -12,6 +12,7 @@ mod webhook;
 use crate::config::{ConnectionLimits, MetricsSettings, TwilioSettings};
 use crate::conversation::Conversations;
 use crate::metrics::Metrics;
+use crate::telemetry::request::RequestTrace;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,7 +60,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             handoff::require_token,
-        ));
+        ))
+        // Outside the token's check: a refused call is in the trace too.
+        .route_layer(axum::middleware::from_fn(traced_handoff));
     // Without OUTBOUND_TOKEN, `/outbound` does not exist: 404, as for any unknown path.
     let business_side = match state.outbound.is_some() {
         true => Router::new()
@@ -85,7 +88,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let metrics_here = state.metrics_access.port.is_none();
     let router = Router::new()
         .route("/", post(webhook::incoming))
-        .route("/status", post(webhook::status))
+        .route(
+            "/status",
+            post(webhook::status).layer(axum::middleware::from_fn(traced_status)),
+        )
         .merge(human_side)
         .merge(business_side)
         .merge(privacy_side)
@@ -135,4 +141,18 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// A status callback, in its trace (`RequestTrace::status_callback`).
+async fn traced_status(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    RequestTrace::status_callback(request.headers())
+        .run(next.run(request))
+        .await
+}
+
+/// A call to the hand-over API, in its trace (`RequestTrace::handoff_request`).
+async fn traced_handoff(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    RequestTrace::handoff_request(request.headers())
+        .run(next.run(request))
+        .await
 }

@@ -122,6 +122,20 @@ impl RequestTrace {
         Self::of(span, headers)
     }
 
+    /// A status callback's (`POST /status`), in the span `status`: Twilio's callbacks
+    /// carry no trace, so each starts one (a proxy's header is continued).
+    pub fn status_callback(headers: &HeaderMap) -> Self {
+        let span = tracing::info_span!(target: SPANS, "status", otel.kind = "server");
+        Self::of(span, headers)
+    }
+
+    /// A call to the hand-over API's (`/handoff/{conversation}/…`), in the span
+    /// `handoff.request`: the helpdesk's trace, if it sends one.
+    pub fn handoff_request(headers: &HeaderMap) -> Self {
+        let span = tracing::info_span!(target: SPANS, "handoff.request", otel.kind = "server");
+        Self::of(span, headers)
+    }
+
     /// A call to the outbound API's (`POST /outbound`), in the span `outbound.request`.
     pub fn outbound_request(headers: &HeaderMap) -> Self {
         let span = tracing::info_span!(target: SPANS, "outbound.request", otel.kind = "server");
