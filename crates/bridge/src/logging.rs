@@ -236,15 +236,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn entries_carry_severity_message_and_fields() {
-        let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::fmt()
+    /// A subscriber writing Cloud Logging lines of project `my-project` into `buffer`.
+    fn cloud_logging_into(buffer: &Buffer) -> impl tracing::Subscriber {
+        tracing_subscriber::fmt()
             .with_writer(buffer.clone())
             .event_format(CloudLogging {
                 project: Some("my-project".into()),
             })
-            .finish();
+            .finish()
+    }
+
+    #[test]
+    fn entries_carry_severity_message_and_fields() {
+        let buffer = Buffer::default();
+        let subscriber = cloud_logging_into(&buffer);
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(
                 message_sid = "SM1",
@@ -268,12 +273,7 @@ mod tests {
     #[tokio::test]
     async fn lines_inside_a_requests_work_name_its_trace_and_span() {
         let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(buffer.clone())
-            .event_format(CloudLogging {
-                project: Some("my-project".into()),
-            })
-            .finish();
+        let subscriber = cloud_logging_into(&buffer);
         let _default = tracing::subscriber::set_default(subscriber);
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(
